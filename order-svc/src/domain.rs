@@ -1,0 +1,530 @@
+//! Order rules, free of I/O: request validation, pricing from the snapshot, the order state
+//! machine, and the version guard of the product snapshot.
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use shared::{
+    events::{OrderEvent, OrderEventItem, OrderEventType, ProductEvent, SCHEMA_VERSION},
+    problem::FieldErrors,
+};
+use uuid::Uuid;
+
+pub const MAX_ITEMS: usize = 100;
+pub const MAX_QUANTITY: u32 = 10_000;
+pub const MAX_EMAIL: usize = 320;
+pub const MAX_REASON: usize = 500;
+
+// ---------------------------------------------------------------------------------------------
+// Product snapshot and its version guard
+
+/// order-svc's local copy of one catalog entry, kept by projecting product events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProductView {
+    pub name: String,
+    pub description: String,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub price: Decimal,
+    pub category: String,
+    pub version: u64,
+    pub deleted: bool,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<&ProductEvent> for ProductView {
+    fn from(e: &ProductEvent) -> Self {
+        Self {
+            name: e.name.clone(),
+            description: e.description.clone(),
+            price: e.price,
+            category: e.category.clone(),
+            version: e.version,
+            deleted: e.deleted,
+            updated_at: e.occurred_at,
+        }
+    }
+}
+
+/// Apply only a strictly newer version: redelivered, duplicated and reordered events are no-ops.
+/// (The original compared wall-clock timestamps and threw real updates away.)
+pub fn should_apply(current: Option<&ProductView>, incoming_version: u64) -> bool {
+    current.is_none_or(|c| incoming_version > c.version)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Orders
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OrderStatus {
+    Pending,
+    Confirmed,
+    Rejected,
+    Cancelled,
+}
+
+impl OrderStatus {
+    pub fn can_become(self, next: OrderStatus) -> bool {
+        use OrderStatus::*;
+        matches!(
+            (self, next),
+            (Pending, Confirmed) | (Pending, Rejected) | (Pending, Cancelled) | (Confirmed, Cancelled)
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderItem {
+    pub product_id: Uuid,
+    pub product_name: String,
+    pub quantity: u32,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub unit_price: Decimal,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub line_total: Decimal,
+}
+
+/// The order as stored and as served (camelCase JSON, money as decimal strings).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Order {
+    pub id: Uuid,
+    pub customer_id: Uuid,
+    pub customer_email: String,
+    pub status: OrderStatus,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub total_amount: Decimal,
+    pub reason: Option<String>,
+    pub failed_product_ids: Vec<Uuid>,
+    pub items: Vec<OrderItem>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("an order cannot go from {from:?} to {to:?}")]
+pub struct InvalidTransition {
+    pub from: OrderStatus,
+    pub to: OrderStatus,
+}
+
+/// How a reservation attempt ended, as far as the order cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Confirmed,
+    Rejected { reason: String, failed_product_ids: Vec<Uuid> },
+    Cancelled { reason: String },
+}
+
+impl Order {
+    pub fn transition(&self, outcome: &Outcome, now: DateTime<Utc>) -> Result<Order, InvalidTransition> {
+        let to = match outcome {
+            Outcome::Confirmed => OrderStatus::Confirmed,
+            Outcome::Rejected { .. } => OrderStatus::Rejected,
+            Outcome::Cancelled { .. } => OrderStatus::Cancelled,
+        };
+        if !self.status.can_become(to) {
+            return Err(InvalidTransition { from: self.status, to });
+        }
+        let mut next = self.clone();
+        next.status = to;
+        next.updated_at = now;
+        match outcome {
+            Outcome::Confirmed => {}
+            Outcome::Rejected { reason, failed_product_ids } => {
+                next.reason = Some(reason.clone());
+                next.failed_product_ids = failed_product_ids.clone();
+            }
+            Outcome::Cancelled { reason } => next.reason = Some(reason.clone()),
+        }
+        Ok(next)
+    }
+
+    /// The integration event for the order's current (final) status, if it has one.
+    pub fn event(&self, now: DateTime<Utc>) -> Option<OrderEvent> {
+        let event_type = match self.status {
+            OrderStatus::Pending => return None,
+            OrderStatus::Confirmed => OrderEventType::OrderConfirmed,
+            OrderStatus::Rejected => OrderEventType::OrderRejected,
+            OrderStatus::Cancelled => OrderEventType::OrderCancelled,
+        };
+        Some(OrderEvent {
+            event_id: Uuid::now_v7(),
+            event_type,
+            schema_version: SCHEMA_VERSION,
+            occurred_at: now,
+            order_id: self.id,
+            customer_id: self.customer_id,
+            customer_email: self.customer_email.clone(),
+            total_amount: self.total_amount,
+            items: (event_type == OrderEventType::OrderConfirmed).then(|| {
+                self.items
+                    .iter()
+                    .map(|i| OrderEventItem {
+                        product_id: i.product_id,
+                        product_name: i.product_name.clone(),
+                        quantity: i.quantity,
+                        unit_price: i.unit_price,
+                    })
+                    .collect()
+            }),
+            reason: (event_type != OrderEventType::OrderConfirmed).then(|| self.reason.clone().unwrap_or_default()),
+            failed_product_ids: (event_type == OrderEventType::OrderRejected).then(|| self.failed_product_ids.clone()),
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Create-order validation and pricing
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateOrderInput {
+    pub customer_id: Option<String>,
+    pub customer_email: Option<String>,
+    pub items: Option<Vec<ItemInput>>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ItemInput {
+    pub product_id: Option<String>,
+    pub quantity: Option<i64>,
+}
+
+/// A validated request: duplicate product ids merged (quantities summed), sorted by id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderRequest {
+    pub customer_id: Uuid,
+    pub customer_email: String,
+    pub items: Vec<(Uuid, u32)>,
+}
+
+impl OrderRequest {
+    /// A stable text of the request, compared for Idempotency-Key reuse.
+    pub fn fingerprint(&self) -> String {
+        serde_json::to_string(self).expect("serializes")
+    }
+}
+
+pub fn validate_create(input: CreateOrderInput) -> Result<OrderRequest, FieldErrors> {
+    let mut errors = FieldErrors::new();
+    let customer_id = match input.customer_id.as_deref().map(Uuid::parse_str) {
+        None => {
+            errors.add("customerId", "customerId is required.");
+            None
+        }
+        Some(Ok(id)) if !id.is_nil() => Some(id),
+        Some(_) => {
+            errors.add("customerId", "customerId must be a non-nil UUID.");
+            None
+        }
+    };
+    let email = match input.customer_email {
+        None => {
+            errors.add("customerEmail", "customerEmail is required.");
+            None
+        }
+        Some(e) => {
+            let e = e.trim().to_owned();
+            if e.chars().count() > MAX_EMAIL {
+                errors.add("customerEmail", format!("customerEmail must be at most {MAX_EMAIL} characters."));
+                None
+            } else if !is_email(&e) {
+                errors.add("customerEmail", "customerEmail must be a valid email address.");
+                None
+            } else {
+                Some(e)
+            }
+        }
+    };
+    let mut merged: BTreeMap<Uuid, u64> = BTreeMap::new();
+    match input.items {
+        None => errors.add("items", "items is required."),
+        Some(items) if items.is_empty() => errors.add("items", "items must contain at least one item."),
+        Some(items) if items.len() > MAX_ITEMS => {
+            errors.add("items", format!("items must contain at most {MAX_ITEMS} items."))
+        }
+        Some(items) => {
+            for (i, item) in items.into_iter().enumerate() {
+                let id = match item.product_id.as_deref().map(Uuid::parse_str) {
+                    None => {
+                        errors.add(format!("items[{i}].productId"), "productId is required.");
+                        None
+                    }
+                    Some(Ok(id)) if !id.is_nil() => Some(id),
+                    Some(_) => {
+                        errors.add(format!("items[{i}].productId"), "productId must be a non-nil UUID.");
+                        None
+                    }
+                };
+                let qty = match item.quantity {
+                    None => {
+                        errors.add(format!("items[{i}].quantity"), "quantity is required.");
+                        None
+                    }
+                    Some(q) if (1..=i64::from(MAX_QUANTITY)).contains(&q) => Some(q as u64),
+                    Some(_) => {
+                        errors.add(format!("items[{i}].quantity"), format!("quantity must be between 1 and {MAX_QUANTITY}."));
+                        None
+                    }
+                };
+                if let (Some(id), Some(q)) = (id, qty) {
+                    *merged.entry(id).or_default() += q;
+                }
+            }
+            for (id, q) in &merged {
+                if *q > u64::from(MAX_QUANTITY) {
+                    errors.add("items", format!("the total quantity of product {id} must be at most {MAX_QUANTITY}."));
+                }
+            }
+        }
+    }
+    errors.into_result()?;
+    Ok(OrderRequest {
+        customer_id: customer_id.expect("validated"),
+        customer_email: email.expect("validated"),
+        items: merged.into_iter().map(|(id, q)| (id, q as u32)).collect(),
+    })
+}
+
+/// Pragmatic address check: one `@`, non-empty local part, a dotted domain, no spaces or controls.
+pub fn is_email(e: &str) -> bool {
+    let Some((local, domain)) = e.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && !domain.is_empty()
+        && !domain.contains('@')
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !e.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+pub fn validate_reason(reason: Option<String>) -> Result<String, FieldErrors> {
+    let mut errors = FieldErrors::new();
+    let reason = reason.map(|r| r.trim().to_owned()).unwrap_or_default();
+    if reason.is_empty() {
+        errors.add("reason", "reason is required.");
+    } else if reason.chars().count() > MAX_REASON {
+        errors.add("reason", format!("reason must be at most {MAX_REASON} characters."));
+    }
+    errors.into_result()?;
+    Ok(reason)
+}
+
+/// Builds a Pending order priced from the catalog (name and unit price captured on each item).
+/// Unknown or discontinued products are returned as the error.
+pub fn price_order(
+    id: Uuid,
+    request: &OrderRequest,
+    catalog: &HashMap<Uuid, ProductView>,
+    now: DateTime<Utc>,
+) -> Result<Order, Vec<Uuid>> {
+    let unknown: Vec<Uuid> = request
+        .items
+        .iter()
+        .filter(|(pid, _)| catalog.get(pid).is_none_or(|p| p.deleted))
+        .map(|(pid, _)| *pid)
+        .collect();
+    if !unknown.is_empty() {
+        return Err(unknown);
+    }
+    let items: Vec<OrderItem> = request
+        .items
+        .iter()
+        .map(|(pid, qty)| {
+            let p = &catalog[pid];
+            OrderItem {
+                product_id: *pid,
+                product_name: p.name.clone(),
+                quantity: *qty,
+                unit_price: p.price,
+                line_total: p.price * Decimal::from(*qty),
+            }
+        })
+        .collect();
+    let total_amount = items.iter().map(|i| i.line_total).sum();
+    Ok(Order {
+        id,
+        customer_id: request.customer_id,
+        customer_email: request.customer_email.clone(),
+        status: OrderStatus::Pending,
+        total_amount,
+        reason: None,
+        failed_product_ids: Vec::new(),
+        items,
+        created_at: now,
+        updated_at: now,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(version: u64, price: &str) -> ProductView {
+        ProductView {
+            name: "Lamp".into(),
+            description: String::new(),
+            price: price.parse().unwrap(),
+            category: "Home".into(),
+            version,
+            deleted: false,
+            updated_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn version_guard_new_newer_older_duplicate_deleted() {
+        assert!(should_apply(None, 1), "new product");
+        let v3 = view(3, "1.00");
+        assert!(should_apply(Some(&v3), 4), "newer");
+        assert!(!should_apply(Some(&v3), 2), "older");
+        assert!(!should_apply(Some(&v3), 3), "duplicate");
+        let mut deleted = view(5, "1.00");
+        deleted.deleted = true;
+        assert!(!should_apply(Some(&deleted), 4), "an older event cannot resurrect a deleted product");
+        assert!(should_apply(Some(&deleted), 6));
+    }
+
+    #[test]
+    fn state_machine() {
+        use OrderStatus::*;
+        for (from, to, ok) in [
+            (Pending, Confirmed, true),
+            (Pending, Rejected, true),
+            (Pending, Cancelled, true),
+            (Confirmed, Cancelled, true),
+            (Confirmed, Rejected, false),
+            (Rejected, Confirmed, false),
+            (Rejected, Cancelled, false),
+            (Cancelled, Cancelled, false),
+            (Cancelled, Confirmed, false),
+            (Confirmed, Confirmed, false),
+        ] {
+            assert_eq!(from.can_become(to), ok, "{from:?} -> {to:?}");
+        }
+    }
+
+    fn request(items: Vec<(Uuid, u32)>) -> OrderRequest {
+        OrderRequest {
+            customer_id: Uuid::new_v4(),
+            customer_email: "a@b.io".into(),
+            items,
+        }
+    }
+
+    #[test]
+    fn pricing_is_exact_and_captures_name_and_price() {
+        let a = Uuid::new_v4();
+        let b = Uuid::new_v4();
+        let catalog = HashMap::from([(a, view(1, "0.10")), (b, view(1, "149.99"))]);
+        let order = price_order(Uuid::new_v4(), &request(vec![(a, 3), (b, 2)]), &catalog, Utc::now()).unwrap();
+        assert_eq!(order.total_amount.to_string(), "300.28");
+        assert_eq!(order.items[0].line_total.to_string(), "0.30");
+        assert_eq!(order.items[1].product_name, "Lamp");
+        assert_eq!(order.status, OrderStatus::Pending);
+    }
+
+    #[test]
+    fn pricing_reports_unknown_and_deleted_products() {
+        let known = Uuid::new_v4();
+        let gone = Uuid::new_v4();
+        let missing = Uuid::new_v4();
+        let mut deleted = view(2, "1.00");
+        deleted.deleted = true;
+        let catalog = HashMap::from([(known, view(1, "1.00")), (gone, deleted)]);
+        let err = price_order(Uuid::new_v4(), &request(vec![(known, 1), (gone, 1), (missing, 1)]), &catalog, Utc::now())
+            .unwrap_err();
+        assert_eq!(err.len(), 2);
+        assert!(err.contains(&gone) && err.contains(&missing));
+    }
+
+    #[test]
+    fn validation_merges_duplicates_and_keys_errors() {
+        let p = Uuid::new_v4().to_string();
+        let ok = validate_create(CreateOrderInput {
+            customer_id: Some(Uuid::new_v4().to_string()),
+            customer_email: Some("x@y.com".into()),
+            items: Some(vec![
+                ItemInput { product_id: Some(p.clone()), quantity: Some(2) },
+                ItemInput { product_id: Some(p.clone()), quantity: Some(3) },
+            ]),
+        })
+        .unwrap();
+        assert_eq!(ok.items.len(), 1);
+        assert_eq!(ok.items[0].1, 5);
+
+        let errors = validate_create(CreateOrderInput {
+            customer_id: Some(Uuid::nil().to_string()),
+            customer_email: Some("invalid@".into()),
+            items: Some(vec![
+                ItemInput { product_id: Some("nope".into()), quantity: Some(0) },
+                ItemInput { product_id: None, quantity: Some(10_001) },
+            ]),
+        })
+        .unwrap_err();
+        for field in ["customerId", "customerEmail", "items[0].productId", "items[0].quantity", "items[1].productId", "items[1].quantity"] {
+            assert!(errors.contains(field), "no error for {field}: {errors:?}");
+        }
+        let too_many = validate_create(CreateOrderInput {
+            customer_id: Some(Uuid::new_v4().to_string()),
+            customer_email: Some("x@y.com".into()),
+            items: Some((0..101).map(|_| ItemInput { product_id: Some(Uuid::new_v4().to_string()), quantity: Some(1) }).collect()),
+        })
+        .unwrap_err();
+        assert!(too_many.contains("items"));
+        let merged_too_big = validate_create(CreateOrderInput {
+            customer_id: Some(Uuid::new_v4().to_string()),
+            customer_email: Some("x@y.com".into()),
+            items: Some(vec![
+                ItemInput { product_id: Some(p.clone()), quantity: Some(6000) },
+                ItemInput { product_id: Some(p), quantity: Some(6000) },
+            ]),
+        })
+        .unwrap_err();
+        assert!(merged_too_big.contains("items"));
+    }
+
+    #[test]
+    fn email_rules() {
+        for ok in ["a@b.co", "first.last+tag@sub.example.org"] {
+            assert!(is_email(ok), "{ok}");
+        }
+        for bad in ["", "a", "@b.co", "a@", "a@b", "a b@c.de", "a@b@c.de", "a@.co", "a@b.co."] {
+            assert!(!is_email(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn transitions_record_reasons_and_events() {
+        let a = Uuid::new_v4();
+        let catalog = HashMap::from([(a, view(1, "2.50"))]);
+        let order = price_order(Uuid::new_v4(), &request(vec![(a, 2)]), &catalog, Utc::now()).unwrap();
+        assert!(order.event(Utc::now()).is_none(), "pending has no event");
+        let confirmed = order.transition(&Outcome::Confirmed, Utc::now()).unwrap();
+        let event = confirmed.event(Utc::now()).unwrap();
+        assert_eq!(event.event_type, OrderEventType::OrderConfirmed);
+        assert_eq!(event.items.unwrap().len(), 1);
+        let cancelled = confirmed.transition(&Outcome::Cancelled { reason: "changed mind".into() }, Utc::now()).unwrap();
+        assert_eq!(cancelled.reason.as_deref(), Some("changed mind"));
+        assert!(cancelled.transition(&Outcome::Confirmed, Utc::now()).is_err());
+        let rejected = order
+            .transition(&Outcome::Rejected { reason: "short".into(), failed_product_ids: vec![a] }, Utc::now())
+            .unwrap();
+        assert_eq!(rejected.event(Utc::now()).unwrap().failed_product_ids, Some(vec![a]));
+    }
+
+    #[test]
+    fn reason_rules() {
+        assert!(validate_reason(None).is_err());
+        assert!(validate_reason(Some("  ".into())).is_err());
+        assert!(validate_reason(Some("x".repeat(501))).is_err());
+        assert_eq!(validate_reason(Some(" ok ".into())).unwrap(), "ok");
+    }
+}

@@ -1,0 +1,31 @@
+//! The crate's one error type, mapped once to problem+json in `http.rs`.
+use shared::problem::FieldErrors;
+use uuid::Uuid;
+
+use crate::domain::{InvalidTransition, OrderStatus};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("validation failed")]
+    Validation(FieldErrors),
+    #[error("order {0} was not found")]
+    NotFound(Uuid),
+    #[error("unknown or discontinued products")]
+    UnknownProducts(Vec<Uuid>),
+    #[error("the Idempotency-Key was already used with a different request")]
+    IdempotencyMismatch,
+    #[error("order {id} is {status:?} and cannot be cancelled")]
+    NotCancellable { id: Uuid, status: OrderStatus },
+    #[error(transparent)]
+    Transition(#[from] InvalidTransition),
+    #[error("the catalog is unavailable: {0}")]
+    CatalogUnavailable(String),
+    #[error("storage error")]
+    Storage(#[from] sled::Error),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("storage flush failed")]
+    Flush(#[from] shared::durability::FlusherStopped),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,27 @@
+//! The crate's one error type. HTTP (`http.rs`) and gRPC (`grpc.rs`) each map it exactly once.
+use shared::problem::FieldErrors;
+use uuid::Uuid;
+
+use crate::domain::StockError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("validation failed")]
+    Validation(FieldErrors),
+    #[error("product {0} was not found")]
+    NotFound(Uuid),
+    #[error("product {id} is at version {current}, not the expected {expected}")]
+    VersionMismatch { id: Uuid, expected: u64, current: u64 },
+    #[error("product {0} is discontinued")]
+    Discontinued(Uuid),
+    #[error(transparent)]
+    Stock(#[from] StockError),
+    #[error("storage error")]
+    Storage(#[from] sled::Error),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("storage flush failed")]
+    Flush(#[from] shared::durability::FlusherStopped),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,231 @@
+//! The gRPC stock API (`eshop.product.v1.ProductService`). Only this file names proto types.
+use std::{
+    pin::Pin,
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use proto::{
+    ErrorCode, GetProductsRequest, GetProductsResponse, ProductInfo, ReleaseStockRequest,
+    ReleaseStockResponse, ReserveStockRequest, ReserveStockResponse,
+    product_service_server::ProductService,
+};
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::{
+    domain::{self, FailureCode, MAX_QUANTITY, ReservationStatus},
+    error::Error,
+    store::{Entry, Store},
+};
+
+/// Most items (or ids) one call may carry.
+pub const MAX_ITEMS: usize = 1000;
+
+pub struct StockService {
+    pub store: Store,
+}
+
+#[tonic::async_trait]
+impl ProductService for StockService {
+    async fn reserve_stock(
+        &self,
+        request: Request<ReserveStockRequest>,
+    ) -> Result<Response<ReserveStockResponse>, Status> {
+        let req = request.into_inner();
+        let order_id = parse_uuid("order_id", &req.order_id)?;
+        if req.items.is_empty() {
+            return Err(Status::invalid_argument("items: at least one item is required"));
+        }
+        if req.items.len() > MAX_ITEMS {
+            return Err(Status::invalid_argument(format!("items: at most {MAX_ITEMS} items are allowed")));
+        }
+        let mut items = Vec::with_capacity(req.items.len());
+        for (i, item) in req.items.iter().enumerate() {
+            let id = parse_uuid(&format!("items[{i}].product_id"), &item.product_id)?;
+            if item.quantity <= 0 {
+                return Err(Status::invalid_argument(format!("items[{i}].quantity: must be greater than 0")));
+            }
+            items.push((id, i64::from(item.quantity)));
+        }
+        let items = domain::merge_items(items);
+        if items.iter().any(|(_, q)| *q > MAX_QUANTITY) {
+            return Err(Status::invalid_argument(format!("items: the quantity of one product must be at most {MAX_QUANTITY}")));
+        }
+        let reservation = self.store.reserve(order_id, &items).await?;
+        let response = match (&reservation.status, reservation.failure) {
+            (ReservationStatus::Failed, Some(failure)) => {
+                tracing::info!(order_id = %order_id, code = ?failure.code, failed = failure.failed_product_ids.len(), "Reservation refused.");
+                ReserveStockResponse {
+                    success: false,
+                    failure_reason: Some(failure.reason),
+                    error_code: match failure.code {
+                        FailureCode::InsufficientStock => ErrorCode::InsufficientStock,
+                        FailureCode::ProductNotFound => ErrorCode::ProductNotFound,
+                        FailureCode::RequestMismatch => ErrorCode::RequestMismatch,
+                    } as i32,
+                    failed_product_ids: failure.failed_product_ids.iter().map(Uuid::to_string).collect(),
+                }
+            }
+            _ => {
+                tracing::debug!(order_id = %order_id, items = items.len(), "Stock reserved.");
+                ReserveStockResponse {
+                    success: true,
+                    failure_reason: None,
+                    error_code: ErrorCode::None as i32,
+                    failed_product_ids: Vec::new(),
+                }
+            }
+        };
+        Ok(Response::new(response))
+    }
+
+    async fn release_stock(
+        &self,
+        request: Request<ReleaseStockRequest>,
+    ) -> Result<Response<ReleaseStockResponse>, Status> {
+        let order_id = parse_uuid("order_id", &request.get_ref().order_id)?;
+        let released = self.store.release(order_id).await?;
+        tracing::debug!(order_id = %order_id, released, "Release handled.");
+        Ok(Response::new(ReleaseStockResponse {
+            success: true,
+            failure_reason: None,
+        }))
+    }
+
+    async fn get_products(
+        &self,
+        request: Request<GetProductsRequest>,
+    ) -> Result<Response<GetProductsResponse>, Status> {
+        let req = request.into_inner();
+        if req.product_ids.len() > MAX_ITEMS {
+            return Err(Status::invalid_argument(format!("product_ids: at most {MAX_ITEMS} ids are allowed")));
+        }
+        let ids = req
+            .product_ids
+            .iter()
+            .enumerate()
+            .map(|(i, raw)| parse_uuid(&format!("product_ids[{i}]"), raw))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut response = GetProductsResponse::default();
+        for (id, entry) in ids.iter().zip(self.store.get_many(&ids)?) {
+            match entry {
+                Some(entry) => response.products.push(product_info(entry)),
+                None => response.missing_product_ids.push(id.to_string()),
+            }
+        }
+        Ok(Response::new(response))
+    }
+}
+
+fn product_info(e: Entry) -> ProductInfo {
+    let clamp = |v: i64| v.clamp(0, i64::from(i32::MAX)) as i32;
+    ProductInfo {
+        product_id: e.product.id.to_string(),
+        name: e.product.name,
+        description: e.product.description,
+        price: e.product.price.to_string(),
+        stock_quantity: clamp(e.stock.on_hand),
+        version: e.product.version,
+        deleted: e.product.deleted,
+        available_quantity: clamp(e.stock.available()),
+        category: e.product.category,
+    }
+}
+
+fn parse_uuid(field: &str, raw: &str) -> Result<Uuid, Status> {
+    Uuid::parse_str(raw)
+        .ok()
+        .filter(|id| !id.is_nil())
+        .ok_or_else(|| Status::invalid_argument(format!("{field}: must be a non-nil UUID")))
+}
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Self {
+        match error {
+            Error::Validation(_) => Status::invalid_argument(error.to_string()),
+            Error::NotFound(_) => Status::not_found(error.to_string()),
+            Error::VersionMismatch { .. } | Error::Discontinued(_) | Error::Stock(_) => {
+                Status::failed_precondition(error.to_string())
+            }
+            Error::Storage(_) | Error::Corrupt(_) | Error::Flush(_) => {
+                tracing::error!(error = %error, cause = ?error, "gRPC call failed on storage.");
+                Status::internal("internal storage error")
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A tower layer around every gRPC call: validates the correlation id from metadata, runs the call
+// in its span and task-local scope, and logs method, status and duration once.
+
+#[derive(Debug, Clone, Default)]
+pub struct ObserveLayer;
+
+impl<S> tower::Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Observe { inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Observe<S> {
+    inner: S,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+impl<S, B, RB> tower::Service<http::Request<B>> for Observe<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<RB>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        let started = Instant::now();
+        let id = shared::correlation::from_headers(req.headers());
+        if let Ok(value) = http::HeaderValue::from_str(&id) {
+            req.headers_mut().insert(shared::correlation::HEADER, value);
+        }
+        let method = req.uri().path().to_owned();
+        let span = tracing::info_span!("grpc", correlation_id = %id, method = %method);
+        let call = self.inner.call(req);
+        Box::pin(
+            async move {
+                let result = shared::correlation::scope(id, method, call).await;
+                let micros = started.elapsed().as_micros() as u64;
+                match &result {
+                    Ok(response) => {
+                        let status = response
+                            .headers()
+                            .get("grpc-status")
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.parse::<i32>().ok())
+                            .unwrap_or(0);
+                        let code = tonic::Code::from_i32(status);
+                        if matches!(code, tonic::Code::Internal | tonic::Code::Unknown | tonic::Code::DataLoss) {
+                            tracing::warn!(status = ?code, micros, "gRPC call failed.");
+                        } else {
+                            tracing::debug!(status = ?code, micros, "gRPC call handled.");
+                        }
+                    }
+                    Err(_) => tracing::warn!(micros, "gRPC transport error."),
+                }
+                result
+            }
+            .instrument(span),
+        )
+    }
+}

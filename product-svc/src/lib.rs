@@ -1,0 +1,222 @@
+//! product-svc owns the catalog and the stock. It serves catalog admins over HTTP JSON and
+//! order-svc over gRPC (reserve/release stock), and publishes every catalog change to JetStream
+//! through a transactional outbox.
+//!
+//! `App::build(Config)` does every fallible start-up step (open sled, bind both listeners,
+//! start connecting to NATS); `App::run_until_stopped(shutdown)` serves until the future
+//! resolves, then drains: stop accepting, finish in-flight requests, drain the relay, flush.
+mod domain;
+mod error;
+mod grpc;
+mod http;
+mod seed;
+mod store;
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Arc, atomic::AtomicU64},
+    time::Duration,
+};
+
+use anyhow::Context;
+use shared::outbox::{Relay, RelayConfig};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use error::Error;
+
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "product-svc", version, about = "Catalog and stock service of eshop")]
+pub struct Config {
+    /// HTTP JSON API address.
+    #[arg(long, env = "PRODUCT_HTTP_ADDR", default_value = "127.0.0.1:5001")]
+    pub http_addr: SocketAddr,
+    /// gRPC stock API address.
+    #[arg(long, env = "PRODUCT_GRPC_ADDR", default_value = "127.0.0.1:5051")]
+    pub grpc_addr: SocketAddr,
+    /// Directory of the sled database.
+    #[arg(long, env = "PRODUCT_DATA_DIR", default_value = "./data/product")]
+    pub data_dir: PathBuf,
+    /// NATS server URL(s), comma-separated.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// Replicas of the PRODUCTS and STOCK streams (3 on a cluster).
+    #[arg(long, env = "PRODUCT_STREAM_REPLICAS", default_value_t = 1)]
+    pub stream_replicas: usize,
+    /// Create this many demo products when the store is empty.
+    #[arg(long, env = "PRODUCT_SEED", default_value_t = 0)]
+    pub seed: usize,
+    /// sled page cache, MiB (small default for edge machines).
+    #[arg(long, env = "PRODUCT_CACHE_MB", default_value_t = 32)]
+    pub cache_mb: u64,
+    /// Publishes in flight per relay round.
+    #[arg(long, env = "PRODUCT_RELAY_WINDOW", default_value_t = 1000)]
+    pub relay_window: usize,
+    /// How long shutdown waits for in-flight requests and the relay.
+    #[arg(long, env = "PRODUCT_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    pub shutdown_grace_secs: u64,
+}
+
+impl Config {
+    /// Loopback on random ports, for tests.
+    pub fn for_tests(data_dir: PathBuf, nats_url: &str) -> Self {
+        Self {
+            http_addr: "127.0.0.1:0".parse().expect("addr"),
+            grpc_addr: "127.0.0.1:0".parse().expect("addr"),
+            data_dir,
+            nats_url: nats_url.into(),
+            stream_replicas: 1,
+            seed: 0,
+            cache_mb: 16,
+            relay_window: 1000,
+            shutdown_grace_secs: 5,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct AppState {
+    store: store::Store,
+    nats: async_nats::Client,
+}
+
+pub struct App {
+    config: Config,
+    store: store::Store,
+    nats: async_nats::Client,
+    http: TcpListener,
+    grpc: TcpListener,
+    published: Arc<AtomicU64>,
+}
+
+impl App {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("failed to create data dir {}", config.data_dir.display()))?;
+        let store = store::Store::open(&config.data_dir, config.cache_mb << 20)
+            .with_context(|| format!("failed to open sled at {}", config.data_dir.display()))?;
+        if config.seed > 0 && store.is_empty() {
+            seed::seed(&store, config.seed).await.context("failed to seed the catalog")?;
+        }
+        let nats = shared::nats::connect(&config.nats_url, "product-svc")
+            .await
+            .context("invalid NATS options")?;
+        let http = TcpListener::bind(config.http_addr)
+            .await
+            .with_context(|| format!("failed to bind HTTP on {}", config.http_addr))?;
+        let grpc = TcpListener::bind(config.grpc_addr)
+            .await
+            .with_context(|| format!("failed to bind gRPC on {}", config.grpc_addr))?;
+        Ok(Self {
+            config,
+            store,
+            nats,
+            http,
+            grpc,
+            published: Arc::default(),
+        })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http.local_addr().expect("bound")
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc.local_addr().expect("bound")
+    }
+
+    /// Counter of events the relay has published (shared with the running relay).
+    pub fn published_counter(&self) -> Arc<AtomicU64> {
+        self.published.clone()
+    }
+
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+        let http_addr = self.http_addr();
+        let grpc_addr = self.grpc_addr();
+        let grace = Duration::from_secs(self.config.shutdown_grace_secs);
+        let servers_stop = CancellationToken::new();
+        let relay_stop = CancellationToken::new();
+
+        let relay = Relay {
+            tree: self.store.outbox_tree(),
+            js: shared::nats::jetstream(self.nats.clone()),
+            wake: self.store.relay_wake(),
+            config: RelayConfig {
+                window: self.config.relay_window.max(1),
+                streams: vec![
+                    shared::streams::products(self.config.stream_replicas),
+                    shared::streams::stock(self.config.stream_replicas),
+                ],
+                max_backoff: Duration::from_secs(5),
+                drain_timeout: grace,
+            },
+            published: self.published.clone(),
+        };
+        let relay_task = tokio::spawn(relay.run(relay_stop.clone()));
+
+        let state = AppState {
+            store: self.store.clone(),
+            nats: self.nats.clone(),
+        };
+        let router = http::router(state);
+        let stop = servers_stop.clone();
+        let mut http_task = tokio::spawn(async move {
+            axum::serve(self.http, router)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        });
+
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_serving::<proto::product_service_server::ProductServiceServer<grpc::StockService>>()
+            .await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .context("failed to build gRPC reflection")?;
+        let service = proto::product_service_server::ProductServiceServer::new(grpc::StockService {
+            store: self.store.clone(),
+        });
+        let stop = servers_stop.clone();
+        let incoming = tonic::transport::server::TcpIncoming::from(self.grpc).with_nodelay(Some(true));
+        let mut grpc_task = tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .timeout(Duration::from_secs(30))
+                .layer(grpc::ObserveLayer)
+                .add_service(health_service)
+                .add_service(reflection)
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+                .await
+        });
+        tracing::info!(http.addr = %http_addr, grpc.addr = %grpc_addr, data_dir = %self.config.data_dir.display(), "product-svc started.");
+
+        let mut failure = None;
+        tokio::select! {
+            _ = shutdown => {}
+            r = &mut http_task => failure = Some(format!("HTTP server stopped: {r:?}")),
+            r = &mut grpc_task => failure = Some(format!("gRPC server stopped: {r:?}")),
+        }
+        servers_stop.cancel();
+        let drained = tokio::time::timeout(grace, async {
+            let _ = (&mut http_task).await;
+            let _ = (&mut grpc_task).await;
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("In-flight requests did not finish within the grace period.");
+            http_task.abort();
+            grpc_task.abort();
+        }
+        relay_stop.cancel();
+        let _ = relay_task.await;
+        self.store.close().await;
+        let _ = self.nats.flush().await;
+        tracing::info!("product-svc stopped.");
+        match failure {
+            Some(f) => Err(anyhow::anyhow!(f)),
+            None => Ok(()),
+        }
+    }
+}

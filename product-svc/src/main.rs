@@ -1,0 +1,10 @@
+use clap::Parser;
+use product_svc::{App, Config};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    shared::telemetry::init("info,product_svc=info");
+    let config = Config::parse();
+    let app = App::build(config).await?;
+    app.run_until_stopped(shared::shutdown::signal()).await
+}

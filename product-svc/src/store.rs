@@ -1,0 +1,506 @@
+//! All persistence of product-svc, behind one small API so sled (weakly maintained) can be swapped.
+//!
+//! Trees: `products` (id → catalog JSON), `stock` (id → stock JSON), `reservations`
+//! (order id → request + outcome), `outbox` (sled id → event), and the list indexes `by_name`
+//! (name 0 id) and `by_category` (category 0 name 0 id). Every change and the events it causes
+//! are written in **one** sled transaction; a write returns only after a group-commit flush,
+//! so "2xx" means "on disk", and the relay can never miss or invent an event.
+use std::sync::Arc;
+
+use chrono::Utc;
+use serde::{Serialize, de::DeserializeOwned};
+use shared::{
+    correlation,
+    durability::GroupCommit,
+    events::{self, ProductEventType, STOCK_LOW, SCHEMA_VERSION, StockLowEvent},
+    outbox::{self, OutboxHeader, OutboxRecord},
+};
+use sled::{
+    Tree,
+    transaction::{
+        ConflictableTransactionError, TransactionError, TransactionalTree, Transactional,
+    },
+};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::{
+    domain::{self, Failure, FailureCode, NewProduct, Product, Reservation, ReservationStatus, Stock},
+    error::{Error, Result},
+};
+
+/// A product with its stock, as the APIs show it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub product: Product,
+    pub stock: Stock,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    products: Tree,
+    stock: Tree,
+    reservations: Tree,
+    outbox: Tree,
+    by_name: Tree,
+    by_category: Tree,
+    commit: GroupCommit,
+    relay_wake: Arc<Notify>,
+}
+
+type TxResult<T> = std::result::Result<T, ConflictableTransactionError<Error>>;
+
+impl Store {
+    pub fn open(path: &std::path::Path, cache_bytes: u64) -> Result<Self> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes)
+            .open()?;
+        Ok(Self {
+            products: db.open_tree("products")?,
+            stock: db.open_tree("stock")?,
+            reservations: db.open_tree("reservations")?,
+            outbox: db.open_tree("outbox")?,
+            by_name: db.open_tree("by_name")?,
+            by_category: db.open_tree("by_category")?,
+            commit: GroupCommit::start(db),
+            relay_wake: Arc::new(Notify::new()),
+        })
+    }
+
+    pub fn outbox_tree(&self) -> Tree {
+        self.outbox.clone()
+    }
+
+    pub fn relay_wake(&self) -> Arc<Notify> {
+        self.relay_wake.clone()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.products.is_empty()
+    }
+
+    pub fn product_count(&self) -> usize {
+        self.products.len()
+    }
+
+    /// Final flush on shutdown.
+    pub async fn close(&self) {
+        self.commit.close().await;
+    }
+
+    /// Waits for a group-commit flush, then wakes the relay for anything the write queued.
+    async fn durable(&self, wrote_events: bool) -> Result<()> {
+        self.commit.flush().await?;
+        if wrote_events {
+            self.relay_wake.notify_one();
+        }
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Catalog
+
+    pub async fn create(&self, input: &NewProduct) -> Result<Entry> {
+        let id = Uuid::new_v4();
+        let cid = correlation::current_or_new();
+        let entry = self.transact(|t| {
+            let now = Utc::now();
+            let (product, mut stock) = domain::new_product(id, input, now);
+            let crossed = domain::update_low_flag(&mut stock, product.low_stock_threshold);
+            t.put(&t.products, id, &product)?;
+            t.put(&t.stock, id, &stock)?;
+            t.index(&product)?;
+            t.product_event(&product, ProductEventType::ProductCreated, &cid)?;
+            if crossed {
+                t.stock_low(&product, &stock, &cid)?;
+            }
+            Ok(Entry { product, stock })
+        })?;
+        self.durable(true).await?;
+        tracing::info!(product_id = %id, version = 1, "Product created.");
+        Ok(entry)
+    }
+
+    pub fn get(&self, id: Uuid) -> Result<Option<Entry>> {
+        let Some(product) = read::<Product>(&self.products, id)? else {
+            return Ok(None);
+        };
+        let stock = read::<Stock>(&self.stock, id)?
+            .ok_or_else(|| Error::Corrupt(format!("stock row missing for {id}")))?;
+        Ok(Some(Entry { product, stock }))
+    }
+
+    pub fn get_many(&self, ids: &[Uuid]) -> Result<Vec<Option<Entry>>> {
+        ids.iter().map(|id| self.get(*id)).collect()
+    }
+
+    /// One page of products sorted by name (optionally of one category), and the total count.
+    pub fn list(&self, category: Option<&str>, page: usize, page_size: usize) -> Result<(Vec<Entry>, usize)> {
+        let skip = (page - 1).saturating_mul(page_size);
+        let keys: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> = match category {
+            Some(c) => {
+                let mut prefix = c.as_bytes().to_vec();
+                prefix.push(0);
+                Box::new(self.by_category.scan_prefix(prefix))
+            }
+            None => Box::new(self.by_name.iter()),
+        };
+        let mut total = 0;
+        let mut ids = Vec::new();
+        for kv in keys {
+            let (key, _) = kv?;
+            if total >= skip && ids.len() < page_size {
+                ids.push(id_from_index_key(&key)?);
+            }
+            total += 1;
+        }
+        let mut items = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(entry) = self.get(id)? {
+                items.push(entry);
+            }
+        }
+        Ok((items, total))
+    }
+
+    pub async fn update(&self, id: Uuid, fields: &domain::CatalogFields, if_match: Option<u64>) -> Result<Entry> {
+        let cid = correlation::current_or_new();
+        let (entry, changed) = self.transact(|t| {
+            let current = t.product(id)?;
+            check_version(&current, if_match)?;
+            if current.deleted {
+                return abort(Error::Discontinued(id));
+            }
+            let mut stock = t.stock_of(id)?;
+            let Some(next) = domain::apply_update(&current, fields, Utc::now()) else {
+                return Ok((Entry { product: current, stock }, false));
+            };
+            t.unindex(&current)?;
+            t.index(&next)?;
+            t.put(&t.products, id, &next)?;
+            if domain::update_low_flag(&mut stock, next.low_stock_threshold) {
+                t.stock_low(&next, &stock, &cid)?;
+            }
+            t.put(&t.stock, id, &stock)?;
+            t.product_event(&next, ProductEventType::ProductUpdated, &cid)?;
+            Ok((Entry { product: next, stock }, true))
+        })?;
+        if changed {
+            self.durable(true).await?;
+            tracing::info!(product_id = %id, version = entry.product.version, "Product updated.");
+        }
+        Ok(entry)
+    }
+
+    /// Discontinues a product: kept, marked deleted, no longer orderable. Idempotent.
+    pub async fn delete(&self, id: Uuid, if_match: Option<u64>) -> Result<Entry> {
+        let cid = correlation::current_or_new();
+        let (entry, changed) = self.transact(|t| {
+            let current = t.product(id)?;
+            check_version(&current, if_match)?;
+            let stock = t.stock_of(id)?;
+            if current.deleted {
+                return Ok((Entry { product: current, stock }, false));
+            }
+            let next = Product {
+                deleted: true,
+                version: current.version + 1,
+                updated_at: Utc::now(),
+                ..current
+            };
+            t.put(&t.products, id, &next)?;
+            t.product_event(&next, ProductEventType::ProductDeleted, &cid)?;
+            Ok((Entry { product: next, stock }, true))
+        })?;
+        if changed {
+            self.durable(true).await?;
+            tracing::info!(product_id = %id, version = entry.product.version, "Product discontinued.");
+        }
+        Ok(entry)
+    }
+
+    /// Restock (+) or write-off (−) of on-hand stock.
+    pub async fn adjust_stock(&self, id: Uuid, delta: i64) -> Result<Entry> {
+        let cid = correlation::current_or_new();
+        let (entry, crossed) = self.transact(|t| {
+            let product = t.product(id)?;
+            let stock = t.stock_of(id)?;
+            let mut next = domain::adjust(stock, delta).map_err(|e| ConflictableTransactionError::Abort(e.into()))?;
+            let crossed = domain::update_low_flag(&mut next, product.low_stock_threshold);
+            if crossed {
+                t.stock_low(&product, &next, &cid)?;
+            }
+            t.put(&t.stock, id, &next)?;
+            Ok((Entry { product, stock: next }, crossed))
+        })?;
+        self.durable(crossed).await?;
+        tracing::info!(product_id = %id, delta, on_hand = entry.stock.on_hand, "Stock adjusted.");
+        Ok(entry)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Reservations
+
+    /// Reserves every item or none. `items` must be merged (`domain::merge_items`). Returns the
+    /// stored outcome; a different request under a known order id is a `RequestMismatch` failure.
+    pub async fn reserve(&self, order_id: Uuid, items: &[(Uuid, i64)]) -> Result<Reservation> {
+        let cid = correlation::current_or_new();
+        let outcome = self.transact(|t| {
+            if let Some(existing) = get_json::<Reservation>(t.reservations, order_id)? {
+                if existing.items == items {
+                    return Ok(existing);
+                }
+                let reason = if existing.status == ReservationStatus::Released && existing.items.is_empty() {
+                    format!("order {order_id} was already released; it cannot reserve stock")
+                } else {
+                    format!("order {order_id} already reserved a different set of items")
+                };
+                return Ok(Reservation {
+                    items: items.to_vec(),
+                    status: ReservationStatus::Failed,
+                    failure: Some(Failure {
+                        code: FailureCode::RequestMismatch,
+                        reason,
+                        failed_product_ids: Vec::new(),
+                    }),
+                });
+            }
+            let mut state = Vec::with_capacity(items.len());
+            for (id, _) in items {
+                let product = get_json::<Product>(t.products, *id)?;
+                let entry = match product {
+                    Some(product) => Some((product, t.stock_of(*id)?)),
+                    None => None,
+                };
+                state.push(entry);
+            }
+            let reservation = match domain::plan_reservation(items, &state) {
+                Ok(planned) => {
+                    for (((id, _), next), before) in items.iter().zip(&planned).zip(&state) {
+                        let (product, before) = before.as_ref().expect("planned items exist");
+                        if next.low && !before.low {
+                            t.stock_low(product, next, &cid)?;
+                        }
+                        t.put(&t.stock, *id, next)?;
+                    }
+                    Reservation {
+                        items: items.to_vec(),
+                        status: ReservationStatus::Active,
+                        failure: None,
+                    }
+                }
+                Err(failure) => Reservation {
+                    items: items.to_vec(),
+                    status: ReservationStatus::Failed,
+                    failure: Some(failure),
+                },
+            };
+            t.put(&t.reservations, order_id, &reservation)?;
+            Ok(reservation)
+        })?;
+        self.durable(true).await?;
+        Ok(outcome)
+    }
+
+    /// Gives an order's stock back. Idempotent; an unknown order leaves a tombstone so a late
+    /// (retried) reserve for it cannot hold stock that nobody will release.
+    pub async fn release(&self, order_id: Uuid) -> Result<bool> {
+        let cid = correlation::current_or_new();
+        let released = self.transact(|t| {
+            let Some(mut reservation) = get_json::<Reservation>(t.reservations, order_id)? else {
+                t.put(
+                    &t.reservations,
+                    order_id,
+                    &Reservation {
+                        items: Vec::new(),
+                        status: ReservationStatus::Released,
+                        failure: None,
+                    },
+                )?;
+                return Ok(false);
+            };
+            if reservation.status != ReservationStatus::Active {
+                return Ok(false);
+            }
+            for (id, qty) in &reservation.items {
+                let product = t.product(*id)?;
+                let mut stock = t.stock_of(*id)?;
+                stock.reserved = (stock.reserved - qty).max(0);
+                if domain::update_low_flag(&mut stock, product.low_stock_threshold) {
+                    t.stock_low(&product, &stock, &cid)?;
+                }
+                t.put(&t.stock, *id, &stock)?;
+            }
+            reservation.status = ReservationStatus::Released;
+            t.put(&t.reservations, order_id, &reservation)?;
+            Ok(true)
+        })?;
+        self.durable(false).await?;
+        Ok(released)
+    }
+
+    fn transact<T>(&self, f: impl Fn(&Tx<'_>) -> TxResult<T>) -> Result<T> {
+        let result = (
+            &self.products,
+            &self.stock,
+            &self.reservations,
+            &self.outbox,
+            &self.by_name,
+            &self.by_category,
+        )
+            .transaction(|(products, stock, reservations, outbox, by_name, by_category)| {
+                f(&Tx {
+                    products,
+                    stock,
+                    reservations,
+                    outbox,
+                    by_name,
+                    by_category,
+                })
+            });
+        match result {
+            Ok(v) => Ok(v),
+            Err(TransactionError::Abort(e)) => Err(e),
+            Err(TransactionError::Storage(e)) => Err(e.into()),
+        }
+    }
+}
+
+/// The trees of one transaction, with the helpers every write uses.
+struct Tx<'a> {
+    products: &'a TransactionalTree,
+    stock: &'a TransactionalTree,
+    reservations: &'a TransactionalTree,
+    outbox: &'a TransactionalTree,
+    by_name: &'a TransactionalTree,
+    by_category: &'a TransactionalTree,
+}
+
+impl Tx<'_> {
+    fn put<T: Serialize>(&self, tree: &TransactionalTree, id: Uuid, value: &T) -> TxResult<()> {
+        let bytes = serde_json::to_vec(value).map_err(|e| ConflictableTransactionError::Abort(Error::Corrupt(e.to_string())))?;
+        tree.insert(id.as_bytes().as_slice(), bytes)?;
+        Ok(())
+    }
+
+    fn product(&self, id: Uuid) -> TxResult<Product> {
+        get_json(self.products, id)?.ok_or(ConflictableTransactionError::Abort(Error::NotFound(id)))
+    }
+
+    fn stock_of(&self, id: Uuid) -> TxResult<Stock> {
+        get_json(self.stock, id)?
+            .ok_or_else(|| ConflictableTransactionError::Abort(Error::Corrupt(format!("stock row missing for {id}"))))
+    }
+
+    fn index(&self, p: &Product) -> TxResult<()> {
+        self.by_name.insert(name_key(p), &[])?;
+        self.by_category.insert(category_key(p), &[])?;
+        Ok(())
+    }
+
+    fn unindex(&self, p: &Product) -> TxResult<()> {
+        self.by_name.remove(name_key(p))?;
+        self.by_category.remove(category_key(p))?;
+        Ok(())
+    }
+
+    fn enqueue(&self, header: OutboxHeader, payload: Vec<u8>) -> TxResult<()> {
+        let id = self.outbox.generate_id()?;
+        self.outbox
+            .insert(outbox::key(id).as_slice(), OutboxRecord { header, payload }.encode())?;
+        Ok(())
+    }
+
+    fn product_event(&self, product: &Product, kind: ProductEventType, cid: &str) -> TxResult<()> {
+        let event = domain::event_for(product, kind, Utc::now());
+        let payload = serde_json::to_vec(&event).expect("event serializes");
+        self.enqueue(
+            OutboxHeader {
+                subject: events::product_subject(product.id),
+                msg_id: event.event_id.to_string(),
+                event_type: kind.as_str().into(),
+                correlation_id: cid.into(),
+            },
+            payload,
+        )
+    }
+
+    fn stock_low(&self, product: &Product, stock: &Stock, cid: &str) -> TxResult<()> {
+        let event = StockLowEvent {
+            event_id: Uuid::now_v7(),
+            event_type: STOCK_LOW.into(),
+            schema_version: SCHEMA_VERSION,
+            occurred_at: Utc::now(),
+            product_id: product.id,
+            available_quantity: stock.available(),
+            low_stock_threshold: product.low_stock_threshold,
+        };
+        let payload = serde_json::to_vec(&event).expect("event serializes");
+        self.enqueue(
+            OutboxHeader {
+                subject: events::stock_subject(product.id),
+                msg_id: event.event_id.to_string(),
+                event_type: STOCK_LOW.into(),
+                correlation_id: cid.into(),
+            },
+            payload,
+        )
+    }
+}
+
+fn abort<T>(e: Error) -> TxResult<T> {
+    Err(ConflictableTransactionError::Abort(e))
+}
+
+fn check_version(current: &Product, if_match: Option<u64>) -> TxResult<()> {
+    match if_match {
+        Some(expected) if expected != current.version => abort(Error::VersionMismatch {
+            id: current.id,
+            expected,
+            current: current.version,
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn get_json<T: DeserializeOwned>(tree: &TransactionalTree, id: Uuid) -> TxResult<Option<T>> {
+    match tree.get(id.as_bytes())? {
+        None => Ok(None),
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| ConflictableTransactionError::Abort(Error::Corrupt(e.to_string()))),
+    }
+}
+
+fn read<T: DeserializeOwned>(tree: &Tree, id: Uuid) -> Result<Option<T>> {
+    match tree.get(id.as_bytes())? {
+        None => Ok(None),
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Error::Corrupt(e.to_string())),
+    }
+}
+
+fn name_key(p: &Product) -> Vec<u8> {
+    let mut key = Vec::with_capacity(p.name.len() + 17);
+    key.extend_from_slice(p.name.as_bytes());
+    key.push(0);
+    key.extend_from_slice(p.id.as_bytes());
+    key
+}
+
+fn category_key(p: &Product) -> Vec<u8> {
+    let mut key = Vec::with_capacity(p.category.len() + p.name.len() + 18);
+    key.extend_from_slice(p.category.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&name_key(p));
+    key
+}
+
+fn id_from_index_key(key: &[u8]) -> Result<Uuid> {
+    key.len()
+        .checked_sub(16)
+        .and_then(|start| Uuid::from_slice(&key[start..]).ok())
+        .ok_or_else(|| Error::Corrupt("index key too short".into()))
+}

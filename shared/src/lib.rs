@@ -1,0 +1,19 @@
+//! Contracts and plumbing shared by `product-svc` and `order-svc`. No business rules live here.
+//!
+//! - [`events`]: the JSON bodies that travel on NATS, their subjects and headers.
+//! - [`streams`]: the one definition of each JetStream stream, used by publisher and consumer.
+//! - [`correlation`]: validated correlation ids carried across HTTP, gRPC and NATS.
+//! - [`problem`]: the `application/problem+json` body and the JSON body extractor.
+//! - [`outbox`]: the sled outbox record format and the relay that publishes it to JetStream.
+//! - [`durability`]: group commit, so many concurrent writes share one `flush_async`.
+//! - [`telemetry`], [`nats`], [`shutdown`]: process plumbing.
+
+pub mod correlation;
+pub mod durability;
+pub mod events;
+pub mod nats;
+pub mod outbox;
+pub mod problem;
+pub mod shutdown;
+pub mod streams;
+pub mod telemetry;
