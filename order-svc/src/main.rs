@@ -1,1 +1,10 @@
-fn main() {}
+use clap::Parser;
+use order_svc::{App, Config};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    shared::telemetry::init("info,order_svc=info");
+    let config = Config::parse();
+    let app = App::build(config).await?;
+    app.run_until_stopped(shared::shutdown::signal()).await
+}

@@ -28,7 +28,7 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::{
-    domain::{Order, OrderStatus, Outcome, ProductView},
+    domain::{self, Order, OrderStatus, Outcome, ProductView},
     error::{Error, Result},
 };
 
@@ -287,7 +287,7 @@ impl Store {
                         .transpose()
                         .map_err(ConflictableTransactionError::Abort)?,
                 };
-                if current_version.is_none_or(|v| u.view.version > v) {
+                if domain::should_apply(current_version, u.view.version) {
                     tx.insert(snapshot_key(u.product_id).as_slice(), to_json(&u.view).map_err(ConflictableTransactionError::Abort)?)?;
                     staged.insert(u.product_id, u.view.version);
                     changed += 1;

@@ -1,0 +1,216 @@
+//! The HTTP JSON API for order clients. Knows request/response JSON and HTTP status codes.
+use std::sync::atomic::Ordering;
+
+use axum::{
+    Router,
+    extract::{DefaultBodyLimit, Path, Query, State, rejection::QueryRejection},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use serde::{Deserialize, Serialize};
+use shared::problem::{FieldErrors, JsonBody, Problem};
+use uuid::Uuid;
+
+use crate::{
+    AppState,
+    domain::{self, CreateOrderInput, Order},
+    error::Error,
+    orders::Placed,
+};
+
+pub const BODY_LIMIT: usize = 64 * 1024;
+pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/orders", post(create).get(list))
+        .route("/api/orders/{id}", get(fetch))
+        .route("/api/orders/{id}/cancel", post(cancel))
+        .route("/health/live", get(|| async { StatusCode::OK }))
+        .route("/health/ready", get(ready))
+        .route("/openapi.json", get(|| async { axum::Json(crate::openapi::document()) }))
+        .fallback(|| async { Problem::not_found("No such resource.") })
+        .method_not_allowed_fallback(|| async {
+            Problem::new(StatusCode::METHOD_NOT_ALLOWED, "This method is not allowed on this resource.")
+        })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(shared::correlation::http_layer))
+        .with_state(state)
+}
+
+fn order_response(status: StatusCode, order: Order) -> Response {
+    let location = format!("/api/orders/{}", order.id);
+    let mut response = (status, axum::Json(order)).into_response();
+    response
+        .headers_mut()
+        .insert(header::LOCATION, HeaderValue::from_str(&location).expect("ascii path"));
+    response
+}
+
+async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    JsonBody(input): JsonBody<CreateOrderInput>,
+) -> Result<Response, Error> {
+    let key = idempotency_key(&headers)?;
+    let request = domain::validate_create(input).map_err(Error::Validation)?;
+    Ok(match state.orders.place(request, key).await? {
+        Placed::Final(order) => order_response(StatusCode::CREATED, order),
+        Placed::Pending(order) => order_response(StatusCode::ACCEPTED, order),
+    })
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Error> {
+    let Some(value) = headers.get(IDEMPOTENCY_HEADER) else {
+        return Ok(None);
+    };
+    let key = value.to_str().unwrap_or("").trim();
+    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        let mut errors = FieldErrors::new();
+        errors.add("Idempotency-Key", "Idempotency-Key must be 1 to 255 visible ASCII characters.");
+        return Err(Error::Validation(errors));
+    }
+    Ok(Some(key.to_owned()))
+}
+
+async fn fetch(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, Error> {
+    let id = parse_id(&id)?;
+    let order = state.orders.store.get(id)?.ok_or(Error::NotFound(id))?;
+    Ok(axum::Json(order).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListParams {
+    customer_id: Option<String>,
+    page: Option<String>,
+    page_size: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Page {
+    items: Vec<Order>,
+    page: usize,
+    page_size: usize,
+    total_count: usize,
+    total_pages: usize,
+}
+
+async fn list(State(state): State<AppState>, params: Result<Query<ListParams>, QueryRejection>) -> Result<Response, Error> {
+    let mut errors = FieldErrors::new();
+    let Query(params) = params.map_err(|e| {
+        let mut errors = FieldErrors::new();
+        errors.add("query", e.body_text());
+        Error::Validation(errors)
+    })?;
+    let customer = match params.customer_id.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        None => None,
+        Some(raw) => match Uuid::parse_str(raw) {
+            Ok(id) => Some(id),
+            Err(_) => {
+                errors.add("customerId", "customerId must be a UUID.");
+                None
+            }
+        },
+    };
+    let page = match params.page.as_deref().map(str::parse::<usize>) {
+        None => 1,
+        Some(Ok(p)) if (1..=1_000_000).contains(&p) => p,
+        Some(_) => {
+            errors.add("page", "page must be an integer of at least 1.");
+            1
+        }
+    };
+    let page_size = match params.page_size.as_deref().map(str::parse::<usize>) {
+        None => 20,
+        Some(Ok(s)) if (1..=100).contains(&s) => s,
+        Some(_) => {
+            errors.add("pageSize", "pageSize must be an integer between 1 and 100.");
+            20
+        }
+    };
+    errors.into_result().map_err(Error::Validation)?;
+    let (items, total) = state.orders.store.list(customer, page, page_size)?;
+    Ok(axum::Json(Page { items, page, page_size, total_count: total, total_pages: total.div_ceil(page_size) }).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CancelBody {
+    reason: Option<String>,
+}
+
+async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<CancelBody>,
+) -> Result<Response, Error> {
+    let id = parse_id(&id)?;
+    let reason = domain::validate_reason(body.reason).map_err(Error::Validation)?;
+    let order = state.orders.cancel(id, reason).await?;
+    Ok(axum::Json(order).into_response())
+}
+
+/// Ready once the product snapshot has caught up with the stream; independent of product-svc.
+async fn ready(State(state): State<AppState>) -> Response {
+    let s = &state.projection;
+    let body = serde_json::json!({
+        "snapshot": {
+            "ready": s.ready.load(Ordering::SeqCst),
+            "connected": s.connected.load(Ordering::SeqCst),
+            "lag": s.lag.load(Ordering::Relaxed),
+            "checkpoint": s.checkpoint.load(Ordering::Relaxed),
+            "target": s.target.load(Ordering::Relaxed),
+            "applied": s.applied.load(Ordering::Relaxed),
+            "poison": s.poison.load(Ordering::Relaxed),
+            "products": state.orders.store.snapshot_len(),
+        },
+        "pendingOrders": state.orders.store.pending_count(),
+        "owedReleases": state.orders.store.releases_count(),
+        "stockCircuitOpen": state.orders.stock.breaker_open(),
+    });
+    if s.ready.load(Ordering::SeqCst) {
+        axum::Json(serde_json::json!({"status": "ready", "details": body})).into_response()
+    } else {
+        Problem::unavailable("The product snapshot is still catching up with the stream.", 1)
+            .with_extension("details", body)
+            .into_response()
+    }
+}
+
+/// A path id that is not a UUID cannot name an order: 404, like an unknown one.
+fn parse_id(raw: &str) -> Result<Uuid, Error> {
+    Uuid::parse_str(raw).ok().filter(|id| !id.is_nil()).ok_or(Error::NotFound(Uuid::nil()))
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let problem = match &self {
+            Error::Validation(errors) => Problem::validation(errors.clone()),
+            Error::NotFound(id) if id.is_nil() => Problem::not_found("No order has this id."),
+            Error::NotFound(id) => Problem::not_found(format!("Order {id} was not found.")),
+            Error::UnknownProducts(ids) => Problem::bad_request("Some products are unknown or discontinued.")
+                .with_extension("unknownProductIds", serde_json::json!(ids)),
+            Error::IdempotencyMismatch => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "This Idempotency-Key was already used with a different request body.",
+            ),
+            Error::NotCancellable { status, .. } => {
+                Problem::conflict(format!("The order is {status:?}; only Pending or Confirmed orders can be cancelled."))
+                    .with_extension("status", serde_json::json!(status))
+            }
+            Error::Transition(t) => Problem::conflict(format!("{t}.")),
+            Error::CatalogUnavailable(_) => {
+                tracing::warn!(error = %self, "Catalog read-through failed.");
+                Problem::unavailable("Product data is temporarily unavailable; retry shortly.", 2)
+            }
+            Error::Storage(_) | Error::Corrupt(_) | Error::Flush(_) => {
+                tracing::error!(error = %self, cause = ?self, "Request failed on storage.");
+                Problem::internal()
+            }
+        };
+        problem.into_response()
+    }
+}

@@ -1,0 +1,279 @@
+//! The ProductSnapshot projection: a durable JetStream pull consumer on `PRODUCTS` applied into
+//! sled through the version guard.
+//!
+//! Why it works the way it does:
+//! - **Batches.** Whatever is ready (up to 1,000 messages) is applied in one sled transaction that
+//!   also moves the checkpoint (last applied stream sequence), flushed once, then acked. A crash
+//!   between flush and ack only causes redelivery, which the version guard makes harmless.
+//! - **Cold start.** An empty store (no checkpoint) must see the whole stream, but a durable's
+//!   deliver policy is immutable and an existing durable may have acked far ahead: so the durable
+//!   is deleted and recreated with `DeliverPolicy::All`. Because `PRODUCTS` keeps one message per
+//!   product, this costs O(products), not O(events).
+//! - **Behind the ack floor.** If the checkpoint is behind what the durable acked (sled lost
+//!   flushed-then-acked data, or a restored backup), delivery restarts at checkpoint + 1.
+//! - **Poison.** Undecodable or unknown messages are terminated, counted and logged with their
+//!   sequence; they still advance the checkpoint, so they never stall the consumer.
+//! - **Supervision.** A vanished consumer makes async-nats' `messages()` yield errors forever;
+//!   persistent errors end the session, and the next session recreates the durable from the
+//!   checkpoint.
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use async_nats::jetstream::{
+    self, AckKind,
+    consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull},
+    stream::Stream,
+};
+use futures::StreamExt;
+use shared::events::ProductEvent;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::{
+    domain::ProductView,
+    store::{SnapshotUpdate, Store},
+};
+
+pub const BATCH: usize = 1000;
+
+/// What `/health/ready` reports about the projection.
+#[derive(Debug, Default)]
+pub struct ProjectionStatus {
+    pub ready: AtomicBool,
+    /// Stream last sequence seen at start-up: ready once the checkpoint reaches it.
+    pub target: AtomicU64,
+    pub checkpoint: AtomicU64,
+    pub lag: AtomicU64,
+    pub applied: AtomicU64,
+    pub poison: AtomicU64,
+    pub connected: AtomicBool,
+}
+
+impl ProjectionStatus {
+    fn mark_ready(&self, why: &str) {
+        if !self.ready.swap(true, Ordering::SeqCst) {
+            tracing::info!(
+                checkpoint = self.checkpoint.load(Ordering::Relaxed),
+                applied = self.applied.load(Ordering::Relaxed),
+                why,
+                "ProductSnapshot caught up; ready."
+            );
+        }
+    }
+}
+
+pub struct Projector {
+    pub js: jetstream::Context,
+    pub store: Store,
+    pub durable: String,
+    pub replicas: usize,
+    pub status: Arc<ProjectionStatus>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("JetStream: {0}")]
+    Nats(String),
+    #[error("storage: {0}")]
+    Store(#[from] crate::error::Error),
+}
+
+fn nats<E: std::fmt::Display>(e: E) -> SessionError {
+    SessionError::Nats(e.to_string())
+}
+
+impl Projector {
+    pub async fn run(self, cancel: CancellationToken) {
+        if let Ok(Some(c)) = self.store.checkpoint() {
+            self.status.checkpoint.store(c, Ordering::SeqCst);
+        }
+        let mut backoff = Duration::from_millis(100);
+        let mut first = true;
+        while !cancel.is_cancelled() {
+            match self.session(&cancel, first).await {
+                Ok(()) => return,
+                Err(error) => {
+                    tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "Projection session ended; recreating the consumer from the checkpoint.");
+                    self.status.connected.store(false, Ordering::SeqCst);
+                }
+            }
+            first = false;
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = cancel.cancelled() => return,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    async fn session(&self, cancel: &CancellationToken, first: bool) -> Result<(), SessionError> {
+        let stream = self
+            .js
+            .get_or_create_stream(shared::streams::products(self.replicas))
+            .await
+            .map_err(nats)?;
+        let info = stream.get_info().await.map_err(nats)?;
+        if first || !self.status.ready.load(Ordering::SeqCst) {
+            self.status.target.store(info.state.last_sequence, Ordering::SeqCst);
+        }
+        let consumer = self.ensure_consumer(&stream).await?;
+        self.status.connected.store(true, Ordering::SeqCst);
+        self.check_caught_up(&consumer).await;
+
+        let mut messages = consumer
+            .stream()
+            .max_messages_per_batch(BATCH)
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await
+            .map_err(nats)?
+            .ready_chunks(BATCH);
+        let mut lag_tick = tokio::time::interval(Duration::from_millis(500));
+        let mut consecutive_errors = 0u32;
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                _ = lag_tick.tick() => self.check_caught_up(&consumer).await,
+                chunk = messages.next() => {
+                    let Some(chunk) = chunk else {
+                        return Err(SessionError::Nats("message stream ended".into()));
+                    };
+                    let mut batch = Vec::with_capacity(chunk.len());
+                    for item in chunk {
+                        match item {
+                            Ok(msg) => batch.push(msg),
+                            Err(error) => {
+                                consecutive_errors += 1;
+                                tracing::warn!(%error, consecutive_errors, "Consumer stream error.");
+                                if consecutive_errors >= 3 {
+                                    match stream.consumer_info(&self.durable).await {
+                                        Ok(_) if consecutive_errors < 10 => {}
+                                        Ok(_) => return Err(SessionError::Nats(format!("persistent consumer errors: {error}"))),
+                                        Err(e) => return Err(SessionError::Nats(format!("consumer lost: {e}"))),
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    if !batch.is_empty() {
+                        consecutive_errors = 0;
+                        self.apply(batch).await?;
+                        let checkpoint = self.status.checkpoint.load(Ordering::SeqCst);
+                        if checkpoint >= self.status.target.load(Ordering::SeqCst) {
+                            self.status.mark_ready("checkpoint reached the start-up stream sequence");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Picks up the durable, or (re)creates it so that delivery starts right after the checkpoint.
+    async fn ensure_consumer(&self, stream: &Stream) -> Result<PullConsumer, SessionError> {
+        let checkpoint = self.store.checkpoint()?;
+        let existing = stream.consumer_info(&self.durable).await.ok();
+        let start = match (checkpoint, &existing) {
+            (None, Some(_)) => {
+                tracing::info!(durable = %self.durable, "Cold start: empty snapshot; replaying PRODUCTS from the first sequence.");
+                Some(DeliverPolicy::All)
+            }
+            (None, None) => Some(DeliverPolicy::All),
+            (Some(c), Some(info)) if info.ack_floor.stream_sequence > c => {
+                tracing::warn!(checkpoint = c, ack_floor = info.ack_floor.stream_sequence, "Checkpoint is behind the consumer's ack floor; redelivering from checkpoint + 1.");
+                Some(DeliverPolicy::ByStartSequence { start_sequence: c + 1 })
+            }
+            (Some(_), Some(_)) => None,
+            (Some(c), None) => Some(DeliverPolicy::ByStartSequence { start_sequence: c + 1 }),
+        };
+        if let Some(deliver_policy) = start {
+            if existing.is_some() {
+                stream.delete_consumer(&self.durable).await.map_err(nats)?;
+            }
+            stream
+                .create_consumer(pull::Config {
+                    durable_name: Some(self.durable.clone()),
+                    deliver_policy,
+                    ack_policy: AckPolicy::Explicit,
+                    ack_wait: Duration::from_secs(30),
+                    max_deliver: 20,
+                    max_ack_pending: (BATCH * 4) as i64,
+                    ..Default::default()
+                })
+                .await
+                .map_err(nats)?;
+        }
+        stream.get_consumer(&self.durable).await.map_err(nats)
+    }
+
+    /// Updates lag; marks ready when nothing is pending (covers a target that was compacted away).
+    async fn check_caught_up(&self, consumer: &PullConsumer) {
+        if let Ok(info) = consumer.get_info().await {
+            self.status.lag.store(info.num_pending + info.num_ack_pending as u64, Ordering::Relaxed);
+            if info.num_pending == 0 && info.num_ack_pending == 0 {
+                self.status.mark_ready("consumer has nothing pending");
+            }
+        }
+    }
+
+    async fn apply(&self, batch: Vec<jetstream::Message>) -> Result<(), SessionError> {
+        let mut updates = Vec::with_capacity(batch.len());
+        let mut poison = Vec::new();
+        let mut last_seq = None;
+        for (i, msg) in batch.iter().enumerate() {
+            let seq = msg.info().map(|info| info.stream_sequence).unwrap_or(0);
+            last_seq = last_seq.max(Some(seq));
+            match decode(msg) {
+                Ok(event) => updates.push(SnapshotUpdate { product_id: event.product_id, view: ProductView::from(&event) }),
+                Err(reason) => {
+                    tracing::warn!(stream_sequence = seq, subject = %msg.subject, reason, "Terminating a poison product event.");
+                    poison.push(i);
+                }
+            }
+        }
+        let changed = self.store.apply_events(&updates, last_seq)?;
+        self.store.flush().await?;
+        for (i, msg) in batch.iter().enumerate() {
+            let result = if poison.contains(&i) { msg.ack_with(AckKind::Term).await } else { msg.ack().await };
+            if let Err(error) = result {
+                // The data is applied and flushed; a lost ack only means a harmless redelivery.
+                tracing::debug!(%error, "Ack failed.");
+            }
+        }
+        if let Some(seq) = last_seq {
+            self.status.checkpoint.fetch_max(seq, Ordering::SeqCst);
+        }
+        self.status.applied.fetch_add(updates.len() as u64, Ordering::Relaxed);
+        self.status.poison.fetch_add(poison.len() as u64, Ordering::Relaxed);
+        tracing::debug!(messages = batch.len(), changed, poison = poison.len(), "Applied a batch of product events.");
+        Ok(())
+    }
+}
+
+/// A product event, or why the message is poison.
+fn decode(msg: &jetstream::Message) -> Result<ProductEvent, String> {
+    let event: ProductEvent = serde_json::from_slice(&msg.payload).map_err(|e| format!("undecodable: {e}"))?;
+    if event.schema_version != shared::events::SCHEMA_VERSION {
+        return Err(format!("unsupported schemaVersion {}", event.schema_version));
+    }
+    let subject_id = msg.subject.rsplit('.').next().and_then(|s| Uuid::parse_str(s).ok());
+    if subject_id != Some(event.product_id) {
+        return Err("productId does not match the subject".into());
+    }
+    if event.version == 0 {
+        return Err("version must be at least 1".into());
+    }
+    Ok(event)
+}
+
+/// Runs the projector with a span naming the durable.
+pub async fn run(projector: Projector, cancel: CancellationToken) {
+    let span = tracing::info_span!("projector", durable = %projector.durable);
+    projector.run(cancel).instrument(span).await
+}

@@ -1,0 +1,299 @@
+//! The gRPC client for product-svc's stock API: deadline per attempt, retries with exponential
+//! backoff and jitter on transient codes only, a circuit breaker so a dead product-svc costs
+//! nothing per request while open, lazy connect, and the correlation id in metadata.
+//! Only this file (and nowhere else in order-svc) names proto types.
+use std::{
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use backon::{ExponentialBuilder, Retryable};
+use proto::{
+    ErrorCode, GetProductsRequest, OrderItem, ReleaseStockRequest, ReserveStockRequest,
+    product_service_client::ProductServiceClient,
+};
+use rust_decimal::Decimal;
+use tonic::{Code, Request, Status, transport::Channel};
+use uuid::Uuid;
+
+use crate::domain::ProductView;
+
+#[derive(Debug, Clone)]
+pub struct StockConfig {
+    pub url: String,
+    pub attempt_timeout: Duration,
+    pub retries: usize,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    pub breaker_threshold: u32,
+    pub breaker_cooldown: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StockError {
+    /// product-svc is unreachable or overloaded (after retries), or the breaker is open.
+    #[error("product-svc unavailable: {0}")]
+    Unavailable(String),
+    /// product-svc answered with a non-transient error (a bug on one side, not a business outcome).
+    #[error("product-svc refused the call: {0}")]
+    Refused(String),
+}
+
+/// Business outcome of ReserveStock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reservation {
+    Reserved,
+    Failed {
+        code: FailCode,
+        reason: String,
+        failed_product_ids: Vec<Uuid>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailCode {
+    InsufficientStock,
+    ProductNotFound,
+    RequestMismatch,
+    Other,
+}
+
+pub struct StockClient {
+    client: ProductServiceClient<Channel>,
+    config: StockConfig,
+    breaker: Breaker,
+}
+
+enum CallError {
+    Status(Status),
+    Open,
+}
+
+fn transient(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Aborted | Code::Cancelled
+    )
+}
+
+impl StockClient {
+    /// Never fails on an unreachable product-svc: the channel connects lazily.
+    pub fn new(config: StockConfig) -> anyhow::Result<Self> {
+        let channel = tonic::transport::Endpoint::from_shared(config.url.clone())?
+            .connect_timeout(config.attempt_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(20))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .connect_lazy();
+        Ok(Self {
+            client: ProductServiceClient::new(channel),
+            breaker: Breaker::new(config.breaker_threshold, config.breaker_cooldown),
+            config,
+        })
+    }
+
+    pub fn breaker_open(&self) -> bool {
+        self.breaker.is_open()
+    }
+
+    /// Runs one unary call with deadline, metadata, retries and the breaker.
+    async fn call<Req, Resp, F, Fut>(&self, method: &'static str, req: Req, f: F) -> Result<Resp, StockError>
+    where
+        Req: Clone,
+        F: Fn(ProductServiceClient<Channel>, Request<Req>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
+    {
+        let cid = shared::correlation::current_or_new();
+        let attempt = std::sync::atomic::AtomicU32::new(0);
+        let op = || async {
+            if !self.breaker.allow() {
+                return Err(CallError::Open);
+            }
+            let n = attempt.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            let mut request = Request::new(req.clone());
+            request.set_timeout(self.config.attempt_timeout);
+            if let Ok(v) = cid.parse() {
+                request.metadata_mut().insert(shared::correlation::HEADER, v);
+            }
+            let started = Instant::now();
+            let result = tokio::time::timeout(self.config.attempt_timeout, f(self.client.clone(), request))
+                .await
+                .unwrap_or_else(|_| Err(Status::deadline_exceeded("client deadline exceeded")));
+            let micros = started.elapsed().as_micros() as u64;
+            match &result {
+                Ok(_) => {
+                    self.breaker.success();
+                    tracing::debug!(method, attempt = n, status = "OK", micros, "Stock call done.");
+                }
+                Err(s) if transient(s) => {
+                    self.breaker.failure();
+                    tracing::warn!(method, attempt = n, status = ?s.code(), micros, message = s.message(), "Stock call failed (transient).");
+                }
+                Err(s) => {
+                    self.breaker.success();
+                    tracing::warn!(method, attempt = n, status = ?s.code(), micros, message = s.message(), "Stock call failed.");
+                }
+            }
+            result.map(tonic::Response::into_inner).map_err(CallError::Status)
+        };
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(self.config.initial_backoff)
+            .with_factor(2.0)
+            .with_max_delay(self.config.max_backoff)
+            .with_max_times(self.config.retries)
+            .with_jitter();
+        op.retry(backoff)
+            .sleep(tokio::time::sleep)
+            .when(|e| matches!(e, CallError::Status(s) if transient(s)))
+            .await
+            .map_err(|e| match e {
+                CallError::Open => StockError::Unavailable("circuit breaker open".into()),
+                CallError::Status(s) if transient(&s) => StockError::Unavailable(format!("{:?}: {}", s.code(), s.message())),
+                CallError::Status(s) => StockError::Refused(format!("{:?}: {}", s.code(), s.message())),
+            })
+    }
+
+    pub async fn reserve(&self, order_id: Uuid, items: &[(Uuid, u32)]) -> Result<Reservation, StockError> {
+        let req = ReserveStockRequest {
+            order_id: order_id.to_string(),
+            items: items
+                .iter()
+                .map(|(id, q)| OrderItem { product_id: id.to_string(), quantity: *q as i32 })
+                .collect(),
+        };
+        let resp = self.call("ReserveStock", req, |mut c, r| async move { c.reserve_stock(r).await }).await?;
+        if resp.success {
+            return Ok(Reservation::Reserved);
+        }
+        let code = match ErrorCode::try_from(resp.error_code) {
+            Ok(ErrorCode::InsufficientStock) => FailCode::InsufficientStock,
+            Ok(ErrorCode::ProductNotFound) => FailCode::ProductNotFound,
+            Ok(ErrorCode::RequestMismatch) => FailCode::RequestMismatch,
+            _ => FailCode::Other,
+        };
+        Ok(Reservation::Failed {
+            code,
+            reason: resp.failure_reason.unwrap_or_else(|| "stock reservation failed".into()),
+            failed_product_ids: resp.failed_product_ids.iter().filter_map(|s| Uuid::parse_str(s).ok()).collect(),
+        })
+    }
+
+    pub async fn release(&self, order_id: Uuid) -> Result<(), StockError> {
+        let req = ReleaseStockRequest { order_id: order_id.to_string() };
+        let resp = self.call("ReleaseStock", req, |mut c, r| async move { c.release_stock(r).await }).await?;
+        if resp.success {
+            Ok(())
+        } else {
+            Err(StockError::Refused(resp.failure_reason.unwrap_or_default()))
+        }
+    }
+
+    /// Batch catalog read: the found products as snapshot views (ids product-svc lacks are absent).
+    pub async fn get_products(&self, ids: &[Uuid]) -> Result<Vec<(Uuid, ProductView)>, StockError> {
+        let req = GetProductsRequest { product_ids: ids.iter().map(Uuid::to_string).collect() };
+        let resp = self.call("GetProducts", req, |mut c, r| async move { c.get_products(r).await }).await?;
+        let now = chrono::Utc::now();
+        Ok(resp
+            .products
+            .into_iter()
+            .filter_map(|p| {
+                let id = Uuid::parse_str(&p.product_id).ok()?;
+                let price = p.price.parse::<Decimal>().ok()?;
+                Some((
+                    id,
+                    ProductView {
+                        name: p.name,
+                        description: p.description,
+                        price,
+                        category: p.category,
+                        version: p.version,
+                        deleted: p.deleted,
+                        updated_at: now,
+                    },
+                ))
+            })
+            .collect())
+    }
+}
+
+/// Consecutive transient failures open the breaker for a cool-down; then calls may try again
+/// (half-open), and one success closes it.
+struct Breaker {
+    threshold: u32,
+    cooldown: Duration,
+    state: Mutex<BreakerState>,
+}
+
+#[derive(Default)]
+struct BreakerState {
+    failures: u32,
+    open_until: Option<Instant>,
+}
+
+impl Breaker {
+    fn new(threshold: u32, cooldown: Duration) -> Self {
+        Self { threshold: threshold.max(1), cooldown, state: Mutex::default() }
+    }
+
+    fn allow(&self) -> bool {
+        let state = self.state.lock().expect("breaker lock");
+        state.open_until.is_none_or(|until| Instant::now() >= until)
+    }
+
+    fn is_open(&self) -> bool {
+        !self.allow()
+    }
+
+    fn success(&self) {
+        let mut state = self.state.lock().expect("breaker lock");
+        if state.open_until.is_some() {
+            tracing::info!("Stock circuit breaker closed.");
+        }
+        *state = BreakerState::default();
+    }
+
+    fn failure(&self) {
+        let mut state = self.state.lock().expect("breaker lock");
+        state.failures += 1;
+        if state.failures >= self.threshold {
+            if state.open_until.is_none_or(|until| Instant::now() >= until) {
+                tracing::warn!(failures = state.failures, cooldown_ms = self.cooldown.as_millis() as u64, "Stock circuit breaker opened.");
+            }
+            state.open_until = Some(Instant::now() + self.cooldown);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn breaker_opens_after_threshold_and_closes_on_success() {
+        let b = Breaker::new(3, Duration::from_secs(60));
+        b.failure();
+        b.failure();
+        assert!(b.allow());
+        b.failure();
+        assert!(!b.allow(), "open after 3 consecutive failures");
+        b.success();
+        assert!(b.allow());
+    }
+
+    #[test]
+    fn breaker_half_opens_after_cooldown() {
+        let b = Breaker::new(1, Duration::ZERO);
+        b.failure();
+        assert!(b.allow(), "cool-down of zero lets the next call try");
+    }
+
+    #[test]
+    fn only_transient_codes_are_retried() {
+        for code in [Code::Unavailable, Code::DeadlineExceeded, Code::ResourceExhausted, Code::Aborted, Code::Cancelled] {
+            assert!(transient(&Status::new(code, "")), "{code:?}");
+        }
+        for code in [Code::InvalidArgument, Code::NotFound, Code::Internal, Code::FailedPrecondition, Code::PermissionDenied] {
+            assert!(!transient(&Status::new(code, "")), "{code:?}");
+        }
+    }
+}
