@@ -27,6 +27,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/orders", post(create).get(list))
         .route("/api/orders/{id}", get(fetch))
         .route("/api/orders/{id}/cancel", post(cancel))
+        .route("/api/snapshot/products", get(snapshot_list))
+        .route("/api/snapshot/products/{id}", get(snapshot_get))
         .route("/health/live", get(|| async { StatusCode::OK }))
         .route("/health/ready", get(ready))
         .route("/openapi.json", get(|| async { axum::Json(crate::openapi::document()) }))
@@ -115,7 +117,53 @@ async fn list(State(state): State<AppState>, params: Result<Query<ListParams>, Q
             }
         },
     };
-    let page = match params.page.as_deref().map(str::parse::<usize>) {
+    errors.into_result().map_err(Error::Validation)?;
+    let (page, page_size) = paging(params.page.as_deref(), params.page_size.as_deref(), 100)?;
+    let (items, total) = state.orders.store.list(customer, page, page_size)?;
+    Ok(axum::Json(Page { items, page, page_size, total_count: total, total_pages: total.div_ceil(page_size) }).into_response())
+}
+
+/// A snapshot row as served: the product id plus the projected fields.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SnapshotRow {
+    id: Uuid,
+    #[serde(flatten)]
+    view: domain::ProductView,
+}
+
+async fn snapshot_get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, Error> {
+    let Ok(id) = parse_id(&id) else {
+        return Ok(Problem::not_found("No product has this id.").into_response());
+    };
+    match state.orders.store.product(id)? {
+        Some(view) => Ok(axum::Json(SnapshotRow { id, view }).into_response()),
+        None => Ok(Problem::not_found(format!("Product {id} is not in the snapshot.")).into_response()),
+    }
+}
+
+async fn snapshot_list(State(state): State<AppState>, params: Result<Query<ListParams>, QueryRejection>) -> Result<Response, Error> {
+    let Query(params) = params.map_err(|e| {
+        let mut errors = FieldErrors::new();
+        errors.add("query", e.body_text());
+        Error::Validation(errors)
+    })?;
+    let (page, page_size) = paging(params.page.as_deref(), params.page_size.as_deref(), 1000)?;
+    let (rows, total) = state.orders.store.snapshot_page(page, page_size)?;
+    Ok(axum::Json(serde_json::json!({
+        "items": rows.into_iter().map(|(id, view)| SnapshotRow { id, view }).collect::<Vec<_>>(),
+        "page": page,
+        "pageSize": page_size,
+        "totalCount": total,
+        "totalPages": total.div_ceil(page_size),
+    }))
+    .into_response())
+}
+
+/// page ≥ 1 (default 1), pageSize 1..=max (default 20).
+fn paging(page: Option<&str>, page_size: Option<&str>, max: usize) -> Result<(usize, usize), Error> {
+    let mut errors = FieldErrors::new();
+    let page = match page.map(str::parse::<usize>) {
         None => 1,
         Some(Ok(p)) if (1..=1_000_000).contains(&p) => p,
         Some(_) => {
@@ -123,17 +171,16 @@ async fn list(State(state): State<AppState>, params: Result<Query<ListParams>, Q
             1
         }
     };
-    let page_size = match params.page_size.as_deref().map(str::parse::<usize>) {
+    let page_size = match page_size.map(str::parse::<usize>) {
         None => 20,
-        Some(Ok(s)) if (1..=100).contains(&s) => s,
+        Some(Ok(s)) if (1..=max).contains(&s) => s,
         Some(_) => {
-            errors.add("pageSize", "pageSize must be an integer between 1 and 100.");
+            errors.add("pageSize", format!("pageSize must be an integer between 1 and {max}."));
             20
         }
     };
     errors.into_result().map_err(Error::Validation)?;
-    let (items, total) = state.orders.store.list(customer, page, page_size)?;
-    Ok(axum::Json(Page { items, page, page_size, total_count: total, total_pages: total.div_ceil(page_size) }).into_response())
+    Ok((page, page_size))
 }
 
 #[derive(Debug, Deserialize)]

@@ -258,6 +258,22 @@ impl Store {
         Ok(out)
     }
 
+    /// One page of snapshot rows in id order (an operator's view of the read model).
+    pub fn snapshot_page(&self, page: usize, page_size: usize) -> Result<(Vec<(Uuid, ProductView)>, usize)> {
+        let skip = (page - 1).saturating_mul(page_size);
+        let mut total = 0;
+        let mut items = Vec::new();
+        for kv in self.snapshot.scan_prefix(b"p") {
+            let (key, value) = kv?;
+            if total >= skip && items.len() < page_size {
+                let id = Uuid::from_slice(&key[1..]).map_err(|e| Error::Corrupt(e.to_string()))?;
+                items.push((id, from_json(&value)?));
+            }
+            total += 1;
+        }
+        Ok((items, total))
+    }
+
     pub fn snapshot_len(&self) -> usize {
         self.snapshot.len().saturating_sub(usize::from(self.checkpoint().ok().flatten().is_some()))
     }

@@ -1,1 +1,306 @@
+//! The system-test harness: real `nats-server` processes, real services (in-process or as child
+//! processes, so kill -9 is real), real sled in temp dirs, everything on 127.0.0.1.
+//!
+//! Nothing here sleeps to synchronise: every wait polls a condition against a deadline.
+use std::{
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex, atomic::AtomicU64},
+    time::{Duration, Instant},
+};
 
+use tempfile::TempDir;
+use tokio_util::sync::CancellationToken;
+
+pub mod nats;
+pub use nats::NatsServer;
+
+/// The workspace root (for `nats/test.conf` and the service binaries).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// Blocking variant for sync code (process management).
+pub fn wait_for_blocking<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(2);
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// A loopback port that was free a moment ago (for child processes that must be restarted on
+/// the same address).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+pub fn accepts_connections(addr: SocketAddr) -> bool {
+    TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+}
+
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client")
+}
+
+// -------------------------------------------------------------------------------------------
+// Services in-process
+
+/// product-svc running inside the test process.
+pub struct ProductService {
+    pub http: String,
+    pub grpc: String,
+    pub data_dir: PathBuf,
+    pub published: Arc<AtomicU64>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl ProductService {
+    pub async fn start(nats_url: &str, data_dir: &Path) -> Self {
+        Self::start_with(product_svc::Config::for_tests(data_dir.to_path_buf(), nats_url)).await
+    }
+
+    pub async fn start_with(config: product_svc::Config) -> Self {
+        init_logs();
+        let data_dir = config.data_dir.clone();
+        let app = product_svc::App::build(config).await.expect("product-svc builds");
+        let http = format!("http://{}", app.http_addr());
+        let grpc = format!("http://{}", app.grpc_addr());
+        let published = app.published_counter();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(app.run_until_stopped(stop.clone().cancelled_owned()));
+        Self { http, grpc, data_dir, published, stop, task }
+    }
+
+    /// Graceful stop (as on SIGTERM); returns once sled is closed.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.task.await.expect("task joins").expect("product-svc stops cleanly");
+    }
+
+    pub async fn grpc_client(&self) -> proto::product_service_client::ProductServiceClient<tonic::transport::Channel> {
+        proto::product_service_client::ProductServiceClient::connect(self.grpc.clone()).await.expect("gRPC connects")
+    }
+}
+
+/// order-svc running inside the test process.
+pub struct OrderService {
+    pub http: String,
+    pub data_dir: PathBuf,
+    pub projection: Arc<order_svc::ProjectionStatus>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl OrderService {
+    pub async fn start(nats_url: &str, product_grpc: &str, data_dir: &Path) -> Self {
+        Self::start_with(order_svc::Config::for_tests(data_dir.to_path_buf(), nats_url, product_grpc)).await
+    }
+
+    pub async fn start_with(config: order_svc::Config) -> Self {
+        init_logs();
+        let data_dir = config.data_dir.clone();
+        let app = order_svc::App::build(config).await.expect("order-svc builds");
+        let http = format!("http://{}", app.http_addr());
+        let projection = app.projection();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(app.run_until_stopped(stop.clone().cancelled_owned()));
+        Self { http, data_dir, projection, stop, task }
+    }
+
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.task.await.expect("task joins").expect("order-svc stops cleanly");
+    }
+
+    /// Waits until `/health/ready` answers 200.
+    pub async fn wait_ready(&self, timeout: Duration) {
+        wait_until_ready(&self.http, timeout).await
+    }
+}
+
+pub async fn wait_until_ready(base: &str, timeout: Duration) {
+    let client = http_client();
+    let url = format!("{base}/health/ready");
+    wait_for("/health/ready = 200", timeout, || {
+        let client = client.clone();
+        let url = url.clone();
+        async move {
+            match client.get(&url).send().await {
+                Ok(r) if r.status() == 200 => Some(()),
+                _ => None,
+            }
+        }
+    })
+    .await
+}
+
+fn init_logs() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        shared::telemetry::init("info");
+    }
+}
+
+// -------------------------------------------------------------------------------------------
+// Services as child processes (kill -9 is real)
+
+static BUILD: Mutex<bool> = Mutex::new(false);
+
+/// Path of a service binary built next to the test binary; builds it once if missing.
+pub fn service_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf();
+    let path = dir.join(name);
+    let mut built = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    if !*built {
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(workspace_root())
+            .args(["build", "--quiet", "-p", "product-svc", "-p", "order-svc", "--bins"])
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building the service binaries failed");
+        *built = true;
+    }
+    assert!(path.exists(), "{} is missing", path.display());
+    path
+}
+
+/// A service running as a child process.
+pub struct ServiceProcess {
+    pub name: &'static str,
+    pub http: String,
+    pub http_addr: SocketAddr,
+    args: Vec<(String, String)>,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl ServiceProcess {
+    /// Starts `product-svc` with fixed free ports (so a restart keeps its addresses).
+    pub fn product(nats_url: &str, data_dir: &Path, log_dir: &Path) -> (Self, String) {
+        let http = free_port();
+        let grpc = free_port();
+        let args = vec![
+            ("PRODUCT_HTTP_ADDR".into(), format!("127.0.0.1:{http}")),
+            ("PRODUCT_GRPC_ADDR".into(), format!("127.0.0.1:{grpc}")),
+            ("PRODUCT_DATA_DIR".into(), data_dir.display().to_string()),
+            ("NATS_URL".into(), nats_url.into()),
+            ("PRODUCT_SHUTDOWN_GRACE_SECS".into(), "5".into()),
+        ];
+        let mut p = Self::new("product-svc", http, args, log_dir);
+        p.start();
+        (p, format!("http://127.0.0.1:{grpc}"))
+    }
+
+    pub fn order(nats_url: &str, product_grpc: &str, data_dir: &Path, log_dir: &Path, extra: &[(&str, &str)]) -> Self {
+        let http = free_port();
+        let mut args = vec![
+            ("ORDER_HTTP_ADDR".into(), format!("127.0.0.1:{http}")),
+            ("ORDER_DATA_DIR".into(), data_dir.display().to_string()),
+            ("NATS_URL".into(), nats_url.into()),
+            ("PRODUCT_GRPC_URL".into(), product_grpc.into()),
+            ("ORDER_WORKER_INTERVAL_MS".into(), "200".into()),
+            ("ORDER_BREAKER_COOLDOWN_MS".into(), "500".into()),
+            ("ORDER_SHUTDOWN_GRACE_SECS".into(), "5".into()),
+        ];
+        args.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let mut p = Self::new("order-svc", http, args, log_dir);
+        p.start();
+        p
+    }
+
+    fn new(name: &'static str, http_port: u16, args: Vec<(String, String)>, log_dir: &Path) -> Self {
+        let http_addr: SocketAddr = format!("127.0.0.1:{http_port}").parse().expect("addr");
+        Self {
+            name,
+            http: format!("http://{http_addr}"),
+            http_addr,
+            args,
+            child: None,
+            log: log_dir.join(format!("{name}.log")),
+        }
+    }
+
+    /// Starts (or restarts) the process and waits until its HTTP port accepts connections.
+    pub fn start(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
+        let mut cmd = Command::new(service_binary(self.name));
+        cmd.envs(self.args.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("RUST_LOG", std::env::var("SERVICE_LOG").unwrap_or_else(|_| "info".into()))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        let child = cmd.spawn().expect("service starts");
+        self.child = Some(child);
+        let addr = self.http_addr;
+        let name = self.name;
+        wait_for_blocking(&format!("{name} to listen on {addr}"), Duration::from_secs(60), || {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("{name} exited during start-up with {status}; log: {}", self.log.display());
+                }
+            }
+            accepts_connections(addr).then_some(())
+        });
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait for the exit; returns the exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let name = self.name;
+        wait_for_blocking(&format!("{name} to exit after SIGTERM"), timeout, || child.try_wait().ok().flatten())
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A scratch directory for one test: data dirs and logs.
+pub fn scratch() -> TempDir {
+    tempfile::Builder::new().prefix("eshop-test-").tempdir().expect("tempdir")
+}
