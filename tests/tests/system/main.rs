@@ -1,0 +1,80 @@
+//! System tests: one binary, real nats-server, real sled, real HTTP and gRPC on loopback.
+mod harness;
+mod orders;
+mod products;
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+use serde_json::{Value, json};
+use tests::{http_client, wait_for};
+
+pub const WAIT: Duration = Duration::from_secs(30);
+
+pub async fn js(url: &str) -> jetstream::Context {
+    let client = async_nats::connect(url).await.expect("NATS connects");
+    jetstream::new(client)
+}
+
+/// Messages in a stream, or 0 when it does not exist yet.
+pub async fn stream_messages(js: &jetstream::Context, name: &str) -> u64 {
+    match js.get_stream(name).await {
+        Ok(stream) => stream.get_info().await.map(|i| i.state.messages).unwrap_or(0),
+        Err(_) => 0,
+    }
+}
+
+pub async fn wait_stream_messages(js: &jetstream::Context, name: &str, expected: u64) {
+    wait_for(&format!("{expected} messages in {name}"), WAIT, || async {
+        (stream_messages(js, name).await == expected).then_some(())
+    })
+    .await
+}
+
+/// The latest message on a subject: (headers as pairs, body JSON).
+pub async fn last_message(js: &jetstream::Context, stream: &str, subject: &str) -> Option<(async_nats::HeaderMap, Value)> {
+    let stream = js.get_stream(stream).await.ok()?;
+    let msg = stream.get_last_raw_message_by_subject(subject).await.ok()?;
+    let body = serde_json::from_slice(&msg.payload).ok()?;
+    Some((msg.headers, body))
+}
+
+pub fn product_body(name: &str, price: &str, stock: i64, threshold: i64) -> Value {
+    json!({
+        "name": name,
+        "description": format!("{name} description"),
+        "price": price,
+        "category": "Tests",
+        "stockQuantity": stock,
+        "lowStockThreshold": threshold,
+    })
+}
+
+/// Creates a product over HTTP and returns its JSON (asserting 201).
+pub async fn create_product(http: &str, name: &str, price: &str, stock: i64) -> Value {
+    let response = http_client()
+        .post(format!("{http}/api/products"))
+        .json(&product_body(name, price, stock, 0))
+        .send()
+        .await
+        .expect("POST /api/products");
+    assert_eq!(response.status(), 201, "create product");
+    response.json().await.expect("json")
+}
+
+pub async fn get_json(url: &str) -> (u16, Value) {
+    let response = http_client().get(url).send().await.expect("GET");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Asserts a problem+json answer with `status`, returns the body.
+pub async fn expect_problem(response: reqwest::Response, status: u16) -> Value {
+    assert_eq!(response.status().as_u16(), status, "status");
+    let ct = response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    assert_eq!(ct, "application/problem+json", "content type");
+    let body: Value = response.json().await.expect("problem body");
+    assert_eq!(body["status"], status);
+    assert!(body["correlationId"].is_string(), "problem carries the correlation id: {body}");
+    body
+}
