@@ -69,7 +69,10 @@ impl OrderStatus {
         use OrderStatus::*;
         matches!(
             (self, next),
-            (Pending, Confirmed) | (Pending, Rejected) | (Pending, Cancelled) | (Confirmed, Cancelled)
+            (Pending, Confirmed)
+                | (Pending, Rejected)
+                | (Pending, Cancelled)
+                | (Confirmed, Cancelled)
         )
     }
 }
@@ -114,26 +117,41 @@ pub struct InvalidTransition {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Confirmed,
-    Rejected { reason: String, failed_product_ids: Vec<Uuid> },
-    Cancelled { reason: String },
+    Rejected {
+        reason: String,
+        failed_product_ids: Vec<Uuid>,
+    },
+    Cancelled {
+        reason: String,
+    },
 }
 
 impl Order {
-    pub fn transition(&self, outcome: &Outcome, now: DateTime<Utc>) -> Result<Order, InvalidTransition> {
+    pub fn transition(
+        &self,
+        outcome: &Outcome,
+        now: DateTime<Utc>,
+    ) -> Result<Order, InvalidTransition> {
         let to = match outcome {
             Outcome::Confirmed => OrderStatus::Confirmed,
             Outcome::Rejected { .. } => OrderStatus::Rejected,
             Outcome::Cancelled { .. } => OrderStatus::Cancelled,
         };
         if !self.status.can_become(to) {
-            return Err(InvalidTransition { from: self.status, to });
+            return Err(InvalidTransition {
+                from: self.status,
+                to,
+            });
         }
         let mut next = self.clone();
         next.status = to;
         next.updated_at = now;
         match outcome {
             Outcome::Confirmed => {}
-            Outcome::Rejected { reason, failed_product_ids } => {
+            Outcome::Rejected {
+                reason,
+                failed_product_ids,
+            } => {
                 next.reason = Some(reason.clone());
                 next.failed_product_ids = failed_product_ids.clone();
             }
@@ -170,8 +188,10 @@ impl Order {
                     })
                     .collect()
             }),
-            reason: (event_type != OrderEventType::OrderConfirmed).then(|| self.reason.clone().unwrap_or_default()),
-            failed_product_ids: (event_type == OrderEventType::OrderRejected).then(|| self.failed_product_ids.clone()),
+            reason: (event_type != OrderEventType::OrderConfirmed)
+                .then(|| self.reason.clone().unwrap_or_default()),
+            failed_product_ids: (event_type == OrderEventType::OrderRejected)
+                .then(|| self.failed_product_ids.clone()),
         })
     }
 }
@@ -231,10 +251,16 @@ pub fn validate_create(input: CreateOrderInput) -> Result<OrderRequest, FieldErr
         Some(e) => {
             let e = e.trim().to_owned();
             if e.chars().count() > MAX_EMAIL {
-                errors.add("customerEmail", format!("customerEmail must be at most {MAX_EMAIL} characters."));
+                errors.add(
+                    "customerEmail",
+                    format!("customerEmail must be at most {MAX_EMAIL} characters."),
+                );
                 None
             } else if !is_email(&e) {
-                errors.add("customerEmail", "customerEmail must be a valid email address.");
+                errors.add(
+                    "customerEmail",
+                    "customerEmail must be a valid email address.",
+                );
                 None
             } else {
                 Some(e)
@@ -244,10 +270,13 @@ pub fn validate_create(input: CreateOrderInput) -> Result<OrderRequest, FieldErr
     let mut merged: BTreeMap<Uuid, u64> = BTreeMap::new();
     match input.items {
         None => errors.add("items", "items is required."),
-        Some(items) if items.is_empty() => errors.add("items", "items must contain at least one item."),
-        Some(items) if items.len() > MAX_ITEMS => {
-            errors.add("items", format!("items must contain at most {MAX_ITEMS} items."))
+        Some(items) if items.is_empty() => {
+            errors.add("items", "items must contain at least one item.")
         }
+        Some(items) if items.len() > MAX_ITEMS => errors.add(
+            "items",
+            format!("items must contain at most {MAX_ITEMS} items."),
+        ),
         Some(items) => {
             for (i, item) in items.into_iter().enumerate() {
                 let id = match item.product_id.as_deref().map(Uuid::parse_str) {
@@ -257,7 +286,10 @@ pub fn validate_create(input: CreateOrderInput) -> Result<OrderRequest, FieldErr
                     }
                     Some(Ok(id)) if !id.is_nil() => Some(id),
                     Some(_) => {
-                        errors.add(format!("items[{i}].productId"), "productId must be a non-nil UUID.");
+                        errors.add(
+                            format!("items[{i}].productId"),
+                            "productId must be a non-nil UUID.",
+                        );
                         None
                     }
                 };
@@ -268,7 +300,10 @@ pub fn validate_create(input: CreateOrderInput) -> Result<OrderRequest, FieldErr
                     }
                     Some(q) if (1..=i64::from(MAX_QUANTITY)).contains(&q) => Some(q as u64),
                     Some(_) => {
-                        errors.add(format!("items[{i}].quantity"), format!("quantity must be between 1 and {MAX_QUANTITY}."));
+                        errors.add(
+                            format!("items[{i}].quantity"),
+                            format!("quantity must be between 1 and {MAX_QUANTITY}."),
+                        );
                         None
                     }
                 };
@@ -278,7 +313,12 @@ pub fn validate_create(input: CreateOrderInput) -> Result<OrderRequest, FieldErr
             }
             for (id, q) in &merged {
                 if *q > u64::from(MAX_QUANTITY) {
-                    errors.add("items", format!("the total quantity of product {id} must be at most {MAX_QUANTITY}."));
+                    errors.add(
+                        "items",
+                        format!(
+                            "the total quantity of product {id} must be at most {MAX_QUANTITY}."
+                        ),
+                    );
                 }
             }
         }
@@ -311,7 +351,10 @@ pub fn validate_reason(reason: Option<String>) -> Result<String, FieldErrors> {
     if reason.is_empty() {
         errors.add("reason", "reason is required.");
     } else if reason.chars().count() > MAX_REASON {
-        errors.add("reason", format!("reason must be at most {MAX_REASON} characters."));
+        errors.add(
+            "reason",
+            format!("reason must be at most {MAX_REASON} characters."),
+        );
     }
     errors.into_result()?;
     Ok(reason)
@@ -422,7 +465,13 @@ mod tests {
         let a = Uuid::new_v4();
         let b = Uuid::new_v4();
         let catalog = HashMap::from([(a, view(1, "0.10")), (b, view(1, "149.99"))]);
-        let order = price_order(Uuid::new_v4(), &request(vec![(a, 3), (b, 2)]), &catalog, Utc::now()).unwrap();
+        let order = price_order(
+            Uuid::new_v4(),
+            &request(vec![(a, 3), (b, 2)]),
+            &catalog,
+            Utc::now(),
+        )
+        .unwrap();
         assert_eq!(order.total_amount.to_string(), "300.28");
         assert_eq!(order.items[0].line_total.to_string(), "0.30");
         assert_eq!(order.items[1].product_name, "Lamp");
@@ -437,8 +486,13 @@ mod tests {
         let mut deleted = view(2, "1.00");
         deleted.deleted = true;
         let catalog = HashMap::from([(known, view(1, "1.00")), (gone, deleted)]);
-        let err = price_order(Uuid::new_v4(), &request(vec![(known, 1), (gone, 1), (missing, 1)]), &catalog, Utc::now())
-            .unwrap_err();
+        let err = price_order(
+            Uuid::new_v4(),
+            &request(vec![(known, 1), (gone, 1), (missing, 1)]),
+            &catalog,
+            Utc::now(),
+        )
+        .unwrap_err();
         assert_eq!(err.len(), 2);
         assert!(err.contains(&gone) && err.contains(&missing));
     }
@@ -450,8 +504,14 @@ mod tests {
             customer_id: Some(Uuid::new_v4().to_string()),
             customer_email: Some("x@y.com".into()),
             items: Some(vec![
-                ItemInput { product_id: Some(p.clone()), quantity: Some(2) },
-                ItemInput { product_id: Some(p.clone()), quantity: Some(3) },
+                ItemInput {
+                    product_id: Some(p.clone()),
+                    quantity: Some(2),
+                },
+                ItemInput {
+                    product_id: Some(p.clone()),
+                    quantity: Some(3),
+                },
             ]),
         })
         .unwrap();
@@ -462,18 +522,38 @@ mod tests {
             customer_id: Some(Uuid::nil().to_string()),
             customer_email: Some("invalid@".into()),
             items: Some(vec![
-                ItemInput { product_id: Some("nope".into()), quantity: Some(0) },
-                ItemInput { product_id: None, quantity: Some(10_001) },
+                ItemInput {
+                    product_id: Some("nope".into()),
+                    quantity: Some(0),
+                },
+                ItemInput {
+                    product_id: None,
+                    quantity: Some(10_001),
+                },
             ]),
         })
         .unwrap_err();
-        for field in ["customerId", "customerEmail", "items[0].productId", "items[0].quantity", "items[1].productId", "items[1].quantity"] {
+        for field in [
+            "customerId",
+            "customerEmail",
+            "items[0].productId",
+            "items[0].quantity",
+            "items[1].productId",
+            "items[1].quantity",
+        ] {
             assert!(errors.contains(field), "no error for {field}: {errors:?}");
         }
         let too_many = validate_create(CreateOrderInput {
             customer_id: Some(Uuid::new_v4().to_string()),
             customer_email: Some("x@y.com".into()),
-            items: Some((0..101).map(|_| ItemInput { product_id: Some(Uuid::new_v4().to_string()), quantity: Some(1) }).collect()),
+            items: Some(
+                (0..101)
+                    .map(|_| ItemInput {
+                        product_id: Some(Uuid::new_v4().to_string()),
+                        quantity: Some(1),
+                    })
+                    .collect(),
+            ),
         })
         .unwrap_err();
         assert!(too_many.contains("items"));
@@ -481,8 +561,14 @@ mod tests {
             customer_id: Some(Uuid::new_v4().to_string()),
             customer_email: Some("x@y.com".into()),
             items: Some(vec![
-                ItemInput { product_id: Some(p.clone()), quantity: Some(6000) },
-                ItemInput { product_id: Some(p), quantity: Some(6000) },
+                ItemInput {
+                    product_id: Some(p.clone()),
+                    quantity: Some(6000),
+                },
+                ItemInput {
+                    product_id: Some(p),
+                    quantity: Some(6000),
+                },
             ]),
         })
         .unwrap_err();
@@ -494,7 +580,9 @@ mod tests {
         for ok in ["a@b.co", "first.last+tag@sub.example.org"] {
             assert!(is_email(ok), "{ok}");
         }
-        for bad in ["", "a", "@b.co", "a@", "a@b", "a b@c.de", "a@b@c.de", "a@.co", "a@b.co."] {
+        for bad in [
+            "", "a", "@b.co", "a@", "a@b", "a b@c.de", "a@b@c.de", "a@.co", "a@b.co.",
+        ] {
             assert!(!is_email(bad), "{bad}");
         }
     }
@@ -503,19 +591,40 @@ mod tests {
     fn transitions_record_reasons_and_events() {
         let a = Uuid::new_v4();
         let catalog = HashMap::from([(a, view(1, "2.50"))]);
-        let order = price_order(Uuid::new_v4(), &request(vec![(a, 2)]), &catalog, Utc::now()).unwrap();
+        let order =
+            price_order(Uuid::new_v4(), &request(vec![(a, 2)]), &catalog, Utc::now()).unwrap();
         assert!(order.event(Utc::now()).is_none(), "pending has no event");
         let confirmed = order.transition(&Outcome::Confirmed, Utc::now()).unwrap();
         let event = confirmed.event(Utc::now()).unwrap();
         assert_eq!(event.event_type, OrderEventType::OrderConfirmed);
         assert_eq!(event.items.unwrap().len(), 1);
-        let cancelled = confirmed.transition(&Outcome::Cancelled { reason: "changed mind".into() }, Utc::now()).unwrap();
-        assert_eq!(cancelled.reason.as_deref(), Some("changed mind"));
-        assert!(cancelled.transition(&Outcome::Confirmed, Utc::now()).is_err());
-        let rejected = order
-            .transition(&Outcome::Rejected { reason: "short".into(), failed_product_ids: vec![a] }, Utc::now())
+        let cancelled = confirmed
+            .transition(
+                &Outcome::Cancelled {
+                    reason: "changed mind".into(),
+                },
+                Utc::now(),
+            )
             .unwrap();
-        assert_eq!(rejected.event(Utc::now()).unwrap().failed_product_ids, Some(vec![a]));
+        assert_eq!(cancelled.reason.as_deref(), Some("changed mind"));
+        assert!(
+            cancelled
+                .transition(&Outcome::Confirmed, Utc::now())
+                .is_err()
+        );
+        let rejected = order
+            .transition(
+                &Outcome::Rejected {
+                    reason: "short".into(),
+                    failed_product_ids: vec![a],
+                },
+                Utc::now(),
+            )
+            .unwrap();
+        assert_eq!(
+            rejected.event(Utc::now()).unwrap().failed_product_ids,
+            Some(vec![a])
+        );
     }
 
     #[test]

@@ -31,10 +31,16 @@ pub fn router(state: AppState) -> Router {
         .route("/api/snapshot/products/{id}", get(snapshot_get))
         .route("/health/live", get(|| async { StatusCode::OK }))
         .route("/health/ready", get(ready))
-        .route("/openapi.json", get(|| async { axum::Json(crate::openapi::document()) }))
+        .route(
+            "/openapi.json",
+            get(|| async { axum::Json(crate::openapi::document()) }),
+        )
         .fallback(|| async { Problem::not_found("No such resource.") })
         .method_not_allowed_fallback(|| async {
-            Problem::new(StatusCode::METHOD_NOT_ALLOWED, "This method is not allowed on this resource.")
+            Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "This method is not allowed on this resource.",
+            )
         })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn(shared::correlation::http_layer))
@@ -44,9 +50,10 @@ pub fn router(state: AppState) -> Router {
 fn order_response(status: StatusCode, order: Order) -> Response {
     let location = format!("/api/orders/{}", order.id);
     let mut response = (status, axum::Json(order)).into_response();
-    response
-        .headers_mut()
-        .insert(header::LOCATION, HeaderValue::from_str(&location).expect("ascii path"));
+    response.headers_mut().insert(
+        header::LOCATION,
+        HeaderValue::from_str(&location).expect("ascii path"),
+    );
     response
 }
 
@@ -70,7 +77,10 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Error> {
     let key = value.to_str().unwrap_or("").trim();
     if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
         let mut errors = FieldErrors::new();
-        errors.add("Idempotency-Key", "Idempotency-Key must be 1 to 255 visible ASCII characters.");
+        errors.add(
+            "Idempotency-Key",
+            "Idempotency-Key must be 1 to 255 visible ASCII characters.",
+        );
         return Err(Error::Validation(errors));
     }
     Ok(Some(key.to_owned()))
@@ -100,14 +110,22 @@ struct Page {
     total_pages: usize,
 }
 
-async fn list(State(state): State<AppState>, params: Result<Query<ListParams>, QueryRejection>) -> Result<Response, Error> {
+async fn list(
+    State(state): State<AppState>,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Response, Error> {
     let mut errors = FieldErrors::new();
     let Query(params) = params.map_err(|e| {
         let mut errors = FieldErrors::new();
         errors.add("query", e.body_text());
         Error::Validation(errors)
     })?;
-    let customer = match params.customer_id.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+    let customer = match params
+        .customer_id
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
         None => None,
         Some(raw) => match Uuid::parse_str(raw) {
             Ok(id) => Some(id),
@@ -120,7 +138,14 @@ async fn list(State(state): State<AppState>, params: Result<Query<ListParams>, Q
     errors.into_result().map_err(Error::Validation)?;
     let (page, page_size) = paging(params.page.as_deref(), params.page_size.as_deref(), 100)?;
     let (items, total) = state.orders.store.list(customer, page, page_size)?;
-    Ok(axum::Json(Page { items, page, page_size, total_count: total, total_pages: total.div_ceil(page_size) }).into_response())
+    Ok(axum::Json(Page {
+        items,
+        page,
+        page_size,
+        total_count: total,
+        total_pages: total.div_ceil(page_size),
+    })
+    .into_response())
 }
 
 /// A snapshot row as served: the product id plus the projected fields.
@@ -132,17 +157,25 @@ struct SnapshotRow {
     view: domain::ProductView,
 }
 
-async fn snapshot_get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, Error> {
+async fn snapshot_get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, Error> {
     let Ok(id) = parse_id(&id) else {
         return Ok(Problem::not_found("No product has this id.").into_response());
     };
     match state.orders.store.product(id)? {
         Some(view) => Ok(axum::Json(SnapshotRow { id, view }).into_response()),
-        None => Ok(Problem::not_found(format!("Product {id} is not in the snapshot.")).into_response()),
+        None => {
+            Ok(Problem::not_found(format!("Product {id} is not in the snapshot.")).into_response())
+        }
     }
 }
 
-async fn snapshot_list(State(state): State<AppState>, params: Result<Query<ListParams>, QueryRejection>) -> Result<Response, Error> {
+async fn snapshot_list(
+    State(state): State<AppState>,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Response, Error> {
     let Query(params) = params.map_err(|e| {
         let mut errors = FieldErrors::new();
         errors.add("query", e.body_text());
@@ -161,7 +194,11 @@ async fn snapshot_list(State(state): State<AppState>, params: Result<Query<ListP
 }
 
 /// page ≥ 1 (default 1), pageSize 1..=max (default 20).
-fn paging(page: Option<&str>, page_size: Option<&str>, max: usize) -> Result<(usize, usize), Error> {
+fn paging(
+    page: Option<&str>,
+    page_size: Option<&str>,
+    max: usize,
+) -> Result<(usize, usize), Error> {
     let mut errors = FieldErrors::new();
     let page = match page.map(str::parse::<usize>) {
         None => 1,
@@ -175,7 +212,10 @@ fn paging(page: Option<&str>, page_size: Option<&str>, max: usize) -> Result<(us
         None => 20,
         Some(Ok(s)) if (1..=max).contains(&s) => s,
         Some(_) => {
-            errors.add("pageSize", format!("pageSize must be an integer between 1 and {max}."));
+            errors.add(
+                "pageSize",
+                format!("pageSize must be an integer between 1 and {max}."),
+            );
             20
         }
     };
@@ -221,15 +261,21 @@ async fn ready(State(state): State<AppState>) -> Response {
     if s.ready.load(Ordering::SeqCst) {
         axum::Json(serde_json::json!({"status": "ready", "details": body})).into_response()
     } else {
-        Problem::unavailable("The product snapshot is still catching up with the stream.", 1)
-            .with_extension("details", body)
-            .into_response()
+        Problem::unavailable(
+            "The product snapshot is still catching up with the stream.",
+            1,
+        )
+        .with_extension("details", body)
+        .into_response()
     }
 }
 
 /// A path id that is not a UUID cannot name an order: 404, like an unknown one.
 fn parse_id(raw: &str) -> Result<Uuid, Error> {
-    Uuid::parse_str(raw).ok().filter(|id| !id.is_nil()).ok_or(Error::NotFound(Uuid::nil()))
+    Uuid::parse_str(raw)
+        .ok()
+        .filter(|id| !id.is_nil())
+        .ok_or(Error::NotFound(Uuid::nil()))
 }
 
 impl IntoResponse for Error {
@@ -238,16 +284,18 @@ impl IntoResponse for Error {
             Error::Validation(errors) => Problem::validation(errors.clone()),
             Error::NotFound(id) if id.is_nil() => Problem::not_found("No order has this id."),
             Error::NotFound(id) => Problem::not_found(format!("Order {id} was not found.")),
-            Error::UnknownProducts(ids) => Problem::bad_request("Some products are unknown or discontinued.")
-                .with_extension("unknownProductIds", serde_json::json!(ids)),
+            Error::UnknownProducts(ids) => {
+                Problem::bad_request("Some products are unknown or discontinued.")
+                    .with_extension("unknownProductIds", serde_json::json!(ids))
+            }
             Error::IdempotencyMismatch => Problem::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "This Idempotency-Key was already used with a different request body.",
             ),
-            Error::NotCancellable { status, .. } => {
-                Problem::conflict(format!("The order is {status:?}; only Pending or Confirmed orders can be cancelled."))
-                    .with_extension("status", serde_json::json!(status))
-            }
+            Error::NotCancellable { status, .. } => Problem::conflict(format!(
+                "The order is {status:?}; only Pending or Confirmed orders can be cancelled."
+            ))
+            .with_extension("status", serde_json::json!(status)),
             Error::Transition(t) => Problem::conflict(format!("{t}.")),
             Error::CatalogUnavailable(_) => {
                 tracing::warn!(error = %self, "Catalog read-through failed.");

@@ -47,7 +47,11 @@ pub struct Config {
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
     /// product-svc's gRPC endpoint.
-    #[arg(long, env = "PRODUCT_GRPC_URL", default_value = "http://127.0.0.1:5051")]
+    #[arg(
+        long,
+        env = "PRODUCT_GRPC_URL",
+        default_value = "http://127.0.0.1:5051"
+    )]
     pub product_grpc_url: String,
     /// Names this instance's durable consumer (each instance has its own sled and durable).
     #[arg(long, env = "ORDER_INSTANCE_ID", default_value = "order-1")]
@@ -126,7 +130,10 @@ impl App {
         anyhow::ensure!(
             !config.instance_id.is_empty()
                 && config.instance_id.len() <= 64
-                && config.instance_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+                && config
+                    .instance_id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
             "--instance-id must be 1-64 characters of [A-Za-z0-9_-]"
         );
         std::fs::create_dir_all(&config.data_dir)
@@ -143,7 +150,9 @@ impl App {
             breaker_cooldown: Duration::from_millis(config.breaker_cooldown_ms),
         })
         .context("invalid --product-grpc-url")?;
-        let nats = shared::nats::connect(&config.nats_url, "order-svc").await.context("invalid NATS options")?;
+        let nats = shared::nats::connect(&config.nats_url, "order-svc")
+            .await
+            .context("invalid NATS options")?;
         let http = TcpListener::bind(config.http_addr)
             .await
             .with_context(|| format!("failed to bind HTTP on {}", config.http_addr))?;
@@ -153,7 +162,13 @@ impl App {
             catalog: config.catalog,
             budget: Duration::from_millis(config.request_budget_ms),
         };
-        Ok(Self { config, orders, nats, http, projection: Arc::default() })
+        Ok(Self {
+            config,
+            orders,
+            nats,
+            http,
+            projection: Arc::default(),
+        })
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -165,7 +180,10 @@ impl App {
         self.projection.clone()
     }
 
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> anyhow::Result<()> {
         let http_addr = self.http_addr();
         let grace = Duration::from_secs(self.config.shutdown_grace_secs);
         let interval = Duration::from_millis(self.config.worker_interval_ms);
@@ -182,8 +200,16 @@ impl App {
             status: self.projection.clone(),
         };
         let projector_task = tokio::spawn(projector::run(projector, workers_stop.clone()));
-        let reconciler = tokio::spawn(workers::reconciler(self.orders.clone(), interval, workers_stop.clone()));
-        let releaser = tokio::spawn(workers::releaser(self.orders.clone(), interval, workers_stop.clone()));
+        let reconciler = tokio::spawn(workers::reconciler(
+            self.orders.clone(),
+            interval,
+            workers_stop.clone(),
+        ));
+        let releaser = tokio::spawn(workers::releaser(
+            self.orders.clone(),
+            interval,
+            workers_stop.clone(),
+        ));
         let relay = Relay {
             tree: self.orders.store.outbox_tree(),
             js,
@@ -198,11 +224,16 @@ impl App {
         };
         let relay_task = tokio::spawn(relay.run(relay_stop.clone()));
 
-        let state = AppState { orders: self.orders.clone(), projection: self.projection.clone() };
+        let state = AppState {
+            orders: self.orders.clone(),
+            projection: self.projection.clone(),
+        };
         let router = http::router(state);
         let stop = servers_stop.clone();
         let mut http_task = tokio::spawn(async move {
-            axum::serve(self.http, router).with_graceful_shutdown(stop.cancelled_owned()).await
+            axum::serve(self.http, router)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
         });
         tracing::info!(http.addr = %http_addr, data_dir = %self.config.data_dir.display(), catalog = ?self.config.catalog, instance = %self.config.instance_id, "order-svc started.");
 

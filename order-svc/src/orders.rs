@@ -31,24 +31,35 @@ pub enum Placed {
 
 impl Placed {
     fn of(order: Order) -> Self {
-        if order.status == OrderStatus::Pending { Placed::Pending(order) } else { Placed::Final(order) }
+        if order.status == OrderStatus::Pending {
+            Placed::Pending(order)
+        } else {
+            Placed::Final(order)
+        }
     }
 }
 
 impl Orders {
-    pub async fn place(&self, request: OrderRequest, idempotency_key: Option<String>) -> Result<Placed> {
+    pub async fn place(
+        &self,
+        request: OrderRequest,
+        idempotency_key: Option<String>,
+    ) -> Result<Placed> {
         let fingerprint = request.fingerprint();
-        if let Some(key) = &idempotency_key {
-            if let Some(existing) = self.store.find_idempotent(key, &fingerprint)? {
-                let order = self.store.get(existing)?.ok_or(Error::NotFound(existing))?;
-                tracing::info!(order_id = %existing, "Idempotent replay of a create request.");
-                return Ok(Placed::of(order));
-            }
+        if let Some(key) = &idempotency_key
+            && let Some(existing) = self.store.find_idempotent(key, &fingerprint)?
+        {
+            let order = self.store.get(existing)?.ok_or(Error::NotFound(existing))?;
+            tracing::info!(order_id = %existing, "Idempotent replay of a create request.");
+            return Ok(Placed::of(order));
         }
         let ids: Vec<Uuid> = request.items.iter().map(|(id, _)| *id).collect();
         let catalog = self.catalog(&ids).await?;
-        let order = domain::price_order(Uuid::now_v7(), &request, &catalog, Utc::now()).map_err(Error::UnknownProducts)?;
-        let idem = idempotency_key.as_deref().map(|k| (k, fingerprint.as_str()));
+        let order = domain::price_order(Uuid::now_v7(), &request, &catalog, Utc::now())
+            .map_err(Error::UnknownProducts)?;
+        let idem = idempotency_key
+            .as_deref()
+            .map(|k| (k, fingerprint.as_str()));
         if let Inserted::Existing(existing) = self.store.insert_pending(&order, idem).await? {
             let order = self.store.get(existing)?.ok_or(Error::NotFound(existing))?;
             return Ok(Placed::of(order));
@@ -68,16 +79,29 @@ impl Orders {
     /// Reserves stock for a Pending order and records the outcome. `Ok(None)` when product-svc
     /// is unavailable (the order stays Pending; ReserveStock is idempotent, so retrying is safe).
     pub async fn settle(&self, order: &Order) -> Result<Option<Order>> {
-        let items: Vec<(Uuid, u32)> = order.items.iter().map(|i| (i.product_id, i.quantity)).collect();
+        let items: Vec<(Uuid, u32)> = order
+            .items
+            .iter()
+            .map(|i| (i.product_id, i.quantity))
+            .collect();
         let outcome = match self.stock.reserve(order.id, &items).await {
             Ok(Reservation::Reserved) => Outcome::Confirmed,
-            Ok(Reservation::Failed { code, reason, failed_product_ids }) => {
+            Ok(Reservation::Failed {
+                code,
+                reason,
+                failed_product_ids,
+            }) => {
                 tracing::info!(order_id = %order.id, ?code, "Stock reservation refused; rejecting the order.");
                 let reason = match code {
-                    FailCode::RequestMismatch => format!("the reservation for this order conflicts: {reason}"),
+                    FailCode::RequestMismatch => {
+                        format!("the reservation for this order conflicts: {reason}")
+                    }
                     _ => reason,
                 };
-                Outcome::Rejected { reason, failed_product_ids }
+                Outcome::Rejected {
+                    reason,
+                    failed_product_ids,
+                }
             }
             Err(StockError::Unavailable(_)) => return Ok(None),
             Err(StockError::Refused(message)) => Outcome::Rejected {
@@ -99,9 +123,16 @@ impl Orders {
     pub async fn cancel(&self, id: Uuid, reason: String) -> Result<Order> {
         let order = self.store.get(id)?.ok_or(Error::NotFound(id))?;
         if !order.status.can_become(OrderStatus::Cancelled) {
-            return Err(Error::NotCancellable { id, status: order.status });
+            return Err(Error::NotCancellable {
+                id,
+                status: order.status,
+            });
         }
-        match self.store.transition(id, &Outcome::Cancelled { reason }).await {
+        match self
+            .store
+            .transition(id, &Outcome::Cancelled { reason })
+            .await
+        {
             Ok(order) => {
                 tracing::info!(order_id = %id, "Order cancelled; stock release queued.");
                 Ok(order)
@@ -119,7 +150,11 @@ impl Orders {
             CatalogMode::Snapshot => self.store.products(ids)?,
             CatalogMode::Grpc => HashMap::new(),
         };
-        let missing: Vec<Uuid> = ids.iter().filter(|id| !found.contains_key(id)).copied().collect();
+        let missing: Vec<Uuid> = ids
+            .iter()
+            .filter(|id| !found.contains_key(id))
+            .copied()
+            .collect();
         if missing.is_empty() {
             return Ok(found);
         }
@@ -131,10 +166,16 @@ impl Orders {
         if self.catalog == CatalogMode::Snapshot && !fetched.is_empty() {
             let updates: Vec<_> = fetched
                 .iter()
-                .map(|(id, view)| crate::store::SnapshotUpdate { product_id: *id, view: view.clone() })
+                .map(|(id, view)| crate::store::SnapshotUpdate {
+                    product_id: *id,
+                    view: view.clone(),
+                })
                 .collect();
             self.store.apply_events(&updates, None)?;
-            tracing::info!(count = updates.len(), "Read through to product-svc for products missing from the snapshot.");
+            tracing::info!(
+                count = updates.len(),
+                "Read through to product-svc for products missing from the snapshot."
+            );
         }
         found.extend(fetched);
         Ok(found)

@@ -120,7 +120,9 @@ impl Projector {
             .map_err(nats)?;
         let info = stream.get_info().await.map_err(nats)?;
         if first || !self.status.ready.load(Ordering::SeqCst) {
-            self.status.target.store(info.state.last_sequence, Ordering::SeqCst);
+            self.status
+                .target
+                .store(info.state.last_sequence, Ordering::SeqCst);
         }
         let consumer = self.ensure_consumer(&stream).await?;
         self.status.connected.store(true, Ordering::SeqCst);
@@ -186,11 +188,19 @@ impl Projector {
             }
             (None, None) => Some(DeliverPolicy::All),
             (Some(c), Some(info)) if info.ack_floor.stream_sequence > c => {
-                tracing::warn!(checkpoint = c, ack_floor = info.ack_floor.stream_sequence, "Checkpoint is behind the consumer's ack floor; redelivering from checkpoint + 1.");
-                Some(DeliverPolicy::ByStartSequence { start_sequence: c + 1 })
+                tracing::warn!(
+                    checkpoint = c,
+                    ack_floor = info.ack_floor.stream_sequence,
+                    "Checkpoint is behind the consumer's ack floor; redelivering from checkpoint + 1."
+                );
+                Some(DeliverPolicy::ByStartSequence {
+                    start_sequence: c + 1,
+                })
             }
             (Some(_), Some(_)) => None,
-            (Some(c), None) => Some(DeliverPolicy::ByStartSequence { start_sequence: c + 1 }),
+            (Some(c), None) => Some(DeliverPolicy::ByStartSequence {
+                start_sequence: c + 1,
+            }),
         };
         if let Some(deliver_policy) = start {
             if existing.is_some() {
@@ -215,7 +225,10 @@ impl Projector {
     /// Updates lag; marks ready when nothing is pending (covers a target that was compacted away).
     async fn check_caught_up(&self, consumer: &PullConsumer) {
         if let Ok(info) = consumer.get_info().await {
-            self.status.lag.store(info.num_pending + info.num_ack_pending as u64, Ordering::Relaxed);
+            self.status.lag.store(
+                info.num_pending + info.num_ack_pending as u64,
+                Ordering::Relaxed,
+            );
             if info.num_pending == 0 && info.num_ack_pending == 0 {
                 self.status.mark_ready("consumer has nothing pending");
             }
@@ -230,7 +243,10 @@ impl Projector {
             let seq = msg.info().map(|info| info.stream_sequence).unwrap_or(0);
             last_seq = last_seq.max(Some(seq));
             match decode(msg) {
-                Ok(event) => updates.push(SnapshotUpdate { product_id: event.product_id, view: ProductView::from(&event) }),
+                Ok(event) => updates.push(SnapshotUpdate {
+                    product_id: event.product_id,
+                    view: ProductView::from(&event),
+                }),
                 Err(reason) => {
                     tracing::warn!(stream_sequence = seq, subject = %msg.subject, reason, "Terminating a poison product event.");
                     poison.push(i);
@@ -240,7 +256,11 @@ impl Projector {
         let changed = self.store.apply_events(&updates, last_seq)?;
         self.store.flush().await?;
         for (i, msg) in batch.iter().enumerate() {
-            let result = if poison.contains(&i) { msg.ack_with(AckKind::Term).await } else { msg.ack().await };
+            let result = if poison.contains(&i) {
+                msg.ack_with(AckKind::Term).await
+            } else {
+                msg.ack().await
+            };
             if let Err(error) = result {
                 // The data is applied and flushed; a lost ack only means a harmless redelivery.
                 tracing::debug!(%error, "Ack failed.");
@@ -249,20 +269,37 @@ impl Projector {
         if let Some(seq) = last_seq {
             self.status.checkpoint.fetch_max(seq, Ordering::SeqCst);
         }
-        self.status.applied.fetch_add(updates.len() as u64, Ordering::Relaxed);
-        self.status.poison.fetch_add(poison.len() as u64, Ordering::Relaxed);
-        tracing::debug!(messages = batch.len(), changed, poison = poison.len(), "Applied a batch of product events.");
+        self.status
+            .applied
+            .fetch_add(updates.len() as u64, Ordering::Relaxed);
+        self.status
+            .poison
+            .fetch_add(poison.len() as u64, Ordering::Relaxed);
+        tracing::debug!(
+            messages = batch.len(),
+            changed,
+            poison = poison.len(),
+            "Applied a batch of product events."
+        );
         Ok(())
     }
 }
 
 /// A product event, or why the message is poison.
 fn decode(msg: &jetstream::Message) -> Result<ProductEvent, String> {
-    let event: ProductEvent = serde_json::from_slice(&msg.payload).map_err(|e| format!("undecodable: {e}"))?;
+    let event: ProductEvent =
+        serde_json::from_slice(&msg.payload).map_err(|e| format!("undecodable: {e}"))?;
     if event.schema_version != shared::events::SCHEMA_VERSION {
-        return Err(format!("unsupported schemaVersion {}", event.schema_version));
+        return Err(format!(
+            "unsupported schemaVersion {}",
+            event.schema_version
+        ));
     }
-    let subject_id = msg.subject.rsplit('.').next().and_then(|s| Uuid::parse_str(s).ok());
+    let subject_id = msg
+        .subject
+        .rsplit('.')
+        .next()
+        .and_then(|s| Uuid::parse_str(s).ok());
     if subject_id != Some(event.product_id) {
         return Err("productId does not match the subject".into());
     }

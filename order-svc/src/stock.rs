@@ -72,7 +72,11 @@ enum CallError {
 fn transient(status: &Status) -> bool {
     matches!(
         status.code(),
-        Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Aborted | Code::Cancelled
+        Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::ResourceExhausted
+            | Code::Aborted
+            | Code::Cancelled
     )
 }
 
@@ -97,7 +101,12 @@ impl StockClient {
     }
 
     /// Runs one unary call with deadline, metadata, retries and the breaker.
-    async fn call<Req, Resp, F, Fut>(&self, method: &'static str, req: Req, f: F) -> Result<Resp, StockError>
+    async fn call<Req, Resp, F, Fut>(
+        &self,
+        method: &'static str,
+        req: Req,
+        f: F,
+    ) -> Result<Resp, StockError>
     where
         Req: Clone,
         F: Fn(ProductServiceClient<Channel>, Request<Req>) -> Fut,
@@ -113,17 +122,26 @@ impl StockClient {
             let mut request = Request::new(req.clone());
             request.set_timeout(self.config.attempt_timeout);
             if let Ok(v) = cid.parse() {
-                request.metadata_mut().insert(shared::correlation::HEADER, v);
+                request
+                    .metadata_mut()
+                    .insert(shared::correlation::HEADER, v);
             }
             let started = Instant::now();
-            let result = tokio::time::timeout(self.config.attempt_timeout, f(self.client.clone(), request))
-                .await
-                .unwrap_or_else(|_| Err(Status::deadline_exceeded("client deadline exceeded")));
+            let result =
+                tokio::time::timeout(self.config.attempt_timeout, f(self.client.clone(), request))
+                    .await
+                    .unwrap_or_else(|_| Err(Status::deadline_exceeded("client deadline exceeded")));
             let micros = started.elapsed().as_micros() as u64;
             match &result {
                 Ok(_) => {
                     self.breaker.success();
-                    tracing::debug!(method, attempt = n, status = "OK", micros, "Stock call done.");
+                    tracing::debug!(
+                        method,
+                        attempt = n,
+                        status = "OK",
+                        micros,
+                        "Stock call done."
+                    );
                 }
                 Err(s) if transient(s) => {
                     self.breaker.failure();
@@ -134,7 +152,9 @@ impl StockClient {
                     tracing::warn!(method, attempt = n, status = ?s.code(), micros, message = s.message(), "Stock call failed.");
                 }
             }
-            result.map(tonic::Response::into_inner).map_err(CallError::Status)
+            result
+                .map(tonic::Response::into_inner)
+                .map_err(CallError::Status)
         };
         let backoff = ExponentialBuilder::default()
             .with_min_delay(self.config.initial_backoff)
@@ -148,20 +168,35 @@ impl StockClient {
             .await
             .map_err(|e| match e {
                 CallError::Open => StockError::Unavailable("circuit breaker open".into()),
-                CallError::Status(s) if transient(&s) => StockError::Unavailable(format!("{:?}: {}", s.code(), s.message())),
-                CallError::Status(s) => StockError::Refused(format!("{:?}: {}", s.code(), s.message())),
+                CallError::Status(s) if transient(&s) => {
+                    StockError::Unavailable(format!("{:?}: {}", s.code(), s.message()))
+                }
+                CallError::Status(s) => {
+                    StockError::Refused(format!("{:?}: {}", s.code(), s.message()))
+                }
             })
     }
 
-    pub async fn reserve(&self, order_id: Uuid, items: &[(Uuid, u32)]) -> Result<Reservation, StockError> {
+    pub async fn reserve(
+        &self,
+        order_id: Uuid,
+        items: &[(Uuid, u32)],
+    ) -> Result<Reservation, StockError> {
         let req = ReserveStockRequest {
             order_id: order_id.to_string(),
             items: items
                 .iter()
-                .map(|(id, q)| OrderItem { product_id: id.to_string(), quantity: *q as i32 })
+                .map(|(id, q)| OrderItem {
+                    product_id: id.to_string(),
+                    quantity: *q as i32,
+                })
                 .collect(),
         };
-        let resp = self.call("ReserveStock", req, |mut c, r| async move { c.reserve_stock(r).await }).await?;
+        let resp = self
+            .call("ReserveStock", req, |mut c, r| async move {
+                c.reserve_stock(r).await
+            })
+            .await?;
         if resp.success {
             return Ok(Reservation::Reserved);
         }
@@ -173,14 +208,26 @@ impl StockClient {
         };
         Ok(Reservation::Failed {
             code,
-            reason: resp.failure_reason.unwrap_or_else(|| "stock reservation failed".into()),
-            failed_product_ids: resp.failed_product_ids.iter().filter_map(|s| Uuid::parse_str(s).ok()).collect(),
+            reason: resp
+                .failure_reason
+                .unwrap_or_else(|| "stock reservation failed".into()),
+            failed_product_ids: resp
+                .failed_product_ids
+                .iter()
+                .filter_map(|s| Uuid::parse_str(s).ok())
+                .collect(),
         })
     }
 
     pub async fn release(&self, order_id: Uuid) -> Result<(), StockError> {
-        let req = ReleaseStockRequest { order_id: order_id.to_string() };
-        let resp = self.call("ReleaseStock", req, |mut c, r| async move { c.release_stock(r).await }).await?;
+        let req = ReleaseStockRequest {
+            order_id: order_id.to_string(),
+        };
+        let resp = self
+            .call("ReleaseStock", req, |mut c, r| async move {
+                c.release_stock(r).await
+            })
+            .await?;
         if resp.success {
             Ok(())
         } else {
@@ -190,8 +237,14 @@ impl StockClient {
 
     /// Batch catalog read: the found products as snapshot views (ids product-svc lacks are absent).
     pub async fn get_products(&self, ids: &[Uuid]) -> Result<Vec<(Uuid, ProductView)>, StockError> {
-        let req = GetProductsRequest { product_ids: ids.iter().map(Uuid::to_string).collect() };
-        let resp = self.call("GetProducts", req, |mut c, r| async move { c.get_products(r).await }).await?;
+        let req = GetProductsRequest {
+            product_ids: ids.iter().map(Uuid::to_string).collect(),
+        };
+        let resp = self
+            .call("GetProducts", req, |mut c, r| async move {
+                c.get_products(r).await
+            })
+            .await?;
         let now = chrono::Utc::now();
         Ok(resp
             .products
@@ -232,7 +285,11 @@ struct BreakerState {
 
 impl Breaker {
     fn new(threshold: u32, cooldown: Duration) -> Self {
-        Self { threshold: threshold.max(1), cooldown, state: Mutex::default() }
+        Self {
+            threshold: threshold.max(1),
+            cooldown,
+            state: Mutex::default(),
+        }
     }
 
     fn allow(&self) -> bool {
@@ -257,7 +314,11 @@ impl Breaker {
         state.failures += 1;
         if state.failures >= self.threshold {
             if state.open_until.is_none_or(|until| Instant::now() >= until) {
-                tracing::warn!(failures = state.failures, cooldown_ms = self.cooldown.as_millis() as u64, "Stock circuit breaker opened.");
+                tracing::warn!(
+                    failures = state.failures,
+                    cooldown_ms = self.cooldown.as_millis() as u64,
+                    "Stock circuit breaker opened."
+                );
             }
             state.open_until = Some(Instant::now() + self.cooldown);
         }
@@ -289,10 +350,22 @@ mod tests {
 
     #[test]
     fn only_transient_codes_are_retried() {
-        for code in [Code::Unavailable, Code::DeadlineExceeded, Code::ResourceExhausted, Code::Aborted, Code::Cancelled] {
+        for code in [
+            Code::Unavailable,
+            Code::DeadlineExceeded,
+            Code::ResourceExhausted,
+            Code::Aborted,
+            Code::Cancelled,
+        ] {
             assert!(transient(&Status::new(code, "")), "{code:?}");
         }
-        for code in [Code::InvalidArgument, Code::NotFound, Code::Internal, Code::FailedPrecondition, Code::PermissionDenied] {
+        for code in [
+            Code::InvalidArgument,
+            Code::NotFound,
+            Code::Internal,
+            Code::FailedPrecondition,
+            Code::PermissionDenied,
+        ] {
             assert!(!transient(&Status::new(code, "")), "{code:?}");
         }
     }

@@ -22,7 +22,9 @@ use shared::{
 };
 use sled::{
     Tree,
-    transaction::{ConflictableTransactionError, TransactionError, Transactional, TransactionalTree},
+    transaction::{
+        ConflictableTransactionError, TransactionError, Transactional, TransactionalTree,
+    },
 };
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -72,7 +74,10 @@ type TxResult<T> = std::result::Result<T, ConflictableTransactionError<Error>>;
 
 impl Store {
     pub fn open(path: &std::path::Path, cache_bytes: u64) -> Result<Self> {
-        let db = sled::Config::new().path(path).cache_capacity(cache_bytes).open()?;
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes)
+            .open()?;
         Ok(Self {
             orders: db.open_tree("orders")?,
             by_customer: db.open_tree("by_customer")?,
@@ -122,7 +127,11 @@ impl Store {
     }
 
     /// Persists a new Pending order (flushed), with its indexes and Idempotency-Key.
-    pub async fn insert_pending(&self, order: &Order, idempotency: Option<(&str, &str)>) -> Result<Inserted> {
+    pub async fn insert_pending(
+        &self,
+        order: &Order,
+        idempotency: Option<(&str, &str)>,
+    ) -> Result<Inserted> {
         let created = order.created_at.timestamp_millis().max(0) as u64;
         let inverted = (u64::MAX - created).to_be_bytes();
         let mut customer_key = order.customer_id.as_bytes().to_vec();
@@ -131,18 +140,33 @@ impl Store {
         let mut created_key = inverted.to_vec();
         created_key.extend_from_slice(order.id.as_bytes());
         let value = to_json(order)?;
-        let result = (&self.orders, &self.by_customer, &self.by_created, &self.pending, &self.idempotency)
+        let result = (
+            &self.orders,
+            &self.by_customer,
+            &self.by_created,
+            &self.pending,
+            &self.idempotency,
+        )
             .transaction(|(orders, by_customer, by_created, pending, idem)| {
                 if let Some((key, fingerprint)) = idempotency {
                     if let Some(existing) = idem.get(key.as_bytes())? {
-                        let record: IdempotencyRecord = from_json(&existing).map_err(ConflictableTransactionError::Abort)?;
+                        let record: IdempotencyRecord =
+                            from_json(&existing).map_err(ConflictableTransactionError::Abort)?;
                         if record.fingerprint != fingerprint {
-                            return Err(ConflictableTransactionError::Abort(Error::IdempotencyMismatch));
+                            return Err(ConflictableTransactionError::Abort(
+                                Error::IdempotencyMismatch,
+                            ));
                         }
                         return Ok(Inserted::Existing(record.order_id));
                     }
-                    let record = IdempotencyRecord { fingerprint: fingerprint.to_owned(), order_id: order.id };
-                    idem.insert(key.as_bytes(), to_json(&record).map_err(ConflictableTransactionError::Abort)?)?;
+                    let record = IdempotencyRecord {
+                        fingerprint: fingerprint.to_owned(),
+                        order_id: order.id,
+                    };
+                    idem.insert(
+                        key.as_bytes(),
+                        to_json(&record).map_err(ConflictableTransactionError::Abort)?,
+                    )?;
                 }
                 orders.insert(order.id.as_bytes(), value.clone())?;
                 by_customer.insert(customer_key.as_slice(), &[])?;
@@ -161,23 +185,32 @@ impl Store {
     /// does not allow it.
     pub async fn transition(&self, id: Uuid, outcome: &Outcome) -> Result<Order> {
         let cid = correlation::current_or_new();
-        let result = (&self.orders, &self.pending, &self.releases, &self.outbox).transaction(|(orders, pending, releases, outbox)| {
-            let current: Order = match orders.get(id.as_bytes())? {
-                Some(bytes) => from_json(&bytes).map_err(ConflictableTransactionError::Abort)?,
-                None => return Err(ConflictableTransactionError::Abort(Error::NotFound(id))),
-            };
-            let now = Utc::now();
-            let next = current.transition(outcome, now).map_err(|e| ConflictableTransactionError::Abort(e.into()))?;
-            orders.insert(id.as_bytes(), to_json(&next).map_err(ConflictableTransactionError::Abort)?)?;
-            pending.remove(id.as_bytes())?;
-            if matches!(outcome, Outcome::Cancelled { .. }) {
-                releases.insert(id.as_bytes(), cid.as_bytes())?;
-            }
-            if let Some(event) = next.event(now) {
-                enqueue(outbox, &event, &cid)?;
-            }
-            Ok(next)
-        });
+        let result = (&self.orders, &self.pending, &self.releases, &self.outbox).transaction(
+            |(orders, pending, releases, outbox)| {
+                let current: Order = match orders.get(id.as_bytes())? {
+                    Some(bytes) => {
+                        from_json(&bytes).map_err(ConflictableTransactionError::Abort)?
+                    }
+                    None => return Err(ConflictableTransactionError::Abort(Error::NotFound(id))),
+                };
+                let now = Utc::now();
+                let next = current
+                    .transition(outcome, now)
+                    .map_err(|e| ConflictableTransactionError::Abort(e.into()))?;
+                orders.insert(
+                    id.as_bytes(),
+                    to_json(&next).map_err(ConflictableTransactionError::Abort)?,
+                )?;
+                pending.remove(id.as_bytes())?;
+                if matches!(outcome, Outcome::Cancelled { .. }) {
+                    releases.insert(id.as_bytes(), cid.as_bytes())?;
+                }
+                if let Some(event) = next.event(now) {
+                    enqueue(outbox, &event, &cid)?;
+                }
+                Ok(next)
+            },
+        );
         let order = unwrap_tx(result)?;
         self.flush().await?;
         self.relay_wake.notify_one();
@@ -188,9 +221,15 @@ impl Store {
     }
 
     /// One page of orders, newest first, optionally of one customer; and the total count.
-    pub fn list(&self, customer: Option<Uuid>, page: usize, page_size: usize) -> Result<(Vec<Order>, usize)> {
+    pub fn list(
+        &self,
+        customer: Option<Uuid>,
+        page: usize,
+        page_size: usize,
+    ) -> Result<(Vec<Order>, usize)> {
         let skip = (page - 1).saturating_mul(page_size);
-        let keys: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> = match customer {
+        let keys: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> = match customer
+        {
             Some(c) => Box::new(self.by_customer.scan_prefix(c.as_bytes())),
             None => Box::new(self.by_created.iter()),
         };
@@ -199,7 +238,8 @@ impl Store {
         for kv in keys {
             let (key, _) = kv?;
             if total >= skip && ids.len() < page_size {
-                let id = Uuid::from_slice(&key[key.len() - 16..]).map_err(|e| Error::Corrupt(e.to_string()))?;
+                let id = Uuid::from_slice(&key[key.len() - 16..])
+                    .map_err(|e| Error::Corrupt(e.to_string()))?;
                 ids.push(id);
             }
             total += 1;
@@ -259,7 +299,11 @@ impl Store {
     }
 
     /// One page of snapshot rows in id order (an operator's view of the read model).
-    pub fn snapshot_page(&self, page: usize, page_size: usize) -> Result<(Vec<(Uuid, ProductView)>, usize)> {
+    pub fn snapshot_page(
+        &self,
+        page: usize,
+        page_size: usize,
+    ) -> Result<(Vec<(Uuid, ProductView)>, usize)> {
         let skip = (page - 1).saturating_mul(page_size);
         let mut total = 0;
         let mut items = Vec::new();
@@ -275,7 +319,9 @@ impl Store {
     }
 
     pub fn snapshot_len(&self) -> usize {
-        self.snapshot.len().saturating_sub(usize::from(self.checkpoint().ok().flatten().is_some()))
+        self.snapshot
+            .len()
+            .saturating_sub(usize::from(self.checkpoint().ok().flatten().is_some()))
     }
 
     /// The stream sequence of the last applied event; `None` on an empty (cold) store.
@@ -290,7 +336,11 @@ impl Store {
     /// Applies a batch of events through the version guard and moves the checkpoint to
     /// `checkpoint`, atomically (one transaction on one tree). Not flushed: the caller flushes
     /// once per batch before acking. Returns how many rows changed.
-    pub fn apply_events(&self, updates: &[SnapshotUpdate], checkpoint: Option<u64>) -> Result<usize> {
+    pub fn apply_events(
+        &self,
+        updates: &[SnapshotUpdate],
+        checkpoint: Option<u64>,
+    ) -> Result<usize> {
         let result = self.snapshot.transaction(|tx| {
             let mut staged: HashMap<Uuid, u64> = HashMap::new();
             let mut changed = 0;
@@ -304,7 +354,10 @@ impl Store {
                         .map_err(ConflictableTransactionError::Abort)?,
                 };
                 if domain::should_apply(current_version, u.view.version) {
-                    tx.insert(snapshot_key(u.product_id).as_slice(), to_json(&u.view).map_err(ConflictableTransactionError::Abort)?)?;
+                    tx.insert(
+                        snapshot_key(u.product_id).as_slice(),
+                        to_json(&u.view).map_err(ConflictableTransactionError::Abort)?,
+                    )?;
                     staged.insert(u.product_id, u.view.version);
                     changed += 1;
                 }

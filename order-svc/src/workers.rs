@@ -65,7 +65,9 @@ pub async fn releaser(orders: Orders, interval: Duration, cancel: CancellationTo
         };
         let mut failed = false;
         for (order_id, cid) in releases {
-            let result = shared::correlation::scope(cid, "releaser".into(), orders.stock.release(order_id)).await;
+            let result =
+                shared::correlation::scope(cid, "releaser".into(), orders.stock.release(order_id))
+                    .await;
             match result {
                 Ok(()) => {
                     if let Err(error) = orders.store.release_done(order_id) {
@@ -85,7 +87,11 @@ pub async fn releaser(orders: Orders, interval: Duration, cancel: CancellationTo
             backoff
         } else {
             backoff = interval;
-            if orders.store.releases_count() > 0 { Duration::ZERO } else { interval }
+            if orders.store.releases_count() > 0 {
+                Duration::ZERO
+            } else {
+                interval
+            }
         };
         tokio::select! {
             _ = cancel.cancelled() => return,

@@ -64,7 +64,9 @@ pub fn update_low_flag(stock: &mut Stock, threshold: i64) -> bool {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StockError {
-    #[error("on-hand stock cannot drop below the {reserved} units reserved (requested on-hand {requested})")]
+    #[error(
+        "on-hand stock cannot drop below the {reserved} units reserved (requested on-hand {requested})"
+    )]
     BelowReserved { requested: i64, reserved: i64 },
     #[error("on-hand stock cannot exceed {MAX_QUANTITY}")]
     TooLarge,
@@ -204,7 +206,10 @@ fn text(
         .chars()
         .any(|c| c.is_control() && !(field == "description" && (c == '\n' || c == '\t')))
     {
-        errors.add(field, format!("{field} must not contain control characters."));
+        errors.add(
+            field,
+            format!("{field} must not contain control characters."),
+        );
         return None;
     }
     Some(trimmed.to_owned())
@@ -230,7 +235,10 @@ fn quantity(field: &str, value: Option<i64>, errors: &mut FieldErrors) -> i64 {
 
 /// Money is a decimal string on the wire ("149.99"); a JSON number is accepted by its literal
 /// text. Positive, at most two decimals, normalised to two decimals.
-pub fn validate_price(value: Option<serde_json::Value>, errors: &mut FieldErrors) -> Option<Decimal> {
+pub fn validate_price(
+    value: Option<serde_json::Value>,
+    errors: &mut FieldErrors,
+) -> Option<Decimal> {
     let text = match value {
         None | Some(serde_json::Value::Null) => {
             errors.add("price", "price is required.");
@@ -239,7 +247,10 @@ pub fn validate_price(value: Option<serde_json::Value>, errors: &mut FieldErrors
         Some(serde_json::Value::String(s)) => s,
         Some(serde_json::Value::Number(n)) => n.to_string(),
         Some(_) => {
-            errors.add("price", "price must be a decimal string such as \"149.99\".");
+            errors.add(
+                "price",
+                "price must be a decimal string such as \"149.99\".",
+            );
             return None;
         }
     };
@@ -249,7 +260,10 @@ pub fn validate_price(value: Option<serde_json::Value>, errors: &mut FieldErrors
         .ok()
         .filter(|_| !text.contains(['e', 'E']));
     let Some(price) = parsed else {
-        errors.add("price", "price must be a decimal string such as \"149.99\".");
+        errors.add(
+            "price",
+            "price must be a decimal string such as \"149.99\".",
+        );
         return None;
     };
     if price <= Decimal::ZERO {
@@ -295,7 +309,11 @@ pub fn new_product(id: Uuid, input: &NewProduct, now: DateTime<Utc>) -> (Product
 }
 
 /// Applies an update; `None` when nothing changed (no new version, no event).
-pub fn apply_update(current: &Product, fields: &CatalogFields, now: DateTime<Utc>) -> Option<Product> {
+pub fn apply_update(
+    current: &Product,
+    fields: &CatalogFields,
+    now: DateTime<Utc>,
+) -> Option<Product> {
     let unchanged = current.name == fields.name
         && current.description == fields.description
         && current.price == fields.price
@@ -316,7 +334,11 @@ pub fn apply_update(current: &Product, fields: &CatalogFields, now: DateTime<Utc
     })
 }
 
-pub fn event_for(product: &Product, event_type: ProductEventType, now: DateTime<Utc>) -> ProductEvent {
+pub fn event_for(
+    product: &Product,
+    event_type: ProductEventType,
+    now: DateTime<Utc>,
+) -> ProductEvent {
     ProductEvent {
         event_id: Uuid::now_v7(),
         event_type,
@@ -471,7 +493,10 @@ mod tests {
             })
         );
         assert_eq!(adjust(stock(10, 0), 5).unwrap().on_hand, 15);
-        assert_eq!(adjust(stock(10, 0), MAX_QUANTITY), Err(StockError::TooLarge));
+        assert_eq!(
+            adjust(stock(10, 0), MAX_QUANTITY),
+            Err(StockError::TooLarge)
+        );
     }
 
     #[test]
@@ -505,7 +530,12 @@ mod tests {
         gone.0.deleted = true;
         let unknown = Uuid::new_v4();
         let items = vec![(ok.0.id, 5), (short.0.id, 3), (gone.0.id, 1), (unknown, 1)];
-        let state = vec![Some(ok.clone()), Some(short.clone()), Some(gone.clone()), None];
+        let state = vec![
+            Some(ok.clone()),
+            Some(short.clone()),
+            Some(gone.clone()),
+            None,
+        ];
         let failure = plan_reservation(&items, &state).unwrap_err();
         assert_eq!(failure.code, FailureCode::ProductNotFound);
         assert_eq!(failure.failed_product_ids.len(), 3);
@@ -533,7 +563,10 @@ mod tests {
         })
         .unwrap_err();
         for field in ["name", "description", "price", "category", "stockQuantity"] {
-            assert!(errors.contains(field), "missing error for {field}: {errors:?}");
+            assert!(
+                errors.contains(field),
+                "missing error for {field}: {errors:?}"
+            );
         }
         assert!(!errors.contains("lowStockThreshold"));
     }

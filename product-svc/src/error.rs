@@ -11,7 +11,11 @@ pub enum Error {
     #[error("product {0} was not found")]
     NotFound(Uuid),
     #[error("product {id} is at version {current}, not the expected {expected}")]
-    VersionMismatch { id: Uuid, expected: u64, current: u64 },
+    VersionMismatch {
+        id: Uuid,
+        expected: u64,
+        current: u64,
+    },
     #[error("product {0} is discontinued")]
     Discontinued(Uuid),
     #[error(transparent)]

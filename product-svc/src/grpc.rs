@@ -36,22 +36,30 @@ impl ProductService for StockService {
         let req = request.into_inner();
         let order_id = parse_uuid("order_id", &req.order_id)?;
         if req.items.is_empty() {
-            return Err(Status::invalid_argument("items: at least one item is required"));
+            return Err(Status::invalid_argument(
+                "items: at least one item is required",
+            ));
         }
         if req.items.len() > MAX_ITEMS {
-            return Err(Status::invalid_argument(format!("items: at most {MAX_ITEMS} items are allowed")));
+            return Err(Status::invalid_argument(format!(
+                "items: at most {MAX_ITEMS} items are allowed"
+            )));
         }
         let mut items = Vec::with_capacity(req.items.len());
         for (i, item) in req.items.iter().enumerate() {
             let id = parse_uuid(&format!("items[{i}].product_id"), &item.product_id)?;
             if item.quantity <= 0 {
-                return Err(Status::invalid_argument(format!("items[{i}].quantity: must be greater than 0")));
+                return Err(Status::invalid_argument(format!(
+                    "items[{i}].quantity: must be greater than 0"
+                )));
             }
             items.push((id, i64::from(item.quantity)));
         }
         let items = domain::merge_items(items);
         if items.iter().any(|(_, q)| *q > MAX_QUANTITY) {
-            return Err(Status::invalid_argument(format!("items: the quantity of one product must be at most {MAX_QUANTITY}")));
+            return Err(Status::invalid_argument(format!(
+                "items: the quantity of one product must be at most {MAX_QUANTITY}"
+            )));
         }
         let reservation = self.store.reserve(order_id, &items).await?;
         let response = match (&reservation.status, reservation.failure) {
@@ -65,7 +73,11 @@ impl ProductService for StockService {
                         FailureCode::ProductNotFound => ErrorCode::ProductNotFound,
                         FailureCode::RequestMismatch => ErrorCode::RequestMismatch,
                     } as i32,
-                    failed_product_ids: failure.failed_product_ids.iter().map(Uuid::to_string).collect(),
+                    failed_product_ids: failure
+                        .failed_product_ids
+                        .iter()
+                        .map(Uuid::to_string)
+                        .collect(),
                 }
             }
             _ => {
@@ -100,7 +112,9 @@ impl ProductService for StockService {
     ) -> Result<Response<GetProductsResponse>, Status> {
         let req = request.into_inner();
         if req.product_ids.len() > MAX_ITEMS {
-            return Err(Status::invalid_argument(format!("product_ids: at most {MAX_ITEMS} ids are allowed")));
+            return Err(Status::invalid_argument(format!(
+                "product_ids: at most {MAX_ITEMS} ids are allowed"
+            )));
         }
         let ids = req
             .product_ids
@@ -215,7 +229,10 @@ where
                             .and_then(|v| v.parse::<i32>().ok())
                             .unwrap_or(0);
                         let code = tonic::Code::from_i32(status);
-                        if matches!(code, tonic::Code::Internal | tonic::Code::Unknown | tonic::Code::DataLoss) {
+                        if matches!(
+                            code,
+                            tonic::Code::Internal | tonic::Code::Unknown | tonic::Code::DataLoss
+                        ) {
                             tracing::warn!(status = ?code, micros, "gRPC call failed.");
                         } else {
                             tracing::debug!(status = ?code, micros, "gRPC call handled.");

@@ -22,7 +22,10 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/products", post(create).get(list))
-        .route("/api/products/{id}", get(fetch).put(update).delete(discontinue))
+        .route(
+            "/api/products/{id}",
+            get(fetch).put(update).delete(discontinue),
+        )
         .route("/api/products/{id}/stock", post(adjust_stock))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
@@ -92,14 +95,18 @@ fn product_response(status: StatusCode, entry: Entry) -> Response {
     response
 }
 
-async fn create(State(state): State<AppState>, JsonBody(input): JsonBody<CreateInput>) -> Result<Response, Error> {
+async fn create(
+    State(state): State<AppState>,
+    JsonBody(input): JsonBody<CreateInput>,
+) -> Result<Response, Error> {
     let new = domain::validate_create(input).map_err(Error::Validation)?;
     let entry = state.store.create(&new).await?;
     let location = format!("/api/products/{}", entry.product.id);
     let mut response = product_response(StatusCode::CREATED, entry);
-    response
-        .headers_mut()
-        .insert(header::LOCATION, HeaderValue::from_str(&location).expect("ascii path"));
+    response.headers_mut().insert(
+        header::LOCATION,
+        HeaderValue::from_str(&location).expect("ascii path"),
+    );
     Ok(response)
 }
 
@@ -127,7 +134,11 @@ async fn list(
         Error::Validation(errors)
     })?;
     let (page, page_size) = paging(params.page.as_deref(), params.page_size.as_deref())?;
-    let category = params.category.as_deref().map(str::trim).filter(|c| !c.is_empty());
+    let category = params
+        .category
+        .as_deref()
+        .map(str::trim)
+        .filter(|c| !c.is_empty());
     let (items, total) = state.store.list(category, page, page_size)?;
     Ok(axum::Json(Page {
         items: items.into_iter().map(ProductDto::from).collect(),
@@ -144,7 +155,7 @@ pub fn paging(page: Option<&str>, page_size: Option<&str>) -> Result<(usize, usi
     let mut errors = FieldErrors::new();
     let page = match page.map(str::parse::<usize>) {
         None => 1,
-        Some(Ok(p)) if p >= 1 && p <= 1_000_000 => p,
+        Some(Ok(p)) if (1..=1_000_000).contains(&p) => p,
         Some(_) => {
             errors.add("page", "page must be an integer of at least 1.");
             1
@@ -202,13 +213,17 @@ async fn adjust_stock(
     match body.delta {
         None => errors.add("delta", "delta is required."),
         Some(0) => errors.add("delta", "delta must not be 0."),
-        Some(d) if d.abs() > MAX_QUANTITY => {
-            errors.add("delta", format!("delta must be between -{MAX_QUANTITY} and {MAX_QUANTITY}."))
-        }
+        Some(d) if d.abs() > MAX_QUANTITY => errors.add(
+            "delta",
+            format!("delta must be between -{MAX_QUANTITY} and {MAX_QUANTITY}."),
+        ),
         Some(_) => {}
     }
     errors.into_result().map_err(Error::Validation)?;
-    let entry = state.store.adjust_stock(id, body.delta.expect("validated")).await?;
+    let entry = state
+        .store
+        .adjust_stock(id, body.delta.expect("validated"))
+        .await?;
     Ok(product_response(StatusCode::OK, entry))
 }
 
@@ -230,7 +245,10 @@ async fn not_found() -> Problem {
 }
 
 async fn method_not_allowed() -> Problem {
-    Problem::new(StatusCode::METHOD_NOT_ALLOWED, "This method is not allowed on this resource.")
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "This method is not allowed on this resource.",
+    )
 }
 
 /// A path id that is not a UUID cannot name a product: 404, like an unknown one.
@@ -251,11 +269,13 @@ fn if_match(headers: &HeaderMap, id: Uuid) -> Result<Option<u64>, Error> {
         return Ok(None);
     }
     let tag = text.trim_start_matches("W/").trim_matches('"');
-    tag.parse::<u64>().map(Some).map_err(|_| Error::VersionMismatch {
-        id,
-        expected: 0,
-        current: 0,
-    })
+    tag.parse::<u64>()
+        .map(Some)
+        .map_err(|_| Error::VersionMismatch {
+            id,
+            expected: 0,
+            current: 0,
+        })
 }
 
 impl IntoResponse for Error {
@@ -264,13 +284,21 @@ impl IntoResponse for Error {
             Error::Validation(errors) => Problem::validation(errors.clone()),
             Error::NotFound(id) if id.is_nil() => Problem::not_found("No product has this id."),
             Error::NotFound(id) => Problem::not_found(format!("Product {id} was not found.")),
-            Error::VersionMismatch { current, expected, .. } => Problem::new(
+            Error::VersionMismatch {
+                current, expected, ..
+            } => Problem::new(
                 StatusCode::PRECONDITION_FAILED,
-                format!("If-Match does not match: the product is at version {current}, not {expected}."),
+                format!(
+                    "If-Match does not match: the product is at version {current}, not {expected}."
+                ),
             )
             .with_extension("currentVersion", (*current).into()),
-            Error::Discontinued(id) => Problem::conflict(format!("Product {id} is discontinued and cannot be changed.")),
-            Error::Stock(e @ StockError::BelowReserved { .. }) => Problem::conflict(format!("{e}.")),
+            Error::Discontinued(id) => Problem::conflict(format!(
+                "Product {id} is discontinued and cannot be changed."
+            )),
+            Error::Stock(e @ StockError::BelowReserved { .. }) => {
+                Problem::conflict(format!("{e}."))
+            }
             Error::Stock(e @ StockError::TooLarge) => {
                 let mut errors = FieldErrors::new();
                 errors.add("delta", format!("{e}."));

@@ -27,7 +27,11 @@ use tokio_util::sync::CancellationToken;
 pub use error::Error;
 
 #[derive(Debug, Clone, clap::Parser)]
-#[command(name = "product-svc", version, about = "Catalog and stock service of eshop")]
+#[command(
+    name = "product-svc",
+    version,
+    about = "Catalog and stock service of eshop"
+)]
 pub struct Config {
     /// HTTP JSON API address.
     #[arg(long, env = "PRODUCT_HTTP_ADDR", default_value = "127.0.0.1:5001")]
@@ -97,7 +101,9 @@ impl App {
         let store = store::Store::open(&config.data_dir, config.cache_mb << 20)
             .with_context(|| format!("failed to open sled at {}", config.data_dir.display()))?;
         if config.seed > 0 && store.is_empty() {
-            seed::seed(&store, config.seed).await.context("failed to seed the catalog")?;
+            seed::seed(&store, config.seed)
+                .await
+                .context("failed to seed the catalog")?;
         }
         let nats = shared::nats::connect(&config.nats_url, "product-svc")
             .await
@@ -131,7 +137,10 @@ impl App {
         self.published.clone()
     }
 
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> anyhow::Result<()> {
         let http_addr = self.http_addr();
         let grpc_addr = self.grpc_addr();
         let grace = Duration::from_secs(self.config.shutdown_grace_secs);
@@ -169,17 +178,20 @@ impl App {
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter
-            .set_serving::<proto::product_service_server::ProductServiceServer<grpc::StockService>>()
+            .set_serving::<proto::product_service_server::ProductServiceServer<grpc::StockService>>(
+            )
             .await;
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
             .build_v1()
             .context("failed to build gRPC reflection")?;
-        let service = proto::product_service_server::ProductServiceServer::new(grpc::StockService {
-            store: self.store.clone(),
-        });
+        let service =
+            proto::product_service_server::ProductServiceServer::new(grpc::StockService {
+                store: self.store.clone(),
+            });
         let stop = servers_stop.clone();
-        let incoming = tonic::transport::server::TcpIncoming::from(self.grpc).with_nodelay(Some(true));
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(self.grpc).with_nodelay(Some(true));
         let mut grpc_task = tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .timeout(Duration::from_secs(30))

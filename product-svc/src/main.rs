@@ -3,7 +3,7 @@ use product_svc::{App, Config};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    shared::telemetry::init("info,product_svc=info");
+    shared::telemetry::init("info,async_nats=warn");
     let config = Config::parse();
     let app = App::build(config).await?;
     app.run_until_stopped(shared::shutdown::signal()).await

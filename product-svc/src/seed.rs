@@ -7,7 +7,16 @@ use crate::{
 };
 
 const CATEGORIES: [&str; 5] = ["Electronics", "Books", "Home", "Garden", "Toys"];
-const NOUNS: [&str; 8] = ["Lamp", "Kettle", "Novel", "Drone", "Chair", "Puzzle", "Headphones", "Planter"];
+const NOUNS: [&str; 8] = [
+    "Lamp",
+    "Kettle",
+    "Novel",
+    "Drone",
+    "Chair",
+    "Puzzle",
+    "Headphones",
+    "Planter",
+];
 
 pub async fn seed(store: &Store, count: usize) -> Result<()> {
     for i in 0..count {

@@ -12,20 +12,22 @@ use serde::{Serialize, de::DeserializeOwned};
 use shared::{
     correlation,
     durability::GroupCommit,
-    events::{self, ProductEventType, STOCK_LOW, SCHEMA_VERSION, StockLowEvent},
+    events::{self, ProductEventType, SCHEMA_VERSION, STOCK_LOW, StockLowEvent},
     outbox::{self, OutboxHeader, OutboxRecord},
 };
 use sled::{
     Tree,
     transaction::{
-        ConflictableTransactionError, TransactionError, TransactionalTree, Transactional,
+        ConflictableTransactionError, TransactionError, Transactional, TransactionalTree,
     },
 };
 use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::{
-    domain::{self, Failure, FailureCode, NewProduct, Product, Reservation, ReservationStatus, Stock},
+    domain::{
+        self, Failure, FailureCode, NewProduct, Product, Reservation, ReservationStatus, Stock,
+    },
     error::{Error, Result},
 };
 
@@ -108,8 +110,8 @@ impl Store {
             let now = Utc::now();
             let (product, mut stock) = domain::new_product(id, input, now);
             let crossed = domain::update_low_flag(&mut stock, product.low_stock_threshold);
-            t.put(&t.products, id, &product)?;
-            t.put(&t.stock, id, &stock)?;
+            t.put(t.products, id, &product)?;
+            t.put(t.stock, id, &stock)?;
             t.index(&product)?;
             t.product_event(&product, ProductEventType::ProductCreated, &cid)?;
             if crossed {
@@ -136,9 +138,15 @@ impl Store {
     }
 
     /// One page of products sorted by name (optionally of one category), and the total count.
-    pub fn list(&self, category: Option<&str>, page: usize, page_size: usize) -> Result<(Vec<Entry>, usize)> {
+    pub fn list(
+        &self,
+        category: Option<&str>,
+        page: usize,
+        page_size: usize,
+    ) -> Result<(Vec<Entry>, usize)> {
         let skip = (page - 1).saturating_mul(page_size);
-        let keys: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> = match category {
+        let keys: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> = match category
+        {
             Some(c) => {
                 let mut prefix = c.as_bytes().to_vec();
                 prefix.push(0);
@@ -164,7 +172,12 @@ impl Store {
         Ok((items, total))
     }
 
-    pub async fn update(&self, id: Uuid, fields: &domain::CatalogFields, if_match: Option<u64>) -> Result<Entry> {
+    pub async fn update(
+        &self,
+        id: Uuid,
+        fields: &domain::CatalogFields,
+        if_match: Option<u64>,
+    ) -> Result<Entry> {
         let cid = correlation::current_or_new();
         let (entry, changed) = self.transact(|t| {
             let current = t.product(id)?;
@@ -174,17 +187,29 @@ impl Store {
             }
             let mut stock = t.stock_of(id)?;
             let Some(next) = domain::apply_update(&current, fields, Utc::now()) else {
-                return Ok((Entry { product: current, stock }, false));
+                return Ok((
+                    Entry {
+                        product: current,
+                        stock,
+                    },
+                    false,
+                ));
             };
             t.unindex(&current)?;
             t.index(&next)?;
-            t.put(&t.products, id, &next)?;
+            t.put(t.products, id, &next)?;
             if domain::update_low_flag(&mut stock, next.low_stock_threshold) {
                 t.stock_low(&next, &stock, &cid)?;
             }
-            t.put(&t.stock, id, &stock)?;
+            t.put(t.stock, id, &stock)?;
             t.product_event(&next, ProductEventType::ProductUpdated, &cid)?;
-            Ok((Entry { product: next, stock }, true))
+            Ok((
+                Entry {
+                    product: next,
+                    stock,
+                },
+                true,
+            ))
         })?;
         if changed {
             self.durable(true).await?;
@@ -201,7 +226,13 @@ impl Store {
             check_version(&current, if_match)?;
             let stock = t.stock_of(id)?;
             if current.deleted {
-                return Ok((Entry { product: current, stock }, false));
+                return Ok((
+                    Entry {
+                        product: current,
+                        stock,
+                    },
+                    false,
+                ));
             }
             let next = Product {
                 deleted: true,
@@ -209,9 +240,15 @@ impl Store {
                 updated_at: Utc::now(),
                 ..current
             };
-            t.put(&t.products, id, &next)?;
+            t.put(t.products, id, &next)?;
             t.product_event(&next, ProductEventType::ProductDeleted, &cid)?;
-            Ok((Entry { product: next, stock }, true))
+            Ok((
+                Entry {
+                    product: next,
+                    stock,
+                },
+                true,
+            ))
         })?;
         if changed {
             self.durable(true).await?;
@@ -226,13 +263,20 @@ impl Store {
         let (entry, crossed) = self.transact(|t| {
             let product = t.product(id)?;
             let stock = t.stock_of(id)?;
-            let mut next = domain::adjust(stock, delta).map_err(|e| ConflictableTransactionError::Abort(e.into()))?;
+            let mut next = domain::adjust(stock, delta)
+                .map_err(|e| ConflictableTransactionError::Abort(e.into()))?;
             let crossed = domain::update_low_flag(&mut next, product.low_stock_threshold);
             if crossed {
                 t.stock_low(&product, &next, &cid)?;
             }
-            t.put(&t.stock, id, &next)?;
-            Ok((Entry { product, stock: next }, crossed))
+            t.put(t.stock, id, &next)?;
+            Ok((
+                Entry {
+                    product,
+                    stock: next,
+                },
+                crossed,
+            ))
         })?;
         self.durable(crossed).await?;
         tracing::info!(product_id = %id, delta, on_hand = entry.stock.on_hand, "Stock adjusted.");
@@ -251,7 +295,9 @@ impl Store {
                 if existing.items == items {
                     return Ok(existing);
                 }
-                let reason = if existing.status == ReservationStatus::Released && existing.items.is_empty() {
+                let reason = if existing.status == ReservationStatus::Released
+                    && existing.items.is_empty()
+                {
                     format!("order {order_id} was already released; it cannot reserve stock")
                 } else {
                     format!("order {order_id} already reserved a different set of items")
@@ -282,7 +328,7 @@ impl Store {
                         if next.low && !before.low {
                             t.stock_low(product, next, &cid)?;
                         }
-                        t.put(&t.stock, *id, next)?;
+                        t.put(t.stock, *id, next)?;
                     }
                     Reservation {
                         items: items.to_vec(),
@@ -296,7 +342,7 @@ impl Store {
                     failure: Some(failure),
                 },
             };
-            t.put(&t.reservations, order_id, &reservation)?;
+            t.put(t.reservations, order_id, &reservation)?;
             Ok(reservation)
         })?;
         self.durable(true).await?;
@@ -310,7 +356,7 @@ impl Store {
         let released = self.transact(|t| {
             let Some(mut reservation) = get_json::<Reservation>(t.reservations, order_id)? else {
                 t.put(
-                    &t.reservations,
+                    t.reservations,
                     order_id,
                     &Reservation {
                         items: Vec::new(),
@@ -330,10 +376,10 @@ impl Store {
                 if domain::update_low_flag(&mut stock, product.low_stock_threshold) {
                     t.stock_low(&product, &stock, &cid)?;
                 }
-                t.put(&t.stock, *id, &stock)?;
+                t.put(t.stock, *id, &stock)?;
             }
             reservation.status = ReservationStatus::Released;
-            t.put(&t.reservations, order_id, &reservation)?;
+            t.put(t.reservations, order_id, &reservation)?;
             Ok(true)
         })?;
         self.durable(false).await?;
@@ -349,16 +395,18 @@ impl Store {
             &self.by_name,
             &self.by_category,
         )
-            .transaction(|(products, stock, reservations, outbox, by_name, by_category)| {
-                f(&Tx {
-                    products,
-                    stock,
-                    reservations,
-                    outbox,
-                    by_name,
-                    by_category,
-                })
-            });
+            .transaction(
+                |(products, stock, reservations, outbox, by_name, by_category)| {
+                    f(&Tx {
+                        products,
+                        stock,
+                        reservations,
+                        outbox,
+                        by_name,
+                        by_category,
+                    })
+                },
+            );
         match result {
             Ok(v) => Ok(v),
             Err(TransactionError::Abort(e)) => Err(e),
@@ -379,7 +427,8 @@ struct Tx<'a> {
 
 impl Tx<'_> {
     fn put<T: Serialize>(&self, tree: &TransactionalTree, id: Uuid, value: &T) -> TxResult<()> {
-        let bytes = serde_json::to_vec(value).map_err(|e| ConflictableTransactionError::Abort(Error::Corrupt(e.to_string())))?;
+        let bytes = serde_json::to_vec(value)
+            .map_err(|e| ConflictableTransactionError::Abort(Error::Corrupt(e.to_string())))?;
         tree.insert(id.as_bytes().as_slice(), bytes)?;
         Ok(())
     }
@@ -389,8 +438,11 @@ impl Tx<'_> {
     }
 
     fn stock_of(&self, id: Uuid) -> TxResult<Stock> {
-        get_json(self.stock, id)?
-            .ok_or_else(|| ConflictableTransactionError::Abort(Error::Corrupt(format!("stock row missing for {id}"))))
+        get_json(self.stock, id)?.ok_or_else(|| {
+            ConflictableTransactionError::Abort(Error::Corrupt(format!(
+                "stock row missing for {id}"
+            )))
+        })
     }
 
     fn index(&self, p: &Product) -> TxResult<()> {
@@ -407,8 +459,10 @@ impl Tx<'_> {
 
     fn enqueue(&self, header: OutboxHeader, payload: Vec<u8>) -> TxResult<()> {
         let id = self.outbox.generate_id()?;
-        self.outbox
-            .insert(outbox::key(id).as_slice(), OutboxRecord { header, payload }.encode())?;
+        self.outbox.insert(
+            outbox::key(id).as_slice(),
+            OutboxRecord { header, payload }.encode(),
+        )?;
         Ok(())
     }
 

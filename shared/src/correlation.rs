@@ -123,7 +123,14 @@ mod tests {
 
     #[test]
     fn replaces_missing_long_or_unsafe_ids() {
-        for bad in [None, Some(""), Some("a b"), Some("x\ny"), Some("ü"), Some("a/b")] {
+        for bad in [
+            None,
+            Some(""),
+            Some("a b"),
+            Some("x\ny"),
+            Some("ü"),
+            Some("a/b"),
+        ] {
             let id = normalize(bad);
             assert!(Uuid::parse_str(&id).is_ok(), "{bad:?} -> {id}");
         }

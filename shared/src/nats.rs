@@ -25,8 +25,12 @@ pub async fn connect(urls: &str, name: &str) -> Result<Client, async_nats::Conne
             let name = name_owned.clone();
             async move {
                 match event {
-                    async_nats::Event::Connected => tracing::info!(client = %name, "Connected to NATS."),
-                    async_nats::Event::Disconnected => tracing::warn!(client = %name, "Disconnected from NATS."),
+                    async_nats::Event::Connected => {
+                        tracing::info!(client = %name, "Connected to NATS.")
+                    }
+                    async_nats::Event::Disconnected => {
+                        tracing::warn!(client = %name, "Disconnected from NATS.")
+                    }
                     other => tracing::debug!(client = %name, event = %other, "NATS event."),
                 }
             }

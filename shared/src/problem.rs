@@ -115,14 +115,14 @@ impl IntoResponse for Problem {
         if self.correlation_id.is_none() {
             self.correlation_id = correlation::current();
         }
-        let status =
-            StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::to_vec(&self).unwrap_or_else(|_| b"{}".to_vec());
         let mut response = (status, [(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response();
         if let Some(secs) = self.retry_after_secs {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, secs.to_string().parse().expect("digits"));
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                secs.to_string().parse().expect("digits"),
+            );
         }
         response
     }
@@ -182,18 +182,15 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
         if inner.is_syntax() || inner.is_eof() {
             Problem::bad_request(format!("The request body is not valid JSON: {message}."))
         } else {
-            let field = if path == "." {
-                "$".to_owned()
-            } else {
-                path
-            };
+            let field = if path == "." { "$".to_owned() } else { path };
             let mut errors = FieldErrors::new();
             errors.add(field, message);
             Problem::validation(errors)
         }
     })?;
-    de.end()
-        .map_err(|_| Problem::bad_request("The request body has trailing characters after the JSON value."))?;
+    de.end().map_err(|_| {
+        Problem::bad_request("The request body has trailing characters after the JSON value.")
+    })?;
     Ok(value)
 }
 

@@ -18,7 +18,10 @@ pub use nats::NatsServer;
 
 /// The workspace root (for `nats/test.conf` and the service binaries).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
 }
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
@@ -33,21 +36,31 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(100));
     }
 }
 
 /// Blocking variant for sync code (process management).
-pub fn wait_for_blocking<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+pub fn wait_for_blocking<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
     let deadline = Instant::now() + timeout;
     let mut pause = Duration::from_millis(2);
     loop {
         if let Some(v) = check() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(50));
     }
@@ -56,7 +69,11 @@ pub fn wait_for_blocking<T>(what: &str, timeout: Duration, mut check: impl FnMut
 /// A loopback port that was free a moment ago (for child processes that must be restarted on
 /// the same address).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 pub fn accepts_connections(addr: SocketAddr) -> bool {
@@ -64,7 +81,10 @@ pub fn accepts_connections(addr: SocketAddr) -> bool {
 }
 
 pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client")
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
 }
 
 // -------------------------------------------------------------------------------------------
@@ -82,29 +102,49 @@ pub struct ProductService {
 
 impl ProductService {
     pub async fn start(nats_url: &str, data_dir: &Path) -> Self {
-        Self::start_with(product_svc::Config::for_tests(data_dir.to_path_buf(), nats_url)).await
+        Self::start_with(product_svc::Config::for_tests(
+            data_dir.to_path_buf(),
+            nats_url,
+        ))
+        .await
     }
 
     pub async fn start_with(config: product_svc::Config) -> Self {
         init_logs();
         let data_dir = config.data_dir.clone();
-        let app = product_svc::App::build(config).await.expect("product-svc builds");
+        let app = product_svc::App::build(config)
+            .await
+            .expect("product-svc builds");
         let http = format!("http://{}", app.http_addr());
         let grpc = format!("http://{}", app.grpc_addr());
         let published = app.published_counter();
         let stop = CancellationToken::new();
         let task = tokio::spawn(app.run_until_stopped(stop.clone().cancelled_owned()));
-        Self { http, grpc, data_dir, published, stop, task }
+        Self {
+            http,
+            grpc,
+            data_dir,
+            published,
+            stop,
+            task,
+        }
     }
 
     /// Graceful stop (as on SIGTERM); returns once sled is closed.
     pub async fn stop(self) {
         self.stop.cancel();
-        self.task.await.expect("task joins").expect("product-svc stops cleanly");
+        self.task
+            .await
+            .expect("task joins")
+            .expect("product-svc stops cleanly");
     }
 
-    pub async fn grpc_client(&self) -> proto::product_service_client::ProductServiceClient<tonic::transport::Channel> {
-        proto::product_service_client::ProductServiceClient::connect(self.grpc.clone()).await.expect("gRPC connects")
+    pub async fn grpc_client(
+        &self,
+    ) -> proto::product_service_client::ProductServiceClient<tonic::transport::Channel> {
+        proto::product_service_client::ProductServiceClient::connect(self.grpc.clone())
+            .await
+            .expect("gRPC connects")
     }
 }
 
@@ -119,23 +159,39 @@ pub struct OrderService {
 
 impl OrderService {
     pub async fn start(nats_url: &str, product_grpc: &str, data_dir: &Path) -> Self {
-        Self::start_with(order_svc::Config::for_tests(data_dir.to_path_buf(), nats_url, product_grpc)).await
+        Self::start_with(order_svc::Config::for_tests(
+            data_dir.to_path_buf(),
+            nats_url,
+            product_grpc,
+        ))
+        .await
     }
 
     pub async fn start_with(config: order_svc::Config) -> Self {
         init_logs();
         let data_dir = config.data_dir.clone();
-        let app = order_svc::App::build(config).await.expect("order-svc builds");
+        let app = order_svc::App::build(config)
+            .await
+            .expect("order-svc builds");
         let http = format!("http://{}", app.http_addr());
         let projection = app.projection();
         let stop = CancellationToken::new();
         let task = tokio::spawn(app.run_until_stopped(stop.clone().cancelled_owned()));
-        Self { http, data_dir, projection, stop, task }
+        Self {
+            http,
+            data_dir,
+            projection,
+            stop,
+            task,
+        }
     }
 
     pub async fn stop(self) {
         self.stop.cancel();
-        self.task.await.expect("task joins").expect("order-svc stops cleanly");
+        self.task
+            .await
+            .expect("task joins")
+            .expect("order-svc stops cleanly");
     }
 
     /// Waits until `/health/ready` answers 200.
@@ -171,16 +227,29 @@ fn init_logs() {
 
 static BUILD: Mutex<bool> = Mutex::new(false);
 
-/// Path of a service binary built next to the test binary; builds it once if missing.
+/// Path of a service binary next to the test binary. `just test` builds the binaries first;
+/// if one is missing (a bare `cargo nextest run`), it is built here once.
 pub fn service_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf();
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .to_path_buf();
     let path = dir.join(name);
     let mut built = BUILD.lock().unwrap_or_else(|e| e.into_inner());
-    if !*built {
+    if !*built && !path.exists() {
         let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .current_dir(workspace_root())
-            .args(["build", "--quiet", "-p", "product-svc", "-p", "order-svc", "--bins"])
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "product-svc",
+                "-p",
+                "order-svc",
+                "--bins",
+            ])
             .status()
             .expect("cargo runs");
         assert!(status.success(), "building the service binaries failed");
@@ -217,7 +286,13 @@ impl ServiceProcess {
         (p, format!("http://127.0.0.1:{grpc}"))
     }
 
-    pub fn order(nats_url: &str, product_grpc: &str, data_dir: &Path, log_dir: &Path, extra: &[(&str, &str)]) -> Self {
+    pub fn order(
+        nats_url: &str,
+        product_grpc: &str,
+        data_dir: &Path,
+        log_dir: &Path,
+        extra: &[(&str, &str)],
+    ) -> Self {
         let http = free_port();
         let mut args = vec![
             ("ORDER_HTTP_ADDR".into(), format!("127.0.0.1:{http}")),
@@ -234,7 +309,12 @@ impl ServiceProcess {
         p
     }
 
-    fn new(name: &'static str, http_port: u16, args: Vec<(String, String)>, log_dir: &Path) -> Self {
+    fn new(
+        name: &'static str,
+        http_port: u16,
+        args: Vec<(String, String)>,
+        log_dir: &Path,
+    ) -> Self {
         let http_addr: SocketAddr = format!("127.0.0.1:{http_port}").parse().expect("addr");
         Self {
             name,
@@ -248,10 +328,17 @@ impl ServiceProcess {
 
     /// Starts (or restarts) the process and waits until its HTTP port accepts connections.
     pub fn start(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
         let mut cmd = Command::new(service_binary(self.name));
         cmd.envs(self.args.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("RUST_LOG", std::env::var("SERVICE_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("SERVICE_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
@@ -259,14 +346,21 @@ impl ServiceProcess {
         self.child = Some(child);
         let addr = self.http_addr;
         let name = self.name;
-        wait_for_blocking(&format!("{name} to listen on {addr}"), Duration::from_secs(60), || {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    panic!("{name} exited during start-up with {status}; log: {}", self.log.display());
+        wait_for_blocking(
+            &format!("{name} to listen on {addr}"),
+            Duration::from_secs(60),
+            || {
+                if let Some(child) = self.child.as_mut()
+                    && let Ok(Some(status)) = child.try_wait()
+                {
+                    panic!(
+                        "{name} exited during start-up with {status}; log: {}",
+                        self.log.display()
+                    );
                 }
-            }
-            accepts_connections(addr).then_some(())
-        });
+                accepts_connections(addr).then_some(())
+            },
+        );
     }
 
     pub fn pid(&self) -> u32 {
@@ -284,9 +378,13 @@ impl ServiceProcess {
     /// SIGTERM and wait for the exit; returns the exit status.
     pub fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
         let name = self.name;
-        wait_for_blocking(&format!("{name} to exit after SIGTERM"), timeout, || child.try_wait().ok().flatten())
+        wait_for_blocking(&format!("{name} to exit after SIGTERM"), timeout, || {
+            child.try_wait().ok().flatten()
+        })
     }
 
     pub fn log_text(&self) -> String {
@@ -301,6 +399,15 @@ impl Drop for ServiceProcess {
 }
 
 /// A scratch directory for one test: data dirs and logs.
+/// Set `ESHOP_KEEP_TEST_DIRS=1` to keep it (with the service logs) after the test.
 pub fn scratch() -> TempDir {
-    tempfile::Builder::new().prefix("eshop-test-").tempdir().expect("tempdir")
+    let mut dir = tempfile::Builder::new()
+        .prefix("eshop-test-")
+        .tempdir()
+        .expect("tempdir");
+    if std::env::var_os("ESHOP_KEEP_TEST_DIRS").is_some() {
+        dir.disable_cleanup(true);
+        eprintln!("keeping test dir {}", dir.path().display());
+    }
+    dir
 }

@@ -19,11 +19,22 @@ pub struct NatsServer {
 impl NatsServer {
     /// Starts a server on a random port (`-p -1`) and waits until it accepts connections.
     pub fn start() -> Self {
-        let dir = tempfile::Builder::new().prefix("eshop-nats-").tempdir().expect("tempdir");
-        let mut server = Self { child: None, dir, port: 0 };
+        let dir = tempfile::Builder::new()
+            .prefix("eshop-nats-")
+            .tempdir()
+            .expect("tempdir");
+        let mut server = Self {
+            child: None,
+            dir,
+            port: 0,
+        };
         server.spawn(None);
         let ports_dir = server.dir.path().to_path_buf();
-        let port = wait_for_blocking("nats-server to write its ports file", Duration::from_secs(20), || read_port(&ports_dir));
+        let port = wait_for_blocking(
+            "nats-server to write its ports file",
+            Duration::from_secs(20),
+            || read_port(&ports_dir),
+        );
         server.port = port;
         server.wait_accepting();
         server
@@ -44,8 +55,12 @@ impl NatsServer {
     /// Graceful stop (SIGTERM) and wait.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-            wait_for_blocking("nats-server to exit", Duration::from_secs(20), || child.try_wait().ok().flatten());
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            wait_for_blocking("nats-server to exit", Duration::from_secs(20), || {
+                child.try_wait().ok().flatten()
+            });
         }
     }
 
@@ -98,12 +113,16 @@ impl NatsServer {
     fn wait_accepting(&mut self) {
         let addr: SocketAddr = format!("127.0.0.1:{}", self.port).parse().expect("addr");
         let child = self.child.as_mut().expect("spawned");
-        wait_for_blocking("nats-server to accept connections", Duration::from_secs(20), || {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("nats-server exited with {status}");
-            }
-            accepts_connections(addr).then_some(())
-        });
+        wait_for_blocking(
+            "nats-server to accept connections",
+            Duration::from_secs(20),
+            || {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("nats-server exited with {status}");
+                }
+                accepts_connections(addr).then_some(())
+            },
+        );
     }
 }
 

@@ -9,7 +9,11 @@ async fn fetch_all(consumer: &jetstream::consumer::PullConsumer, want: usize) ->
     let mut got = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while got.len() < want {
-        assert!(std::time::Instant::now() < deadline, "timed out; got {} of {want}", got.len());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out; got {} of {want}",
+            got.len()
+        );
         let mut batch = consumer
             .fetch()
             .max_messages(want - got.len())
@@ -40,10 +44,17 @@ async fn published_messages_are_read_back_through_a_durable_and_survive_kill_9()
         .await
         .expect("stream");
     for i in 0..100 {
-        js.publish(format!("harness.{i}"), format!("m{i}").into()).await.unwrap().await.expect("publish ack");
+        js.publish(format!("harness.{i}"), format!("m{i}").into())
+            .await
+            .unwrap()
+            .await
+            .expect("publish ack");
     }
     let consumer = stream
-        .create_consumer(pull::Config { durable_name: Some("reader".into()), ..Default::default() })
+        .create_consumer(pull::Config {
+            durable_name: Some("reader".into()),
+            ..Default::default()
+        })
         .await
         .expect("durable");
     let first = fetch_all(&consumer, 40).await;
@@ -53,11 +64,25 @@ async fn published_messages_are_read_back_through_a_durable_and_survive_kill_9()
     nats.start_again();
 
     let js = crate::js(&nats.url()).await;
-    let stream = js.get_stream("HARNESS").await.expect("stream survives kill -9");
-    assert_eq!(stream.get_info().await.unwrap().state.messages, 100, "no acknowledged publish lost");
-    let consumer: jetstream::consumer::PullConsumer = stream.get_consumer("reader").await.expect("durable survives");
+    let stream = js
+        .get_stream("HARNESS")
+        .await
+        .expect("stream survives kill -9");
+    assert_eq!(
+        stream.get_info().await.unwrap().state.messages,
+        100,
+        "no acknowledged publish lost"
+    );
+    let consumer: jetstream::consumer::PullConsumer = stream
+        .get_consumer("reader")
+        .await
+        .expect("durable survives");
     let rest = fetch_all(&consumer, 60).await;
-    assert_eq!(rest, (40..100).map(|i| format!("m{i}")).collect::<Vec<_>>(), "the durable resumes after its acks");
+    assert_eq!(
+        rest,
+        (40..100).map(|i| format!("m{i}")).collect::<Vec<_>>(),
+        "the durable resumes after its acks"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -65,9 +90,13 @@ async fn restart_keeps_the_port_and_the_store() {
     let mut nats = NatsServer::start();
     let port = nats.port();
     let js = crate::js(&nats.url()).await;
-    js.create_stream(stream::Config { name: "KEEP".into(), subjects: vec!["keep".into()], ..Default::default() })
-        .await
-        .unwrap();
+    js.create_stream(stream::Config {
+        name: "KEEP".into(),
+        subjects: vec!["keep".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     js.publish("keep", "x".into()).await.unwrap().await.unwrap();
     nats.restart();
     assert_eq!(nats.port(), port);

@@ -19,7 +19,11 @@ pub async fn js(url: &str) -> jetstream::Context {
 /// Messages in a stream, or 0 when it does not exist yet.
 pub async fn stream_messages(js: &jetstream::Context, name: &str) -> u64 {
     match js.get_stream(name).await {
-        Ok(stream) => stream.get_info().await.map(|i| i.state.messages).unwrap_or(0),
+        Ok(stream) => stream
+            .get_info()
+            .await
+            .map(|i| i.state.messages)
+            .unwrap_or(0),
         Err(_) => 0,
     }
 }
@@ -32,7 +36,11 @@ pub async fn wait_stream_messages(js: &jetstream::Context, name: &str, expected:
 }
 
 /// The latest message on a subject: (headers as pairs, body JSON).
-pub async fn last_message(js: &jetstream::Context, stream: &str, subject: &str) -> Option<(async_nats::HeaderMap, Value)> {
+pub async fn last_message(
+    js: &jetstream::Context,
+    stream: &str,
+    subject: &str,
+) -> Option<(async_nats::HeaderMap, Value)> {
     let stream = js.get_stream(stream).await.ok()?;
     let msg = stream.get_last_raw_message_by_subject(subject).await.ok()?;
     let body = serde_json::from_slice(&msg.payload).ok()?;
@@ -71,10 +79,17 @@ pub async fn get_json(url: &str) -> (u16, Value) {
 /// Asserts a problem+json answer with `status`, returns the body.
 pub async fn expect_problem(response: reqwest::Response, status: u16) -> Value {
     assert_eq!(response.status().as_u16(), status, "status");
-    let ct = response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    let ct = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
     assert_eq!(ct, "application/problem+json", "content type");
     let body: Value = response.json().await.expect("problem body");
     assert_eq!(body["status"], status);
-    assert!(body["correlationId"].is_string(), "problem carries the correlation id: {body}");
+    assert!(
+        body["correlationId"].is_string(),
+        "problem carries the correlation id: {body}"
+    );
     body
 }

