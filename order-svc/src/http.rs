@@ -295,7 +295,7 @@ impl IntoResponse for Error {
             Error::NotCancellable { status, .. } => Problem::conflict(format!(
                 "The order is {status:?}; only Pending or Confirmed orders can be cancelled."
             ))
-            .with_extension("status", serde_json::json!(status)),
+            .with_extension("orderStatus", serde_json::json!(status)),
             Error::Transition(t) => Problem::conflict(format!("{t}.")),
             Error::CatalogUnavailable(_) => {
                 tracing::warn!(error = %self, "Catalog read-through failed.");

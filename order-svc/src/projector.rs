@@ -239,9 +239,14 @@ impl Projector {
         let mut updates = Vec::with_capacity(batch.len());
         let mut poison = Vec::new();
         let mut last_seq = None;
+        let mut pending_after = None;
         for (i, msg) in batch.iter().enumerate() {
-            let seq = msg.info().map(|info| info.stream_sequence).unwrap_or(0);
+            let (seq, pending) = msg
+                .info()
+                .map(|info| (info.stream_sequence, info.pending))
+                .unwrap_or((0, 0));
             last_seq = last_seq.max(Some(seq));
+            pending_after = Some(pending);
             match decode(msg) {
                 Ok(event) => updates.push(SnapshotUpdate {
                     product_id: event.product_id,
@@ -268,6 +273,10 @@ impl Projector {
         }
         if let Some(seq) = last_seq {
             self.status.checkpoint.fetch_max(seq, Ordering::SeqCst);
+        }
+        if let Some(pending) = pending_after {
+            // Messages the server still holds for us after this batch (free: from the ack subject).
+            self.status.lag.store(pending, Ordering::Relaxed);
         }
         self.status
             .applied
