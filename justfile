@@ -50,14 +50,19 @@ up seed="20": setup build
     set -euo pipefail
     mkdir -p data
     pids=()
-    cleanup() { for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait; echo "stopped"; }
+    cleanup() {
+        trap - EXIT INT TERM
+        for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+        wait
+        echo "eshop stopped"
+    }
     trap cleanup EXIT INT TERM
     wait_http() { for _ in $(seq 1 300); do curl -fs "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "timed out waiting for $1"; exit 1; }
     nats-server -c nats/dev.conf > data/nats.log 2>&1 & pids+=($!)
     wait_http http://127.0.0.1:8222/healthz
-    target/debug/product-svc --seed {{seed}} 2>&1 | sed -u 's/^/[product] /' & pids+=($!)
+    target/debug/product-svc --seed {{seed}} > >(sed -u 's/^/[product] /') 2>&1 & pids+=($!)
     wait_http http://127.0.0.1:5001/health/ready
-    target/debug/order-svc 2>&1 | sed -u 's/^/[order]   /' & pids+=($!)
+    target/debug/order-svc > >(sed -u 's/^/[order]   /') 2>&1 & pids+=($!)
     wait_http http://127.0.0.1:5002/health/ready
     P=$(curl -fs 'http://127.0.0.1:5001/api/products?pageSize=1' | python3 -c 'import json,sys; print(json.load(sys.stdin)["items"][0]["id"])')
     cat <<MSG

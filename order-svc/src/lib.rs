@@ -252,7 +252,7 @@ impl App {
         relay_stop.cancel();
         let _ = relay_task.await;
         self.orders.store.close().await;
-        let _ = self.nats.flush().await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.nats.flush()).await;
         tracing::info!("order-svc stopped.");
         match failure {
             Some(f) => Err(anyhow::anyhow!(f)),

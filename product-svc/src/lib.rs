@@ -224,7 +224,7 @@ impl App {
         relay_stop.cancel();
         let _ = relay_task.await;
         self.store.close().await;
-        let _ = self.nats.flush().await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.nats.flush()).await;
         tracing::info!("product-svc stopped.");
         match failure {
             Some(f) => Err(anyhow::anyhow!(f)),
