@@ -56,6 +56,9 @@ pub struct Problem {
     pub extensions: serde_json::Map<String, serde_json::Value>,
     #[serde(skip)]
     pub retry_after_secs: Option<u64>,
+    /// Answering before the body was read (413): tell the client not to reuse the connection.
+    #[serde(skip)]
+    pub close_connection: bool,
 }
 
 impl Problem {
@@ -70,6 +73,7 @@ impl Problem {
             correlation_id: None,
             extensions: serde_json::Map::new(),
             retry_after_secs: None,
+            close_connection: false,
         }
     }
     pub fn bad_request(detail: impl Into<String>) -> Self {
@@ -118,6 +122,11 @@ impl IntoResponse for Problem {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::to_vec(&self).unwrap_or_else(|_| b"{}".to_vec());
         let mut response = (status, [(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response();
+        if self.close_connection {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+        }
         if let Some(secs) = self.retry_after_secs {
             response.headers_mut().insert(
                 header::RETRY_AFTER,
@@ -160,10 +169,12 @@ where
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                Problem::new(
+                let mut p = Problem::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "The request body is larger than the limit of 64 KiB.",
-                )
+                );
+                p.close_connection = true;
+                p
             } else {
                 Problem::bad_request("The request body could not be read.")
             }
