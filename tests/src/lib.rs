@@ -14,7 +14,9 @@ use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 
 pub mod nats;
+pub mod proxy;
 pub use nats::NatsServer;
+pub use proxy::FaultyProxy;
 
 /// The workspace root (for `nats/test.conf` and the service binaries).
 pub fn workspace_root() -> PathBuf {

@@ -1,4 +1,5 @@
 //! System tests: one binary, real nats-server, real sled, real HTTP and gRPC on loopback.
+mod faults;
 mod harness;
 mod orders;
 mod products;
