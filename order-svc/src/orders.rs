@@ -104,6 +104,10 @@ impl Orders {
                 }
             }
             Err(StockError::Unavailable(_)) => return Ok(None),
+            Err(StockError::Failed(error)) => {
+                tracing::warn!(order_id = %order.id, %error, "product-svc failed; the order stays Pending for the reconciler.");
+                return Ok(None);
+            }
             Err(StockError::Refused(message)) => Outcome::Rejected {
                 reason: format!("product-svc refused the reservation: {message}"),
                 failed_product_ids: Vec::new(),

@@ -34,7 +34,12 @@ pub enum StockError {
     /// product-svc is unreachable or overloaded (after retries), or the breaker is open.
     #[error("product-svc unavailable: {0}")]
     Unavailable(String),
-    /// product-svc answered with a non-transient error (a bug on one side, not a business outcome).
+    /// product-svc failed on its side (INTERNAL, UNKNOWN, ...): not retried in-call, but worth
+    /// retrying later (an order stays Pending for the reconciler).
+    #[error("product-svc failed: {0}")]
+    Failed(String),
+    /// product-svc refused the request itself (INVALID_ARGUMENT, NOT_FOUND, ...): retrying the
+    /// same request cannot help.
     #[error("product-svc refused the call: {0}")]
     Refused(String),
 }
@@ -69,14 +74,31 @@ enum CallError {
     Open,
 }
 
+/// Worth retrying at once: the call may not have reached product-svc, or its reply was lost
+/// (tonic reports a connection cut mid-call as UNKNOWN "transport error").
 fn transient(status: &Status) -> bool {
+    match status.code() {
+        Code::Unavailable
+        | Code::DeadlineExceeded
+        | Code::ResourceExhausted
+        | Code::Aborted
+        | Code::Cancelled => true,
+        Code::Unknown => status.message().contains("transport error"),
+        _ => false,
+    }
+}
+
+/// The request itself is wrong: the same call can never succeed.
+fn permanent(status: &Status) -> bool {
     matches!(
         status.code(),
-        Code::Unavailable
-            | Code::DeadlineExceeded
-            | Code::ResourceExhausted
-            | Code::Aborted
-            | Code::Cancelled
+        Code::InvalidArgument
+            | Code::NotFound
+            | Code::FailedPrecondition
+            | Code::OutOfRange
+            | Code::PermissionDenied
+            | Code::Unauthenticated
+            | Code::Unimplemented
     )
 }
 
@@ -171,8 +193,11 @@ impl StockClient {
                 CallError::Status(s) if transient(&s) => {
                     StockError::Unavailable(format!("{:?}: {}", s.code(), s.message()))
                 }
-                CallError::Status(s) => {
+                CallError::Status(s) if permanent(&s) => {
                     StockError::Refused(format!("{:?}: {}", s.code(), s.message()))
+                }
+                CallError::Status(s) => {
+                    StockError::Failed(format!("{:?}: {}", s.code(), s.message()))
                 }
             })
     }
@@ -368,5 +393,15 @@ mod tests {
         ] {
             assert!(!transient(&Status::new(code, "")), "{code:?}");
         }
+        assert!(
+            transient(&Status::unknown("transport error")),
+            "a cut connection is transient"
+        );
+        assert!(!transient(&Status::unknown("boom")));
+        assert!(permanent(&Status::invalid_argument("x")));
+        assert!(
+            !permanent(&Status::internal("x")),
+            "a server failure is retried later, not final"
+        );
     }
 }
