@@ -211,7 +211,7 @@ impl Projector {
                     durable_name: Some(self.durable.clone()),
                     deliver_policy,
                     ack_policy: AckPolicy::Explicit,
-                    ack_wait: Duration::from_secs(30),
+                    ack_wait: Duration::from_secs(10),
                     max_deliver: 20,
                     max_ack_pending: (BATCH * 4) as i64,
                     ..Default::default()

@@ -43,6 +43,9 @@ pub async fn connect(urls: &str, name: &str) -> Result<Client, async_nats::Conne
 pub fn jetstream(client: Client) -> jetstream::Context {
     jetstream::ContextBuilder::new()
         .timeout(Duration::from_secs(5))
+        // A publish whose ack is lost (server killed) fails after 5 s and is retried with the
+        // same Nats-Msg-Id; the default would hold the relay for 30 s.
+        .ack_timeout(Duration::from_secs(5))
         .max_ack_inflight(2_000)
         .backpressure_on_inflight(true)
         .build(client)
