@@ -87,6 +87,13 @@ up seed="20": setup build
 test *args: setup build
     cargo nextest run --workspace --profile "${NEXTEST_PROFILE:-default}" {{args}}
 
+# The fault suite at soak sizes (override any FAULT_* variable), one scenario at a time.
+soak: setup build
+    FAULT_REPLAY_PRODUCTS="${FAULT_REPLAY_PRODUCTS:-100000}" FAULT_WRITES="${FAULT_WRITES:-20000}" \
+    FAULT_CLIENTS="${FAULT_CLIENTS:-16}" FAULT_CONTENDERS="${FAULT_CONTENDERS:-256}" FAULT_UNITS="${FAULT_UNITS:-200}" \
+    FAULT_OUTAGE_SECS="${FAULT_OUTAGE_SECS:-30}" FAULT_LOSSY_ORDERS="${FAULT_LOSSY_ORDERS:-100}" \
+    cargo nextest run -p tests --no-capture --test-threads 1 -E 'test(/^faults::/)'
+
 # fmt check + clippy with warnings as errors.
 lint:
     cargo fmt --all -- --check
