@@ -233,11 +233,13 @@ static BUILD: Mutex<bool> = Mutex::new(false);
 /// if one is missing (a bare `cargo nextest run`), it is built here once.
 pub fn service_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>")
-        .to_path_buf();
+    // A test binary lives in target/<profile>/deps, the bench binary in target/<profile>.
+    let here = exe.parent().expect("exe dir");
+    let dir = if here.join(name).exists() {
+        here.to_path_buf()
+    } else {
+        here.parent().expect("target/<profile>").to_path_buf()
+    };
     let path = dir.join(name);
     let mut built = BUILD.lock().unwrap_or_else(|e| e.into_inner());
     if !*built && !path.exists() {
@@ -274,6 +276,16 @@ pub struct ServiceProcess {
 impl ServiceProcess {
     /// Starts `product-svc` with fixed free ports (so a restart keeps its addresses).
     pub fn product(nats_url: &str, data_dir: &Path, log_dir: &Path) -> (Self, String) {
+        Self::product_with(nats_url, data_dir, log_dir, &[])
+    }
+
+    /// `product` with extra environment (flags' env equivalents, `RUST_LOG`).
+    pub fn product_with(
+        nats_url: &str,
+        data_dir: &Path,
+        log_dir: &Path,
+        extra: &[(&str, &str)],
+    ) -> (Self, String) {
         let http = free_port();
         let grpc = free_port();
         let args = vec![
@@ -283,6 +295,8 @@ impl ServiceProcess {
             ("NATS_URL".into(), nats_url.into()),
             ("PRODUCT_SHUTDOWN_GRACE_SECS".into(), "5".into()),
         ];
+        let mut args = args;
+        args.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let mut p = Self::new("product-svc", http, args, log_dir);
         p.start();
         (p, format!("http://127.0.0.1:{grpc}"))
@@ -336,14 +350,14 @@ impl ServiceProcess {
             .open(&self.log)
             .expect("log file");
         let mut cmd = Command::new(service_binary(self.name));
-        cmd.envs(self.args.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env(
-                "RUST_LOG",
-                std::env::var("SERVICE_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log);
+        cmd.env(
+            "RUST_LOG",
+            std::env::var("SERVICE_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .envs(self.args.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log);
         let child = cmd.spawn().expect("service starts");
         self.child = Some(child);
         let addr = self.http_addr;
