@@ -96,7 +96,12 @@ impl Projector {
         let mut backoff = Duration::from_millis(100);
         let mut first = true;
         while !cancel.is_cancelled() {
-            match self.session(&cancel, first).await {
+            let started = std::time::Instant::now();
+            let result = self.session(&cancel, first).await;
+            if started.elapsed() > Duration::from_secs(30) {
+                backoff = Duration::from_millis(100);
+            }
+            match result {
                 Ok(()) => return,
                 Err(error) => {
                     tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "Projection session ended; recreating the consumer from the checkpoint.");
@@ -126,7 +131,7 @@ impl Projector {
         }
         let consumer = self.ensure_consumer(&stream).await?;
         self.status.connected.store(true, Ordering::SeqCst);
-        self.check_caught_up(&consumer).await;
+        self.check_caught_up(&consumer).await?;
 
         let mut messages = consumer
             .stream()
@@ -142,7 +147,7 @@ impl Projector {
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
-                _ = lag_tick.tick() => self.check_caught_up(&consumer).await,
+                _ = lag_tick.tick() => self.check_caught_up(&consumer).await?,
                 chunk = messages.next() => {
                     let Some(chunk) = chunk else {
                         return Err(SessionError::Nats("message stream ended".into()));
@@ -154,12 +159,14 @@ impl Projector {
                             Err(error) => {
                                 consecutive_errors += 1;
                                 tracing::warn!(%error, consecutive_errors, "Consumer stream error.");
-                                if consecutive_errors >= 3 {
-                                    match stream.consumer_info(&self.durable).await {
-                                        Ok(_) if consecutive_errors < 10 => {}
-                                        Ok(_) => return Err(SessionError::Nats(format!("persistent consumer errors: {error}"))),
-                                        Err(e) => return Err(SessionError::Nats(format!("consumer lost: {e}"))),
+                                match stream.consumer_info(&self.durable).await {
+                                    Err(e) if is_not_found(&e) => {
+                                        return Err(SessionError::Nats(format!("consumer lost: {e}")));
                                     }
+                                    _ if consecutive_errors >= 10 => {
+                                        return Err(SessionError::Nats(format!("persistent consumer errors: {error}")));
+                                    }
+                                    _ => {}
                                 }
                             }
                         }
@@ -223,15 +230,21 @@ impl Projector {
     }
 
     /// Updates lag; marks ready when nothing is pending (covers a target that was compacted away).
-    async fn check_caught_up(&self, consumer: &PullConsumer) {
-        if let Ok(info) = consumer.get_info().await {
-            self.status.lag.store(
-                info.num_pending + info.num_ack_pending as u64,
-                Ordering::Relaxed,
-            );
-            if info.num_pending == 0 && info.num_ack_pending == 0 {
-                self.status.mark_ready("consumer has nothing pending");
+    /// Fails only when the server says the consumer is gone (deleted, or lost with its store).
+    async fn check_caught_up(&self, consumer: &PullConsumer) -> Result<(), SessionError> {
+        match consumer.get_info().await {
+            Ok(info) => {
+                self.status.lag.store(
+                    info.num_pending + info.num_ack_pending as u64,
+                    Ordering::Relaxed,
+                );
+                if info.num_pending == 0 && info.num_ack_pending == 0 {
+                    self.status.mark_ready("consumer has nothing pending");
+                }
+                Ok(())
             }
+            Err(e) if is_not_found(&e) => Err(SessionError::Nats(format!("consumer lost: {e}"))),
+            Err(_) => Ok(()), // disconnected: the client reconnects and the pull resumes by itself
         }
     }
 
@@ -292,6 +305,12 @@ impl Projector {
         );
         Ok(())
     }
+}
+
+/// The server's "consumer not found" (JetStream error 10014), whatever the client's error type.
+fn is_not_found<E: std::fmt::Display>(error: &E) -> bool {
+    let text = error.to_string().to_lowercase();
+    text.contains("consumer not found") || text.contains("10014")
 }
 
 /// A product event, or why the message is poison.

@@ -44,6 +44,10 @@ impl NatsServer {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }

@@ -127,6 +127,24 @@ fn rss_mib(pid: u32) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn dir_mib(path: &Path) -> f64 {
     fn walk(p: &Path) -> u64 {
         let Ok(meta) = std::fs::metadata(p) else {
@@ -682,6 +700,24 @@ async fn main() {
             (64, orders_64, raw64, &raw64_hist),
         ] {
             let (c, http2, ids2) = (client.clone(), http.clone(), ids.clone());
+            let pids = [
+                ("nats-server", nats.pid().unwrap_or(0)),
+                ("product-svc", product.pid()),
+                (
+                    if mode == "snapshot" {
+                        "order-svc"
+                    } else {
+                        "order-svc (grpc)"
+                    },
+                    if mode == "snapshot" {
+                        snapshot.pid()
+                    } else {
+                        grpc_mode.pid()
+                    },
+                ),
+                ("load generator", std::process::id()),
+            ];
+            let cpu_before: Vec<f64> = pids.iter().map(|(_, p)| cpu_secs(*p)).collect();
             let (rate, hist) = load(clients, total, move |i| {
                 let (c, http, id) = (c.clone(), http2.clone(), ids2[(i * 7919) % ids2.len()].clone());
                 async move {
@@ -690,6 +726,19 @@ async fn main() {
                 }
             })
             .await;
+            if clients == 64 {
+                for ((name, pid), before) in pids.iter().zip(&cpu_before) {
+                    let ms_per_1000 = (cpu_secs(*pid) - before) * 1000.0 / (total as f64 / 1000.0);
+                    report.add(
+                        "4 create order",
+                        &format!("{mode}, 64 clients: CPU of {name} per 1,000 orders"),
+                        ms_per_1000,
+                        "ms",
+                        None,
+                        "",
+                    );
+                }
+            }
             let target = match (mode, clients) {
                 ("snapshot", 64) => "≥ 3,000/s; ≥ 1.5× grpc mode",
                 _ => "",

@@ -615,3 +615,41 @@ async fn poison_events_are_terminated_counted_and_never_block_later_events() {
     product.stop().await;
     let _ = Duration::ZERO;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_consumer_is_recreated_from_the_checkpoint() {
+    let nats = NatsServer::start();
+    let dir = scratch();
+    let product = ProductService::start(&nats.url(), &dir.path().join("product")).await;
+    let order = OrderService::start(&nats.url(), &product.grpc, &dir.path().join("order")).await;
+    let first = create_product(&product.http, "Before", "1.00", 1).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_snapshot_version(&order.http, &first, 1).await;
+    let js = js(&nats.url()).await;
+    let stream = js.get_stream("PRODUCTS").await.unwrap();
+    stream
+        .delete_consumer("order-svc-test")
+        .await
+        .expect("durable deleted");
+    let after = create_product(&product.http, "After", "2.00", 1).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_snapshot_version(&order.http, &after, 1).await;
+    assert!(
+        stream.consumer_info("order-svc-test").await.is_ok(),
+        "the durable exists again"
+    );
+    let applied = order
+        .projection
+        .applied
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        applied, 2,
+        "resumed after the checkpoint, nothing replayed twice"
+    );
+    order.stop().await;
+    product.stop().await;
+}
