@@ -25,6 +25,9 @@ struct Faults {
     delay_connections: AtomicUsize,
     delay_ms: AtomicU64,
     pub connections: AtomicUsize,
+    open: AtomicUsize,
+    dropped: AtomicUsize,
+    delayed: AtomicUsize,
 }
 
 pub struct FaultyProxy {
@@ -43,7 +46,9 @@ impl FaultyProxy {
             while let Ok((client, _)) = listener.accept().await {
                 let f = f.clone();
                 tokio::spawn(async move {
-                    let _ = pipe(client, upstream, f).await;
+                    f.open.fetch_add(1, Ordering::SeqCst);
+                    let _ = pipe(client, upstream, f.clone()).await;
+                    f.open.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
@@ -70,6 +75,19 @@ impl FaultyProxy {
         self.faults.generation.fetch_add(1, Ordering::SeqCst);
     }
 
+    /// Connections whose replies were lost, and connections whose replies came late.
+    pub fn injected(&self) -> (usize, usize) {
+        (
+            self.faults.dropped.load(Ordering::SeqCst),
+            self.faults.delayed.load(Ordering::SeqCst),
+        )
+    }
+
+    /// Connections currently open through the proxy.
+    pub fn open_connections(&self) -> usize {
+        self.faults.open.load(Ordering::SeqCst)
+    }
+
     pub fn connections(&self) -> usize {
         self.faults.connections.load(Ordering::SeqCst)
     }
@@ -93,8 +111,13 @@ async fn pipe(client: TcpStream, upstream: SocketAddr, faults: Arc<Faults>) -> s
     client.set_nodelay(true)?;
     server.set_nodelay(true)?;
     let drop_replies = take_one(&faults.drop_connections);
-    let delay = take_one(&faults.delay_connections)
-        .then(|| Duration::from_millis(faults.delay_ms.load(Ordering::SeqCst)));
+    if drop_replies {
+        faults.dropped.fetch_add(1, Ordering::SeqCst);
+    }
+    let delay = take_one(&faults.delay_connections).then(|| {
+        faults.delayed.fetch_add(1, Ordering::SeqCst);
+        Duration::from_millis(faults.delay_ms.load(Ordering::SeqCst))
+    });
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
     let upstream_task = tokio::spawn(async move {
@@ -120,6 +143,7 @@ async fn pipe(client: TcpStream, upstream: SocketAddr, faults: Arc<Faults>) -> s
         })
         .await;
         upstream_task.abort();
+        let _ = upstream_task.await; // drops the client read half: the socket really closes
         return Ok(());
     }
     loop {
@@ -138,5 +162,6 @@ async fn pipe(client: TcpStream, upstream: SocketAddr, faults: Arc<Faults>) -> s
     }
     let _ = client_write.shutdown().await;
     upstream_task.abort();
+    let _ = upstream_task.await;
     Ok(())
 }
