@@ -365,10 +365,10 @@ impl Store {
                 changed += 1;
             }
         }
-        if let Some(seq) = checkpoint {
-            if self.checkpoint()?.is_none_or(|c| seq > c) {
-                batch.insert(CHECKPOINT_KEY, &seq.to_be_bytes());
-            }
+        if let Some(seq) = checkpoint
+            && self.checkpoint()?.is_none_or(|c| seq > c)
+        {
+            batch.insert(CHECKPOINT_KEY, &seq.to_be_bytes());
         }
         self.snapshot.apply_batch(batch)?;
         Ok(changed)
