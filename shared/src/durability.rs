@@ -44,8 +44,18 @@ impl GroupCommit {
 
     /// Waits until everything written before this call is flushed to disk.
     pub async fn flush(&self) -> Result<(), FlusherStopped> {
-        let ticket = self.inner.requested.fetch_add(1, Ordering::SeqCst) + 1;
         let mut done = self.inner.done.subscribe();
+        let ticket = self.inner.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.inner.closed.load(Ordering::SeqCst) {
+            // After close (shutdown stragglers): flush inline.
+            return self
+                .inner
+                .db
+                .flush_async()
+                .await
+                .map(|_| ())
+                .map_err(|_| FlusherStopped);
+        }
         self.inner.wake.notify_one();
         done.wait_for(|flushed| *flushed >= ticket)
             .await
@@ -77,6 +87,10 @@ async fn flusher(inner: Arc<Inner>) {
             continue;
         }
         if inner.closed.load(Ordering::SeqCst) {
+            // A writer that took a ticket before seeing `closed` is flushed first.
+            if inner.requested.load(Ordering::SeqCst) > *inner.done.borrow() {
+                continue;
+            }
             return;
         }
         inner.wake.notified().await;
