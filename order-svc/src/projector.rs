@@ -234,10 +234,8 @@ impl Projector {
     async fn check_caught_up(&self, consumer: &PullConsumer) -> Result<(), SessionError> {
         match consumer.get_info().await {
             Ok(info) => {
-                self.status.lag.store(
-                    info.num_pending + info.num_ack_pending as u64,
-                    Ordering::Relaxed,
-                );
+                // Lag = messages not yet delivered (acks in flight are not lag).
+                self.status.lag.store(info.num_pending, Ordering::Relaxed);
                 if info.num_pending == 0 && info.num_ack_pending == 0 {
                     self.status.mark_ready("consumer has nothing pending");
                 }
