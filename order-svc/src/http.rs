@@ -3,7 +3,7 @@ use std::sync::atomic::Ordering;
 
 use axum::{
     Router,
-    extract::{DefaultBodyLimit, Path, Query, State, rejection::QueryRejection},
+    extract::{Path, Query, State, rejection::QueryRejection},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -19,11 +19,10 @@ use crate::{
     orders::Placed,
 };
 
-pub const BODY_LIMIT: usize = 64 * 1024;
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/api/orders", post(create).get(list))
         .route("/api/orders/{id}", get(fetch))
         .route("/api/orders/{id}/cancel", post(cancel))
@@ -34,17 +33,8 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/openapi.json",
             get(|| async { axum::Json(crate::openapi::document()) }),
-        )
-        .fallback(|| async { Problem::not_found("No such resource.") })
-        .method_not_allowed_fallback(|| async {
-            Problem::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "This method is not allowed on this resource.",
-            )
-        })
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(axum::middleware::from_fn(shared::correlation::http_layer))
-        .with_state(state)
+        );
+    shared::http::with_defaults(routes).with_state(state)
 }
 
 fn order_response(status: StatusCode, order: Order) -> Response {
@@ -115,11 +105,7 @@ async fn list(
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Response, Error> {
     let mut errors = FieldErrors::new();
-    let Query(params) = params.map_err(|e| {
-        let mut errors = FieldErrors::new();
-        errors.add("query", e.body_text());
-        Error::Validation(errors)
-    })?;
+    let Query(params) = params.map_err(|e| Error::Validation(shared::http::query_errors(&e)))?;
     let customer = match params
         .customer_id
         .as_deref()
@@ -135,8 +121,15 @@ async fn list(
             }
         },
     };
+    let paging = shared::http::paging(params.page.as_deref(), params.page_size.as_deref(), 100);
+    let (page, page_size) = match paging {
+        Ok(p) => p,
+        Err(more) => {
+            errors.extend(more);
+            (1, 20)
+        }
+    };
     errors.into_result().map_err(Error::Validation)?;
-    let (page, page_size) = paging(params.page.as_deref(), params.page_size.as_deref(), 100)?;
     let (items, total) = state.orders.store.list(customer, page, page_size)?;
     Ok(axum::Json(Page {
         items,
@@ -176,12 +169,10 @@ async fn snapshot_list(
     State(state): State<AppState>,
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Response, Error> {
-    let Query(params) = params.map_err(|e| {
-        let mut errors = FieldErrors::new();
-        errors.add("query", e.body_text());
-        Error::Validation(errors)
-    })?;
-    let (page, page_size) = paging(params.page.as_deref(), params.page_size.as_deref(), 1000)?;
+    let Query(params) = params.map_err(|e| Error::Validation(shared::http::query_errors(&e)))?;
+    let (page, page_size) =
+        shared::http::paging(params.page.as_deref(), params.page_size.as_deref(), 1000)
+            .map_err(Error::Validation)?;
     let (rows, total) = state.orders.store.snapshot_page(page, page_size)?;
     Ok(axum::Json(serde_json::json!({
         "items": rows.into_iter().map(|(id, view)| SnapshotRow { id, view }).collect::<Vec<_>>(),
@@ -191,36 +182,6 @@ async fn snapshot_list(
         "totalPages": total.div_ceil(page_size),
     }))
     .into_response())
-}
-
-/// page ≥ 1 (default 1), pageSize 1..=max (default 20).
-fn paging(
-    page: Option<&str>,
-    page_size: Option<&str>,
-    max: usize,
-) -> Result<(usize, usize), Error> {
-    let mut errors = FieldErrors::new();
-    let page = match page.map(str::parse::<usize>) {
-        None => 1,
-        Some(Ok(p)) if (1..=1_000_000).contains(&p) => p,
-        Some(_) => {
-            errors.add("page", "page must be an integer of at least 1.");
-            1
-        }
-    };
-    let page_size = match page_size.map(str::parse::<usize>) {
-        None => 20,
-        Some(Ok(s)) if (1..=max).contains(&s) => s,
-        Some(_) => {
-            errors.add(
-                "pageSize",
-                format!("pageSize must be an integer between 1 and {max}."),
-            );
-            20
-        }
-    };
-    errors.into_result().map_err(Error::Validation)?;
-    Ok((page, page_size))
 }
 
 #[derive(Debug, Deserialize)]
@@ -272,10 +233,7 @@ async fn ready(State(state): State<AppState>) -> Response {
 
 /// A path id that is not a UUID cannot name an order: 404, like an unknown one.
 fn parse_id(raw: &str) -> Result<Uuid, Error> {
-    Uuid::parse_str(raw)
-        .ok()
-        .filter(|id| !id.is_nil())
-        .ok_or(Error::NotFound(Uuid::nil()))
+    shared::http::path_uuid(raw).ok_or(Error::NotFound(Uuid::nil()))
 }
 
 impl IntoResponse for Error {

@@ -220,7 +220,6 @@ impl App {
                 max_backoff: Duration::from_secs(5),
                 drain_timeout: grace,
             },
-            published: Arc::default(),
         };
         let relay_task = tokio::spawn(relay.run(relay_stop.clone()));
 

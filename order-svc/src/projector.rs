@@ -142,12 +142,20 @@ impl Projector {
             .await
             .map_err(nats)?
             .ready_chunks(BATCH);
+        // Consumer info is a JetStream API call: every 0.5 s while catching up (readiness),
+        // every 5 s once ready (lag and lost-consumer detection; batches report lag for free).
         let mut lag_tick = tokio::time::interval(Duration::from_millis(500));
+        let mut ticks = 0u32;
         let mut consecutive_errors = 0u32;
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
-                _ = lag_tick.tick() => self.check_caught_up(&consumer).await?,
+                _ = lag_tick.tick() => {
+                    ticks = ticks.wrapping_add(1);
+                    if !self.status.ready.load(Ordering::SeqCst) || ticks.is_multiple_of(10) {
+                        self.check_caught_up(&consumer).await?;
+                    }
+                }
                 chunk = messages.next() => {
                     let Some(chunk) = chunk else {
                         return Err(SessionError::Nats("message stream ended".into()));

@@ -1,7 +1,7 @@
 //! The HTTP JSON API for catalog admins. Knows request/response JSON and nothing about sled.
 use axum::{
     Router,
-    extract::{DefaultBodyLimit, Path, Query, State, rejection::QueryRejection},
+    extract::{Path, Query, State, rejection::QueryRejection},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -17,10 +17,8 @@ use crate::{
     store::Entry,
 };
 
-pub const BODY_LIMIT: usize = 64 * 1024;
-
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/api/products", post(create).get(list))
         .route(
             "/api/products/{id}",
@@ -28,12 +26,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/products/{id}/stock", post(adjust_stock))
         .route("/health/live", get(live))
-        .route("/health/ready", get(ready))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(axum::middleware::from_fn(shared::correlation::http_layer))
-        .with_state(state)
+        .route("/health/ready", get(ready));
+    shared::http::with_defaults(routes).with_state(state)
 }
 
 #[derive(Debug, Serialize)]
@@ -128,12 +122,10 @@ async fn list(
     State(state): State<AppState>,
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Response, Error> {
-    let Query(params) = params.map_err(|e| {
-        let mut errors = FieldErrors::new();
-        errors.add("query", e.body_text());
-        Error::Validation(errors)
-    })?;
-    let (page, page_size) = paging(params.page.as_deref(), params.page_size.as_deref())?;
+    let Query(params) = params.map_err(|e| Error::Validation(shared::http::query_errors(&e)))?;
+    let (page, page_size) =
+        shared::http::paging(params.page.as_deref(), params.page_size.as_deref(), 100)
+            .map_err(Error::Validation)?;
     let category = params
         .category
         .as_deref()
@@ -148,29 +140,6 @@ async fn list(
         total_pages: total.div_ceil(page_size),
     })
     .into_response())
-}
-
-/// page ≥ 1 (default 1), pageSize 1..=100 (default 20).
-pub fn paging(page: Option<&str>, page_size: Option<&str>) -> Result<(usize, usize), Error> {
-    let mut errors = FieldErrors::new();
-    let page = match page.map(str::parse::<usize>) {
-        None => 1,
-        Some(Ok(p)) if (1..=1_000_000).contains(&p) => p,
-        Some(_) => {
-            errors.add("page", "page must be an integer of at least 1.");
-            1
-        }
-    };
-    let page_size = match page_size.map(str::parse::<usize>) {
-        None => 20,
-        Some(Ok(s)) if (1..=100).contains(&s) => s,
-        Some(_) => {
-            errors.add("pageSize", "pageSize must be an integer between 1 and 100.");
-            20
-        }
-    };
-    errors.into_result().map_err(Error::Validation)?;
-    Ok((page, page_size))
 }
 
 async fn update(
@@ -240,23 +209,9 @@ async fn ready(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn not_found() -> Problem {
-    Problem::not_found("No such resource.")
-}
-
-async fn method_not_allowed() -> Problem {
-    Problem::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "This method is not allowed on this resource.",
-    )
-}
-
 /// A path id that is not a UUID cannot name a product: 404, like an unknown one.
 fn parse_id(raw: &str) -> Result<Uuid, Error> {
-    Uuid::parse_str(raw)
-        .ok()
-        .filter(|id| !id.is_nil())
-        .ok_or(Error::NotFound(Uuid::nil()))
+    shared::http::path_uuid(raw).ok_or(Error::NotFound(Uuid::nil()))
 }
 
 /// `If-Match: "<version>"` (weak tags and `*` accepted). An unparseable tag can never match.

@@ -12,12 +12,7 @@ mod http;
 mod seed;
 mod store;
 
-use std::{
-    net::SocketAddr,
-    path::PathBuf,
-    sync::{Arc, atomic::AtomicU64},
-    time::Duration,
-};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::Context;
 use shared::outbox::{Relay, RelayConfig};
@@ -91,7 +86,6 @@ pub struct App {
     nats: async_nats::Client,
     http: TcpListener,
     grpc: TcpListener,
-    published: Arc<AtomicU64>,
 }
 
 impl App {
@@ -120,7 +114,6 @@ impl App {
             nats,
             http,
             grpc,
-            published: Arc::default(),
         })
     }
 
@@ -130,11 +123,6 @@ impl App {
 
     pub fn grpc_addr(&self) -> SocketAddr {
         self.grpc.local_addr().expect("bound")
-    }
-
-    /// Counter of events the relay has published (shared with the running relay).
-    pub fn published_counter(&self) -> Arc<AtomicU64> {
-        self.published.clone()
     }
 
     pub async fn run_until_stopped(
@@ -160,7 +148,6 @@ impl App {
                 max_backoff: Duration::from_secs(5),
                 drain_timeout: grace,
             },
-            published: self.published.clone(),
         };
         let relay_task = tokio::spawn(relay.run(relay_stop.clone()));
 

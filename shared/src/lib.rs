@@ -4,6 +4,7 @@
 //! - [`streams`]: the one definition of each JetStream stream, used by publisher and consumer.
 //! - [`correlation`]: validated correlation ids carried across HTTP, gRPC and NATS.
 //! - [`problem`]: the `application/problem+json` body and the JSON body extractor.
+//! - [`http`]: router defaults (fallbacks, body limit, correlation layer), paging, path ids.
 //! - [`outbox`]: the sled outbox record format and the relay that publishes it to JetStream.
 //! - [`durability`]: group commit, so many concurrent writes share one `flush_async`.
 //! - [`telemetry`], [`nats`], [`shutdown`]: process plumbing.
@@ -11,6 +12,7 @@
 pub mod correlation;
 pub mod durability;
 pub mod events;
+pub mod http;
 pub mod nats;
 pub mod outbox;
 pub mod problem;

@@ -76,8 +76,6 @@ pub struct Relay {
     pub js: jetstream::Context,
     pub wake: Arc<Notify>,
     pub config: RelayConfig,
-    /// Counts published records (for tests and health).
-    pub published: Arc<std::sync::atomic::AtomicU64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -216,8 +214,6 @@ impl Relay {
             }
         }
         self.tree.apply_batch(acked)?;
-        self.published
-            .fetch_add(count as u64, std::sync::atomic::Ordering::Relaxed);
         match first_error {
             Some(e) => Err(RelayError::Publish(e)),
             None => Ok(count),

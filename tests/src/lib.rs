@@ -6,7 +6,7 @@ use std::{
     net::{SocketAddr, TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::{Arc, Mutex, atomic::AtomicU64},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -97,7 +97,6 @@ pub struct ProductService {
     pub http: String,
     pub grpc: String,
     pub data_dir: PathBuf,
-    pub published: Arc<AtomicU64>,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -119,14 +118,12 @@ impl ProductService {
             .expect("product-svc builds");
         let http = format!("http://{}", app.http_addr());
         let grpc = format!("http://{}", app.grpc_addr());
-        let published = app.published_counter();
         let stop = CancellationToken::new();
         let task = tokio::spawn(app.run_until_stopped(stop.clone().cancelled_owned()));
         Self {
             http,
             grpc,
             data_dir,
-            published,
             stop,
             task,
         }

@@ -18,7 +18,7 @@ use tests::{
 };
 use uuid::Uuid;
 
-use crate::{expect_problem, get_json, js};
+use crate::{expect_problem, get_json, js, wait_snapshot_version};
 
 const LONG: Duration = Duration::from_secs(180);
 
@@ -426,14 +426,7 @@ async fn sixty_four_clients_racing_for_fifty_units_never_oversell() {
         &[],
     );
     let id = create_products(&product.http, 1, units, 1).await.remove(0);
-    wait_for("the product in the snapshot", LONG, || async {
-        (get_json(&format!("{}/api/snapshot/products/{id}", order.http))
-            .await
-            .0
-            == 200)
-            .then_some(())
-    })
-    .await;
+    wait_snapshot_version(&order.http, &id, 1).await;
     let results: Vec<Value> = futures::stream::iter(0..clients)
         .map(|_| {
             let (http, id) = (order.http.clone(), id.clone());
@@ -493,14 +486,7 @@ async fn product_svc_outage_ends_with_every_order_settled_and_exact_availability
     );
     let ids = create_products(&product.http, 5, 10_000, 5).await;
     for id in &ids {
-        wait_for("products in the snapshot", LONG, || async {
-            (get_json(&format!("{}/api/snapshot/products/{id}", order.http))
-                .await
-                .0
-                == 200)
-                .then_some(())
-        })
-        .await;
+        wait_snapshot_version(&order.http, id, 1).await;
     }
     // Orders confirmed before the outage, to cancel during it.
     let mut to_cancel = Vec::new();
@@ -642,14 +628,7 @@ async fn lost_or_late_replies_are_retried_and_never_reserve_twice() {
         &[],
     );
     let id = create_products(&product.http, 1, 1000, 1).await.remove(0);
-    wait_for("the product in the snapshot", LONG, || async {
-        (get_json(&format!("{}/api/snapshot/products/{id}", order.http))
-            .await
-            .0
-            == 200)
-            .then_some(())
-    })
-    .await;
+    wait_snapshot_version(&order.http, &id, 1).await;
     let mut total = 0;
     let mut placed = Vec::new();
     for i in 0..orders {
@@ -784,14 +763,7 @@ async fn bad_input_sweep_gets_4xx_problems_and_changes_nothing() {
         &[],
     );
     let id = create_products(&product.http, 1, 10, 1).await.remove(0);
-    wait_for("the product in the snapshot", LONG, || async {
-        (get_json(&format!("{}/api/snapshot/products/{id}", order.http))
-            .await
-            .0
-            == 200)
-            .then_some(())
-    })
-    .await;
+    wait_snapshot_version(&order.http, &id, 1).await;
     let before = product_catalog(&product.http).await;
     let long = "ж".repeat(5000);
     let client = http_client();
@@ -1077,92 +1049,26 @@ async fn sigterm_mid_load_exits_zero_and_keeps_everything_acknowledged() {
     let id = create_products(&product.http, 1, 100_000, 1)
         .await
         .remove(0);
-    wait_for("the product in the snapshot", LONG, || async {
-        (get_json(&format!("{}/api/snapshot/products/{id}", order.http))
-            .await
-            .0
-            == 200)
-            .then_some(())
-    })
-    .await;
+    wait_snapshot_version(&order.http, &id, 1).await;
 
-    // Order-svc: SIGTERM while 8 clients place orders.
-    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut load = Vec::new();
-    for _ in 0..8 {
-        let (http, id, acked, stop) = (order.http.clone(), id.clone(), acked.clone(), stop.clone());
-        load.push(tokio::spawn(async move {
-            while !stop.load(Ordering::SeqCst) {
-                match http_client()
-                    .post(format!("{http}/api/orders"))
-                    .json(&order_body(&id, 1))
-                    .send()
-                    .await
-                {
-                    Ok(r) if r.status().is_success() => {
-                        let id = r.json::<Value>().await.unwrap()["id"]
-                            .as_str()
-                            .unwrap()
-                            .to_owned();
-                        acked.lock().unwrap().push(id);
-                    }
-                    _ => tokio::task::yield_now().await,
-                }
-            }
-        }));
-    }
-    wait_for("orders flowing", LONG, || async {
-        (acked.lock().unwrap().len() >= 50).then_some(())
+    // order-svc, then product-svc: SIGTERM while 8 clients write; restart; everything
+    // acknowledged is there.
+    let order_url = format!("{}/api/orders", order.http);
+    let product_id = id.clone();
+    let orders_acked = sigterm_under_load(&mut order, order_url, move |_, _| {
+        order_body(&product_id, 1)
     })
     .await;
-    let status = tokio::task::block_in_place(|| order.terminate(Duration::from_secs(15)));
-    assert!(status.success(), "order-svc exit status {status}");
-    stop.store(true, Ordering::SeqCst);
-    for t in load {
-        t.await.unwrap();
-    }
-    order.start();
-    let orders_acked = acked.lock().unwrap().clone();
     for oid in &orders_acked {
         let (status, o) = get_json(&format!("{}/api/orders/{oid}", order.http)).await;
         assert_eq!(status, 200, "acknowledged order {oid} lost");
         assert_ne!(o["status"], "Pending");
     }
-
-    // product-svc: SIGTERM while 8 clients create products.
-    let created: Arc<Mutex<Vec<String>>> = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut load = Vec::new();
-    for c in 0..8 {
-        let (http, created, stop) = (product.http.clone(), created.clone(), stop.clone());
-        load.push(tokio::spawn(async move {
-            let mut i = 0;
-            while !stop.load(Ordering::SeqCst) {
-                i += 1;
-                let body = json!({"name": format!("T{c}-{i}"), "description": "", "price": "1.00", "category": "T", "stockQuantity": 1, "lowStockThreshold": 0});
-                match http_client().post(format!("{http}/api/products")).json(&body).send().await {
-                    Ok(r) if r.status().is_success() => {
-                        let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
-                        created.lock().unwrap().push(id);
-                    }
-                    _ => tokio::task::yield_now().await,
-                }
-            }
-        }));
-    }
-    wait_for("creates flowing", LONG, || async {
-        (created.lock().unwrap().len() >= 50).then_some(())
+    let product_url = format!("{}/api/products", product.http);
+    let products_acked = sigterm_under_load(&mut product, product_url, |c, i| {
+        json!({"name": format!("T{c}-{i}"), "description": "", "price": "1.00", "category": "T", "stockQuantity": 1, "lowStockThreshold": 0})
     })
     .await;
-    let status = tokio::task::block_in_place(|| product.terminate(Duration::from_secs(15)));
-    assert!(status.success(), "product-svc exit status {status}");
-    stop.store(true, Ordering::SeqCst);
-    for t in load {
-        t.await.unwrap();
-    }
-    product.start();
-    let products_acked = created.lock().unwrap().clone();
     for pid in &products_acked {
         assert_eq!(
             get_json(&format!("{}/api/products/{pid}", product.http))
@@ -1178,4 +1084,50 @@ async fn sigterm_mid_load_exits_zero_and_keeps_everything_acknowledged() {
         orders_acked.len(),
         products_acked.len()
     );
+}
+
+/// 8 clients POST `body(client, n)` to `url` until 50 are acknowledged; then SIGTERM, which
+/// must exit 0 within the grace period; then the service is restarted. Returns the ids of every
+/// acknowledged (2xx) request.
+async fn sigterm_under_load(
+    service: &mut ServiceProcess,
+    url: String,
+    body: impl Fn(usize, usize) -> Value + Send + Sync + 'static,
+) -> Vec<String> {
+    let body = Arc::new(body);
+    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut load = Vec::new();
+    for c in 0..8 {
+        let (url, body, acked, stop) = (url.clone(), body.clone(), acked.clone(), stop.clone());
+        load.push(tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(Ordering::SeqCst) {
+                i += 1;
+                match http_client().post(&url).json(&body(c, i)).send().await {
+                    Ok(r) if r.status().is_success() => {
+                        let id = r.json::<Value>().await.unwrap()["id"]
+                            .as_str()
+                            .unwrap()
+                            .to_owned();
+                        acked.lock().unwrap().push(id);
+                    }
+                    _ => tokio::task::yield_now().await,
+                }
+            }
+        }));
+    }
+    wait_for("requests flowing", LONG, || async {
+        (acked.lock().unwrap().len() >= 50).then_some(())
+    })
+    .await;
+    let name = service.name;
+    let status = tokio::task::block_in_place(|| service.terminate(Duration::from_secs(15)));
+    assert!(status.success(), "{name} exit status {status}");
+    stop.store(true, Ordering::SeqCst);
+    for t in load {
+        t.await.unwrap();
+    }
+    service.start();
+    acked.lock().unwrap().clone()
 }

@@ -94,3 +94,17 @@ pub async fn expect_problem(response: reqwest::Response, status: u16) -> Value {
     );
     body
 }
+
+/// Waits until order-svc's snapshot holds `id` at `version`.
+pub async fn wait_snapshot_version(http: &str, id: &str, version: u64) {
+    let url = format!("{http}/api/snapshot/products/{id}");
+    wait_for(
+        &format!("{id} at version {version} in the snapshot"),
+        WAIT,
+        || async {
+            let (status, body) = get_json(&url).await;
+            (status == 200 && body["version"].as_u64() == Some(version)).then_some(())
+        },
+    )
+    .await
+}

@@ -8,7 +8,9 @@ use serde_json::{Value, json};
 use tests::{NatsServer, OrderService, ProductService, free_port, http_client, scratch, wait_for};
 use uuid::Uuid;
 
-use crate::{WAIT, create_product, expect_problem, get_json, js, wait_stream_messages};
+use crate::{
+    WAIT, create_product, expect_problem, get_json, js, wait_snapshot_version, wait_stream_messages,
+};
 
 fn order_body(customer: Uuid, items: &[(&str, i64)]) -> Value {
     json!({
@@ -33,19 +35,6 @@ async fn snapshot_count(http: &str) -> u64 {
         .1["totalCount"]
         .as_u64()
         .unwrap_or(0)
-}
-
-async fn wait_snapshot_version(http: &str, id: &str, version: u64) {
-    let url = format!("{http}/api/snapshot/products/{id}");
-    wait_for(
-        &format!("{id} at version {version} in the snapshot"),
-        WAIT,
-        || async {
-            let (status, body) = get_json(&url).await;
-            (status == 200 && body["version"].as_u64() == Some(version)).then_some(())
-        },
-    )
-    .await
 }
 
 async fn product_field(http: &str, id: &str, field: &str) -> i64 {

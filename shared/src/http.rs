@@ -1,0 +1,89 @@
+//! What both HTTP APIs share besides the problem body: the common router layers and fallbacks,
+//! paging rules, query and path-id parsing. One place, so both services answer alike.
+use axum::{
+    Router, extract::DefaultBodyLimit, extract::rejection::QueryRejection, http::StatusCode,
+};
+use uuid::Uuid;
+
+use crate::problem::{FieldErrors, Problem};
+
+/// Request body limit of both APIs (the 413 message in `problem.rs` says 64 KiB).
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// Adds what every route of both services has: problem+json 404/405 fallbacks, the body limit,
+/// and the correlation-id middleware (outermost, so every answer carries the id).
+pub fn with_defaults<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
+    router
+        .fallback(|| async { Problem::not_found("No such resource.") })
+        .method_not_allowed_fallback(|| async {
+            Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "This method is not allowed on this resource.",
+            )
+        })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(crate::correlation::http_layer))
+}
+
+/// page ≥ 1 (default 1), pageSize 1..=max (default 20); errors keyed `page` / `pageSize`.
+pub fn paging(
+    page: Option<&str>,
+    page_size: Option<&str>,
+    max: usize,
+) -> Result<(usize, usize), FieldErrors> {
+    let mut errors = FieldErrors::new();
+    let page = match page.map(str::parse::<usize>) {
+        None => 1,
+        Some(Ok(p)) if (1..=1_000_000).contains(&p) => p,
+        Some(_) => {
+            errors.add("page", "page must be an integer of at least 1.");
+            1
+        }
+    };
+    let page_size = match page_size.map(str::parse::<usize>) {
+        None => 20,
+        Some(Ok(s)) if (1..=max).contains(&s) => s,
+        Some(_) => {
+            errors.add(
+                "pageSize",
+                format!("pageSize must be an integer between 1 and {max}."),
+            );
+            20
+        }
+    };
+    errors.into_result()?;
+    Ok((page, page_size))
+}
+
+/// A query string axum could not parse, as a field error.
+pub fn query_errors(rejection: &QueryRejection) -> FieldErrors {
+    let mut errors = FieldErrors::new();
+    errors.add("query", rejection.body_text());
+    errors
+}
+
+/// A path id: a non-nil UUID, or `None` (the caller answers 404, as for an unknown id).
+pub fn path_uuid(raw: &str) -> Option<Uuid> {
+    Uuid::parse_str(raw).ok().filter(|id| !id.is_nil())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paging_defaults_and_bounds() {
+        assert_eq!(paging(None, None, 100).unwrap(), (1, 20));
+        assert_eq!(paging(Some("3"), Some("100"), 100).unwrap(), (3, 100));
+        let errors = paging(Some("0"), Some("101"), 100).unwrap_err();
+        assert!(errors.contains("page") && errors.contains("pageSize"));
+        assert!(paging(Some("x"), None, 100).is_err());
+    }
+
+    #[test]
+    fn path_ids_must_be_non_nil_uuids() {
+        assert!(path_uuid(&Uuid::new_v4().to_string()).is_some());
+        assert!(path_uuid(&Uuid::nil().to_string()).is_none());
+        assert!(path_uuid("nope").is_none());
+    }
+}
