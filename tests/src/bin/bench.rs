@@ -426,6 +426,9 @@ fn latency_rows(
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    // `--only projection|coldstart|relay|orders` runs one group (for profiling one path).
+    let only = std::env::args().skip_while(|a| a != "--only").nth(1);
+    let run = |group: &str| only.as_deref().is_none_or(|o| o == group);
     let products = env_or("BENCH_PRODUCTS", quick, 100_000, 10_000);
     let small = env_or("BENCH_SMALL_PRODUCTS", quick, 10_000, 2_000);
     let churn = env_or("BENCH_CHURN_UPDATES", quick, 1_000_000, 100_000);
@@ -439,7 +442,7 @@ async fn main() {
     );
 
     // 1 + 2. Projection and cold start with `products` products.
-    {
+    if run("projection") {
         let nats = NatsServer::start();
         let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
         let pub_rate = fill_products(&js, products, products).await;
@@ -488,7 +491,7 @@ async fn main() {
             "",
         );
     }
-    {
+    if run("coldstart") {
         let nats = NatsServer::start();
         let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
         fill_products(&js, small, small).await;
@@ -519,28 +522,32 @@ async fn main() {
     }
 
     // 3. Outbox relay, and 4. CreateOrder, on one system.
-    let nats = NatsServer::start();
-    let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
-    let (product, grpc) = ServiceProcess::product_with(
-        &nats.url(),
-        &dir.path().join("product"),
-        dir.path(),
-        &[("RUST_LOG", "warn")],
-    );
-    report.add(
-        "5 footprint",
-        "product-svc RSS idle",
-        rss_mib(product.pid()),
-        "MiB",
-        None,
-        "≤ 10 MiB",
-    );
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(128)
-        .build()
-        .unwrap();
-    let catalog = 1000;
-    let ids: Vec<String> = futures::stream::iter(0..catalog)
+    'system: {
+        if !run("relay") && !run("orders") {
+            break 'system;
+        }
+        let nats = NatsServer::start();
+        let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+        let (product, grpc) = ServiceProcess::product_with(
+            &nats.url(),
+            &dir.path().join("product"),
+            dir.path(),
+            &[("RUST_LOG", "warn")],
+        );
+        report.add(
+            "5 footprint",
+            "product-svc RSS idle",
+            rss_mib(product.pid()),
+            "MiB",
+            None,
+            "≤ 10 MiB",
+        );
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(128)
+            .build()
+            .unwrap();
+        let catalog = 1000;
+        let ids: Vec<String> = futures::stream::iter(0..catalog)
         .map(|i| {
             let (c, http) = (client.clone(), product.http.clone());
             async move {
@@ -551,22 +558,22 @@ async fn main() {
         .buffer_unordered(32)
         .collect()
         .await;
-    let ids = Arc::new(ids);
-    wait_for("catalog published", Duration::from_secs(120), || async {
-        let info = js
-            .get_stream("PRODUCTS")
-            .await
-            .ok()?
-            .get_info()
-            .await
-            .ok()?;
-        (info.state.last_sequence as usize >= catalog).then_some(())
-    })
-    .await;
-    {
-        let (c, http, ids2) = (client.clone(), product.http.clone(), ids.clone());
-        let started = Instant::now();
-        let (http_rate, hist) = load(64, updates, move |i| {
+        let ids = Arc::new(ids);
+        wait_for("catalog published", Duration::from_secs(120), || async {
+            let info = js
+                .get_stream("PRODUCTS")
+                .await
+                .ok()?
+                .get_info()
+                .await
+                .ok()?;
+            (info.state.last_sequence as usize >= catalog).then_some(())
+        })
+        .await;
+        if run("relay") {
+            let (c, http, ids2) = (client.clone(), product.http.clone(), ids.clone());
+            let started = Instant::now();
+            let (http_rate, hist) = load(64, updates, move |i| {
             let (c, http, id) = (c.clone(), http.clone(), ids2[i % ids2.len()].clone());
             async move {
                 let body = json!({"name": format!("U{i:07}"), "description": "", "price": "9.99", "category": "Bench", "lowStockThreshold": 0});
@@ -574,151 +581,154 @@ async fn main() {
             }
         })
         .await;
-        let expected = (catalog + updates) as u64;
-        wait_for(
-            "relay to publish every update",
-            Duration::from_secs(300),
-            || async {
-                let info = js
-                    .get_stream("PRODUCTS")
-                    .await
-                    .ok()?
-                    .get_info()
-                    .await
-                    .ok()?;
-                (info.state.last_sequence >= expected).then_some(())
-            },
-        )
-        .await;
-        let e2e = updates as f64 / started.elapsed().as_secs_f64();
-        let raw_js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
-        raw_js
-            .create_or_update_stream(async_nats::jetstream::stream::Config {
-                name: "RAWPUB".into(),
-                subjects: vec!["rawpub.*".into()],
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        let msgs: Vec<(String, Vec<u8>)> = (0..updates)
-            .map(|i| {
-                (
-                    format!("rawpub.{}", i % catalog),
-                    product_event(Uuid::new_v4(), 1),
-                )
-            })
-            .collect();
-        let raw_rate = publish_raw(&raw_js, msgs, 1000).await;
-        report.add(
-            "3 relay",
-            &format!("HTTP updates, 64 clients ({updates})"),
-            http_rate,
-            "req/s",
-            None,
-            "",
-        );
-        report.add(
-            "3 relay",
-            "HTTP p99 (update, flushed)",
-            hist.value_at_quantile(0.99) as f64,
-            "µs",
-            None,
-            "",
-        );
-        report.add(
-            "3 relay",
-            "updates 2xx → publish ack, end to end",
-            e2e,
-            "msg/s",
-            Some(("raw pipelined publish", raw_rate)),
-            "relay keeps up with HTTP",
-        );
-        report.add(
-            "3 relay",
-            "end-to-end / HTTP rate",
-            e2e / http_rate,
-            "×",
-            None,
-            "≈ 1.0 (relay not the bottleneck)",
-        );
-    }
+            let expected = (catalog + updates) as u64;
+            wait_for(
+                "relay to publish every update",
+                Duration::from_secs(300),
+                || async {
+                    let info = js
+                        .get_stream("PRODUCTS")
+                        .await
+                        .ok()?
+                        .get_info()
+                        .await
+                        .ok()?;
+                    (info.state.last_sequence >= expected).then_some(())
+                },
+            )
+            .await;
+            let e2e = updates as f64 / started.elapsed().as_secs_f64();
+            let raw_js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+            raw_js
+                .create_or_update_stream(async_nats::jetstream::stream::Config {
+                    name: "RAWPUB".into(),
+                    subjects: vec!["rawpub.*".into()],
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            let msgs: Vec<(String, Vec<u8>)> = (0..updates)
+                .map(|i| {
+                    (
+                        format!("rawpub.{}", i % catalog),
+                        product_event(Uuid::new_v4(), 1),
+                    )
+                })
+                .collect();
+            let raw_rate = publish_raw(&raw_js, msgs, 1000).await;
+            report.add(
+                "3 relay",
+                &format!("HTTP updates, 64 clients ({updates})"),
+                http_rate,
+                "req/s",
+                None,
+                "",
+            );
+            report.add(
+                "3 relay",
+                "HTTP p99 (update, flushed)",
+                hist.value_at_quantile(0.99) as f64,
+                "µs",
+                None,
+                "",
+            );
+            report.add(
+                "3 relay",
+                "updates 2xx → publish ack, end to end",
+                e2e,
+                "msg/s",
+                Some(("raw pipelined publish", raw_rate)),
+                "relay keeps up with HTTP",
+            );
+            report.add(
+                "3 relay",
+                "end-to-end / HTTP rate",
+                e2e / http_rate,
+                "×",
+                None,
+                "≈ 1.0 (relay not the bottleneck)",
+            );
+        }
 
-    // 4. CreateOrder: snapshot vs grpc catalog, 1 and 64 clients, next to a raw tonic round-trip.
-    let snapshot = ServiceProcess::order(
-        &nats.url(),
-        &grpc,
-        &dir.path().join("order-snap"),
-        dir.path(),
-        &[("RUST_LOG", "warn"), ("ORDER_INSTANCE_ID", "snap")],
-    );
-    let grpc_mode = ServiceProcess::order(
-        &nats.url(),
-        &grpc,
-        &dir.path().join("order-grpc"),
-        dir.path(),
-        &[
-            ("RUST_LOG", "warn"),
-            ("ORDER_INSTANCE_ID", "grpc"),
-            ("ORDER_CATALOG", "grpc"),
-        ],
-    );
-    http_ready(&snapshot.http, Duration::from_secs(60)).await;
-    http_ready(&grpc_mode.http, Duration::from_secs(60)).await;
-    report.add(
-        "5 footprint",
-        "order-svc RSS idle (1,000-product snapshot)",
-        rss_mib(snapshot.pid()),
-        "MiB",
-        None,
-        "≤ 10 MiB",
-    );
-    let (raw1, raw1_hist) = raw_tonic(1, orders_1 * 2).await;
-    let (raw64, raw64_hist) = raw_tonic(64, orders_64 * 2).await;
-    report.add(
-        "4 baseline",
-        "raw tonic unary, 1 in flight",
-        raw1,
-        "calls/s",
-        None,
-        "",
-    );
-    report.add(
-        "4 baseline",
-        "raw tonic unary, 64 in flight",
-        raw64,
-        "calls/s",
-        None,
-        "",
-    );
-    let mut mode_rates = Vec::new();
-    for (mode, http) in [
-        ("snapshot", snapshot.http.clone()),
-        ("grpc", grpc_mode.http.clone()),
-    ] {
-        for (clients, total, base, base_hist) in [
-            (1, orders_1, raw1, &raw1_hist),
-            (64, orders_64, raw64, &raw64_hist),
+        if !run("orders") {
+            break 'system;
+        }
+        // 4. CreateOrder: snapshot vs grpc catalog, 1 and 64 clients, next to a raw tonic round-trip.
+        let snapshot = ServiceProcess::order(
+            &nats.url(),
+            &grpc,
+            &dir.path().join("order-snap"),
+            dir.path(),
+            &[("RUST_LOG", "warn"), ("ORDER_INSTANCE_ID", "snap")],
+        );
+        let grpc_mode = ServiceProcess::order(
+            &nats.url(),
+            &grpc,
+            &dir.path().join("order-grpc"),
+            dir.path(),
+            &[
+                ("RUST_LOG", "warn"),
+                ("ORDER_INSTANCE_ID", "grpc"),
+                ("ORDER_CATALOG", "grpc"),
+            ],
+        );
+        http_ready(&snapshot.http, Duration::from_secs(60)).await;
+        http_ready(&grpc_mode.http, Duration::from_secs(60)).await;
+        report.add(
+            "5 footprint",
+            "order-svc RSS idle (1,000-product snapshot)",
+            rss_mib(snapshot.pid()),
+            "MiB",
+            None,
+            "≤ 10 MiB",
+        );
+        let (raw1, raw1_hist) = raw_tonic(1, orders_1 * 2).await;
+        let (raw64, raw64_hist) = raw_tonic(64, orders_64 * 2).await;
+        report.add(
+            "4 baseline",
+            "raw tonic unary, 1 in flight",
+            raw1,
+            "calls/s",
+            None,
+            "",
+        );
+        report.add(
+            "4 baseline",
+            "raw tonic unary, 64 in flight",
+            raw64,
+            "calls/s",
+            None,
+            "",
+        );
+        let mut mode_rates = Vec::new();
+        for (mode, http) in [
+            ("snapshot", snapshot.http.clone()),
+            ("grpc", grpc_mode.http.clone()),
         ] {
-            let (c, http2, ids2) = (client.clone(), http.clone(), ids.clone());
-            let pids = [
-                ("nats-server", nats.pid().unwrap_or(0)),
-                ("product-svc", product.pid()),
-                (
-                    if mode == "snapshot" {
-                        "order-svc"
-                    } else {
-                        "order-svc (grpc)"
-                    },
-                    if mode == "snapshot" {
-                        snapshot.pid()
-                    } else {
-                        grpc_mode.pid()
-                    },
-                ),
-                ("load generator", std::process::id()),
-            ];
-            let cpu_before: Vec<f64> = pids.iter().map(|(_, p)| cpu_secs(*p)).collect();
-            let (rate, hist) = load(clients, total, move |i| {
+            for (clients, total, base, base_hist) in [
+                (1, orders_1, raw1, &raw1_hist),
+                (64, orders_64, raw64, &raw64_hist),
+            ] {
+                let (c, http2, ids2) = (client.clone(), http.clone(), ids.clone());
+                let pids = [
+                    ("nats-server", nats.pid().unwrap_or(0)),
+                    ("product-svc", product.pid()),
+                    (
+                        if mode == "snapshot" {
+                            "order-svc"
+                        } else {
+                            "order-svc (grpc)"
+                        },
+                        if mode == "snapshot" {
+                            snapshot.pid()
+                        } else {
+                            grpc_mode.pid()
+                        },
+                    ),
+                    ("load generator", std::process::id()),
+                ];
+                let cpu_before: Vec<f64> = pids.iter().map(|(_, p)| cpu_secs(*p)).collect();
+                let (rate, hist) = load(clients, total, move |i| {
                 let (c, http, id) = (c.clone(), http2.clone(), ids2[(i * 7919) % ids2.len()].clone());
                 async move {
                     let body = json!({"customerId": Uuid::new_v4(), "customerEmail": "bench@example.com", "items": [{"productId": id, "quantity": 1}]});
@@ -726,109 +736,111 @@ async fn main() {
                 }
             })
             .await;
-            if clients == 64 {
-                for ((name, pid), before) in pids.iter().zip(&cpu_before) {
-                    let ms_per_1000 = (cpu_secs(*pid) - before) * 1000.0 / (total as f64 / 1000.0);
-                    report.add(
-                        "4 create order",
-                        &format!("{mode}, 64 clients: CPU of {name} per 1,000 orders"),
-                        ms_per_1000,
-                        "ms",
-                        None,
-                        "",
-                    );
+                if clients == 64 {
+                    for ((name, pid), before) in pids.iter().zip(&cpu_before) {
+                        let ms_per_1000 =
+                            (cpu_secs(*pid) - before) * 1000.0 / (total as f64 / 1000.0);
+                        report.add(
+                            "4 create order",
+                            &format!("{mode}, 64 clients: CPU of {name} per 1,000 orders"),
+                            ms_per_1000,
+                            "ms",
+                            None,
+                            "",
+                        );
+                    }
                 }
+                let target = match (mode, clients) {
+                    ("snapshot", 64) => "≥ 3,000/s; ≥ 1.5× grpc mode",
+                    _ => "",
+                };
+                report.add(
+                    "4 create order",
+                    &format!("{mode} catalog, {clients} clients"),
+                    rate,
+                    "orders/s",
+                    Some(("raw tonic", base)),
+                    target,
+                );
+                latency_rows(
+                    &mut report,
+                    "4 create order",
+                    &format!("{mode}, {clients} clients"),
+                    &hist,
+                    Some(base_hist),
+                );
+                mode_rates.push(((mode, clients), rate, hist.value_at_quantile(0.99)));
             }
-            let target = match (mode, clients) {
-                ("snapshot", 64) => "≥ 3,000/s; ≥ 1.5× grpc mode",
-                _ => "",
-            };
-            report.add(
-                "4 create order",
-                &format!("{mode} catalog, {clients} clients"),
-                rate,
-                "orders/s",
-                Some(("raw tonic", base)),
-                target,
-            );
-            latency_rows(
-                &mut report,
-                "4 create order",
-                &format!("{mode}, {clients} clients"),
-                &hist,
-                Some(base_hist),
-            );
-            mode_rates.push(((mode, clients), rate, hist.value_at_quantile(0.99)));
         }
-    }
-    let find = |m: &str, c: usize| {
-        mode_rates
-            .iter()
-            .find(|((mm, cc), _, _)| *mm == m && *cc == c)
-            .map(|(_, r, p)| (*r, *p))
-            .unwrap()
-    };
-    let (s64, s64p99) = find("snapshot", 64);
-    let (g64, g64p99) = find("grpc", 64);
-    report.add(
-        "4 create order",
-        "snapshot / grpc throughput, 64 clients",
-        s64 / g64,
-        "×",
-        None,
-        "≥ 1.5×",
-    );
-    report.add(
-        "4 create order",
-        "snapshot / grpc p99, 64 clients",
-        s64p99 as f64 / g64p99 as f64,
-        "×",
-        None,
-        "< 1.0",
-    );
+        let find = |m: &str, c: usize| {
+            mode_rates
+                .iter()
+                .find(|((mm, cc), _, _)| *mm == m && *cc == c)
+                .map(|(_, r, p)| (*r, *p))
+                .unwrap()
+        };
+        let (s64, s64p99) = find("snapshot", 64);
+        let (g64, g64p99) = find("grpc", 64);
+        report.add(
+            "4 create order",
+            "snapshot / grpc throughput, 64 clients",
+            s64 / g64,
+            "×",
+            None,
+            "≥ 1.5×",
+        );
+        report.add(
+            "4 create order",
+            "snapshot / grpc p99, 64 clients",
+            s64p99 as f64 / g64p99 as f64,
+            "×",
+            None,
+            "< 1.0",
+        );
 
-    // 5. Footprint after the load.
-    report.add(
-        "5 footprint",
-        "product-svc RSS after load",
-        rss_mib(product.pid()),
-        "MiB",
-        None,
-        "",
-    );
-    report.add(
-        "5 footprint",
-        "order-svc RSS after load (snapshot mode)",
-        rss_mib(snapshot.pid()),
-        "MiB",
-        None,
-        "",
-    );
-    report.add(
-        "5 footprint",
-        &format!(
-            "product-svc sled on disk ({} products, {} orders' reservations)",
-            catalog,
-            orders_1 + orders_64
-        ),
-        dir_mib(&dir.path().join("product")),
-        "MiB",
-        None,
-        "",
-    );
-    for name in ["product-svc", "order-svc"] {
-        let size = std::fs::metadata(tests::service_binary(name))
-            .map(|m| m.len())
-            .unwrap_or(0) as f64
-            / 1e6;
+        // 5. Footprint after the load.
         report.add(
             "5 footprint",
-            &format!("{name} stripped binary"),
-            size,
-            "MB",
+            "product-svc RSS after load",
+            rss_mib(product.pid()),
+            "MiB",
             None,
-            "≤ 5 MB",
+            "",
         );
+        report.add(
+            "5 footprint",
+            "order-svc RSS after load (snapshot mode)",
+            rss_mib(snapshot.pid()),
+            "MiB",
+            None,
+            "",
+        );
+        report.add(
+            "5 footprint",
+            &format!(
+                "product-svc sled on disk ({} products, {} orders' reservations)",
+                catalog,
+                orders_1 + orders_64
+            ),
+            dir_mib(&dir.path().join("product")),
+            "MiB",
+            None,
+            "",
+        );
+        for name in ["product-svc", "order-svc"] {
+            let size = std::fs::metadata(tests::service_binary(name))
+                .map(|m| m.len())
+                .unwrap_or(0) as f64
+                / 1e6;
+            report.add(
+                "5 footprint",
+                &format!("{name} stripped binary"),
+                size,
+                "MB",
+                None,
+                "≤ 5 MB",
+            );
+        }
     }
 
     let out = tests::workspace_root().join("target/bench");
