@@ -5,13 +5,20 @@
 //! (name 0 id) and `by_category` (category 0 name 0 id). Every change and the events it causes
 //! are written in **one** sled transaction; a write returns only after a group-commit flush,
 //! so "2xx" means "on disk", and the relay can never miss or invent an event.
-use std::sync::Arc;
+//!
+//! Writes are queued to one writer task that runs every waiting write in **one** sled
+//! transaction. Why: sled seals and writes its log buffer twice per transaction (`pin_log`), so a
+//! transaction per request costs two log writes, `sync_file_range` calls and thread hand-offs
+//! each; under load that, not our code, was most of product-svc's CPU. A write that fails its
+//! checks (`Abort`) is taken out of the batch and the rest re-run without it, so each write is
+//! still all-or-nothing and sees exactly the writes committed before it.
+use std::{any::Any, sync::Arc};
 
 use chrono::Utc;
 use serde::{Serialize, de::DeserializeOwned};
 use shared::{
     correlation,
-    durability::GroupCommit,
+    durability::{FlusherStopped, GroupCommit},
     events::{self, ProductEventType, SCHEMA_VERSION, STOCK_LOW, StockLowEvent},
     outbox::{self, OutboxHeader, OutboxRecord},
 };
@@ -21,7 +28,7 @@ use sled::{
         ConflictableTransactionError, TransactionError, Transactional, TransactionalTree,
     },
 };
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::{
@@ -47,10 +54,23 @@ pub struct Store {
     by_name: Tree,
     by_category: Tree,
     commit: GroupCommit,
+    writes: mpsc::Sender<Queued>,
     relay_wake: Arc<Notify>,
 }
 
 type TxResult<T> = std::result::Result<T, ConflictableTransactionError<Error>>;
+
+/// Most writes run in one transaction (bounds how long the writer holds sled's write lock).
+const MAX_BATCH: usize = 256;
+
+/// A write for the writer task: re-runnable (a batch may run more than once), with its result
+/// type erased so writes of every kind share one queue.
+type Job = Box<dyn Fn(&Tx<'_>) -> TxResult<Box<dyn Any + Send>> + Send>;
+
+struct Queued {
+    job: Job,
+    reply: oneshot::Sender<Result<Box<dyn Any + Send>>>,
+}
 
 impl Store {
     pub fn open(path: &std::path::Path, cache_bytes: u64) -> Result<Self> {
@@ -58,7 +78,8 @@ impl Store {
             .path(path)
             .cache_capacity(cache_bytes)
             .open()?;
-        Ok(Self {
+        let (writes, queue) = mpsc::channel(4 * MAX_BATCH);
+        let store = Self {
             products: db.open_tree("products")?,
             stock: db.open_tree("stock")?,
             reservations: db.open_tree("reservations")?,
@@ -66,8 +87,22 @@ impl Store {
             by_name: db.open_tree("by_name")?,
             by_category: db.open_tree("by_category")?,
             commit: GroupCommit::start(db),
+            writes,
             relay_wake: Arc::new(Notify::new()),
-        })
+        };
+        tokio::spawn(writer(store.trees(), queue));
+        Ok(store)
+    }
+
+    fn trees(&self) -> Trees {
+        Trees {
+            products: self.products.clone(),
+            stock: self.stock.clone(),
+            reservations: self.reservations.clone(),
+            outbox: self.outbox.clone(),
+            by_name: self.by_name.clone(),
+            by_category: self.by_category.clone(),
+        }
     }
 
     pub fn outbox_tree(&self) -> Tree {
@@ -106,19 +141,22 @@ impl Store {
     pub async fn create(&self, input: &NewProduct) -> Result<Entry> {
         let id = Uuid::new_v4();
         let cid = correlation::current_or_new();
-        let entry = self.transact(|t| {
-            let now = Utc::now();
-            let (product, mut stock) = domain::new_product(id, input, now);
-            let crossed = domain::update_low_flag(&mut stock, product.low_stock_threshold);
-            t.put(t.products, id, &product)?;
-            t.put(t.stock, id, &stock)?;
-            t.index(&product)?;
-            t.product_event(&product, ProductEventType::ProductCreated, &cid)?;
-            if crossed {
-                t.stock_low(&product, &stock, &cid)?;
-            }
-            Ok(Entry { product, stock })
-        })?;
+        let input = input.clone();
+        let entry = self
+            .transact(move |t| {
+                let now = Utc::now();
+                let (product, mut stock) = domain::new_product(id, &input, now);
+                let crossed = domain::update_low_flag(&mut stock, product.low_stock_threshold);
+                t.put(t.products, id, &product)?;
+                t.put(t.stock, id, &stock)?;
+                t.index(&product)?;
+                t.product_event(&product, ProductEventType::ProductCreated, &cid)?;
+                if crossed {
+                    t.stock_low(&product, &stock, &cid)?;
+                }
+                Ok(Entry { product, stock })
+            })
+            .await?;
         self.durable(true).await?;
         tracing::info!(product_id = %id, version = 1, "Product created.");
         Ok(entry)
@@ -179,38 +217,41 @@ impl Store {
         if_match: Option<u64>,
     ) -> Result<Entry> {
         let cid = correlation::current_or_new();
-        let (entry, changed) = self.transact(|t| {
-            let current = t.product(id)?;
-            check_version(&current, if_match)?;
-            if current.deleted {
-                return abort(Error::Discontinued(id));
-            }
-            let mut stock = t.stock_of(id)?;
-            let Some(next) = domain::apply_update(&current, fields, Utc::now()) else {
-                return Ok((
+        let fields = fields.clone();
+        let (entry, changed) = self
+            .transact(move |t| {
+                let current = t.product(id)?;
+                check_version(&current, if_match)?;
+                if current.deleted {
+                    return abort(Error::Discontinued(id));
+                }
+                let mut stock = t.stock_of(id)?;
+                let Some(next) = domain::apply_update(&current, &fields, Utc::now()) else {
+                    return Ok((
+                        Entry {
+                            product: current,
+                            stock,
+                        },
+                        false,
+                    ));
+                };
+                t.unindex(&current)?;
+                t.index(&next)?;
+                t.put(t.products, id, &next)?;
+                if domain::update_low_flag(&mut stock, next.low_stock_threshold) {
+                    t.stock_low(&next, &stock, &cid)?;
+                }
+                t.put(t.stock, id, &stock)?;
+                t.product_event(&next, ProductEventType::ProductUpdated, &cid)?;
+                Ok((
                     Entry {
-                        product: current,
+                        product: next,
                         stock,
                     },
-                    false,
-                ));
-            };
-            t.unindex(&current)?;
-            t.index(&next)?;
-            t.put(t.products, id, &next)?;
-            if domain::update_low_flag(&mut stock, next.low_stock_threshold) {
-                t.stock_low(&next, &stock, &cid)?;
-            }
-            t.put(t.stock, id, &stock)?;
-            t.product_event(&next, ProductEventType::ProductUpdated, &cid)?;
-            Ok((
-                Entry {
-                    product: next,
-                    stock,
-                },
-                true,
-            ))
-        })?;
+                    true,
+                ))
+            })
+            .await?;
         if changed {
             self.durable(true).await?;
             tracing::info!(product_id = %id, version = entry.product.version, "Product updated.");
@@ -221,35 +262,37 @@ impl Store {
     /// Discontinues a product: kept, marked deleted, no longer orderable. Idempotent.
     pub async fn delete(&self, id: Uuid, if_match: Option<u64>) -> Result<Entry> {
         let cid = correlation::current_or_new();
-        let (entry, changed) = self.transact(|t| {
-            let current = t.product(id)?;
-            check_version(&current, if_match)?;
-            let stock = t.stock_of(id)?;
-            if current.deleted {
-                return Ok((
+        let (entry, changed) = self
+            .transact(move |t| {
+                let current = t.product(id)?;
+                check_version(&current, if_match)?;
+                let stock = t.stock_of(id)?;
+                if current.deleted {
+                    return Ok((
+                        Entry {
+                            product: current,
+                            stock,
+                        },
+                        false,
+                    ));
+                }
+                let next = Product {
+                    deleted: true,
+                    version: current.version + 1,
+                    updated_at: Utc::now(),
+                    ..current
+                };
+                t.put(t.products, id, &next)?;
+                t.product_event(&next, ProductEventType::ProductDeleted, &cid)?;
+                Ok((
                     Entry {
-                        product: current,
+                        product: next,
                         stock,
                     },
-                    false,
-                ));
-            }
-            let next = Product {
-                deleted: true,
-                version: current.version + 1,
-                updated_at: Utc::now(),
-                ..current
-            };
-            t.put(t.products, id, &next)?;
-            t.product_event(&next, ProductEventType::ProductDeleted, &cid)?;
-            Ok((
-                Entry {
-                    product: next,
-                    stock,
-                },
-                true,
-            ))
-        })?;
+                    true,
+                ))
+            })
+            .await?;
         if changed {
             self.durable(true).await?;
             tracing::info!(product_id = %id, version = entry.product.version, "Product discontinued.");
@@ -260,24 +303,26 @@ impl Store {
     /// Restock (+) or write-off (−) of on-hand stock.
     pub async fn adjust_stock(&self, id: Uuid, delta: i64) -> Result<Entry> {
         let cid = correlation::current_or_new();
-        let (entry, crossed) = self.transact(|t| {
-            let product = t.product(id)?;
-            let stock = t.stock_of(id)?;
-            let mut next = domain::adjust(stock, delta)
-                .map_err(|e| ConflictableTransactionError::Abort(e.into()))?;
-            let crossed = domain::update_low_flag(&mut next, product.low_stock_threshold);
-            if crossed {
-                t.stock_low(&product, &next, &cid)?;
-            }
-            t.put(t.stock, id, &next)?;
-            Ok((
-                Entry {
-                    product,
-                    stock: next,
-                },
-                crossed,
-            ))
-        })?;
+        let (entry, crossed) = self
+            .transact(move |t| {
+                let product = t.product(id)?;
+                let stock = t.stock_of(id)?;
+                let mut next = domain::adjust(stock, delta)
+                    .map_err(|e| ConflictableTransactionError::Abort(e.into()))?;
+                let crossed = domain::update_low_flag(&mut next, product.low_stock_threshold);
+                if crossed {
+                    t.stock_low(&product, &next, &cid)?;
+                }
+                t.put(t.stock, id, &next)?;
+                Ok((
+                    Entry {
+                        product,
+                        stock: next,
+                    },
+                    crossed,
+                ))
+            })
+            .await?;
         self.durable(crossed).await?;
         tracing::info!(product_id = %id, delta, on_hand = entry.stock.on_hand, "Stock adjusted.");
         Ok(entry)
@@ -290,61 +335,65 @@ impl Store {
     /// stored outcome; a different request under a known order id is a `RequestMismatch` failure.
     pub async fn reserve(&self, order_id: Uuid, items: &[(Uuid, i64)]) -> Result<Reservation> {
         let cid = correlation::current_or_new();
-        let outcome = self.transact(|t| {
-            if let Some(existing) = get_json::<Reservation>(t.reservations, order_id)? {
-                if existing.items == items {
-                    return Ok(existing);
-                }
-                let reason = if existing.status == ReservationStatus::Released
-                    && existing.items.is_empty()
-                {
-                    format!("order {order_id} was already released; it cannot reserve stock")
-                } else {
-                    format!("order {order_id} already reserved a different set of items")
-                };
-                return Ok(Reservation {
-                    items: items.to_vec(),
-                    status: ReservationStatus::Failed,
-                    failure: Some(Failure {
-                        code: FailureCode::RequestMismatch,
-                        reason,
-                        failed_product_ids: Vec::new(),
-                    }),
-                });
-            }
-            let mut state = Vec::with_capacity(items.len());
-            for (id, _) in items {
-                let product = get_json::<Product>(t.products, *id)?;
-                let entry = match product {
-                    Some(product) => Some((product, t.stock_of(*id)?)),
-                    None => None,
-                };
-                state.push(entry);
-            }
-            let reservation = match domain::plan_reservation(items, &state) {
-                Ok(planned) => {
-                    for (((id, _), next), before) in items.iter().zip(&planned).zip(&state) {
-                        let (product, before) = before.as_ref().expect("planned items exist");
-                        if next.low && !before.low {
-                            t.stock_low(product, next, &cid)?;
-                        }
-                        t.put(t.stock, *id, next)?;
+        let items = items.to_vec();
+        let outcome = self
+            .transact(move |t| {
+                let items = items.as_slice();
+                if let Some(existing) = get_json::<Reservation>(t.reservations, order_id)? {
+                    if existing.items == items {
+                        return Ok(existing);
                     }
-                    Reservation {
+                    let reason = if existing.status == ReservationStatus::Released
+                        && existing.items.is_empty()
+                    {
+                        format!("order {order_id} was already released; it cannot reserve stock")
+                    } else {
+                        format!("order {order_id} already reserved a different set of items")
+                    };
+                    return Ok(Reservation {
                         items: items.to_vec(),
-                        status: ReservationStatus::Active,
-                        failure: None,
-                    }
+                        status: ReservationStatus::Failed,
+                        failure: Some(Failure {
+                            code: FailureCode::RequestMismatch,
+                            reason,
+                            failed_product_ids: Vec::new(),
+                        }),
+                    });
                 }
-                Err(failure) => Reservation {
-                    items: items.to_vec(),
-                    status: ReservationStatus::Failed,
-                    failure: Some(failure),
-                },
-            };
-            t.put(t.reservations, order_id, &reservation)?;
-            Ok(reservation)
-        })?;
+                let mut state = Vec::with_capacity(items.len());
+                for (id, _) in items {
+                    let product = get_json::<Product>(t.products, *id)?;
+                    let entry = match product {
+                        Some(product) => Some((product, t.stock_of(*id)?)),
+                        None => None,
+                    };
+                    state.push(entry);
+                }
+                let reservation = match domain::plan_reservation(items, &state) {
+                    Ok(planned) => {
+                        for (((id, _), next), before) in items.iter().zip(&planned).zip(&state) {
+                            let (product, before) = before.as_ref().expect("planned items exist");
+                            if next.low && !before.low {
+                                t.stock_low(product, next, &cid)?;
+                            }
+                            t.put(t.stock, *id, next)?;
+                        }
+                        Reservation {
+                            items: items.to_vec(),
+                            status: ReservationStatus::Active,
+                            failure: None,
+                        }
+                    }
+                    Err(failure) => Reservation {
+                        items: items.to_vec(),
+                        status: ReservationStatus::Failed,
+                        failure: Some(failure),
+                    },
+                };
+                t.put(t.reservations, order_id, &reservation)?;
+                Ok(reservation)
+            })
+            .await?;
         self.durable(true).await?;
         Ok(outcome)
     }
@@ -353,66 +402,139 @@ impl Store {
     /// (retried) reserve for it cannot hold stock that nobody will release.
     pub async fn release(&self, order_id: Uuid) -> Result<bool> {
         let cid = correlation::current_or_new();
-        let released = self.transact(|t| {
-            let Some(mut reservation) = get_json::<Reservation>(t.reservations, order_id)? else {
-                t.put(
-                    t.reservations,
-                    order_id,
-                    &Reservation {
-                        items: Vec::new(),
-                        status: ReservationStatus::Released,
-                        failure: None,
-                    },
-                )?;
-                return Ok(false);
-            };
-            if reservation.status != ReservationStatus::Active {
-                return Ok(false);
-            }
-            for (id, qty) in &reservation.items {
-                let product = t.product(*id)?;
-                let mut stock = t.stock_of(*id)?;
-                stock.reserved = (stock.reserved - qty).max(0);
-                if domain::update_low_flag(&mut stock, product.low_stock_threshold) {
-                    t.stock_low(&product, &stock, &cid)?;
+        let released = self
+            .transact(move |t| {
+                let Some(mut reservation) = get_json::<Reservation>(t.reservations, order_id)?
+                else {
+                    t.put(
+                        t.reservations,
+                        order_id,
+                        &Reservation {
+                            items: Vec::new(),
+                            status: ReservationStatus::Released,
+                            failure: None,
+                        },
+                    )?;
+                    return Ok(false);
+                };
+                if reservation.status != ReservationStatus::Active {
+                    return Ok(false);
                 }
-                t.put(t.stock, *id, &stock)?;
-            }
-            reservation.status = ReservationStatus::Released;
-            t.put(t.reservations, order_id, &reservation)?;
-            Ok(true)
-        })?;
+                for (id, qty) in &reservation.items {
+                    let product = t.product(*id)?;
+                    let mut stock = t.stock_of(*id)?;
+                    stock.reserved = (stock.reserved - qty).max(0);
+                    if domain::update_low_flag(&mut stock, product.low_stock_threshold) {
+                        t.stock_low(&product, &stock, &cid)?;
+                    }
+                    t.put(t.stock, *id, &stock)?;
+                }
+                reservation.status = ReservationStatus::Released;
+                t.put(t.reservations, order_id, &reservation)?;
+                Ok(true)
+            })
+            .await?;
         self.durable(false).await?;
         Ok(released)
     }
 
-    fn transact<T>(&self, f: impl Fn(&Tx<'_>) -> TxResult<T>) -> Result<T> {
-        let result = (
-            &self.products,
-            &self.stock,
-            &self.reservations,
-            &self.outbox,
-            &self.by_name,
-            &self.by_category,
-        )
-            .transaction(
-                |(products, stock, reservations, outbox, by_name, by_category)| {
-                    f(&Tx {
-                        products,
-                        stock,
-                        reservations,
-                        outbox,
-                        by_name,
-                        by_category,
-                    })
-                },
-            );
-        match result {
-            Ok(v) => Ok(v),
-            Err(TransactionError::Abort(e)) => Err(e),
-            Err(TransactionError::Storage(e)) => Err(e.into()),
+    /// Runs `f` in the writer's next batch; its writes are committed (not yet flushed) when
+    /// this returns `Ok`.
+    async fn transact<T: Send + 'static>(
+        &self,
+        f: impl Fn(&Tx<'_>) -> TxResult<T> + Send + 'static,
+    ) -> Result<T> {
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(move |t| f(t).map(|v| Box::new(v) as Box<dyn Any + Send>));
+        self.writes
+            .send(Queued { job, reply })
+            .await
+            .map_err(|_| Error::Flush(FlusherStopped))?;
+        let done = answer.await.map_err(|_| Error::Flush(FlusherStopped))??;
+        Ok(*done
+            .downcast::<T>()
+            .expect("a job answers with its own type"))
+    }
+}
+
+/// The trees a write may touch, owned by the writer task.
+struct Trees {
+    products: Tree,
+    stock: Tree,
+    reservations: Tree,
+    outbox: Tree,
+    by_name: Tree,
+    by_category: Tree,
+}
+
+/// The writer task: runs everything queued in one transaction and answers each write.
+async fn writer(trees: Trees, mut queue: mpsc::Receiver<Queued>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let mut jobs = std::mem::take(&mut batch);
+        // Each round either commits every remaining job, or takes out the one that aborted.
+        while !jobs.is_empty() {
+            match run_batch(&trees, &jobs) {
+                Ok(results) => {
+                    for (job, result) in jobs.drain(..).zip(results) {
+                        let _ = job.reply.send(Ok(result));
+                    }
+                }
+                Err(TransactionError::Abort((index, error))) => {
+                    let _ = jobs.remove(index).reply.send(Err(error));
+                }
+                Err(TransactionError::Storage(error)) => {
+                    tracing::error!(%error, writes = jobs.len(), "Writing a batch failed.");
+                    for job in jobs.drain(..) {
+                        let _ = job.reply.send(Err(Error::Storage(error.clone())));
+                    }
+                }
+            }
         }
     }
+}
+
+/// One transaction over every tree, running `jobs` in order; an `Abort` names the job.
+fn run_batch(
+    trees: &Trees,
+    jobs: &[Queued],
+) -> std::result::Result<Vec<Box<dyn Any + Send>>, TransactionError<(usize, Error)>> {
+    (
+        &trees.products,
+        &trees.stock,
+        &trees.reservations,
+        &trees.outbox,
+        &trees.by_name,
+        &trees.by_category,
+    )
+        .transaction(
+            |(products, stock, reservations, outbox, by_name, by_category)| {
+                let tx = Tx {
+                    products,
+                    stock,
+                    reservations,
+                    outbox,
+                    by_name,
+                    by_category,
+                };
+                let mut results = Vec::with_capacity(jobs.len());
+                for (index, queued) in jobs.iter().enumerate() {
+                    match (queued.job)(&tx) {
+                        Ok(result) => results.push(result),
+                        Err(ConflictableTransactionError::Abort(e)) => {
+                            return Err(ConflictableTransactionError::Abort((index, e)));
+                        }
+                        Err(ConflictableTransactionError::Conflict) => {
+                            return Err(ConflictableTransactionError::Conflict);
+                        }
+                        Err(ConflictableTransactionError::Storage(e)) => {
+                            return Err(ConflictableTransactionError::Storage(e));
+                        }
+                    }
+                }
+                Ok(results)
+            },
+        )
 }
 
 /// The trees of one transaction, with the helpers every write uses.
@@ -557,4 +679,53 @@ fn id_from_index_key(key: &[u8]) -> Result<Uuid> {
         .checked_sub(16)
         .and_then(|start| Uuid::from_slice(&key[start..]).ok())
         .ok_or_else(|| Error::Corrupt("index key too short".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new_product(stock: i64) -> NewProduct {
+        NewProduct {
+            fields: domain::CatalogFields {
+                name: "Batch".into(),
+                description: String::new(),
+                price: "1.00".parse().unwrap(),
+                category: "Test".into(),
+                low_stock_threshold: 0,
+            },
+            stock_quantity: stock,
+        }
+    }
+
+    /// Writes that fail their checks share batches with writes that succeed: the failures change
+    /// nothing, the others all land exactly once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_write_leaves_the_rest_of_its_batch_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let id = store.create(&new_product(10)).await.unwrap().product.id;
+        let fields = new_product(0).fields;
+        let writes = (0..40).map(|i| {
+            let (store, fields) = (store.clone(), fields.clone());
+            tokio::spawn(async move {
+                if i % 2 == 0 {
+                    store.adjust_stock(id, 1).await.map(|_| ())
+                } else {
+                    store.update(id, &fields, Some(99)).await.map(|_| ())
+                }
+            })
+        });
+        let results = futures::future::join_all(writes).await;
+        for (i, result) in results.into_iter().enumerate() {
+            match (i % 2, result.unwrap()) {
+                (0, Ok(())) => {}
+                (1, Err(Error::VersionMismatch { expected: 99, .. })) => {}
+                (_, other) => panic!("write {i}: unexpected {other:?}"),
+            }
+        }
+        let entry = store.get(id).unwrap().unwrap();
+        assert_eq!(entry.stock.on_hand, 30);
+        assert_eq!(entry.product.version, 1);
+    }
 }
