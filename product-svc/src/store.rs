@@ -65,11 +65,12 @@ const MAX_BATCH: usize = 256;
 
 /// A write for the writer task: re-runnable (a batch may run more than once), with its result
 /// type erased so writes of every kind share one queue.
-type Job = Box<dyn Fn(&Tx<'_>) -> TxResult<Box<dyn Any + Send>> + Send>;
+type Job = Box<dyn Fn(&Tx<'_>) -> TxResult<Erased> + Send>;
+type Erased = Box<dyn Any + Send>;
 
 struct Queued {
     job: Job,
-    reply: oneshot::Sender<Result<Box<dyn Any + Send>>>,
+    reply: oneshot::Sender<Result<Erased>>,
 }
 
 impl Store {
@@ -445,7 +446,7 @@ impl Store {
         f: impl Fn(&Tx<'_>) -> TxResult<T> + Send + 'static,
     ) -> Result<T> {
         let (reply, answer) = oneshot::channel();
-        let job: Job = Box::new(move |t| f(t).map(|v| Box::new(v) as Box<dyn Any + Send>));
+        let job: Job = Box::new(move |t| f(t).map(|v| Box::new(v) as Erased));
         self.writes
             .send(Queued { job, reply })
             .await
@@ -498,7 +499,7 @@ async fn writer(trees: Trees, mut queue: mpsc::Receiver<Queued>) {
 fn run_batch(
     trees: &Trees,
     jobs: &[Queued],
-) -> std::result::Result<Vec<Box<dyn Any + Send>>, TransactionError<(usize, Error)>> {
+) -> std::result::Result<Vec<Erased>, TransactionError<(usize, Error)>> {
     (
         &trees.products,
         &trees.stock,
