@@ -91,7 +91,7 @@ impl Store {
             writes,
             relay_wake: Arc::new(Notify::new()),
         };
-        tokio::spawn(writer(store.trees(), queue));
+        tokio::spawn(writer(store.trees(), queue, store.commit.clone()));
         Ok(store)
     }
 
@@ -127,13 +127,11 @@ impl Store {
         self.commit.close().await;
     }
 
-    /// Waits for a group-commit flush, then wakes the relay for anything the write queued.
-    async fn durable(&self, wrote_events: bool) -> Result<()> {
-        self.commit.flush().await?;
+    /// Wakes the relay for anything a write queued (the writer flushed before answering).
+    fn wake_relay(&self, wrote_events: bool) {
         if wrote_events {
             self.relay_wake.notify_one();
         }
-        Ok(())
     }
 
     // -----------------------------------------------------------------------------------------
@@ -158,7 +156,7 @@ impl Store {
                 Ok(Entry { product, stock })
             })
             .await?;
-        self.durable(true).await?;
+        self.wake_relay(true);
         tracing::info!(product_id = %id, version = 1, "Product created.");
         Ok(entry)
     }
@@ -254,7 +252,7 @@ impl Store {
             })
             .await?;
         if changed {
-            self.durable(true).await?;
+            self.wake_relay(true);
             tracing::info!(product_id = %id, version = entry.product.version, "Product updated.");
         }
         Ok(entry)
@@ -295,7 +293,7 @@ impl Store {
             })
             .await?;
         if changed {
-            self.durable(true).await?;
+            self.wake_relay(true);
             tracing::info!(product_id = %id, version = entry.product.version, "Product discontinued.");
         }
         Ok(entry)
@@ -324,7 +322,7 @@ impl Store {
                 ))
             })
             .await?;
-        self.durable(crossed).await?;
+        self.wake_relay(crossed);
         tracing::info!(product_id = %id, delta, on_hand = entry.stock.on_hand, "Stock adjusted.");
         Ok(entry)
     }
@@ -395,7 +393,7 @@ impl Store {
                 Ok(reservation)
             })
             .await?;
-        self.durable(true).await?;
+        self.wake_relay(true);
         Ok(outcome)
     }
 
@@ -435,12 +433,12 @@ impl Store {
                 Ok(true)
             })
             .await?;
-        self.durable(false).await?;
+        self.wake_relay(false);
         Ok(released)
     }
 
-    /// Runs `f` in the writer's next batch; its writes are committed (not yet flushed) when
-    /// this returns `Ok`.
+    /// Runs `f` in the writer's next batch; its writes are committed and flushed when this
+    /// returns `Ok`.
     async fn transact<T: Send + 'static>(
         &self,
         f: impl Fn(&Tx<'_>) -> TxResult<T> + Send + 'static,
@@ -468,8 +466,9 @@ struct Trees {
     by_category: Tree,
 }
 
-/// The writer task: runs everything queued in one transaction and answers each write.
-async fn writer(trees: Trees, mut queue: mpsc::Receiver<Queued>) {
+/// The writer task: runs everything queued in one transaction, flushes, answers each write, and
+/// only then takes the next batch, so under load batches grow rather than their number.
+async fn writer(trees: Trees, mut queue: mpsc::Receiver<Queued>, commit: GroupCommit) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let mut jobs = std::mem::take(&mut batch);
@@ -477,8 +476,11 @@ async fn writer(trees: Trees, mut queue: mpsc::Receiver<Queued>) {
         while !jobs.is_empty() {
             match run_batch(&trees, &jobs) {
                 Ok(results) => {
+                    let flushed = commit.flush().await;
                     for (job, result) in jobs.drain(..).zip(results) {
-                        let _ = job.reply.send(Ok(result));
+                        let _ = job
+                            .reply
+                            .send(flushed.map(|()| result).map_err(Error::from));
                     }
                 }
                 Err(TransactionError::Abort((index, error))) => {
