@@ -2,21 +2,29 @@
 //! sled through the version guard.
 //!
 //! Why it works the way it does:
-//! - **Batches.** Whatever is ready (up to 1,000 messages) is applied in one sled transaction that
-//!   also moves the checkpoint (last applied stream sequence), flushed once, then acked. A crash
-//!   between flush and ack only causes redelivery, which the version guard makes harmless.
+//! - **Batches.** Whatever is ready (up to 1,000 messages) is applied in one sled batch that
+//!   also moves the checkpoint (last applied stream sequence), flushed once, then acked with
+//!   **one** ack: the durable uses `AckPolicy::All`, so acking the batch's last message acks the
+//!   batch (a thousand ack publishes per batch were a fifth of a replay's cost). A crash between
+//!   flush and ack only causes redelivery, which the version guard makes harmless.
 //! - **Cold start.** An empty store (no checkpoint) must see the whole stream, but a durable's
 //!   deliver policy is immutable and an existing durable may have acked far ahead: so the durable
 //!   is deleted and recreated with `DeliverPolicy::All`. Because `PRODUCTS` keeps one message per
 //!   product, this costs O(products), not O(events).
 //! - **Behind the ack floor.** If the checkpoint is behind what the durable acked (sled lost
 //!   flushed-then-acked data, or a restored backup), delivery restarts at checkpoint + 1.
+//! - **Delivered past the checkpoint.** Messages delivered to a previous session but not applied
+//!   (a crash, or prefetched at shutdown) would be acknowledged by the next ack-all, so a session
+//!   that finds the durable's delivered sequence past the checkpoint also restarts at
+//!   checkpoint + 1.
 //! - **Poison.** Undecodable or unknown messages are terminated, counted and logged with their
 //!   sequence; they still advance the checkpoint, so they never stall the consumer.
 //! - **Supervision.** A vanished consumer makes async-nats' `messages()` yield errors forever;
 //!   persistent errors end the session, and the next session recreates the durable from the
 //!   checkpoint.
 use std::{
+    future::Future,
+    pin::Pin,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -147,9 +155,21 @@ impl Projector {
         let mut lag_tick = tokio::time::interval(Duration::from_millis(500));
         let mut ticks = 0u32;
         let mut consecutive_errors = 0u32;
+        // The previous batch's flush and ack, running while the next batch is decoded and
+        // written (a flush is mostly waiting on the disk).
+        let mut finishing: Option<Finishing<'_>> = None;
         loop {
             tokio::select! {
-                _ = cancel.cancelled() => return Ok(()),
+                _ = cancel.cancelled() => {
+                    if let Some(finish) = finishing.take() {
+                        finish.await?;
+                    }
+                    return Ok(());
+                }
+                result = async { finishing.as_mut().expect("guarded").await }, if finishing.is_some() => {
+                    finishing = None;
+                    result?;
+                }
                 _ = lag_tick.tick() => {
                     ticks = ticks.wrapping_add(1);
                     if !self.status.ready.load(Ordering::SeqCst) || ticks.is_multiple_of(10) {
@@ -181,11 +201,12 @@ impl Projector {
                     }
                     if !batch.is_empty() {
                         consecutive_errors = 0;
-                        self.apply(batch).await?;
-                        let checkpoint = self.status.checkpoint.load(Ordering::SeqCst);
-                        if checkpoint >= self.status.target.load(Ordering::SeqCst) {
-                            self.status.mark_ready("checkpoint reached the start-up stream sequence");
+                        let written = self.write(batch)?;
+                        // Acks go out in batch order: the previous batch finishes first.
+                        if let Some(previous) = finishing.take() {
+                            previous.await?;
                         }
+                        finishing = Some(Box::pin(self.finish(written)));
                     }
                 }
             }
@@ -212,6 +233,22 @@ impl Projector {
                     start_sequence: c + 1,
                 })
             }
+            // Delivered past the checkpoint: those messages were never applied, and with
+            // ack-all the next ack would acknowledge them; so delivery restarts after the
+            // checkpoint. (Also upgrades a durable created with one-by-one acks.)
+            (Some(c), Some(info))
+                if info.delivered.stream_sequence > c
+                    || info.config.ack_policy != AckPolicy::All =>
+            {
+                tracing::info!(
+                    checkpoint = c,
+                    delivered = info.delivered.stream_sequence,
+                    "Restarting delivery right after the checkpoint."
+                );
+                Some(DeliverPolicy::ByStartSequence {
+                    start_sequence: c + 1,
+                })
+            }
             (Some(_), Some(_)) => None,
             (Some(c), None) => Some(DeliverPolicy::ByStartSequence {
                 start_sequence: c + 1,
@@ -225,7 +262,7 @@ impl Projector {
                 .create_consumer(pull::Config {
                     durable_name: Some(self.durable.clone()),
                     deliver_policy,
-                    ack_policy: AckPolicy::Explicit,
+                    ack_policy: AckPolicy::All,
                     ack_wait: Duration::from_secs(10),
                     max_deliver: 20,
                     max_ack_pending: (BATCH * 4) as i64,
@@ -254,7 +291,8 @@ impl Projector {
         }
     }
 
-    async fn apply(&self, batch: Vec<jetstream::Message>) -> Result<(), SessionError> {
+    /// Decodes a batch and writes it (rows and checkpoint, atomically; not yet flushed).
+    fn write(&self, batch: Vec<jetstream::Message>) -> Result<Written, SessionError> {
         let mut updates = Vec::with_capacity(batch.len());
         let mut poison = Vec::new();
         let mut last_seq = None;
@@ -278,39 +316,71 @@ impl Projector {
             }
         }
         let changed = self.store.apply_events(&updates, last_seq)?;
+        Ok(Written {
+            applied: updates.len(),
+            batch,
+            poison,
+            last_seq,
+            pending_after,
+            changed,
+        })
+    }
+
+    /// Flushes a written batch, then acks it and publishes the progress.
+    async fn finish(&self, w: Written) -> Result<(), SessionError> {
         self.store.flush().await?;
-        for (i, msg) in batch.iter().enumerate() {
-            let result = if poison.contains(&i) {
-                msg.ack_with(AckKind::Term).await
-            } else {
-                msg.ack().await
-            };
-            if let Err(error) = result {
+        // Poison is terminated one by one; one ack of the last good message acks the rest.
+        let last_good = (0..w.batch.len()).rev().find(|i| !w.poison.contains(i));
+        let acks = w
+            .poison
+            .iter()
+            .map(|&i| (i, AckKind::Term))
+            .chain(last_good.map(|i| (i, AckKind::Ack)));
+        for (i, kind) in acks {
+            if let Err(error) = w.batch[i].ack_with(kind).await {
                 // The data is applied and flushed; a lost ack only means a harmless redelivery.
                 tracing::debug!(%error, "Ack failed.");
             }
         }
-        if let Some(seq) = last_seq {
+        if let Some(seq) = w.last_seq {
             self.status.checkpoint.fetch_max(seq, Ordering::SeqCst);
         }
-        if let Some(pending) = pending_after {
+        if let Some(pending) = w.pending_after {
             // Messages the server still holds for us after this batch (free: from the ack subject).
             self.status.lag.store(pending, Ordering::Relaxed);
         }
         self.status
             .applied
-            .fetch_add(updates.len() as u64, Ordering::Relaxed);
+            .fetch_add(w.applied as u64, Ordering::Relaxed);
         self.status
             .poison
-            .fetch_add(poison.len() as u64, Ordering::Relaxed);
+            .fetch_add(w.poison.len() as u64, Ordering::Relaxed);
         tracing::debug!(
-            messages = batch.len(),
-            changed,
-            poison = poison.len(),
+            messages = w.batch.len(),
+            changed = w.changed,
+            poison = w.poison.len(),
             "Applied a batch of product events."
         );
+        let checkpoint = self.status.checkpoint.load(Ordering::SeqCst);
+        if checkpoint >= self.status.target.load(Ordering::SeqCst) {
+            self.status
+                .mark_ready("checkpoint reached the start-up stream sequence");
+        }
         Ok(())
     }
+}
+
+/// A batch's flush and ack, in flight.
+type Finishing<'a> = Pin<Box<dyn Future<Output = Result<(), SessionError>> + Send + 'a>>;
+
+/// A batch written to sled, waiting for its flush and ack.
+struct Written {
+    batch: Vec<jetstream::Message>,
+    poison: Vec<usize>,
+    last_seq: Option<u64>,
+    pending_after: Option<u64>,
+    applied: usize,
+    changed: usize,
 }
 
 /// The server's "consumer not found" (JetStream error 10014), whatever the client's error type.
