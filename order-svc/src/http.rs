@@ -213,7 +213,7 @@ async fn ready(State(state): State<AppState>) -> Response {
             "target": s.target.load(Ordering::Relaxed),
             "applied": s.applied.load(Ordering::Relaxed),
             "poison": s.poison.load(Ordering::Relaxed),
-            "products": state.orders.store.snapshot_len(),
+            "products": state.orders.store.snapshot_len().unwrap_or_default(),
         },
         "pendingOrders": state.orders.store.pending_count(),
         "owedReleases": state.orders.store.releases_count(),

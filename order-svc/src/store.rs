@@ -9,7 +9,7 @@
 //!   cancel, so a cancel can never lose its release);
 //! - `outbox` (order events for the relay); `idempotency` (Idempotency-Key → fingerprint, order);
 //! - `snapshot`: the ProductSnapshot rows (`p` + id) **and** the projection checkpoint
-//!   (`m:checkpoint`), in one tree so one atomic batch moves both.
+//!   (`m:checkpoint`) and row count (`m:rows`), in one tree so one atomic batch moves them all.
 //!
 //! Order writes go through one writer task that applies every write waiting in its queue in
 //! **one** sled transaction, then flushes once. Why: sled seals and writes its log buffer twice
@@ -43,6 +43,9 @@ use crate::{
 };
 
 const CHECKPOINT_KEY: &[u8] = b"m:checkpoint";
+/// How many product rows the snapshot holds, kept in the batches that add rows (readiness reports
+/// it, and `Tree::len` is a full scan).
+const ROWS_KEY: &[u8] = b"m:rows";
 /// Most writes applied in one transaction (bounds the time the writer holds sled's write lock).
 const MAX_BATCH: usize = 256;
 
@@ -143,6 +146,12 @@ impl Store {
             relay_wake.clone(),
             release_wake.clone(),
         ));
+        let snapshot = db.open_tree("snapshot")?;
+        if snapshot.get(ROWS_KEY)?.is_none() {
+            // A store from before the row count was kept: count once.
+            let rows = snapshot.scan_prefix(b"p").count() as u64;
+            snapshot.insert(ROWS_KEY, &rows.to_be_bytes())?;
+        }
         Ok(Self {
             orders: trees.orders,
             by_customer: trees.by_customer,
@@ -151,7 +160,7 @@ impl Store {
             releases: trees.releases,
             outbox: trees.outbox,
             idempotency: trees.idempotency,
-            snapshot: db.open_tree("snapshot")?,
+            snapshot,
             snapshot_writer: Arc::default(),
             commit,
             writes,
@@ -317,32 +326,36 @@ impl Store {
         page_size: usize,
     ) -> Result<(Vec<(Uuid, ProductView)>, usize)> {
         let skip = (page - 1).saturating_mul(page_size);
-        let mut total = 0;
-        let mut items = Vec::new();
-        for kv in self.snapshot.scan_prefix(b"p") {
+        let mut items = Vec::with_capacity(page_size.min(1000));
+        for kv in self.snapshot.scan_prefix(b"p").skip(skip).take(page_size) {
             let (key, value) = kv?;
-            if total >= skip && items.len() < page_size {
-                let id = Uuid::from_slice(&key[1..]).map_err(|e| Error::Corrupt(e.to_string()))?;
-                items.push((id, from_json(&value)?));
-            }
-            total += 1;
+            let id = Uuid::from_slice(&key[1..]).map_err(|e| Error::Corrupt(e.to_string()))?;
+            items.push((id, from_json(&value)?));
         }
-        Ok((items, total))
+        Ok((items, self.snapshot_len()? as usize))
     }
 
-    pub fn snapshot_len(&self) -> usize {
-        self.snapshot
-            .len()
-            .saturating_sub(usize::from(self.checkpoint().ok().flatten().is_some()))
+    /// How many products the snapshot holds.
+    pub fn snapshot_len(&self) -> Result<u64> {
+        self.meta(ROWS_KEY).map(Option::unwrap_or_default)
     }
 
     /// The stream sequence of the last applied event; `None` on an empty (cold) store.
     pub fn checkpoint(&self) -> Result<Option<u64>> {
-        Ok(self.snapshot.get(CHECKPOINT_KEY)?.map(|v| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&v[..8]);
-            u64::from_be_bytes(b)
-        }))
+        self.meta(CHECKPOINT_KEY)
+    }
+
+    fn meta(&self, key: &[u8]) -> Result<Option<u64>> {
+        self.snapshot
+            .get(key)?
+            .map(|v| {
+                <[u8; 8]>::try_from(v.as_ref())
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| {
+                        Error::Corrupt(format!("{} is not a u64", String::from_utf8_lossy(key)))
+                    })
+            })
+            .transpose()
     }
 
     /// Applies a batch of events through the version guard and moves the checkpoint to
@@ -359,7 +372,7 @@ impl Store {
         let _writer = self.snapshot_writer.lock().expect("snapshot writer lock");
         let mut staged: HashMap<Uuid, u64> = HashMap::with_capacity(updates.len());
         let mut batch = sled::Batch::default();
-        let mut changed = 0;
+        let (mut changed, mut added) = (0, 0);
         for u in updates {
             let current_version = match staged.get(&u.product_id) {
                 Some(v) => Some(*v),
@@ -373,7 +386,12 @@ impl Store {
                 batch.insert(snapshot_key(u.product_id).as_slice(), to_json(&u.view)?);
                 staged.insert(u.product_id, u.view.version);
                 changed += 1;
+                added += u64::from(current_version.is_none());
             }
+        }
+        if added > 0 {
+            let rows = self.snapshot_len()? + added;
+            batch.insert(ROWS_KEY, &rows.to_be_bytes());
         }
         if let Some(seq) = checkpoint
             && self.checkpoint()?.is_none_or(|c| seq > c)
@@ -633,5 +651,59 @@ fn unwrap_tx<T>(result: std::result::Result<T, TransactionError<Error>>) -> Resu
         Ok(v) => Ok(v),
         Err(TransactionError::Abort(e)) => Err(e),
         Err(TransactionError::Storage(e)) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn update(id: Uuid, version: u64) -> SnapshotUpdate {
+        SnapshotUpdate {
+            product_id: id,
+            view: ProductView {
+                name: format!("v{version}"),
+                description: String::new(),
+                price: "1.00".parse().unwrap(),
+                category: "C".into(),
+                version,
+                deleted: false,
+                updated_at: Utc::now(),
+            },
+        }
+    }
+
+    /// The row count follows new products only (not updates, not stale events) and survives a
+    /// restart with the checkpoint.
+    #[test]
+    fn snapshot_row_count_and_checkpoint_move_with_the_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        // One runtime per "process": dropping it stops the tasks that hold the database.
+        let runtime = || tokio::runtime::Runtime::new().unwrap();
+        runtime().block_on(async {
+            let store = Store::open(dir.path(), 1 << 20).unwrap();
+            assert_eq!(store.snapshot_len().unwrap(), 0);
+            assert_eq!(store.checkpoint().unwrap(), None);
+            let changed = store
+                .apply_events(&[update(a, 1), update(a, 2), update(b, 1)], Some(3))
+                .unwrap();
+            assert_eq!(changed, 3);
+            // An update, a stale event and a duplicate: no new rows.
+            let changed = store
+                .apply_events(&[update(b, 2), update(a, 1), update(b, 2)], Some(6))
+                .unwrap();
+            assert_eq!(changed, 1);
+            assert_eq!(store.snapshot_len().unwrap(), 2);
+            store.close().await;
+        });
+        runtime().block_on(async {
+            let store = Store::open(dir.path(), 1 << 20).unwrap();
+            assert_eq!(store.snapshot_len().unwrap(), 2);
+            assert_eq!(store.checkpoint().unwrap(), Some(6));
+            assert_eq!(store.product(a).unwrap().unwrap().version, 2);
+            let (page, total) = store.snapshot_page(1, 1).unwrap();
+            assert_eq!((page.len(), total), (1, 2));
+        });
     }
 }
