@@ -64,8 +64,9 @@ pub struct ProjectionStatus {
 }
 
 impl ProjectionStatus {
-    fn mark_ready(&self, why: &str) {
+    fn mark_ready(&self, store: &Store, why: &str) {
         if !self.ready.swap(true, Ordering::SeqCst) {
+            store.end_cold_start();
             tracing::info!(
                 checkpoint = self.checkpoint.load(Ordering::Relaxed),
                 applied = self.applied.load(Ordering::Relaxed),
@@ -282,7 +283,8 @@ impl Projector {
                 // Lag = messages not yet delivered (acks in flight are not lag).
                 self.status.lag.store(info.num_pending, Ordering::Relaxed);
                 if info.num_pending == 0 && info.num_ack_pending == 0 {
-                    self.status.mark_ready("consumer has nothing pending");
+                    self.status
+                        .mark_ready(&self.store, "consumer has nothing pending");
                 }
                 Ok(())
             }
@@ -363,8 +365,10 @@ impl Projector {
         );
         let checkpoint = self.status.checkpoint.load(Ordering::SeqCst);
         if checkpoint >= self.status.target.load(Ordering::SeqCst) {
-            self.status
-                .mark_ready("checkpoint reached the start-up stream sequence");
+            self.status.mark_ready(
+                &self.store,
+                "checkpoint reached the start-up stream sequence",
+            );
         }
         Ok(())
     }
