@@ -8,6 +8,7 @@
 #![allow(clippy::print_stdout)]
 
 use std::{
+    collections::HashMap,
     path::Path,
     sync::{
         Arc,
@@ -345,6 +346,9 @@ where
     }
     (total as f64 / started.elapsed().as_secs_f64(), hist)
 }
+
+/// One mode's legs of the create-order load: seconds, orders, latencies, CPU seconds per process.
+type Legs = (f64, usize, Histogram<u64>, Vec<f64>);
 
 struct NullStock;
 
@@ -700,50 +704,67 @@ async fn main() {
             None,
             "",
         );
+        // Legs run in the order snapshot, grpc, grpc, snapshot (half the orders each), so a
+        // drift of the machine or of product-svc's growing store favours neither mode.
         let mut mode_rates = Vec::new();
-        for (mode, http) in [
-            ("snapshot", snapshot.http.clone()),
-            ("grpc", grpc_mode.http.clone()),
+        for (clients, total, base, base_hist) in [
+            (1, orders_1, raw1, &raw1_hist),
+            (64, orders_64, raw64, &raw64_hist),
         ] {
-            for (clients, total, base, base_hist) in [
-                (1, orders_1, raw1, &raw1_hist),
-                (64, orders_64, raw64, &raw64_hist),
-            ] {
-                let (c, http2, ids2) = (client.clone(), http.clone(), ids.clone());
+            let mut acc: HashMap<&str, Legs> = HashMap::new();
+            for mode in ["snapshot", "grpc", "grpc", "snapshot"] {
+                let http = if mode == "snapshot" {
+                    snapshot.http.clone()
+                } else {
+                    grpc_mode.http.clone()
+                };
+                let order_pid = if mode == "snapshot" {
+                    snapshot.pid()
+                } else {
+                    grpc_mode.pid()
+                };
                 let pids = [
-                    ("nats-server", nats.pid().unwrap_or(0)),
-                    ("product-svc", product.pid()),
-                    (
-                        if mode == "snapshot" {
-                            "order-svc"
-                        } else {
-                            "order-svc (grpc)"
-                        },
-                        if mode == "snapshot" {
-                            snapshot.pid()
-                        } else {
-                            grpc_mode.pid()
-                        },
-                    ),
-                    ("load generator", std::process::id()),
+                    nats.pid().unwrap_or(0),
+                    product.pid(),
+                    order_pid,
+                    std::process::id(),
                 ];
-                let cpu_before: Vec<f64> = pids.iter().map(|(_, p)| cpu_secs(*p)).collect();
-                let (rate, hist) = load(clients, total, move |i| {
-                let (c, http, id) = (c.clone(), http2.clone(), ids2[(i * 7919) % ids2.len()].clone());
-                async move {
-                    let body = json!({"customerId": Uuid::new_v4(), "customerEmail": "bench@example.com", "items": [{"productId": id, "quantity": 1}]});
-                    c.post(format!("{http}/api/orders")).json(&body).send().await.map(|r| r.status() == 201).unwrap_or(false)
+                let leg = total / 2;
+                let (c, ids2) = (client.clone(), ids.clone());
+                let cpu_before: Vec<f64> = pids.iter().map(|p| cpu_secs(*p)).collect();
+                let (rate, hist) = load(clients, leg, move |i| {
+                    let (c, http, id) = (c.clone(), http.clone(), ids2[(i * 7919) % ids2.len()].clone());
+                    async move {
+                        let body = json!({"customerId": Uuid::new_v4(), "customerEmail": "bench@example.com", "items": [{"productId": id, "quantity": 1}]});
+                        c.post(format!("{http}/api/orders")).json(&body).send().await.map(|r| r.status() == 201).unwrap_or(false)
+                    }
+                })
+                .await;
+                let a = acc
+                    .entry(mode)
+                    .or_insert_with(|| (0.0, 0, Histogram::new(3).unwrap(), vec![0.0; pids.len()]));
+                a.0 += leg as f64 / rate;
+                a.1 += leg;
+                a.2.add(&hist).unwrap();
+                for (k, (pid, before)) in pids.iter().zip(&cpu_before).enumerate() {
+                    a.3[k] += cpu_secs(*pid) - before;
                 }
-            })
-            .await;
+            }
+            for mode in ["snapshot", "grpc"] {
+                let (secs, orders, hist, cpu) = &acc[mode];
+                let rate = *orders as f64 / secs;
                 if clients == 64 {
-                    for ((name, pid), before) in pids.iter().zip(&cpu_before) {
-                        let ms_per_1000 =
-                            (cpu_secs(*pid) - before) * 1000.0 / (total as f64 / 1000.0);
+                    let order_name = if mode == "snapshot" {
+                        "order-svc"
+                    } else {
+                        "order-svc (grpc)"
+                    };
+                    let names = ["nats-server", "product-svc", order_name, "load generator"];
+                    for (name, cpu) in names.iter().zip(cpu) {
                         report.add(
                             "4 create order",
                             &format!("{mode}, 64 clients: CPU of {name} per 1,000 orders"),
-                            ms_per_1000,
+                            cpu * 1000.0 / (*orders as f64 / 1000.0),
                             "ms",
                             None,
                             "",
@@ -766,7 +787,7 @@ async fn main() {
                     &mut report,
                     "4 create order",
                     &format!("{mode}, {clients} clients"),
-                    &hist,
+                    hist,
                     Some(base_hist),
                 );
                 mode_rates.push(((mode, clients), rate, hist.value_at_quantile(0.99)));
