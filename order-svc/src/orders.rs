@@ -45,9 +45,10 @@ impl Orders {
         request: OrderRequest,
         idempotency_key: Option<String>,
     ) -> Result<Placed> {
-        let fingerprint = request.fingerprint();
-        if let Some(key) = &idempotency_key
-            && let Some(existing) = self.store.find_idempotent(key, &fingerprint)?
+        // Only a keyed request needs its fingerprint (it is the request serialized once more).
+        let fingerprint = idempotency_key.as_ref().map(|_| request.fingerprint());
+        if let (Some(key), Some(fingerprint)) = (&idempotency_key, &fingerprint)
+            && let Some(existing) = self.store.find_idempotent(key, fingerprint)?
         {
             let order = self.store.get(existing)?.ok_or(Error::NotFound(existing))?;
             tracing::info!(order_id = %existing, "Idempotent replay of a create request.");
@@ -57,9 +58,7 @@ impl Orders {
         let catalog = self.catalog(&ids).await?;
         let order = domain::price_order(Uuid::now_v7(), &request, &catalog, Utc::now())
             .map_err(Error::UnknownProducts)?;
-        let idem = idempotency_key
-            .as_deref()
-            .map(|k| (k, fingerprint.as_str()));
+        let idem = idempotency_key.as_deref().zip(fingerprint.as_deref());
         if let Inserted::Existing(existing) = self.store.insert_pending(&order, idem).await? {
             let order = self.store.get(existing)?.ok_or(Error::NotFound(existing))?;
             return Ok(Placed::of(order));
