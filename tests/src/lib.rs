@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 pub mod nats;
 pub mod proxy;
-pub use nats::NatsServer;
+pub use nats::{NatsCluster, NatsServer};
 pub use proxy::FaultyProxy;
 
 /// The workspace root (for `nats/test.conf` and the service binaries).

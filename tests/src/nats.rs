@@ -148,3 +148,137 @@ impl Drop for NatsServer {
         self.kill();
     }
 }
+
+/// Three `nats-server`s in one JetStream cluster on loopback: private store dirs, client and
+/// route ports picked free at start. What `just cluster` runs, with test ports.
+pub struct NatsCluster {
+    dir: TempDir,
+    nodes: Vec<ClusterNode>,
+}
+
+struct ClusterNode {
+    name: String,
+    port: u16,
+    route_port: u16,
+    child: Option<Child>,
+}
+
+impl NatsCluster {
+    pub fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("eshop-nats-cluster-")
+            .tempdir()
+            .expect("tempdir");
+        let nodes = (1..=3)
+            .map(|n| ClusterNode {
+                name: format!("n{n}"),
+                port: crate::free_port(),
+                route_port: crate::free_port(),
+                child: None,
+            })
+            .collect();
+        let mut cluster = Self { dir, nodes };
+        for i in 0..3 {
+            cluster.spawn(i);
+        }
+        for i in 0..3 {
+            cluster.wait_accepting(i);
+        }
+        cluster
+    }
+
+    /// Every node's URL, comma-separated (what `NATS_URL` takes).
+    pub fn url(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("nats://127.0.0.1:{}", n.port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// SIGKILL the node with this server name (as JetStream reports it, e.g. a stream leader).
+    pub fn kill(&mut self, name: &str) {
+        let node = self
+            .nodes
+            .iter_mut()
+            .find(|n| n.name == name)
+            .unwrap_or_else(|| panic!("no node named {name}"));
+        if let Some(mut child) = node.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts a killed node again with its store.
+    pub fn start_again(&mut self, name: &str) {
+        let i = self
+            .nodes
+            .iter()
+            .position(|n| n.name == name)
+            .unwrap_or_else(|| panic!("no node named {name}"));
+        assert!(self.nodes[i].child.is_none(), "{name} still running");
+        self.spawn(i);
+        self.wait_accepting(i);
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let routes = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, n)| format!("nats://127.0.0.1:{}", n.route_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        let node = &self.nodes[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("{}.log", node.name)))
+            .expect("log");
+        let child = Command::new("nats-server")
+            .arg("-c")
+            .arg(workspace_root().join("nats/test.conf"))
+            .args(["-a", "127.0.0.1", "-p", &node.port.to_string(), "-js"])
+            .args(["-n", &node.name, "--cluster_name", "eshop-test"])
+            .arg("--cluster")
+            .arg(format!("nats://127.0.0.1:{}", node.route_port))
+            .arg("--routes")
+            .arg(routes)
+            .arg("-sd")
+            .arg(self.dir.path().join(&node.name))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("`nats-server` must be on PATH (run `just setup`)");
+        self.nodes[i].child = Some(child);
+    }
+
+    fn wait_accepting(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        let addr: SocketAddr = format!("127.0.0.1:{}", node.port).parse().expect("addr");
+        let child = node.child.as_mut().expect("spawned");
+        wait_for_blocking(
+            "a cluster node to accept connections",
+            Duration::from_secs(20),
+            || {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("nats-server exited with {status}");
+                }
+                accepts_connections(addr).then_some(())
+            },
+        );
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}

@@ -12,8 +12,11 @@ use tests::{http_client, wait_for};
 
 pub const WAIT: Duration = Duration::from_secs(30);
 
+/// A JetStream context on `url` (one URL or a comma-separated list, as the services take it).
 pub async fn js(url: &str) -> jetstream::Context {
-    let client = async_nats::connect(url).await.expect("NATS connects");
+    let client = shared::nats::connect(url, "eshop-tests")
+        .await
+        .expect("NATS connects");
     jetstream::new(client)
 }
 
