@@ -318,10 +318,30 @@ impl Projector {
             }
         }
         let changed = self.store.apply_events(&updates, last_seq)?;
+        // Keep only the messages still to be acked: poison is terminated one by one, and one
+        // ack of the last good message acks the rest (the others are dropped now, which halves
+        // what a replay holds while the next batch is decoded).
+        let messages = batch.len();
+        let poisoned = poison.len();
+        let last_good = (0..batch.len()).rev().find(|i| !poison.contains(i));
+        let acks = batch
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, msg)| {
+                if poison.contains(&i) {
+                    Some((msg, AckKind::Term))
+                } else if Some(i) == last_good {
+                    Some((msg, AckKind::Ack))
+                } else {
+                    None
+                }
+            })
+            .collect();
         Ok(Written {
             applied: updates.len(),
-            batch,
-            poison,
+            acks,
+            messages,
+            poisoned,
             last_seq,
             pending_after,
             changed,
@@ -331,15 +351,8 @@ impl Projector {
     /// Flushes a written batch, then acks it and publishes the progress.
     async fn finish(&self, w: Written) -> Result<(), SessionError> {
         self.store.flush().await?;
-        // Poison is terminated one by one; one ack of the last good message acks the rest.
-        let last_good = (0..w.batch.len()).rev().find(|i| !w.poison.contains(i));
-        let acks = w
-            .poison
-            .iter()
-            .map(|&i| (i, AckKind::Term))
-            .chain(last_good.map(|i| (i, AckKind::Ack)));
-        for (i, kind) in acks {
-            if let Err(error) = w.batch[i].ack_with(kind).await {
+        for (msg, kind) in &w.acks {
+            if let Err(error) = msg.ack_with(*kind).await {
                 // The data is applied and flushed; a lost ack only means a harmless redelivery.
                 tracing::debug!(%error, "Ack failed.");
             }
@@ -356,11 +369,11 @@ impl Projector {
             .fetch_add(w.applied as u64, Ordering::Relaxed);
         self.status
             .poison
-            .fetch_add(w.poison.len() as u64, Ordering::Relaxed);
+            .fetch_add(w.poisoned as u64, Ordering::Relaxed);
         tracing::debug!(
-            messages = w.batch.len(),
+            messages = w.messages,
             changed = w.changed,
-            poison = w.poison.len(),
+            poison = w.poisoned,
             "Applied a batch of product events."
         );
         let checkpoint = self.status.checkpoint.load(Ordering::SeqCst);
@@ -379,8 +392,10 @@ type Finishing<'a> = Pin<Box<dyn Future<Output = Result<(), SessionError>> + Sen
 
 /// A batch written to sled, waiting for its flush and ack.
 struct Written {
-    batch: Vec<jetstream::Message>,
-    poison: Vec<usize>,
+    /// In stream order: the poison to terminate and the last good message to ack.
+    acks: Vec<(jetstream::Message, AckKind)>,
+    messages: usize,
+    poisoned: usize,
     last_seq: Option<u64>,
     pending_after: Option<u64>,
     applied: usize,
