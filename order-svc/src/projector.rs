@@ -19,6 +19,8 @@
 //!   checkpoint + 1.
 //! - **Poison.** Undecodable or unknown messages are terminated, counted and logged with their
 //!   sequence; they still advance the checkpoint, so they never stall the consumer.
+//! - **Lost deliveries.** Deliveries are numbered without gaps; a gap (messages lost with a cut
+//!   connection) ends the session before the next ack-all could acknowledge them.
 //! - **Supervision.** A vanished consumer makes async-nats' `messages()` yield errors forever;
 //!   persistent errors end the session, and the next session recreates the durable from the
 //!   checkpoint.
@@ -138,7 +140,18 @@ impl Projector {
                 .target
                 .store(info.state.last_sequence, Ordering::SeqCst);
         }
-        let consumer = self.ensure_consumer(&stream).await?;
+        let mut consumer = self.ensure_consumer(&stream).await?;
+        // The consumer numbers its deliveries 1, 2, 3, ... (redeliveries included): a gap means
+        // deliveries lost on the way (a cut connection), which the next ack-all would
+        // acknowledge unapplied. So a gap ends the session, and the next one restarts delivery
+        // right after the checkpoint.
+        let mut next_delivery = consumer
+            .info()
+            .await
+            .map_err(nats)?
+            .delivered
+            .consumer_sequence
+            + 1;
         self.status.connected.store(true, Ordering::SeqCst);
         self.check_caught_up(&consumer).await?;
 
@@ -199,6 +212,15 @@ impl Projector {
                                 }
                             }
                         }
+                    }
+                    for msg in &batch {
+                        let delivery = msg.info().map(|i| i.consumer_sequence).unwrap_or(next_delivery);
+                        if delivery != next_delivery {
+                            return Err(SessionError::Nats(format!(
+                                "deliveries lost on the way: expected delivery {next_delivery}, got {delivery}"
+                            )));
+                        }
+                        next_delivery += 1;
                     }
                     if !batch.is_empty() {
                         consecutive_errors = 0;
