@@ -12,7 +12,13 @@
 //! each; under load that, not our code, was most of product-svc's CPU. A write that fails its
 //! checks (`Abort`) is taken out of the batch and the rest re-run without it, so each write is
 //! still all-or-nothing and sees exactly the writes committed before it.
-use std::{any::Any, sync::Arc};
+use std::{
+    any::Any,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
 
 use chrono::Utc;
 use serde::{Serialize, de::DeserializeOwned};
@@ -56,6 +62,9 @@ pub struct Store {
     commit: GroupCommit,
     writes: mpsc::Sender<Queued>,
     relay_wake: Arc<Notify>,
+    /// Products in the catalog (discontinued ones stay): counted once at open, then moved by
+    /// `create`, so readiness probes do not scan the tree.
+    products_count: Arc<AtomicUsize>,
 }
 
 type TxResult<T> = std::result::Result<T, ConflictableTransactionError<Error>>;
@@ -80,8 +89,10 @@ impl Store {
             .cache_capacity(cache_bytes)
             .open()?;
         let (writes, queue) = mpsc::channel(4 * MAX_BATCH);
+        let products = db.open_tree("products")?;
         let store = Self {
-            products: db.open_tree("products")?,
+            products_count: Arc::new(AtomicUsize::new(products.len())),
+            products,
             stock: db.open_tree("stock")?,
             reservations: db.open_tree("reservations")?,
             outbox: db.open_tree("outbox")?,
@@ -119,7 +130,7 @@ impl Store {
     }
 
     pub fn product_count(&self) -> usize {
-        self.products.len()
+        self.products_count.load(Ordering::Relaxed)
     }
 
     /// Final flush on shutdown.
@@ -156,6 +167,7 @@ impl Store {
                 Ok(Entry { product, stock })
             })
             .await?;
+        self.products_count.fetch_add(1, Ordering::Relaxed);
         self.wake_relay(true);
         tracing::info!(product_id = %id, version = 1, "Product created.");
         Ok(entry)
@@ -175,6 +187,7 @@ impl Store {
     }
 
     /// One page of products sorted by name (optionally of one category), and the total count.
+    /// The whole catalog's count is kept; a category's is counted on its index prefix.
     pub fn list(
         &self,
         category: Option<&str>,
@@ -182,27 +195,19 @@ impl Store {
         page_size: usize,
     ) -> Result<(Vec<Entry>, usize)> {
         let skip = (page - 1).saturating_mul(page_size);
-        let keys: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> = match category
-        {
+        let (keys, total): (Keys, usize) = match category {
             Some(c) => {
                 let mut prefix = c.as_bytes().to_vec();
                 prefix.push(0);
-                Box::new(self.by_category.scan_prefix(prefix))
+                let total = self.by_category.scan_prefix(&prefix).count();
+                (Box::new(self.by_category.scan_prefix(prefix)), total)
             }
-            None => Box::new(self.by_name.iter()),
+            None => (Box::new(self.by_name.iter()), self.product_count()),
         };
-        let mut total = 0;
-        let mut ids = Vec::new();
-        for kv in keys {
+        let mut items = Vec::with_capacity(page_size.min(100));
+        for kv in keys.skip(skip).take(page_size) {
             let (key, _) = kv?;
-            if total >= skip && ids.len() < page_size {
-                ids.push(id_from_index_key(&key)?);
-            }
-            total += 1;
-        }
-        let mut items = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(entry) = self.get(id)? {
+            if let Some(entry) = self.get(id_from_index_key(&key)?)? {
                 items.push(entry);
             }
         }
@@ -455,6 +460,9 @@ impl Store {
             .expect("a job answers with its own type"))
     }
 }
+
+/// An index scan, boxed so a listing can take either index.
+type Keys = Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>>;
 
 /// The trees a write may touch, owned by the writer task.
 struct Trees {
@@ -730,5 +738,10 @@ mod tests {
         let entry = store.get(id).unwrap().unwrap();
         assert_eq!(entry.stock.on_hand, 30);
         assert_eq!(entry.product.version, 1);
+        assert_eq!(
+            store.product_count(),
+            1,
+            "the failed updates created nothing"
+        );
     }
 }

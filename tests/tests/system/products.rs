@@ -569,6 +569,8 @@ async fn catalog_lists_sort_by_name_filter_by_category_and_page() {
     assert_eq!(all["pageSize"], 20);
     let (_, past) = get_json(&format!("{}/api/products?page=9", svc.http)).await;
     assert_eq!(past["items"].as_array().unwrap().len(), 0);
+    let (_, ready) = get_json(&format!("{}/health/ready", svc.http)).await;
+    assert_eq!(ready["products"], 6, "readiness counts the catalog");
     svc.stop().await;
 }
 
