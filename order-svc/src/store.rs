@@ -8,6 +8,8 @@
 //! - `releases` (stock releases owed to product-svc; written in the same transaction as the
 //!   cancel, so a cancel can never lose its release);
 //! - `outbox` (order events for the relay); `idempotency` (Idempotency-Key → fingerprint, order);
+//! - `meta`: the number of orders (`orders`), moved in the transaction that inserts one, so a
+//!   listing of all orders reads its total instead of scanning an index;
 //! - `snapshot`: the ProductSnapshot rows (`p` + id) **and** the projection checkpoint
 //!   (`m:checkpoint`) and row count (`m:rows`), in one tree so one atomic batch moves them all.
 //!
@@ -43,6 +45,8 @@ use crate::{
 };
 
 const CHECKPOINT_KEY: &[u8] = b"m:checkpoint";
+/// In `meta`: how many orders there are.
+const ORDER_COUNT_KEY: &[u8] = b"orders";
 /// How many product rows the snapshot holds, kept in the batches that add rows (readiness reports
 /// it, and `Tree::len` is a full scan).
 const ROWS_KEY: &[u8] = b"m:rows";
@@ -78,6 +82,7 @@ struct OrderTrees {
     releases: Tree,
     outbox: Tree,
     idempotency: Tree,
+    meta: Tree,
 }
 
 #[derive(Clone)]
@@ -89,6 +94,7 @@ pub struct Store {
     releases: Tree,
     outbox: Tree,
     idempotency: Tree,
+    meta: Tree,
     snapshot: Tree,
     /// The snapshot's writer lock. While the store replays into a snapshot that was empty at
     /// open, it also holds the version of every row written since: that is every row there is,
@@ -137,7 +143,13 @@ impl Store {
             releases: db.open_tree("releases")?,
             outbox: db.open_tree("outbox")?,
             idempotency: db.open_tree("idempotency")?,
+            meta: db.open_tree("meta")?,
         };
+        if trees.meta.get(ORDER_COUNT_KEY)?.is_none() {
+            // A store from before the count was kept: count once (before the writer starts).
+            let count = trees.by_created.len() as u64;
+            trees.meta.insert(ORDER_COUNT_KEY, &count.to_be_bytes())?;
+        }
         let commit = GroupCommit::start(db.clone());
         let (writes, queue) = mpsc::channel(4 * MAX_BATCH);
         let relay_wake = Arc::new(Notify::new());
@@ -165,6 +177,7 @@ impl Store {
             releases: trees.releases,
             outbox: trees.outbox,
             idempotency: trees.idempotency,
+            meta: trees.meta,
             snapshot,
             snapshot_writer: Arc::new(std::sync::Mutex::new(cold.then(HashMap::new))),
             commit,
@@ -254,29 +267,40 @@ impl Store {
         page_size: usize,
     ) -> Result<(Vec<Order>, usize)> {
         let skip = (page - 1).saturating_mul(page_size);
-        let keys: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> = match customer
-        {
-            Some(c) => Box::new(self.by_customer.scan_prefix(c.as_bytes())),
-            None => Box::new(self.by_created.iter()),
+        // All orders: the kept count; one customer's: counted on the index prefix.
+        let (keys, total): (Keys, usize) = match customer {
+            Some(c) => (
+                Box::new(self.by_customer.scan_prefix(c.as_bytes())),
+                self.by_customer.scan_prefix(c.as_bytes()).count(),
+            ),
+            None => (
+                Box::new(self.by_created.iter()),
+                self.order_count()? as usize,
+            ),
         };
-        let mut total = 0;
-        let mut ids = Vec::new();
-        for kv in keys {
+        let mut orders = Vec::with_capacity(page_size.min(100));
+        for kv in keys.skip(skip).take(page_size) {
             let (key, _) = kv?;
-            if total >= skip && ids.len() < page_size {
-                let id = Uuid::from_slice(&key[key.len() - 16..])
-                    .map_err(|e| Error::Corrupt(e.to_string()))?;
-                ids.push(id);
-            }
-            total += 1;
-        }
-        let mut orders = Vec::with_capacity(ids.len());
-        for id in ids {
+            let id = Uuid::from_slice(&key[key.len() - 16..])
+                .map_err(|e| Error::Corrupt(e.to_string()))?;
             if let Some(order) = self.get(id)? {
                 orders.push(order);
             }
         }
         Ok((orders, total))
+    }
+
+    /// How many orders there are.
+    pub fn order_count(&self) -> Result<u64> {
+        self.meta
+            .get(ORDER_COUNT_KEY)?
+            .map(|v| {
+                <[u8; 8]>::try_from(v.as_ref())
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| Error::Corrupt("the order count is not a u64".into()))
+            })
+            .transpose()
+            .map(Option::unwrap_or_default)
     }
 
     pub fn pending_ids(&self, limit: usize) -> Result<Vec<Uuid>> {
@@ -471,9 +495,10 @@ fn apply_writes(trees: &OrderTrees, writes: &[Write]) -> Vec<Done> {
         &t.releases,
         &t.outbox,
         &t.idempotency,
+        &t.meta,
     )
         .transaction(
-            |(orders, by_customer, by_created, pending, releases, outbox, idem)| {
+            |(orders, by_customer, by_created, pending, releases, outbox, idem, meta)| {
                 let mut done = Vec::with_capacity(writes.len());
                 for write in writes {
                     done.push(match write {
@@ -482,7 +507,7 @@ fn apply_writes(trees: &OrderTrees, writes: &[Write]) -> Vec<Done> {
                         } => Done::Inserted(insert_order(
                             order,
                             idempotency.as_ref(),
-                            (orders, by_customer, by_created, pending, idem),
+                            (orders, by_customer, by_created, pending, idem, meta),
                         )?),
                         Write::Transition {
                             id,
@@ -526,7 +551,8 @@ fn apply_writes(trees: &OrderTrees, writes: &[Write]) -> Vec<Done> {
 fn insert_order(
     order: &Order,
     idempotency: Option<&(String, String)>,
-    (orders, by_customer, by_created, pending, idem): (
+    (orders, by_customer, by_created, pending, idem, meta): (
+        &TransactionalTree,
         &TransactionalTree,
         &TransactionalTree,
         &TransactionalTree,
@@ -570,6 +596,14 @@ fn insert_order(
     by_customer.insert(customer_key, &[])?;
     by_created.insert(created_key, &[])?;
     pending.insert(order.id.as_bytes(), &[])?;
+    let count = match meta.get(ORDER_COUNT_KEY)? {
+        Some(v) => match <[u8; 8]>::try_from(v.as_ref()) {
+            Ok(b) => u64::from_be_bytes(b),
+            Err(_) => return Ok(Err(Error::Corrupt("the order count is not a u64".into()))),
+        },
+        None => 0,
+    };
+    meta.insert(ORDER_COUNT_KEY, &(count + 1).to_be_bytes())?;
     Ok(Ok(Inserted::New))
 }
 
@@ -611,6 +645,9 @@ fn transition_order(
     }
     Ok(Ok(next))
 }
+
+/// An index scan, boxed so a listing can take either index.
+type Keys = Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>>;
 
 /// Just the version of a stored snapshot row (the guard needs nothing else).
 #[derive(Deserialize)]
@@ -690,6 +727,19 @@ mod tests {
         }
     }
 
+    fn open_when_unlocked(path: &std::path::Path) -> Store {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match Store::open(path, 1 << 20) {
+                Ok(store) => return store,
+                Err(e) if std::time::Instant::now() >= deadline => {
+                    panic!("store never opened: {e:?}")
+                }
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            }
+        }
+    }
+
     /// The row count follows new products only (not updates, not stale events) and survives a
     /// restart with the checkpoint; the version guard answers the same from its cold-start
     /// memory and from sled.
@@ -719,7 +769,8 @@ mod tests {
             store.close().await;
         });
         runtime().block_on(async {
-            let store = Store::open(dir.path(), 1 << 20).unwrap();
+            // sled's own threads may hold the file lock a moment after the first "process".
+            let store = open_when_unlocked(dir.path());
             assert_eq!(store.snapshot_len().unwrap(), 2);
             assert_eq!(store.checkpoint().unwrap(), Some(6));
             assert_eq!(store.product(a).unwrap().unwrap().version, 2);
