@@ -213,18 +213,9 @@ impl Projector {
                             }
                         }
                     }
-                    for msg in &batch {
-                        let delivery = msg.info().map(|i| i.consumer_sequence).unwrap_or(next_delivery);
-                        if delivery != next_delivery {
-                            return Err(SessionError::Nats(format!(
-                                "deliveries lost on the way: expected delivery {next_delivery}, got {delivery}"
-                            )));
-                        }
-                        next_delivery += 1;
-                    }
                     if !batch.is_empty() {
                         consecutive_errors = 0;
-                        let written = self.write(batch)?;
+                        let written = self.write(batch, &mut next_delivery)?;
                         // Acks go out in batch order: the previous batch finishes first.
                         if let Some(previous) = finishing.take() {
                             previous.await?;
@@ -316,16 +307,27 @@ impl Projector {
     }
 
     /// Decodes a batch and writes it (rows and checkpoint, atomically; not yet flushed).
-    fn write(&self, batch: Vec<jetstream::Message>) -> Result<Written, SessionError> {
+    /// A gap in the delivery numbers fails before anything is written.
+    fn write(
+        &self,
+        batch: Vec<jetstream::Message>,
+        next_delivery: &mut u64,
+    ) -> Result<Written, SessionError> {
         let mut updates = Vec::with_capacity(batch.len());
         let mut poison = Vec::new();
         let mut last_seq = None;
         let mut pending_after = None;
         for (i, msg) in batch.iter().enumerate() {
-            let (seq, pending) = msg
+            let (seq, pending, delivery) = msg
                 .info()
-                .map(|info| (info.stream_sequence, info.pending))
-                .unwrap_or((0, 0));
+                .map(|info| (info.stream_sequence, info.pending, info.consumer_sequence))
+                .unwrap_or((0, 0, *next_delivery));
+            if delivery != *next_delivery {
+                return Err(SessionError::Nats(format!(
+                    "deliveries lost on the way: expected delivery {next_delivery}, got {delivery}"
+                )));
+            }
+            *next_delivery += 1;
             last_seq = last_seq.max(Some(seq));
             pending_after = Some(pending);
             match decode(msg) {

@@ -87,14 +87,8 @@ struct OrderTrees {
 
 #[derive(Clone)]
 pub struct Store {
-    orders: Tree,
-    by_customer: Tree,
-    by_created: Tree,
-    pending: Tree,
-    releases: Tree,
-    outbox: Tree,
-    idempotency: Tree,
-    meta: Tree,
+    /// Shared with the writer task, which is the only one to write them.
+    trees: OrderTrees,
     snapshot: Tree,
     /// The snapshot's writer lock. While the store replays into a snapshot that was empty at
     /// open, it also holds the version of every row written since: that is every row there is,
@@ -170,14 +164,7 @@ impl Store {
             snapshot.insert(ROWS_KEY, &rows.to_be_bytes())?;
         }
         Ok(Self {
-            orders: trees.orders,
-            by_customer: trees.by_customer,
-            by_created: trees.by_created,
-            pending: trees.pending,
-            releases: trees.releases,
-            outbox: trees.outbox,
-            idempotency: trees.idempotency,
-            meta: trees.meta,
+            trees,
             snapshot,
             snapshot_writer: Arc::new(std::sync::Mutex::new(cold.then(HashMap::new))),
             commit,
@@ -188,7 +175,7 @@ impl Store {
     }
 
     pub fn outbox_tree(&self) -> Tree {
-        self.outbox.clone()
+        self.trees.outbox.clone()
     }
     pub fn relay_wake(&self) -> Arc<Notify> {
         self.relay_wake.clone()
@@ -209,11 +196,11 @@ impl Store {
     // Orders
 
     pub fn get(&self, id: Uuid) -> Result<Option<Order>> {
-        read(&self.orders, id.as_bytes())
+        read(&self.trees.orders, id.as_bytes())
     }
 
     pub fn find_idempotent(&self, key: &str, fingerprint: &str) -> Result<Option<Uuid>> {
-        match read::<IdempotencyRecord>(&self.idempotency, key.as_bytes())? {
+        match read::<IdempotencyRecord>(&self.trees.idempotency, key.as_bytes())? {
             None => Ok(None),
             Some(r) if r.fingerprint == fingerprint => Ok(Some(r.order_id)),
             Some(_) => Err(Error::IdempotencyMismatch),
@@ -270,11 +257,11 @@ impl Store {
         // All orders: the kept count; one customer's: counted on the index prefix.
         let (keys, total): (Keys, usize) = match customer {
             Some(c) => (
-                Box::new(self.by_customer.scan_prefix(c.as_bytes())),
-                self.by_customer.scan_prefix(c.as_bytes()).count(),
+                Box::new(self.trees.by_customer.scan_prefix(c.as_bytes())),
+                self.trees.by_customer.scan_prefix(c.as_bytes()).count(),
             ),
             None => (
-                Box::new(self.by_created.iter()),
+                Box::new(self.trees.by_created.iter()),
                 self.order_count()? as usize,
             ),
         };
@@ -292,29 +279,25 @@ impl Store {
 
     /// How many orders there are.
     pub fn order_count(&self) -> Result<u64> {
-        self.meta
-            .get(ORDER_COUNT_KEY)?
-            .map(|v| {
-                <[u8; 8]>::try_from(v.as_ref())
-                    .map(u64::from_be_bytes)
-                    .map_err(|_| Error::Corrupt("the order count is not a u64".into()))
-            })
-            .transpose()
-            .map(Option::unwrap_or_default)
+        let count = self.trees.meta.get(ORDER_COUNT_KEY)?;
+        Ok(count
+            .map(|v| decode_u64(&v, ORDER_COUNT_KEY))
+            .transpose()?
+            .unwrap_or_default())
     }
 
     pub fn pending_ids(&self, limit: usize) -> Result<Vec<Uuid>> {
-        ids_of(&self.pending, limit)
+        ids_of(&self.trees.pending, limit)
     }
 
     pub fn pending_count(&self) -> usize {
-        self.pending.len()
+        self.trees.pending.len()
     }
 
     /// Releases owed to product-svc: (order id, correlation id of the cancel).
     pub fn releases(&self, limit: usize) -> Result<Vec<(Uuid, String)>> {
         let mut out = Vec::new();
-        for kv in self.releases.iter().take(limit) {
+        for kv in self.trees.releases.iter().take(limit) {
             let (k, v) = kv?;
             let id = Uuid::from_slice(&k).map_err(|e| Error::Corrupt(e.to_string()))?;
             out.push((id, String::from_utf8_lossy(&v).into_owned()));
@@ -323,12 +306,12 @@ impl Store {
     }
 
     pub fn release_done(&self, id: Uuid) -> Result<()> {
-        self.releases.remove(id.as_bytes())?;
+        self.trees.releases.remove(id.as_bytes())?;
         Ok(())
     }
 
     pub fn releases_count(&self) -> usize {
-        self.releases.len()
+        self.trees.releases.len()
     }
 
     // -----------------------------------------------------------------------------------------
@@ -366,24 +349,18 @@ impl Store {
 
     /// How many products the snapshot holds.
     pub fn snapshot_len(&self) -> Result<u64> {
-        self.meta(ROWS_KEY).map(Option::unwrap_or_default)
+        self.snapshot_u64(ROWS_KEY).map(Option::unwrap_or_default)
     }
 
     /// The stream sequence of the last applied event; `None` on an empty (cold) store.
     pub fn checkpoint(&self) -> Result<Option<u64>> {
-        self.meta(CHECKPOINT_KEY)
+        self.snapshot_u64(CHECKPOINT_KEY)
     }
 
-    fn meta(&self, key: &[u8]) -> Result<Option<u64>> {
+    fn snapshot_u64(&self, key: &[u8]) -> Result<Option<u64>> {
         self.snapshot
             .get(key)?
-            .map(|v| {
-                <[u8; 8]>::try_from(v.as_ref())
-                    .map(u64::from_be_bytes)
-                    .map_err(|_| {
-                        Error::Corrupt(format!("{} is not a u64", String::from_utf8_lossy(key)))
-                    })
-            })
+            .map(|v| decode_u64(&v, key))
             .transpose()
     }
 
@@ -596,11 +573,12 @@ fn insert_order(
     by_customer.insert(customer_key, &[])?;
     by_created.insert(created_key, &[])?;
     pending.insert(order.id.as_bytes(), &[])?;
-    let count = match meta.get(ORDER_COUNT_KEY)? {
-        Some(v) => match <[u8; 8]>::try_from(v.as_ref()) {
-            Ok(b) => u64::from_be_bytes(b),
-            Err(_) => return Ok(Err(Error::Corrupt("the order count is not a u64".into()))),
-        },
+    let count = match meta
+        .get(ORDER_COUNT_KEY)?
+        .map(|v| decode_u64(&v, ORDER_COUNT_KEY))
+    {
+        Some(Ok(count)) => count,
+        Some(Err(e)) => return Ok(Err(e)),
         None => 0,
     };
     meta.insert(ORDER_COUNT_KEY, &(count + 1).to_be_bytes())?;
@@ -668,6 +646,13 @@ fn enqueue(outbox: &TransactionalTree, event: &events::OrderEvent, cid: &str) ->
     };
     outbox.insert(outbox::key(id).as_slice(), record.encode())?;
     Ok(())
+}
+
+/// A counter or sequence stored as 8 big-endian bytes under `key`.
+fn decode_u64(bytes: &[u8], key: &[u8]) -> Result<u64> {
+    <[u8; 8]>::try_from(bytes)
+        .map(u64::from_be_bytes)
+        .map_err(|_| Error::Corrupt(format!("{} is not a u64", String::from_utf8_lossy(key))))
 }
 
 fn snapshot_key(id: Uuid) -> [u8; 17] {

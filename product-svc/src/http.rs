@@ -202,7 +202,7 @@ async fn live() -> StatusCode {
 
 async fn ready(State(state): State<AppState>) -> Response {
     if shared::nats::is_connected(&state.nats) {
-        axum::Json(serde_json::json!({"status": "ready", "nats": "connected", "products": state.store.product_count()}))
+        axum::Json(serde_json::json!({"status": "ready", "nats": "connected", "products": state.store.product_count().unwrap_or_default()}))
             .into_response()
     } else {
         Problem::unavailable("Not connected to NATS.", 2).into_response()

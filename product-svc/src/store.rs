@@ -1,10 +1,11 @@
 //! All persistence of product-svc, behind one small API so sled (weakly maintained) can be swapped.
 //!
 //! Trees: `products` (id → catalog JSON), `stock` (id → stock JSON), `reservations`
-//! (order id → request + outcome), `outbox` (sled id → event), and the list indexes `by_name`
-//! (name 0 id) and `by_category` (category 0 name 0 id). Every change and the events it causes
-//! are written in **one** sled transaction; a write returns only after a group-commit flush,
-//! so "2xx" means "on disk", and the relay can never miss or invent an event.
+//! (order id → request + outcome), `outbox` (sled id → event), the list indexes `by_name`
+//! (name 0 id) and `by_category` (category 0 name 0 id), and `meta` (the product count). Every
+//! change and the events it causes are written in **one** sled transaction; a write returns
+//! only after its flush, so "2xx" means "on disk", and the relay can never miss or invent an
+//! event.
 //!
 //! Writes are queued to one writer task that runs every waiting write in **one** sled
 //! transaction. Why: sled seals and writes its log buffer twice per transaction (`pin_log`), so a
@@ -12,13 +13,7 @@
 //! each; under load that, not our code, was most of product-svc's CPU. A write that fails its
 //! checks (`Abort`) is taken out of the batch and the rest re-run without it, so each write is
 //! still all-or-nothing and sees exactly the writes committed before it.
-use std::{
-    any::Any,
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
-};
+use std::{any::Any, sync::Arc};
 
 use chrono::Utc;
 use serde::{Serialize, de::DeserializeOwned};
@@ -53,19 +48,16 @@ pub struct Entry {
 
 #[derive(Clone)]
 pub struct Store {
-    products: Tree,
-    stock: Tree,
-    reservations: Tree,
-    outbox: Tree,
-    by_name: Tree,
-    by_category: Tree,
+    /// Shared with the writer task, which is the only one to write them.
+    trees: Trees,
     commit: GroupCommit,
     writes: mpsc::Sender<Queued>,
     relay_wake: Arc<Notify>,
-    /// Products in the catalog (discontinued ones stay): counted once at open, then moved by
-    /// `create`, so readiness probes do not scan the tree.
-    products_count: Arc<AtomicUsize>,
 }
+
+/// In `meta`: how many products the catalog holds (discontinued ones stay), moved by the
+/// transaction that creates one, so readiness and listings read it instead of scanning.
+const PRODUCT_COUNT_KEY: &[u8] = b"products";
 
 type TxResult<T> = std::result::Result<T, ConflictableTransactionError<Error>>;
 
@@ -89,36 +81,32 @@ impl Store {
             .cache_capacity(cache_bytes)
             .open()?;
         let (writes, queue) = mpsc::channel(4 * MAX_BATCH);
-        let products = db.open_tree("products")?;
-        let store = Self {
-            products_count: Arc::new(AtomicUsize::new(products.len())),
-            products,
+        let trees = Trees {
+            products: db.open_tree("products")?,
             stock: db.open_tree("stock")?,
             reservations: db.open_tree("reservations")?,
             outbox: db.open_tree("outbox")?,
             by_name: db.open_tree("by_name")?,
             by_category: db.open_tree("by_category")?,
-            commit: GroupCommit::start(db),
+            meta: db.open_tree("meta")?,
+        };
+        if trees.meta.get(PRODUCT_COUNT_KEY)?.is_none() {
+            // A store from before the count was kept: count once (before the writer starts).
+            let count = trees.products.len() as u64;
+            trees.meta.insert(PRODUCT_COUNT_KEY, &count.to_be_bytes())?;
+        }
+        let commit = GroupCommit::start(db);
+        tokio::spawn(writer(trees.clone(), queue, commit.clone()));
+        Ok(Self {
+            trees,
+            commit,
             writes,
             relay_wake: Arc::new(Notify::new()),
-        };
-        tokio::spawn(writer(store.trees(), queue, store.commit.clone()));
-        Ok(store)
-    }
-
-    fn trees(&self) -> Trees {
-        Trees {
-            products: self.products.clone(),
-            stock: self.stock.clone(),
-            reservations: self.reservations.clone(),
-            outbox: self.outbox.clone(),
-            by_name: self.by_name.clone(),
-            by_category: self.by_category.clone(),
-        }
+        })
     }
 
     pub fn outbox_tree(&self) -> Tree {
-        self.outbox.clone()
+        self.trees.outbox.clone()
     }
 
     pub fn relay_wake(&self) -> Arc<Notify> {
@@ -126,11 +114,12 @@ impl Store {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.products.is_empty()
+        self.trees.products.is_empty()
     }
 
-    pub fn product_count(&self) -> usize {
-        self.products_count.load(Ordering::Relaxed)
+    pub fn product_count(&self) -> Result<usize> {
+        let count = self.trees.meta.get(PRODUCT_COUNT_KEY)?;
+        count.map_or(Ok(0), |v| decode_count(&v))
     }
 
     /// Final flush on shutdown.
@@ -160,6 +149,7 @@ impl Store {
                 t.put(t.products, id, &product)?;
                 t.put(t.stock, id, &stock)?;
                 t.index(&product)?;
+                t.count_product()?;
                 t.product_event(&product, ProductEventType::ProductCreated, &cid)?;
                 if crossed {
                     t.stock_low(&product, &stock, &cid)?;
@@ -167,17 +157,16 @@ impl Store {
                 Ok(Entry { product, stock })
             })
             .await?;
-        self.products_count.fetch_add(1, Ordering::Relaxed);
         self.wake_relay(true);
         tracing::info!(product_id = %id, version = 1, "Product created.");
         Ok(entry)
     }
 
     pub fn get(&self, id: Uuid) -> Result<Option<Entry>> {
-        let Some(product) = read::<Product>(&self.products, id)? else {
+        let Some(product) = read::<Product>(&self.trees.products, id)? else {
             return Ok(None);
         };
-        let stock = read::<Stock>(&self.stock, id)?
+        let stock = read::<Stock>(&self.trees.stock, id)?
             .ok_or_else(|| Error::Corrupt(format!("stock row missing for {id}")))?;
         Ok(Some(Entry { product, stock }))
     }
@@ -199,10 +188,10 @@ impl Store {
             Some(c) => {
                 let mut prefix = c.as_bytes().to_vec();
                 prefix.push(0);
-                let total = self.by_category.scan_prefix(&prefix).count();
-                (Box::new(self.by_category.scan_prefix(prefix)), total)
+                let total = self.trees.by_category.scan_prefix(&prefix).count();
+                (Box::new(self.trees.by_category.scan_prefix(prefix)), total)
             }
-            None => (Box::new(self.by_name.iter()), self.product_count()),
+            None => (Box::new(self.trees.by_name.iter()), self.product_count()?),
         };
         let mut items = Vec::with_capacity(page_size.min(100));
         for kv in keys.skip(skip).take(page_size) {
@@ -438,7 +427,6 @@ impl Store {
                 Ok(true)
             })
             .await?;
-        self.wake_relay(false);
         Ok(released)
     }
 
@@ -464,7 +452,8 @@ impl Store {
 /// An index scan, boxed so a listing can take either index.
 type Keys = Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>>;
 
-/// The trees a write may touch, owned by the writer task.
+/// The trees a write may touch.
+#[derive(Clone)]
 struct Trees {
     products: Tree,
     stock: Tree,
@@ -472,6 +461,7 @@ struct Trees {
     outbox: Tree,
     by_name: Tree,
     by_category: Tree,
+    meta: Tree,
 }
 
 /// The writer task: runs everything queued in one transaction, flushes, answers each write, and
@@ -517,9 +507,10 @@ fn run_batch(
         &trees.outbox,
         &trees.by_name,
         &trees.by_category,
+        &trees.meta,
     )
         .transaction(
-            |(products, stock, reservations, outbox, by_name, by_category)| {
+            |(products, stock, reservations, outbox, by_name, by_category, meta)| {
                 let tx = Tx {
                     products,
                     stock,
@@ -527,6 +518,7 @@ fn run_batch(
                     outbox,
                     by_name,
                     by_category,
+                    meta,
                 };
                 let mut results = Vec::with_capacity(jobs.len());
                 for (index, queued) in jobs.iter().enumerate() {
@@ -556,9 +548,21 @@ struct Tx<'a> {
     outbox: &'a TransactionalTree,
     by_name: &'a TransactionalTree,
     by_category: &'a TransactionalTree,
+    meta: &'a TransactionalTree,
 }
 
 impl Tx<'_> {
+    /// One more product in the catalog's count.
+    fn count_product(&self) -> TxResult<()> {
+        let count = match self.meta.get(PRODUCT_COUNT_KEY)? {
+            Some(v) => decode_count(&v).map_err(ConflictableTransactionError::Abort)?,
+            None => 0,
+        };
+        self.meta
+            .insert(PRODUCT_COUNT_KEY, &(count as u64 + 1).to_be_bytes())?;
+        Ok(())
+    }
+
     fn put<T: Serialize>(&self, tree: &TransactionalTree, id: Uuid, value: &T) -> TxResult<()> {
         let bytes = serde_json::to_vec(value)
             .map_err(|e| ConflictableTransactionError::Abort(Error::Corrupt(e.to_string())))?;
@@ -685,6 +689,12 @@ fn category_key(p: &Product) -> Vec<u8> {
     key
 }
 
+fn decode_count(bytes: &[u8]) -> Result<usize> {
+    <[u8; 8]>::try_from(bytes)
+        .map(|b| u64::from_be_bytes(b) as usize)
+        .map_err(|_| Error::Corrupt("the product count is not a u64".into()))
+}
+
 fn id_from_index_key(key: &[u8]) -> Result<Uuid> {
     key.len()
         .checked_sub(16)
@@ -739,7 +749,7 @@ mod tests {
         assert_eq!(entry.stock.on_hand, 30);
         assert_eq!(entry.product.version, 1);
         assert_eq!(
-            store.product_count(),
+            store.product_count().unwrap(),
             1,
             "the failed updates created nothing"
         );

@@ -70,6 +70,14 @@ pub fn wait_for_blocking<T>(
 
 /// A loopback port that was free a moment ago (for child processes that must be restarted on
 /// the same address).
+/// A stream's current info; `None` while it does not exist or the server does not answer.
+pub async fn stream_info(
+    js: &async_nats::jetstream::Context,
+    name: &str,
+) -> Option<async_nats::jetstream::stream::Info> {
+    js.get_stream(name).await.ok()?.get_info().await.ok()
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .expect("bind")

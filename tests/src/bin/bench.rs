@@ -564,13 +564,7 @@ async fn main() {
         .await;
         let ids = Arc::new(ids);
         wait_for("catalog published", Duration::from_secs(120), || async {
-            let info = js
-                .get_stream("PRODUCTS")
-                .await
-                .ok()?
-                .get_info()
-                .await
-                .ok()?;
+            let info = tests::stream_info(&js, "PRODUCTS").await?;
             (info.state.last_sequence as usize >= catalog).then_some(())
         })
         .await;
@@ -590,13 +584,7 @@ async fn main() {
                 "relay to publish every update",
                 Duration::from_secs(300),
                 || async {
-                    let info = js
-                        .get_stream("PRODUCTS")
-                        .await
-                        .ok()?
-                        .get_info()
-                        .await
-                        .ok()?;
+                    let info = tests::stream_info(&js, "PRODUCTS").await?;
                     (info.state.last_sequence >= expected).then_some(())
                 },
             )

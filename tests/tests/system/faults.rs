@@ -479,13 +479,9 @@ async fn cluster_stream_leader_killed_under_write_load_loses_nothing() {
         &[("ORDER_STREAM_REPLICAS", "3")],
     );
     let seed = create_products(&product.http, 100, 1, 8).await;
-    let info = js
-        .get_stream("PRODUCTS")
+    let info = tests::stream_info(&js, "PRODUCTS")
         .await
-        .unwrap()
-        .get_info()
-        .await
-        .unwrap();
+        .expect("PRODUCTS exists");
     assert_eq!(info.config.num_replicas, 3, "PRODUCTS is replicated");
     let leader = info
         .cluster
@@ -508,13 +504,7 @@ async fn cluster_stream_leader_killed_under_write_load_loses_nothing() {
         assert_nothing_acknowledged_lost(&product.http, &order.http, &url, &acked).await;
     cluster.lock().unwrap().start_again(&leader);
     wait_for("the restarted node to catch up", LONG, || async {
-        let info = js
-            .get_stream("PRODUCTS")
-            .await
-            .ok()?
-            .get_info()
-            .await
-            .ok()?;
+        let info = tests::stream_info(&js, "PRODUCTS").await?;
         let cluster = info.cluster?;
         let back = cluster.leader.is_some()
             && cluster.replicas.len() == 2

@@ -22,14 +22,9 @@ pub async fn js(url: &str) -> jetstream::Context {
 
 /// Messages in a stream, or 0 when it does not exist yet.
 pub async fn stream_messages(js: &jetstream::Context, name: &str) -> u64 {
-    match js.get_stream(name).await {
-        Ok(stream) => stream
-            .get_info()
-            .await
-            .map(|i| i.state.messages)
-            .unwrap_or(0),
-        Err(_) => 0,
-    }
+    tests::stream_info(js, name)
+        .await
+        .map_or(0, |i| i.state.messages)
 }
 
 pub async fn wait_stream_messages(js: &jetstream::Context, name: &str, expected: u64) {

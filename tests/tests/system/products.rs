@@ -217,13 +217,9 @@ async fn relay_publishes_everything_once_after_a_nats_outage() {
             .expect("every product's event arrived");
         assert_eq!(body["version"], 1);
     }
-    let info = js_ctx
-        .get_stream("PRODUCTS")
+    let info = tests::stream_info(&js_ctx, "PRODUCTS")
         .await
-        .unwrap()
-        .get_info()
-        .await
-        .unwrap();
+        .expect("PRODUCTS exists");
     assert_eq!(info.state.messages, 21);
     assert_eq!(info.state.last_sequence, 21, "nothing was stored twice");
     svc.stop().await;
