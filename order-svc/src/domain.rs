@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use shared::{
-    events::{OrderEvent, OrderEventItem, OrderEventType, ProductEvent, SCHEMA_VERSION},
+    events::{OrderEvent, OrderEventItem, OrderEventType, ORDER_SCHEMA_VERSION, ProductEvent},
     problem::FieldErrors,
 };
 use uuid::Uuid;
@@ -56,28 +56,36 @@ pub fn should_apply(current_version: Option<u64>, incoming_version: u64) -> bool
 // ---------------------------------------------------------------------------------------------
 // Orders
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum OrderStatus {
-    Pending,
-    Confirmed,
-    Rejected,
-    Cancelled,
-}
+pub use shared::events::OrderStatus;
 
-impl OrderStatus {
-    pub fn can_become(self, next: OrderStatus) -> bool {
-        use OrderStatus::*;
-        matches!(
-            (self, next),
-            (Pending, Confirmed)
-                | (Pending, Rejected)
-                | (Pending, Cancelled)
-                | (Confirmed, Cancelled)
-        )
+/// Order ids of keyed requests are derived from (customer, Idempotency-Key), so the first
+/// publish of an order (expected subject sequence 0) is the key's global claim on every instance.
+const ORDER_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6b1f_4a9e_2c57_4d0b_9f3e_80a1_c2d4_e5f6);
+/// Namespace of request fingerprints (a digest, so the event need not carry the whole request).
+const FINGERPRINT_NAMESPACE: Uuid = Uuid::from_u128(0x0e7c_55d1_93b8_4f62_a4c0_17d9_3e2b_8a41);
+
+/// The id of a new order: derived from the customer and the Idempotency-Key when there is one
+/// (keys are scoped per customer), otherwise a fresh time-ordered id.
+pub fn order_id(customer_id: Uuid, idempotency_key: Option<&str>) -> Uuid {
+    match idempotency_key {
+        Some(key) => {
+            let mut name = customer_id.as_bytes().to_vec();
+            name.extend_from_slice(key.as_bytes());
+            Uuid::new_v5(&ORDER_ID_NAMESPACE, &name)
+        }
+        None => Uuid::now_v7(),
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub fn can_become(from: OrderStatus, next: OrderStatus) -> bool {
+    use OrderStatus::*;
+    matches!(
+        (from, next),
+        (Pending, Confirmed) | (Pending, Rejected) | (Pending, Cancelled) | (Confirmed, Cancelled)
+    )
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderItem {
     pub product_id: Uuid,
@@ -89,11 +97,13 @@ pub struct OrderItem {
     pub line_total: Decimal,
 }
 
-/// The order as stored and as served (camelCase JSON, money as decimal strings).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One order state, as published and as served (camelCase JSON, money as decimal strings).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Order {
     pub id: Uuid,
+    /// 1 when placed, +1 per transition.
+    pub version: u64,
     pub customer_id: Uuid,
     pub customer_email: String,
     pub status: OrderStatus,
@@ -104,96 +114,163 @@ pub struct Order {
     pub items: Vec<OrderItem>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// A cancelled order whose reservation product-svc has not confirmed released yet.
+    #[serde(skip)]
+    pub release_owed: bool,
+    #[serde(skip)]
+    pub request_fingerprint: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("an order cannot go from {from:?} to {to:?}")]
+#[error("an order that is {from:?} cannot be {to}")]
 pub struct InvalidTransition {
     pub from: OrderStatus,
-    pub to: OrderStatus,
+    pub to: &'static str,
 }
 
-/// How a reservation attempt ended, as far as the order cares.
+/// A decided change to an order: how a reservation ended, a cancel, or a recorded release.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    Confirmed,
-    Rejected {
+pub enum Change {
+    Confirm,
+    Reject {
         reason: String,
         failed_product_ids: Vec<Uuid>,
     },
-    Cancelled {
+    Cancel {
         reason: String,
     },
+    /// product-svc confirmed the release a cancel owed.
+    RecordRelease,
+}
+
+impl Change {
+    pub fn event_type(&self) -> OrderEventType {
+        match self {
+            Change::Confirm => OrderEventType::OrderConfirmed,
+            Change::Reject { .. } => OrderEventType::OrderRejected,
+            Change::Cancel { .. } => OrderEventType::OrderCancelled,
+            Change::RecordRelease => OrderEventType::OrderStockReleased,
+        }
+    }
 }
 
 impl Order {
-    pub fn transition(
-        &self,
-        outcome: &Outcome,
-        now: DateTime<Utc>,
-    ) -> Result<Order, InvalidTransition> {
-        let to = match outcome {
-            Outcome::Confirmed => OrderStatus::Confirmed,
-            Outcome::Rejected { .. } => OrderStatus::Rejected,
-            Outcome::Cancelled { .. } => OrderStatus::Cancelled,
+    /// The next state after `change`, one version up; or why the order does not allow it.
+    /// A cancel always owes a release: even a Pending order may hold a reservation whose reply
+    /// was lost (and releasing an order product-svc never saw blocks a late reserve).
+    pub fn apply(&self, change: &Change, now: DateTime<Utc>) -> Result<Order, InvalidTransition> {
+        let (to, label) = match change {
+            Change::Confirm => (OrderStatus::Confirmed, "confirmed"),
+            Change::Reject { .. } => (OrderStatus::Rejected, "rejected"),
+            Change::Cancel { .. } => (OrderStatus::Cancelled, "cancelled"),
+            Change::RecordRelease => (OrderStatus::Cancelled, "released"),
         };
-        if !self.status.can_become(to) {
+        let allowed = match change {
+            Change::RecordRelease => self.status == OrderStatus::Cancelled && self.release_owed,
+            _ => can_become(self.status, to),
+        };
+        if !allowed {
             return Err(InvalidTransition {
                 from: self.status,
-                to,
+                to: label,
             });
         }
         let mut next = self.clone();
         next.status = to;
+        next.version += 1;
         next.updated_at = now;
-        match outcome {
-            Outcome::Confirmed => {}
-            Outcome::Rejected {
+        match change {
+            Change::Confirm => {}
+            Change::Reject {
                 reason,
                 failed_product_ids,
             } => {
                 next.reason = Some(reason.clone());
                 next.failed_product_ids = failed_product_ids.clone();
             }
-            Outcome::Cancelled { reason } => next.reason = Some(reason.clone()),
+            Change::Cancel { reason } => {
+                next.reason = Some(reason.clone());
+                next.release_owed = true;
+            }
+            Change::RecordRelease => next.release_owed = false,
         }
         Ok(next)
     }
 
-    /// The integration event for the order's current (final) status, if it has one.
-    pub fn event(&self, now: DateTime<Utc>) -> Option<OrderEvent> {
-        let event_type = match self.status {
-            OrderStatus::Pending => return None,
-            OrderStatus::Confirmed => OrderEventType::OrderConfirmed,
-            OrderStatus::Rejected => OrderEventType::OrderRejected,
-            OrderStatus::Cancelled => OrderEventType::OrderCancelled,
-        };
-        Some(OrderEvent {
+    /// This state as the full-state event published on the order's subject.
+    pub fn to_event(&self, event_type: OrderEventType) -> OrderEvent {
+        OrderEvent {
             event_id: Uuid::now_v7(),
             event_type,
-            schema_version: SCHEMA_VERSION,
-            occurred_at: now,
+            schema_version: ORDER_SCHEMA_VERSION,
+            occurred_at: self.updated_at,
             order_id: self.id,
+            version: self.version,
+            status: self.status,
             customer_id: self.customer_id,
             customer_email: self.customer_email.clone(),
+            items: self
+                .items
+                .iter()
+                .map(|i| OrderEventItem {
+                    product_id: i.product_id,
+                    product_name: i.product_name.clone(),
+                    quantity: i.quantity,
+                    unit_price: i.unit_price,
+                    line_total: i.line_total,
+                })
+                .collect(),
             total_amount: self.total_amount,
-            items: (event_type == OrderEventType::OrderConfirmed).then(|| {
-                self.items
-                    .iter()
-                    .map(|i| OrderEventItem {
-                        product_id: i.product_id,
-                        product_name: i.product_name.clone(),
-                        quantity: i.quantity,
-                        unit_price: i.unit_price,
-                    })
-                    .collect()
-            }),
-            reason: (event_type != OrderEventType::OrderConfirmed)
-                .then(|| self.reason.clone().unwrap_or_default()),
-            failed_product_ids: (event_type == OrderEventType::OrderRejected)
-                .then(|| self.failed_product_ids.clone()),
-        })
+            reason: self.reason.clone(),
+            failed_product_ids: self.failed_product_ids.clone(),
+            release_owed: self.release_owed,
+            request_fingerprint: self.request_fingerprint.clone(),
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
     }
+
+    pub fn from_event(e: &OrderEvent) -> Order {
+        Order {
+            id: e.order_id,
+            version: e.version,
+            customer_id: e.customer_id,
+            customer_email: e.customer_email.clone(),
+            status: e.status,
+            total_amount: e.total_amount,
+            reason: e.reason.clone(),
+            failed_product_ids: e.failed_product_ids.clone(),
+            items: e
+                .items
+                .iter()
+                .map(|i| OrderItem {
+                    product_id: i.product_id,
+                    product_name: i.product_name.clone(),
+                    quantity: i.quantity,
+                    unit_price: i.unit_price,
+                    line_total: i.line_total,
+                })
+                .collect(),
+            created_at: e.created_at,
+            updated_at: e.updated_at,
+            release_owed: e.release_owed,
+            request_fingerprint: e.request_fingerprint.clone(),
+        }
+    }
+}
+
+/// Why an order event on the stream cannot be applied (it is poison), or `Ok`.
+pub fn check_order_event(e: &OrderEvent, subject_id: Option<Uuid>) -> Result<(), String> {
+    if e.schema_version != ORDER_SCHEMA_VERSION {
+        return Err(format!("unsupported schemaVersion {}", e.schema_version));
+    }
+    if subject_id != Some(e.order_id) {
+        return Err("orderId does not match the subject".into());
+    }
+    if e.version == 0 {
+        return Err("version must be at least 1".into());
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -224,9 +301,10 @@ pub struct OrderRequest {
 }
 
 impl OrderRequest {
-    /// A stable text of the request, compared for Idempotency-Key reuse.
+    /// A digest of the request, compared when an Idempotency-Key is reused.
     pub fn fingerprint(&self) -> String {
-        serde_json::to_string(self).expect("serializes")
+        let text = serde_json::to_vec(self).expect("serializes");
+        Uuid::new_v5(&FINGERPRINT_NAMESPACE, &text).to_string()
     }
 }
 
@@ -360,13 +438,14 @@ pub fn validate_reason(reason: Option<String>) -> Result<String, FieldErrors> {
     Ok(reason)
 }
 
-/// Builds a Pending order priced from the catalog (name and unit price captured on each item).
-/// Unknown or discontinued products are returned as the error.
+/// Builds a Pending order (version 1) priced from the catalog (name and unit price captured on
+/// each item). Unknown or discontinued products are returned as the error.
 pub fn price_order(
     id: Uuid,
     request: &OrderRequest,
     catalog: &HashMap<Uuid, ProductView>,
     now: DateTime<Utc>,
+    request_fingerprint: Option<String>,
 ) -> Result<Order, Vec<Uuid>> {
     let unknown: Vec<Uuid> = request
         .items
@@ -394,6 +473,7 @@ pub fn price_order(
     let total_amount = items.iter().map(|i| i.line_total).sum();
     Ok(Order {
         id,
+        version: 1,
         customer_id: request.customer_id,
         customer_email: request.customer_email.clone(),
         status: OrderStatus::Pending,
@@ -403,6 +483,8 @@ pub fn price_order(
         items,
         created_at: now,
         updated_at: now,
+        release_owed: false,
+        request_fingerprint,
     })
 }
 
@@ -448,7 +530,7 @@ mod tests {
             (Cancelled, Confirmed, false),
             (Confirmed, Confirmed, false),
         ] {
-            assert_eq!(from.can_become(to), ok, "{from:?} -> {to:?}");
+            assert_eq!(can_become(from, to), ok, "{from:?} -> {to:?}");
         }
     }
 
@@ -470,9 +552,11 @@ mod tests {
             &request(vec![(a, 3), (b, 2)]),
             &catalog,
             Utc::now(),
+            None,
         )
         .unwrap();
         assert_eq!(order.total_amount.to_string(), "300.28");
+        assert_eq!(order.version, 1);
         assert_eq!(order.items[0].line_total.to_string(), "0.30");
         assert_eq!(order.items[1].product_name, "Lamp");
         assert_eq!(order.status, OrderStatus::Pending);
@@ -491,6 +575,7 @@ mod tests {
             &request(vec![(known, 1), (gone, 1), (missing, 1)]),
             &catalog,
             Utc::now(),
+            None,
         )
         .unwrap_err();
         assert_eq!(err.len(), 2);
@@ -588,43 +673,69 @@ mod tests {
     }
 
     #[test]
-    fn transitions_record_reasons_and_events() {
+    fn transitions_bump_the_version_and_round_trip_as_full_state_events() {
         let a = Uuid::new_v4();
         let catalog = HashMap::from([(a, view(1, "2.50"))]);
-        let order =
-            price_order(Uuid::new_v4(), &request(vec![(a, 2)]), &catalog, Utc::now()).unwrap();
-        assert!(order.event(Utc::now()).is_none(), "pending has no event");
-        let confirmed = order.transition(&Outcome::Confirmed, Utc::now()).unwrap();
-        let event = confirmed.event(Utc::now()).unwrap();
+        let order = price_order(
+            Uuid::new_v4(),
+            &request(vec![(a, 2)]),
+            &catalog,
+            Utc::now(),
+            Some("fp".into()),
+        )
+        .unwrap();
+        let confirmed = order.apply(&Change::Confirm, Utc::now()).unwrap();
+        assert_eq!((confirmed.status, confirmed.version), (OrderStatus::Confirmed, 2));
+        let event = confirmed.to_event(Change::Confirm.event_type());
         assert_eq!(event.event_type, OrderEventType::OrderConfirmed);
-        assert_eq!(event.items.unwrap().len(), 1);
-        let cancelled = confirmed
-            .transition(
-                &Outcome::Cancelled {
-                    reason: "changed mind".into(),
-                },
-                Utc::now(),
-            )
-            .unwrap();
+        assert_eq!(Order::from_event(&event), confirmed, "the event is the whole state");
+        assert!(check_order_event(&event, Some(confirmed.id)).is_ok());
+        assert!(check_order_event(&event, Some(Uuid::new_v4())).is_err());
+
+        let cancel = Change::Cancel {
+            reason: "changed mind".into(),
+        };
+        let cancelled = confirmed.apply(&cancel, Utc::now()).unwrap();
         assert_eq!(cancelled.reason.as_deref(), Some("changed mind"));
+        assert!(cancelled.release_owed, "a cancel owes a release");
+        assert!(cancelled.apply(&Change::Confirm, Utc::now()).is_err());
+        assert!(cancelled.apply(&cancel, Utc::now()).is_err(), "cancelled once");
+        let released = cancelled.apply(&Change::RecordRelease, Utc::now()).unwrap();
+        assert_eq!((released.release_owed, released.version), (false, 4));
         assert!(
-            cancelled
-                .transition(&Outcome::Confirmed, Utc::now())
-                .is_err()
+            released.apply(&Change::RecordRelease, Utc::now()).is_err(),
+            "released once"
         );
+        assert!(order.apply(&Change::RecordRelease, Utc::now()).is_err());
+
         let rejected = order
-            .transition(
-                &Outcome::Rejected {
+            .apply(
+                &Change::Reject {
                     reason: "short".into(),
                     failed_product_ids: vec![a],
                 },
                 Utc::now(),
             )
             .unwrap();
+        assert_eq!(rejected.failed_product_ids, vec![a]);
         assert_eq!(
-            rejected.event(Utc::now()).unwrap().failed_product_ids,
-            Some(vec![a])
+            rejected.apply(&cancel, Utc::now()).unwrap_err().from,
+            OrderStatus::Rejected
         );
+    }
+
+    #[test]
+    fn keyed_order_ids_are_per_customer_and_stable() {
+        let (ann, bob) = (Uuid::new_v4(), Uuid::new_v4());
+        assert_eq!(order_id(ann, Some("k")), order_id(ann, Some("k")));
+        assert_ne!(order_id(ann, Some("k")), order_id(bob, Some("k")));
+        assert_ne!(order_id(ann, Some("k")), order_id(ann, Some("k2")));
+        assert_ne!(order_id(ann, None), order_id(ann, None));
+        let r = request(vec![(Uuid::new_v4(), 1)]);
+        let mut other = r.clone();
+        other.items[0].1 = 2;
+        assert_eq!(r.fingerprint(), r.clone().fingerprint());
+        assert_ne!(r.fingerprint(), other.fingerprint());
     }
 
     #[test]

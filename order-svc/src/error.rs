@@ -20,6 +20,12 @@ pub enum Error {
     Transition(#[from] InvalidTransition),
     #[error("the catalog is unavailable: {0}")]
     CatalogUnavailable(String),
+    /// The order stream (NATS) cannot be reached or did not answer in time.
+    #[error("the order store is unavailable: {0}")]
+    OrderStoreUnavailable(String),
+    /// The order changed under us more often than a request is willing to retry.
+    #[error("order {0} is changing too often; retry")]
+    Contended(Uuid),
     #[error("storage error")]
     Storage(#[from] sled::Error),
     #[error("stored data is corrupt: {0}")]

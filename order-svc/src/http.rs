@@ -13,7 +13,7 @@ use shared::problem::{FieldErrors, JsonBody, Problem};
 use uuid::Uuid;
 
 use crate::{
-    AppState,
+    AppState, ProjectionStatus,
     domain::{self, CreateOrderInput, Order},
     error::Error,
     orders::Placed,
@@ -78,7 +78,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Error> {
 
 async fn fetch(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, Error> {
     let id = parse_id(&id)?;
-    let order = state.orders.store.get(id)?.ok_or(Error::NotFound(id))?;
+    let order = state.orders.get(id).await?;
     Ok(axum::Json(order).into_response())
 }
 
@@ -130,7 +130,7 @@ async fn list(
         }
     };
     errors.into_result().map_err(Error::Validation)?;
-    let (items, total) = state.orders.store.list(customer, page, page_size)?;
+    let (items, total) = state.orders.view.list(customer, page, page_size)?;
     Ok(axum::Json(Page {
         items,
         page,
@@ -157,7 +157,7 @@ async fn snapshot_get(
     let Ok(id) = parse_id(&id) else {
         return Ok(Problem::not_found("No product has this id.").into_response());
     };
-    match state.orders.store.product(id)? {
+    match state.orders.snapshot.product(id)? {
         Some(view) => Ok(axum::Json(SnapshotRow { id, view }).into_response()),
         None => {
             Ok(Problem::not_found(format!("Product {id} is not in the snapshot.")).into_response())
@@ -173,7 +173,7 @@ async fn snapshot_list(
     let (page, page_size) =
         shared::http::paging(params.page.as_deref(), params.page_size.as_deref(), 1000)
             .map_err(Error::Validation)?;
-    let (rows, total) = state.orders.store.snapshot_page(page, page_size)?;
+    let (rows, total) = state.orders.snapshot.snapshot_page(page, page_size)?;
     Ok(axum::Json(serde_json::json!({
         "items": rows.into_iter().map(|(id, view)| SnapshotRow { id, view }).collect::<Vec<_>>(),
         "page": page,
@@ -201,29 +201,42 @@ async fn cancel(
     Ok(axum::Json(order).into_response())
 }
 
-/// Ready once the product snapshot has caught up with the stream; independent of product-svc.
+fn projection_details(s: &ProjectionStatus) -> serde_json::Value {
+    serde_json::json!({
+        "ready": s.ready.load(Ordering::SeqCst),
+        "connected": s.connected.load(Ordering::SeqCst),
+        "lag": s.lag.load(Ordering::Relaxed),
+        "checkpoint": s.checkpoint.load(Ordering::Relaxed),
+        "target": s.target.load(Ordering::Relaxed),
+        "applied": s.applied.load(Ordering::Relaxed),
+        "poison": s.poison.load(Ordering::Relaxed),
+    })
+}
+
+/// Ready once both read models (the product snapshot and the orders view) have caught up with
+/// their streams; independent of product-svc.
 async fn ready(State(state): State<AppState>) -> Response {
-    let s = &state.projection;
+    let orders = &state.orders;
+    let mut snapshot = projection_details(&state.snapshot);
+    snapshot["products"] = orders.snapshot.snapshot_len().unwrap_or_default().into();
+    let mut view = projection_details(&state.orders_view);
+    view["orders"] = orders.view.count().unwrap_or_default().into();
     let body = serde_json::json!({
-        "snapshot": {
-            "ready": s.ready.load(Ordering::SeqCst),
-            "connected": s.connected.load(Ordering::SeqCst),
-            "lag": s.lag.load(Ordering::Relaxed),
-            "checkpoint": s.checkpoint.load(Ordering::Relaxed),
-            "target": s.target.load(Ordering::Relaxed),
-            "applied": s.applied.load(Ordering::Relaxed),
-            "poison": s.poison.load(Ordering::Relaxed),
-            "products": state.orders.store.snapshot_len().unwrap_or_default(),
-        },
-        "pendingOrders": state.orders.store.pending_count(),
-        "owedReleases": state.orders.store.releases_count(),
-        "stockCircuitOpen": state.orders.stock.breaker_open(),
+        "snapshot": snapshot,
+        "ordersView": view,
+        "pendingOrders": orders.view.pending_count().unwrap_or_default(),
+        "owedReleases": orders.view.owed_count().unwrap_or_default(),
+        "casConflicts": orders.counters.conflicts.load(Ordering::Relaxed),
+        "duplicateWork": orders.counters.duplicate_work.load(Ordering::Relaxed),
+        "stockCircuitOpen": orders.stock.breaker_open(),
     });
-    if s.ready.load(Ordering::SeqCst) {
+    let ready =
+        state.snapshot.ready.load(Ordering::SeqCst) && state.orders_view.ready.load(Ordering::SeqCst);
+    if ready {
         axum::Json(serde_json::json!({"status": "ready", "details": body})).into_response()
     } else {
         Problem::unavailable(
-            "The product snapshot is still catching up with the stream.",
+            "The product snapshot or the orders view is still catching up with its stream.",
             1,
         )
         .with_extension("details", body)
@@ -258,6 +271,18 @@ impl IntoResponse for Error {
             Error::CatalogUnavailable(_) => {
                 tracing::warn!(error = %self, "Catalog read-through failed.");
                 Problem::unavailable("Product data is temporarily unavailable; retry shortly.", 2)
+            }
+            Error::OrderStoreUnavailable(_) => {
+                tracing::warn!(error = %self, "The order stream is unreachable.");
+                Problem::unavailable(
+                    "The order store is temporarily unavailable; retry shortly (a retry with the \
+                     same Idempotency-Key never creates a second order).",
+                    1,
+                )
+            }
+            Error::Contended(_) => {
+                tracing::warn!(error = %self, "An order kept changing under a request.");
+                Problem::unavailable("The order is changing too often; retry shortly.", 1)
             }
             Error::Storage(_) | Error::Corrupt(_) | Error::Flush(_) => {
                 tracing::error!(error = %self, cause = ?self, "Request failed on storage.");

@@ -1,24 +1,33 @@
-//! order-svc owns orders. It prices orders from a local ProductSnapshot (projected from the
-//! `PRODUCTS` stream by a durable JetStream consumer), reserves and releases stock on
-//! product-svc over gRPC, and publishes order events through an outbox to `ORDERS`.
+//! order-svc serves orders. The order stream (`ORDERS`) is their system of record: every state
+//! of an order is a CAS publish on the order's subject, so any number of instances serve every
+//! order. Each instance prices orders from a local ProductSnapshot (projected from `PRODUCTS`),
+//! keeps a local orders view (projected from the order stream) for listings and background work,
+//! and reserves and releases stock on product-svc over gRPC. Its sled holds only what it can
+//! rebuild from the streams.
 //!
 //! `App::build(Config)` does every fallible start-up step; `App::run_until_stopped(shutdown)`
 //! serves until the future resolves, then stops accepting, finishes in-flight requests, stops
-//! the workers and the projector (everything applied is acked), drains the relay and flushes.
+//! the workers and both projectors (everything applied is acked) and flushes.
 mod domain;
 mod error;
 mod http;
 mod openapi;
+mod order_log;
 mod orders;
 mod projector;
 mod stock;
 mod store;
+mod view;
 mod workers;
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 use anyhow::Context;
-use shared::outbox::{Relay, RelayConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -53,9 +62,17 @@ pub struct Config {
         default_value = "http://127.0.0.1:5051"
     )]
     pub product_grpc_url: String,
-    /// Names this instance's durable consumer (each instance has its own sled and durable).
-    #[arg(long, env = "ORDER_INSTANCE_ID", default_value = "order-1")]
-    pub instance_id: String,
+    /// Names this instance's durable consumers. Default: an id generated on first start and
+    /// kept in the data dir (so every instance has its own durables, and a wiped data dir
+    /// starts as a new instance).
+    #[arg(long, env = "ORDER_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+    /// The order stream (created if missing; an edge site runs its own).
+    #[arg(long, env = "ORDER_STREAM", default_value = shared::streams::ORDERS)]
+    pub orders_stream: String,
+    /// Subject prefix of the order stream: order `<id>` is published on `<prefix>.<id>`.
+    #[arg(long, env = "ORDER_SUBJECT_PREFIX", default_value = shared::events::ORDER_SUBJECT_PREFIX)]
+    pub orders_subject_prefix: String,
     /// Catalog source for create-order.
     #[arg(long, env = "ORDER_CATALOG", value_enum, default_value = "snapshot")]
     pub catalog: CatalogMode,
@@ -74,7 +91,7 @@ pub struct Config {
     /// How long the breaker stays open.
     #[arg(long, env = "ORDER_BREAKER_COOLDOWN_MS", default_value_t = 2000)]
     pub breaker_cooldown_ms: u64,
-    /// How often the reconciler and the releaser look for work.
+    /// How often the reconciler and the releaser look for work (jittered by ±50 %).
     #[arg(long, env = "ORDER_WORKER_INTERVAL_MS", default_value_t = 1000)]
     pub worker_interval_ms: u64,
     /// Replicas of the streams this service creates if missing (3 on a cluster).
@@ -96,7 +113,9 @@ impl Config {
             data_dir,
             nats_url: nats_url.into(),
             product_grpc_url: product_grpc_url.into(),
-            instance_id: "test".into(),
+            instance_id: None,
+            orders_stream: shared::streams::ORDERS.into(),
+            orders_subject_prefix: shared::events::ORDER_SUBJECT_PREFIX.into(),
             catalog: CatalogMode::Snapshot,
             request_budget_ms: 2000,
             stock_attempt_timeout_ms: 1000,
@@ -114,30 +133,37 @@ impl Config {
 #[derive(Clone)]
 pub(crate) struct AppState {
     orders: orders::Orders,
-    projection: Arc<ProjectionStatus>,
+    snapshot: Arc<ProjectionStatus>,
+    orders_view: Arc<ProjectionStatus>,
 }
 
 pub struct App {
     config: Config,
+    instance_id: String,
     orders: orders::Orders,
     nats: async_nats::Client,
     http: TcpListener,
-    projection: Arc<ProjectionStatus>,
+    snapshot: Arc<ProjectionStatus>,
+    orders_view: Arc<ProjectionStatus>,
 }
 
 impl App {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         anyhow::ensure!(
-            !config.instance_id.is_empty()
-                && config.instance_id.len() <= 64
+            is_token(&config.orders_stream),
+            "--orders-stream must be 1-64 characters of [A-Za-z0-9_-]"
+        );
+        anyhow::ensure!(
+            config.orders_subject_prefix.len() <= 128
                 && config
-                    .instance_id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
-            "--instance-id must be 1-64 characters of [A-Za-z0-9_-]"
+                    .orders_subject_prefix
+                    .split('.')
+                    .all(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')),
+            "--orders-subject-prefix must be dot-separated tokens of [A-Za-z0-9_-]"
         );
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("failed to create data dir {}", config.data_dir.display()))?;
+        let instance_id = instance_id(&config.data_dir, config.instance_id.as_deref())?;
         let store = store::Store::open(&config.data_dir, config.cache_mb << 20)
             .with_context(|| format!("failed to open sled at {}", config.data_dir.display()))?;
         let stock = stock::StockClient::new(stock::StockConfig {
@@ -156,18 +182,32 @@ impl App {
         let http = TcpListener::bind(config.http_addr)
             .await
             .with_context(|| format!("failed to bind HTTP on {}", config.http_addr))?;
+        let budget = Duration::from_millis(config.request_budget_ms);
+        let log = order_log::OrderLog::new(
+            nats.clone(),
+            orders_stream_config(&config),
+            config.orders_subject_prefix.clone(),
+            budget,
+        );
         let orders = orders::Orders {
-            store,
+            log,
+            view: store.orders_view(),
+            snapshot: store,
             stock: Arc::new(stock),
             catalog: config.catalog,
-            budget: Duration::from_millis(config.request_budget_ms),
+            budget,
+            counters: Arc::default(),
+            release_wake: Arc::default(),
+            own_releases: Arc::default(),
         };
         Ok(Self {
             config,
+            instance_id,
             orders,
             nats,
             http,
-            projection: Arc::default(),
+            snapshot: Arc::default(),
+            orders_view: Arc::default(),
         })
     }
 
@@ -175,9 +215,19 @@ impl App {
         self.http.local_addr().expect("bound")
     }
 
-    /// Live projection figures (readiness, checkpoint, poison count), for tests and benchmarks.
+    /// This instance's id (names its durables).
+    pub fn instance_id(&self) -> &str {
+        &self.instance_id
+    }
+
+    /// Live ProductSnapshot projection figures (readiness, checkpoint, poison count).
     pub fn projection(&self) -> Arc<ProjectionStatus> {
-        self.projection.clone()
+        self.snapshot.clone()
+    }
+
+    /// Live orders-view projection figures.
+    pub fn orders_projection(&self) -> Arc<ProjectionStatus> {
+        self.orders_view.clone()
     }
 
     pub async fn run_until_stopped(
@@ -189,17 +239,29 @@ impl App {
         let interval = Duration::from_millis(self.config.worker_interval_ms);
         let servers_stop = CancellationToken::new();
         let workers_stop = CancellationToken::new();
-        let relay_stop = CancellationToken::new();
         let js = shared::nats::jetstream(self.nats.clone());
+        let store = self.orders.snapshot.clone();
 
-        let projector = projector::Projector {
+        let products = projector::Projector {
             js: js.clone(),
-            store: self.orders.store.clone(),
-            durable: format!("order-svc-{}", self.config.instance_id),
-            replicas: self.config.stream_replicas,
-            status: self.projection.clone(),
+            projection: store.clone(),
+            commit: store.commit(),
+            stream: shared::streams::products(self.config.stream_replicas),
+            durable: format!("order-svc-{}-products", self.instance_id),
+            status: self.snapshot.clone(),
         };
-        let projector_task = tokio::spawn(projector::run(projector, workers_stop.clone()));
+        let orders_view = projector::Projector {
+            js,
+            projection: self.orders.view.clone(),
+            commit: store.commit(),
+            stream: orders_stream_config(&self.config),
+            durable: format!("order-svc-{}-orders", self.instance_id),
+            status: self.orders_view.clone(),
+        };
+        let projectors = [
+            tokio::spawn(projector::run(products, workers_stop.clone())),
+            tokio::spawn(projector::run(orders_view, workers_stop.clone())),
+        ];
         let reconciler = tokio::spawn(workers::reconciler(
             self.orders.clone(),
             interval,
@@ -210,22 +272,11 @@ impl App {
             interval,
             workers_stop.clone(),
         ));
-        let relay = Relay {
-            tree: self.orders.store.outbox_tree(),
-            js,
-            wake: self.orders.store.relay_wake(),
-            config: RelayConfig {
-                window: 1000,
-                streams: vec![shared::streams::orders(self.config.stream_replicas)],
-                max_backoff: Duration::from_secs(5),
-                drain_timeout: grace,
-            },
-        };
-        let relay_task = tokio::spawn(relay.run(relay_stop.clone()));
 
         let state = AppState {
             orders: self.orders.clone(),
-            projection: self.projection.clone(),
+            snapshot: self.snapshot.clone(),
+            orders_view: self.orders_view.clone(),
         };
         let router = http::router(state);
         let stop = servers_stop.clone();
@@ -234,7 +285,7 @@ impl App {
                 .with_graceful_shutdown(stop.cancelled_owned())
                 .await
         });
-        tracing::info!(http.addr = %http_addr, data_dir = %self.config.data_dir.display(), catalog = ?self.config.catalog, instance = %self.config.instance_id, "order-svc started.");
+        tracing::info!(http.addr = %http_addr, data_dir = %self.config.data_dir.display(), catalog = ?self.config.catalog, instance = %self.instance_id, orders_stream = %self.config.orders_stream, "order-svc started.");
 
         let mut failure = None;
         tokio::select! {
@@ -247,15 +298,59 @@ impl App {
             http_task.abort();
         }
         workers_stop.cancel();
-        let _ = tokio::join!(projector_task, reconciler, releaser);
-        relay_stop.cancel();
-        let _ = relay_task.await;
-        self.orders.store.close().await;
+        let [a, b] = projectors;
+        let _ = tokio::join!(a, b, reconciler, releaser);
+        store.close().await;
         let _ = tokio::time::timeout(Duration::from_secs(1), self.nats.flush()).await;
         tracing::info!("order-svc stopped.");
         match failure {
             Some(f) => Err(anyhow::anyhow!(f)),
             None => Ok(()),
         }
+    }
+}
+
+fn orders_stream_config(config: &Config) -> async_nats::jetstream::stream::Config {
+    shared::streams::orders(
+        &config.orders_stream,
+        &config.orders_subject_prefix,
+        config.stream_replicas,
+    )
+}
+
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The given instance id, or the one kept in the data dir (generated on first start).
+fn instance_id(data_dir: &Path, given: Option<&str>) -> anyhow::Result<String> {
+    if let Some(id) = given {
+        anyhow::ensure!(
+            is_token(id),
+            "--instance-id must be 1-64 characters of [A-Za-z0-9_-]"
+        );
+        return Ok(id.to_owned());
+    }
+    let path = data_dir.join("instance-id");
+    match std::fs::read_to_string(&path) {
+        Ok(kept) => {
+            let id = kept.trim().to_owned();
+            anyhow::ensure!(is_token(&id), "{} holds an invalid instance id", path.display());
+            Ok(id)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = format!("order-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+            // Written to a temp file and renamed, so a crash never leaves half an id.
+            let tmp = data_dir.join("instance-id.tmp");
+            std::fs::write(&tmp, &id)
+                .and_then(|()| std::fs::rename(&tmp, &path))
+                .with_context(|| format!("failed to write {}", path.display()))?;
+            tracing::info!(instance = %id, "Generated this instance's id.");
+            Ok(id)
+        }
+        Err(e) => Err(e).with_context(|| format!("failed to read {}", path.display())),
     }
 }

@@ -1,26 +1,63 @@
-//! The order flows: place (price from the catalog → persist Pending → reserve → final status),
-//! settle (what the reconciler runs for Pending orders) and cancel. HTTP and the workers call
-//! these; the rules themselves are in `domain.rs`.
-use std::{collections::HashMap, sync::Arc, time::Duration};
+//! The order flows over the order stream: place (price from the catalog → publish Pending →
+//! reserve → publish the final state), settle (what the reconciler runs for Pending orders),
+//! cancel, and release. HTTP and the workers call these; the rules themselves are in `domain.rs`.
+//!
+//! Every write is decided from a known state and published with a CAS on that state's stream
+//! sequence: when another instance moved the order first, the flow re-reads and re-decides, so a
+//! cancel racing a confirm ends in one well-defined state. Reservations and releases are
+//! idempotent by order id at product-svc, so two instances doing the same work is harmless; it
+//! is counted (`duplicateWork`) and kept rare.
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use chrono::Utc;
+use shared::events::OrderEventType;
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::{
     CatalogMode,
-    domain::{self, Order, OrderRequest, OrderStatus, Outcome, ProductView},
+    domain::{self, Change, Order, OrderRequest, OrderStatus, ProductView},
     error::{Error, Result},
+    order_log::{Appended, OrderLog, Stored},
     stock::{FailCode, Reservation, StockClient, StockError},
-    store::{Inserted, Store},
+    store::{SnapshotUpdate, Store},
+    view::OrdersView,
 };
+
+/// How often one request re-decides after losing a CAS before it gives up (409-free 503).
+const MAX_ATTEMPTS: usize = 8;
 
 #[derive(Clone)]
 pub struct Orders {
-    pub store: Store,
+    pub log: OrderLog,
+    pub view: OrdersView,
+    pub snapshot: Store,
     pub stock: Arc<StockClient>,
     pub catalog: CatalogMode,
     /// How long a create request waits for product-svc before answering 202 Pending.
     pub budget: Duration,
+    pub counters: Arc<Counters>,
+    /// Wakes this instance's releaser after a cancel.
+    pub release_wake: Arc<Notify>,
+    /// Releases this instance owes from its own cancels: attempted at once, where other
+    /// instances take over only after the budget (so two instances rarely do the same work).
+    pub own_releases: Arc<Mutex<HashSet<Uuid>>>,
+}
+
+/// How often instances stepped on each other (reported on `/health/ready`).
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Publishes that lost their CAS and were re-decided.
+    pub conflicts: AtomicU64,
+    /// Reservations or releases done by an instance after another had already recorded them.
+    pub duplicate_work: AtomicU64,
 }
 
 /// A placed order: final (201) or still waiting for product-svc (202).
@@ -39,52 +76,80 @@ impl Placed {
     }
 }
 
+/// What a transition came to.
+enum Decided {
+    Done(Stored),
+    /// The order's current state does not allow the change.
+    Refused(Stored),
+}
+
 impl Orders {
     pub async fn place(
         &self,
         request: OrderRequest,
         idempotency_key: Option<String>,
     ) -> Result<Placed> {
-        // Only a keyed request needs its fingerprint (it is the request serialized once more).
+        let started = Instant::now();
+        // Only a keyed request needs its fingerprint (a digest of the request).
         let fingerprint = idempotency_key.as_ref().map(|_| request.fingerprint());
-        if let (Some(key), Some(fingerprint)) = (&idempotency_key, &fingerprint)
-            && let Some(existing) = self.store.find_idempotent(key, fingerprint)?
+        let id = domain::order_id(request.customer_id, idempotency_key.as_deref());
+        if fingerprint.is_some()
+            && let Some(existing) = self.view.get(id)?
         {
-            let order = self.store.get(existing)?.ok_or(Error::NotFound(existing))?;
-            tracing::info!(order_id = %existing, "Idempotent replay of a create request.");
-            return Ok(Placed::of(order));
+            return replay(existing.order, fingerprint.as_deref());
         }
         let ids: Vec<Uuid> = request.items.iter().map(|(id, _)| *id).collect();
         let catalog = self.catalog(&ids).await?;
-        let order = domain::price_order(Uuid::now_v7(), &request, &catalog, Utc::now())
+        let order = domain::price_order(id, &request, &catalog, Utc::now(), fingerprint.clone())
             .map_err(Error::UnknownProducts)?;
-        let idem = idempotency_key.as_deref().zip(fingerprint.as_deref());
-        if let Inserted::Existing(existing) = self.store.insert_pending(&order, idem).await? {
-            let order = self.store.get(existing)?.ok_or(Error::NotFound(existing))?;
-            return Ok(Placed::of(order));
-        }
-        tracing::info!(order_id = %order.id, customer_id = %order.customer_id, total = %order.total_amount, "Order accepted as Pending.");
-        match tokio::time::timeout(self.budget, self.settle(&order)).await {
+        let remaining = self.budget.saturating_sub(started.elapsed());
+        let appended = tokio::time::timeout(
+            remaining,
+            self.log.append(&order, OrderEventType::OrderPlaced, 0),
+        )
+        .await
+        .map_err(|_| Error::OrderStoreUnavailable("the request budget ran out".into()))??;
+        let seq = match appended {
+            Appended::Stored(seq) => seq,
+            // The key's order exists (placed by this or another instance).
+            Appended::Conflict(Some(existing)) => {
+                self.view.record(&existing)?;
+                tracing::info!(order_id = %id, "Idempotent replay of a create request.");
+                return replay(existing.order, fingerprint.as_deref());
+            }
+            Appended::Conflict(None) => return Err(Error::Contended(id)),
+        };
+        let pending = Stored { order, seq };
+        self.view.record(&pending)?;
+        tracing::info!(order_id = %id, customer_id = %pending.order.customer_id, total = %pending.order.total_amount, "Order accepted as Pending.");
+        let remaining = self.budget.saturating_sub(started.elapsed());
+        match tokio::time::timeout(remaining, self.settle(&pending)).await {
             Ok(Ok(Some(settled))) => Ok(Placed::of(settled)),
             Ok(Ok(None)) | Err(_) => {
-                tracing::warn!(order_id = %order.id, "product-svc did not answer within the request budget; the order stays Pending for the reconciler.");
-                let current = self.store.get(order.id)?.unwrap_or(order);
-                Ok(Placed::of(current))
+                tracing::warn!(order_id = %id, "product-svc did not answer within the request budget; the order stays Pending for the reconciler.");
+                Ok(Placed::of(self.latest(pending)?))
             }
-            Ok(Err(e)) => Err(e),
+            Ok(Err(error)) => {
+                // The Pending state is acknowledged; whatever failed after it, the reconciler
+                // finishes (ReserveStock is idempotent).
+                tracing::warn!(order_id = %id, %error, "Settling failed; the order stays Pending for the reconciler.");
+                Ok(Placed::of(self.latest(pending)?))
+            }
         }
     }
 
     /// Reserves stock for a Pending order and records the outcome. `Ok(None)` when product-svc
     /// is unavailable (the order stays Pending; ReserveStock is idempotent, so retrying is safe).
-    pub async fn settle(&self, order: &Order) -> Result<Option<Order>> {
+    /// If another instance settled or cancelled it first, returns what it is now.
+    pub async fn settle(&self, pending: &Stored) -> Result<Option<Order>> {
+        let order = &pending.order;
         let items: Vec<(Uuid, u32)> = order
             .items
             .iter()
             .map(|i| (i.product_id, i.quantity))
             .collect();
-        let outcome = match self.stock.reserve(order.id, &items).await {
-            Ok(Reservation::Reserved) => Outcome::Confirmed,
+        let change = match self.stock.reserve(order.id, &items).await {
+            Ok(Reservation::Reserved) => Change::Confirm,
             Ok(Reservation::Failed {
                 code,
                 reason,
@@ -97,7 +162,7 @@ impl Orders {
                     }
                     _ => reason,
                 };
-                Outcome::Rejected {
+                Change::Reject {
                     reason,
                     failed_product_ids,
                 }
@@ -107,42 +172,119 @@ impl Orders {
                 tracing::warn!(order_id = %order.id, %error, "product-svc failed; the order stays Pending for the reconciler.");
                 return Ok(None);
             }
-            Err(StockError::Refused(message)) => Outcome::Rejected {
+            Err(StockError::Refused(message)) => Change::Reject {
                 reason: format!("product-svc refused the reservation: {message}"),
                 failed_product_ids: Vec::new(),
             },
         };
-        match self.store.transition(order.id, &outcome).await {
-            Ok(next) => {
-                tracing::info!(order_id = %order.id, status = ?next.status, "Order settled.");
-                Ok(Some(next))
+        match self.transition(pending.clone(), &change).await? {
+            Decided::Done(next) => {
+                tracing::info!(order_id = %order.id, status = ?next.order.status, "Order settled.");
+                Ok(Some(next.order))
             }
-            // Someone else (the reconciler, a cancel) moved it first: report what it is now.
-            Err(Error::Transition(_)) => Ok(self.store.get(order.id)?),
+            Decided::Refused(current) => {
+                self.counters.duplicate_work.fetch_add(1, Ordering::Relaxed);
+                Ok(Some(current.order))
+            }
+        }
+    }
+
+    /// The order's current state, read from the stream (read-your-writes on every instance);
+    /// from the view if the stream cannot be reached.
+    pub async fn get(&self, id: Uuid) -> Result<Order> {
+        match self.log.read(id).await {
+            Ok(Some(stored)) => {
+                self.view.record(&stored)?;
+                Ok(stored.order)
+            }
+            Ok(None) => Err(Error::NotFound(id)),
+            Err(Error::OrderStoreUnavailable(why)) => match self.view.get(id)? {
+                Some(stored) => {
+                    tracing::debug!(order_id = %id, why, "Order stream unreachable; answered from the view.");
+                    Ok(stored.order)
+                }
+                None => Err(Error::OrderStoreUnavailable(why)),
+            },
             Err(e) => Err(e),
         }
     }
 
     pub async fn cancel(&self, id: Uuid, reason: String) -> Result<Order> {
-        let order = self.store.get(id)?.ok_or(Error::NotFound(id))?;
-        if !order.status.can_become(OrderStatus::Cancelled) {
-            return Err(Error::NotCancellable {
-                id,
-                status: order.status,
-            });
-        }
-        match self
-            .store
-            .transition(id, &Outcome::Cancelled { reason })
-            .await
-        {
-            Ok(order) => {
-                tracing::info!(order_id = %id, "Order cancelled; stock release queued.");
-                Ok(order)
+        let current = match self.view.get(id)? {
+            Some(stored) => stored,
+            None => self.log.read(id).await?.ok_or(Error::NotFound(id))?,
+        };
+        match self.transition(current, &Change::Cancel { reason }).await? {
+            Decided::Done(cancelled) => {
+                tracing::info!(order_id = %id, "Order cancelled; stock release owed.");
+                self.own_releases.lock().expect("lock").insert(id);
+                self.release_wake.notify_one();
+                Ok(cancelled.order)
             }
-            Err(Error::Transition(t)) => Err(Error::NotCancellable { id, status: t.from }),
-            Err(e) => Err(e),
+            Decided::Refused(current) => Err(Error::NotCancellable {
+                id,
+                status: current.order.status,
+            }),
         }
+    }
+
+    /// Releases a cancelled order's stock and records it. `Ok(false)` if another instance had
+    /// already recorded the release.
+    pub async fn release(&self, owed: Stored) -> Result<bool, ReleaseError> {
+        let id = owed.order.id;
+        self.stock.release(id).await.map_err(ReleaseError::Stock)?;
+        self.own_releases.lock().expect("lock").remove(&id);
+        match self.transition(owed, &Change::RecordRelease).await {
+            Ok(Decided::Done(_)) => Ok(true),
+            Ok(Decided::Refused(_)) => {
+                self.counters.duplicate_work.fetch_add(1, Ordering::Relaxed);
+                Ok(false)
+            }
+            Err(e) => Err(ReleaseError::Record(e)),
+        }
+    }
+
+    pub fn owns_release(&self, id: Uuid) -> bool {
+        self.own_releases.lock().expect("lock").contains(&id)
+    }
+
+    /// Applies `change` to `current` and publishes it with a CAS on `current`'s sequence; on a
+    /// conflict, re-decides from the state that won.
+    async fn transition(&self, mut current: Stored, change: &Change) -> Result<Decided> {
+        let id = current.order.id;
+        for _ in 0..MAX_ATTEMPTS {
+            let next = match current.order.apply(change, Utc::now()) {
+                Ok(next) => next,
+                Err(why) => {
+                    tracing::debug!(order_id = %id, %why, "The order's state refuses the change.");
+                    return Ok(Decided::Refused(current));
+                }
+            };
+            match self
+                .log
+                .append(&next, change.event_type(), current.seq)
+                .await?
+            {
+                Appended::Stored(seq) => {
+                    let stored = Stored { order: next, seq };
+                    self.view.record(&stored)?;
+                    return Ok(Decided::Done(stored));
+                }
+                Appended::Conflict(Some(latest)) => {
+                    self.counters.conflicts.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(order_id = %id, version = latest.order.version, "The order moved on; deciding again.");
+                    self.view.record(&latest)?;
+                    current = latest;
+                }
+                Appended::Conflict(None) => return Err(Error::NotFound(id)),
+            }
+        }
+        Err(Error::Contended(id))
+    }
+
+    /// The view's state of a just-written order (it may have moved on), or `fallback`.
+    fn latest(&self, fallback: Stored) -> Result<Order> {
+        Ok(self.view.get(fallback.order.id)?.unwrap_or(fallback).order)
     }
 
     /// Catalog entries for `ids`: from the local snapshot, reading through to product-svc for
@@ -150,7 +292,7 @@ impl Orders {
     /// `grpc` mode (the original Phase-6 design, kept for comparison).
     async fn catalog(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, ProductView>> {
         let mut found = match self.catalog {
-            CatalogMode::Snapshot => self.store.products(ids)?,
+            CatalogMode::Snapshot => self.snapshot.products(ids)?,
             CatalogMode::Grpc => HashMap::new(),
         };
         let missing: Vec<Uuid> = ids
@@ -169,12 +311,12 @@ impl Orders {
         if self.catalog == CatalogMode::Snapshot && !fetched.is_empty() {
             let updates: Vec<_> = fetched
                 .iter()
-                .map(|(id, view)| crate::store::SnapshotUpdate {
+                .map(|(id, view)| SnapshotUpdate {
                     product_id: *id,
                     view: view.clone(),
                 })
                 .collect();
-            self.store.apply_events(&updates, None)?;
+            self.snapshot.apply_events(&updates, None)?;
             tracing::info!(
                 count = updates.len(),
                 "Read through to product-svc for products missing from the snapshot."
@@ -182,5 +324,23 @@ impl Orders {
         }
         found.extend(fetched);
         Ok(found)
+    }
+}
+
+/// Why an owed release did not complete (it stays owed and is retried).
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    #[error(transparent)]
+    Stock(StockError),
+    #[error("recording the release failed: {0}")]
+    Record(Error),
+}
+
+/// The answer to a create request whose order already exists: the same request gets the order,
+/// a different one (or an unkeyed request colliding with it) is refused.
+fn replay(existing: Order, fingerprint: Option<&str>) -> Result<Placed> {
+    match (existing.request_fingerprint.as_deref(), fingerprint) {
+        (Some(stored), Some(sent)) if stored == sent => Ok(Placed::of(existing)),
+        _ => Err(Error::IdempotencyMismatch),
     }
 }

@@ -1,5 +1,6 @@
-//! The ProductSnapshot projection: a durable JetStream pull consumer on `PRODUCTS` applied into
-//! sled through the version guard.
+//! The projector: a durable JetStream pull consumer applied into a sled read model through a
+//! version guard. One machinery serves both read models (the ProductSnapshot from `PRODUCTS`,
+//! the orders view from the order stream); each is a [`Projection`].
 //!
 //! Why it works the way it does:
 //! - **Batches.** Whatever is ready (up to 1,000 messages) is applied in one sled batch that
@@ -40,17 +41,37 @@ use async_nats::jetstream::{
     stream::Stream,
 };
 use futures::StreamExt;
-use shared::events::ProductEvent;
+use shared::durability::GroupCommit;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::{
-    domain::ProductView,
-    store::{SnapshotUpdate, Store},
-};
-
 pub const BATCH: usize = 1000;
+/// How long a durable may go without its instance before the server deletes it.
+pub const INACTIVE_THRESHOLD: Duration = Duration::from_secs(24 * 3600);
+
+/// A read model fed by the projector. `apply` runs the version guard and moves the checkpoint in
+/// one atomic write; the projector flushes before it acks.
+pub trait Projection: Clone + Send + Sync + 'static {
+    type Update: Send + Sync;
+    /// Names the read model in logs.
+    const NAME: &'static str;
+    /// The update a message carries, or why it is poison.
+    fn decode(&self, msg: &jetstream::Message) -> Result<Self::Update, String>;
+    fn apply(&self, updates: &[Self::Update], checkpoint: Option<u64>) -> crate::error::Result<usize>;
+    /// The stream sequence of the last applied message; `None` on an empty (cold) store.
+    fn checkpoint(&self) -> crate::error::Result<Option<u64>>;
+    /// The replay into an empty store is over (drop cold-start caches).
+    fn end_cold_start(&self);
+}
+
+/// The entity id that ends a subject (`eshop.products.<id>`, `eshop.orders.<id>`).
+pub fn subject_id(subject: &str) -> Option<Uuid> {
+    subject
+        .rsplit('.')
+        .next()
+        .and_then(|s| Uuid::parse_str(s).ok())
+}
 
 /// What `/health/ready` reports about the projection.
 #[derive(Debug, Default)]
@@ -66,24 +87,28 @@ pub struct ProjectionStatus {
 }
 
 impl ProjectionStatus {
-    fn mark_ready(&self, store: &Store, why: &str) {
+    fn mark_ready<P: Projection>(&self, projection: &P, why: &str) {
         if !self.ready.swap(true, Ordering::SeqCst) {
-            store.end_cold_start();
+            projection.end_cold_start();
             tracing::info!(
                 checkpoint = self.checkpoint.load(Ordering::Relaxed),
                 applied = self.applied.load(Ordering::Relaxed),
                 why,
-                "ProductSnapshot caught up; ready."
+                "{} caught up; ready.",
+                P::NAME
             );
         }
     }
 }
 
-pub struct Projector {
+pub struct Projector<P: Projection> {
     pub js: jetstream::Context,
-    pub store: Store,
+    pub projection: P,
+    /// Flushes the read model's writes before their ack.
+    pub commit: GroupCommit,
+    /// The stream, created with this config if missing.
+    pub stream: jetstream::stream::Config,
     pub durable: String,
-    pub replicas: usize,
     pub status: Arc<ProjectionStatus>,
 }
 
@@ -99,9 +124,9 @@ fn nats<E: std::fmt::Display>(e: E) -> SessionError {
     SessionError::Nats(e.to_string())
 }
 
-impl Projector {
+impl<P: Projection> Projector<P> {
     pub async fn run(self, cancel: CancellationToken) {
-        if let Ok(Some(c)) = self.store.checkpoint() {
+        if let Ok(Some(c)) = self.projection.checkpoint() {
             self.status.checkpoint.store(c, Ordering::SeqCst);
         }
         let mut backoff = Duration::from_millis(100);
@@ -131,7 +156,7 @@ impl Projector {
     async fn session(&self, cancel: &CancellationToken, first: bool) -> Result<(), SessionError> {
         let stream = self
             .js
-            .get_or_create_stream(shared::streams::products(self.replicas))
+            .get_or_create_stream(self.stream.clone())
             .await
             .map_err(nats)?;
         let info = stream.get_info().await.map_err(nats)?;
@@ -229,11 +254,11 @@ impl Projector {
 
     /// Picks up the durable, or (re)creates it so that delivery starts right after the checkpoint.
     async fn ensure_consumer(&self, stream: &Stream) -> Result<PullConsumer, SessionError> {
-        let checkpoint = self.store.checkpoint()?;
+        let checkpoint = self.projection.checkpoint()?;
         let existing = stream.consumer_info(&self.durable).await.ok();
         let start = match (checkpoint, &existing) {
             (None, Some(_)) => {
-                tracing::info!(durable = %self.durable, "Cold start: empty snapshot; replaying PRODUCTS from the first sequence.");
+                tracing::info!(durable = %self.durable, stream = %self.stream.name, "Cold start: empty {}; replaying the stream from the first sequence.", P::NAME);
                 Some(DeliverPolicy::All)
             }
             (None, None) => Some(DeliverPolicy::All),
@@ -280,6 +305,10 @@ impl Projector {
                     ack_wait: Duration::from_secs(10),
                     max_deliver: 20,
                     max_ack_pending: (BATCH * 4) as i64,
+                    // A durable whose instance is gone for good (its data dir wiped, so it got a
+                    // new instance id) is removed by the server; an instance that returns after
+                    // this long recreates its durable from the checkpoint.
+                    inactive_threshold: INACTIVE_THRESHOLD,
                     ..Default::default()
                 })
                 .await
@@ -297,7 +326,7 @@ impl Projector {
                 self.status.lag.store(info.num_pending, Ordering::Relaxed);
                 if info.num_pending == 0 && info.num_ack_pending == 0 {
                     self.status
-                        .mark_ready(&self.store, "consumer has nothing pending");
+                        .mark_ready(&self.projection, "consumer has nothing pending");
                 }
                 Ok(())
             }
@@ -330,18 +359,15 @@ impl Projector {
             *next_delivery += 1;
             last_seq = last_seq.max(Some(seq));
             pending_after = Some(pending);
-            match decode(msg) {
-                Ok(event) => updates.push(SnapshotUpdate {
-                    product_id: event.product_id,
-                    view: ProductView::from(&event),
-                }),
+            match self.projection.decode(msg) {
+                Ok(update) => updates.push(update),
                 Err(reason) => {
-                    tracing::warn!(stream_sequence = seq, subject = %msg.subject, reason, "Terminating a poison product event.");
+                    tracing::warn!(stream_sequence = seq, subject = %msg.subject, reason, "Terminating a poison event.");
                     poison.push(i);
                 }
             }
         }
-        let changed = self.store.apply_events(&updates, last_seq)?;
+        let changed = self.projection.apply(&updates, last_seq)?;
         // Keep only the messages still to be acked: poison is terminated one by one, and one
         // ack of the last good message acks the rest (the others are dropped now, which halves
         // what a replay holds while the next batch is decoded).
@@ -374,7 +400,7 @@ impl Projector {
 
     /// Flushes a written batch, then acks it and publishes the progress.
     async fn finish(&self, w: Written) -> Result<(), SessionError> {
-        self.store.flush().await?;
+        self.commit.flush().await.map_err(crate::error::Error::from)?;
         for (msg, kind) in &w.acks {
             if let Err(error) = msg.ack_with(*kind).await {
                 // The data is applied and flushed; a lost ack only means a harmless redelivery.
@@ -398,12 +424,12 @@ impl Projector {
             messages = w.messages,
             changed = w.changed,
             poison = w.poisoned,
-            "Applied a batch of product events."
+            "Applied a batch of events."
         );
         let checkpoint = self.status.checkpoint.load(Ordering::SeqCst);
         if checkpoint >= self.status.target.load(Ordering::SeqCst) {
             self.status.mark_ready(
-                &self.store,
+                &self.projection,
                 "checkpoint reached the start-up stream sequence",
             );
         }
@@ -432,32 +458,8 @@ fn is_not_found<E: std::fmt::Display>(error: &E) -> bool {
     text.contains("consumer not found") || text.contains("10014")
 }
 
-/// A product event, or why the message is poison.
-fn decode(msg: &jetstream::Message) -> Result<ProductEvent, String> {
-    let event: ProductEvent =
-        serde_json::from_slice(&msg.payload).map_err(|e| format!("undecodable: {e}"))?;
-    if event.schema_version != shared::events::SCHEMA_VERSION {
-        return Err(format!(
-            "unsupported schemaVersion {}",
-            event.schema_version
-        ));
-    }
-    let subject_id = msg
-        .subject
-        .rsplit('.')
-        .next()
-        .and_then(|s| Uuid::parse_str(s).ok());
-    if subject_id != Some(event.product_id) {
-        return Err("productId does not match the subject".into());
-    }
-    if event.version == 0 {
-        return Err("version must be at least 1".into());
-    }
-    Ok(event)
-}
-
 /// Runs the projector with a span naming the durable.
-pub async fn run(projector: Projector, cancel: CancellationToken) {
+pub async fn run<P: Projection>(projector: Projector<P>, cancel: CancellationToken) {
     let span = tracing::info_span!("projector", durable = %projector.durable);
     projector.run(cancel).instrument(span).await
 }

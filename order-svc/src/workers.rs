@@ -1,50 +1,60 @@
-//! Background workers that finish what a request could not:
-//! - the **reconciler** drives every Pending order to Confirmed or Rejected (also after a
-//!   restart), since ReserveStock is idempotent by order id;
-//! - the **releaser** sends every stock release that a cancel recorded, retrying until
-//!   product-svc confirms (the original tried once and gave up).
+//! Background workers that finish what a request could not, on **every** instance, from the
+//! orders view (so no order is stranded when the instance that took it dies for good):
+//! - the **reconciler** drives every Pending order older than the request budget to Confirmed or
+//!   Rejected (ReserveStock is idempotent by order id);
+//! - the **releaser** sends every stock release a cancel owes, retrying until product-svc
+//!   confirms, and records it with a CAS publish.
+//!
+//! Scans are jittered (half to one and a half intervals), and an instance attempts at once only
+//! the releases of its own cancels, taking over others' after the budget: so two instances
+//! rarely do the same work, and when they do, the CAS lets one record it and the other counts it.
 use std::time::Duration;
 
 use chrono::Utc;
 use futures::StreamExt;
+use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
 use crate::{domain::OrderStatus, orders::Orders};
 
+/// A scan interval with ±50 % jitter.
+fn jittered(interval: Duration) -> Duration {
+    interval.mul_f64(rand::rng().random_range(0.5..1.5))
+}
+
 pub async fn reconciler(orders: Orders, interval: Duration, cancel: CancellationToken) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tick.tick() => {}
+            _ = tokio::time::sleep(jittered(interval)) => {}
         }
         if orders.stock.breaker_open() {
             continue;
         }
-        let ids = match orders.store.pending_ids(512) {
-            Ok(ids) => ids,
+        let pending = match orders.view.pending(512) {
+            Ok(pending) => pending,
             Err(error) => {
                 tracing::error!(%error, "Reading pending orders failed.");
                 continue;
             }
         };
-        // Leave orders still inside their create request's budget to that request.
+        // Orders still inside their create request's budget belong to that request.
         let cutoff = Utc::now() - chrono::Duration::from_std(orders.budget).unwrap_or_default();
-        futures::stream::iter(ids)
-            .for_each_concurrent(8, |id| {
+        futures::stream::iter(pending)
+            .filter(|s| {
+                let due = s.order.status == OrderStatus::Pending && s.order.created_at <= cutoff;
+                async move { due }
+            })
+            .for_each_concurrent(8, |stored| {
                 let orders = orders.clone();
                 async move {
-                    let Ok(Some(order)) = orders.store.get(id) else { return };
-                    if order.status != OrderStatus::Pending || order.created_at > cutoff {
-                        return;
-                    }
+                    let id = stored.order.id;
                     let cid = shared::correlation::current_or_new();
-                    let run = shared::correlation::scope(cid, "reconciler".into(), orders.settle(&order));
+                    let run = shared::correlation::scope(cid, "reconciler".into(), orders.settle(&stored));
                     match run.await {
                         Ok(Some(o)) => tracing::info!(order_id = %id, status = ?o.status, "Reconciled a pending order."),
                         Ok(None) => tracing::debug!(order_id = %id, "product-svc still unavailable; order stays Pending."),
-                        Err(error) => tracing::error!(order_id = %id, %error, "Reconciling an order failed."),
+                        Err(error) => tracing::warn!(order_id = %id, %error, "Reconciling an order failed; will retry."),
                     }
                 }
             })
@@ -53,30 +63,30 @@ pub async fn reconciler(orders: Orders, interval: Duration, cancel: Cancellation
 }
 
 pub async fn releaser(orders: Orders, interval: Duration, cancel: CancellationToken) {
-    let wake = orders.store.release_wake();
+    let wake = orders.release_wake.clone();
     let mut backoff = interval;
     loop {
-        let releases = match orders.store.releases(256) {
-            Ok(r) => r,
+        let owed = match orders.view.owed(256) {
+            Ok(owed) => owed,
             Err(error) => {
                 tracing::error!(%error, "Reading owed releases failed.");
                 Vec::new()
             }
         };
+        let takeover = Utc::now() - chrono::Duration::from_std(orders.budget).unwrap_or_default();
         let mut failed = false;
-        for (order_id, cid) in releases {
-            let result =
-                shared::correlation::scope(cid, "releaser".into(), orders.stock.release(order_id))
-                    .await;
-            match result {
-                Ok(()) => {
-                    if let Err(error) = orders.store.release_done(order_id) {
-                        tracing::error!(%error, "Recording a release failed.");
-                    }
-                    tracing::info!(order_id = %order_id, "Stock released.");
-                }
+        for stored in owed {
+            let id = stored.order.id;
+            if !orders.owns_release(id) && stored.order.updated_at > takeover {
+                continue; // the instance that cancelled it is on it
+            }
+            let cid = shared::correlation::current_or_new();
+            let run = shared::correlation::scope(cid, "releaser".into(), orders.release(stored));
+            match run.await {
+                Ok(true) => tracing::info!(order_id = %id, "Stock released."),
+                Ok(false) => tracing::debug!(order_id = %id, "Another instance had recorded this release."),
                 Err(error) => {
-                    tracing::warn!(order_id = %order_id, %error, "Stock release failed; will retry.");
+                    tracing::warn!(order_id = %id, %error, "Stock release failed; will retry.");
                     failed = true;
                     break;
                 }
@@ -87,11 +97,7 @@ pub async fn releaser(orders: Orders, interval: Duration, cancel: CancellationTo
             backoff
         } else {
             backoff = interval;
-            if orders.store.releases_count() > 0 {
-                Duration::ZERO
-            } else {
-                interval
-            }
+            jittered(interval)
         };
         tokio::select! {
             _ = cancel.cancelled() => return,

@@ -25,9 +25,8 @@ pub fn stock_subject(product_id: Uuid) -> String {
     format!("eshop.stock.{product_id}")
 }
 
-pub fn order_subject(order_id: Uuid) -> String {
-    format!("eshop.orders.{order_id}")
-}
+/// The default subject prefix of order events (`<prefix>.<orderId>`); an edge site uses its own.
+pub const ORDER_SUBJECT_PREFIX: &str = "eshop.orders";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ProductEventType {
@@ -78,21 +77,41 @@ pub struct StockLowEvent {
 
 pub const STOCK_LOW: &str = "StockLow";
 
+/// Order events carry their own schema version: since version 2 every event is the order's
+/// **full state** (the `ORDERS` stream is the system of record and keeps the latest per order).
+pub const ORDER_SCHEMA_VERSION: u32 = 2;
+
+/// The transition that produced an order state. The body is always the whole order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OrderEventType {
+    /// Accepted and priced, stock not yet reserved (status Pending, version 1).
+    OrderPlaced,
     OrderConfirmed,
     OrderRejected,
+    /// Cancelled; `releaseOwed` says product-svc still has to release its reservation.
     OrderCancelled,
+    /// A cancelled order's reservation was released (`releaseOwed` is now false).
+    OrderStockReleased,
 }
 
 impl OrderEventType {
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::OrderPlaced => "OrderPlaced",
             Self::OrderConfirmed => "OrderConfirmed",
             Self::OrderRejected => "OrderRejected",
             Self::OrderCancelled => "OrderCancelled",
+            Self::OrderStockReleased => "OrderStockReleased",
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OrderStatus {
+    Pending,
+    Confirmed,
+    Rejected,
+    Cancelled,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -103,8 +122,12 @@ pub struct OrderEventItem {
     pub quantity: u32,
     #[serde(with = "rust_decimal::serde::str")]
     pub unit_price: Decimal,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub line_total: Decimal,
 }
 
+/// One state of an order, published on `<prefix>.<orderId>` with a CAS on the subject's last
+/// sequence, so `version` grows by exactly one per transition.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderEvent {
@@ -113,19 +136,26 @@ pub struct OrderEvent {
     pub schema_version: u32,
     pub occurred_at: DateTime<Utc>,
     pub order_id: Uuid,
+    pub version: u64,
+    pub status: OrderStatus,
     pub customer_id: Uuid,
     pub customer_email: String,
+    pub items: Vec<OrderEventItem>,
     #[serde(with = "rust_decimal::serde::str")]
     pub total_amount: Decimal,
-    /// OrderConfirmed only.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub items: Option<Vec<OrderEventItem>>,
-    /// OrderRejected and OrderCancelled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// OrderRejected only.
+    #[serde(default)]
+    pub failed_product_ids: Vec<Uuid>,
+    /// product-svc still holds (or may hold) a reservation for this cancelled order.
+    #[serde(default)]
+    pub release_owed: bool,
+    /// A digest of the create request, when it carried an Idempotency-Key: a retry with the same
+    /// key and another body is refused (422).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failed_product_ids: Option<Vec<Uuid>>,
+    pub request_fingerprint: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
 }
 
 #[cfg(test)]

@@ -41,16 +41,22 @@ pub fn stock(replicas: usize) -> Config {
     }
 }
 
-/// `ORDERS` keeps every order event (confirmations, rejections, cancellations) for a week.
-pub fn orders(replicas: usize) -> Config {
+/// `ORDERS` is the system of record for orders: one subject per order (`<prefix>.<orderId>`),
+/// each message the order's full state. It keeps **one message per order**
+/// (`max_messages_per_subject = 1`): every state is complete, so the latest is all a reader or a
+/// replay needs, a cold start costs O(orders) whatever each order went through, and the CAS on
+/// `Nats-Expected-Last-Subject-Sequence` works on the last message. Nothing ages out: orders are
+/// kept until an operator decides otherwise.
+pub fn orders(name: &str, subject_prefix: &str, replicas: usize) -> Config {
     Config {
-        name: ORDERS.into(),
-        subjects: vec!["eshop.orders.*".into()],
+        name: name.into(),
+        subjects: vec![format!("{subject_prefix}.*")],
+        max_messages_per_subject: 1,
         discard: DiscardPolicy::Old,
         duplicate_window: DUPLICATE_WINDOW,
-        max_age: Duration::from_secs(7 * 24 * 3600),
         storage: StorageType::File,
         num_replicas: replicas.max(1),
+        allow_direct: true,
         ..Default::default()
     }
 }

@@ -1,0 +1,195 @@
+//! The order store: a JetStream stream (`ORDERS` by default), one subject per order, each message
+//! the order's full state. It is the system of record: a publish ack is the durability point of
+//! every order write, and every order-svc instance reads and writes the same orders.
+//!
+//! Why it works the way it does:
+//! - **CAS per order.** Every publish carries `Nats-Expected-Last-Subject-Sequence` = the sequence
+//!   of the state it was decided from (0 for a new order), so of two instances deciding from the
+//!   same state exactly one wins; the loser re-reads and re-decides. For a keyed create the first
+//!   publish is the Idempotency-Key's claim on every instance.
+//! - **The dedup-before-CAS trap.** The server checks the expected sequence before the
+//!   `Nats-Msg-Id` dedupe, so a publish whose first attempt was stored (ack lost) answers "wrong
+//!   last sequence", not "duplicate". A conflict therefore reads the subject's last message: if it
+//!   carries our message id, the write is ours.
+//! - **Reads from the leader.** `STREAM.MSG.GET` is answered by the stream leader, so a read
+//!   right after another instance's acknowledged write sees it (direct gets may be served by
+//!   followers or mirrors, which can lag).
+//! - **Bounded waits.** Each call is bounded by `timeout`, and a client that is not connected
+//!   fails at once: a request never hangs on a dead NATS for longer than its budget.
+use std::time::Duration;
+
+use async_nats::jetstream::{
+    self,
+    context::PublishErrorKind,
+    message::PublishMessage,
+    stream::{LastRawMessageErrorKind, Stream},
+};
+use shared::events::{self, OrderEvent};
+use tokio::sync::OnceCell;
+use uuid::Uuid;
+
+use crate::{
+    domain::{self, Order},
+    error::{Error, Result},
+};
+
+/// An order state as stored: the order and the stream sequence of its message.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub order: Order,
+    pub seq: u64,
+}
+
+/// What an append found.
+pub enum Appended {
+    /// Stored at this stream sequence.
+    Stored(u64),
+    /// The order moved on (or was created) meanwhile: here is its current state.
+    Conflict(Option<Stored>),
+}
+
+#[derive(Clone)]
+pub struct OrderLog {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    config: jetstream::stream::Config,
+    prefix: String,
+    timeout: Duration,
+    stream: std::sync::Arc<OnceCell<Stream>>,
+}
+
+impl OrderLog {
+    pub fn new(
+        client: async_nats::Client,
+        config: jetstream::stream::Config,
+        prefix: String,
+        timeout: Duration,
+    ) -> Self {
+        Self {
+            js: shared::nats::jetstream(client.clone()),
+            client,
+            config,
+            prefix,
+            timeout,
+            stream: Default::default(),
+        }
+    }
+
+    pub fn subject(&self, id: Uuid) -> String {
+        format!("{}.{id}", self.prefix)
+    }
+
+    /// The order's current state, read from the stream leader; `None` if it does not exist.
+    pub async fn read(&self, id: Uuid) -> Result<Option<Stored>> {
+        Ok(self.read_raw(id).await?.map(|(stored, _)| stored))
+    }
+
+    /// Publishes `order` (its new state, produced by `event_type`) if the order's last message
+    /// is still at `expected` (0: the order must not exist yet).
+    pub async fn append(
+        &self,
+        order: &Order,
+        event_type: events::OrderEventType,
+        expected: u64,
+    ) -> Result<Appended> {
+        self.connected()?;
+        let event = order.to_event(event_type);
+        let msg_id = event.event_id.to_string();
+        let payload = serde_json::to_vec(&event).map_err(|e| Error::Corrupt(e.to_string()))?;
+        let publish = PublishMessage::build()
+            .payload(payload.into())
+            .message_id(&msg_id)
+            .expected_last_subject_sequence(expected)
+            .header(events::HEADER_EVENT_TYPE, event_type.as_str())
+            .header(
+                events::HEADER_CORRELATION_ID,
+                shared::correlation::current_or_new().as_str(),
+            );
+        self.stream().await?;
+        let sent = tokio::time::timeout(self.timeout, async {
+            let ack = self.js.send_publish(self.subject(order.id), publish).await?;
+            ack.await
+        })
+        .await
+        .map_err(|_| unavailable("the publish ack timed out"))?;
+        match sent {
+            Ok(ack) => Ok(Appended::Stored(ack.sequence)),
+            Err(e) if is_wrong_sequence(&e) => {
+                match self.read_raw(order.id).await? {
+                    // Our own message, stored by an attempt whose answer was lost.
+                    Some((stored, Some(id))) if id == msg_id => Ok(Appended::Stored(stored.seq)),
+                    other => Ok(Appended::Conflict(other.map(|(stored, _)| stored))),
+                }
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn read_raw(&self, id: Uuid) -> Result<Option<(Stored, Option<String>)>> {
+        self.connected()?;
+        let stream = self.stream().await?;
+        let subject = self.subject(id);
+        let got = tokio::time::timeout(
+            self.timeout,
+            stream.get_last_raw_message_by_subject(&subject),
+        )
+        .await
+        .map_err(|_| unavailable("reading the order timed out"))?;
+        let msg = match got {
+            Ok(msg) => msg,
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(None),
+            Err(e) => return Err(unavailable(e)),
+        };
+        let event: OrderEvent = serde_json::from_slice(&msg.payload)
+            .map_err(|e| Error::Corrupt(format!("order {id} at sequence {}: {e}", msg.sequence)))?;
+        domain::check_order_event(&event, Some(id))
+            .map_err(|why| Error::Corrupt(format!("order {id}: {why}")))?;
+        let msg_id = msg
+            .headers
+            .get(events::HEADER_MSG_ID)
+            .map(|v| v.as_str().to_owned());
+        Ok(Some((
+            Stored {
+                order: Order::from_event(&event),
+                seq: msg.sequence,
+            },
+            msg_id,
+        )))
+    }
+
+    /// The stream, created with the configured settings if it does not exist.
+    async fn stream(&self) -> Result<&Stream> {
+        self.stream
+            .get_or_try_init(|| async {
+                tokio::time::timeout(self.timeout, self.js.get_or_create_stream(self.config.clone()))
+                    .await
+                    .map_err(|_| unavailable("creating the order stream timed out"))?
+                    .map_err(unavailable)
+            })
+            .await
+    }
+
+    fn connected(&self) -> Result<()> {
+        if shared::nats::is_connected(&self.client) {
+            Ok(())
+        } else {
+            Err(unavailable("not connected to NATS"))
+        }
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> Error {
+    Error::OrderStoreUnavailable(e.to_string())
+}
+
+/// "Wrong last sequence": 10071, or the constant form 10164 that async-nats reports as `Other`.
+fn is_wrong_sequence(e: &jetstream::context::PublishError) -> bool {
+    match e.kind() {
+        PublishErrorKind::WrongLastSequence => true,
+        PublishErrorKind::Other => {
+            let text = e.to_string().to_lowercase();
+            text.contains("wrong last sequence") || text.contains("10164")
+        }
+        _ => false,
+    }
+}

@@ -1,0 +1,394 @@
+//! The orders view: this instance's sled copy of the order stream, projected like the
+//! ProductSnapshot (same projector, checkpoint and cold start) and also fed at once with every
+//! state this instance writes or reads, so its own writes are visible to it immediately.
+//!
+//! It serves what the stream cannot answer cheaply: listings (newest first, per customer) and the
+//! work lists of the reconciler (Pending orders) and the releaser (releases owed). It is a cache:
+//! deleting it loses nothing, and every decision taken from it is re-checked by a CAS publish.
+//!
+//! One tree, so one atomic batch moves rows, indexes, counts and the checkpoint together:
+//! - `o` + order id → stream sequence (8) · version (8) · flags (1) · the event JSON;
+//! - `c` + customer id + inverted created-millis + order id, and `t` + inverted millis + order id:
+//!   the listing indexes (an order's customer and creation time never change);
+//! - `p` + order id: Pending orders; `r` + order id: cancelled orders that still owe a release;
+//! - `m:checkpoint`, `m:count`, `m:pending`, `m:owed`.
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use async_nats::jetstream;
+use shared::events::{OrderEvent, OrderEventType, OrderStatus};
+use sled::{Batch, Tree};
+use uuid::Uuid;
+
+use crate::{
+    domain::{self, Order},
+    error::{Error, Result},
+    order_log::Stored,
+    projector::Projection,
+    store::decode_u64,
+};
+
+const CHECKPOINT: &[u8] = b"m:checkpoint";
+const COUNT: &[u8] = b"m:count";
+const PENDING: &[u8] = b"m:pending";
+const OWED: &[u8] = b"m:owed";
+const HEADER: usize = 17;
+const FLAG_PENDING: u8 = 1;
+const FLAG_OWED: u8 = 2;
+
+/// One order state to apply: from the stream, or written/read by this instance.
+pub struct OrderUpdate {
+    id: Uuid,
+    customer: Uuid,
+    created_millis: u64,
+    version: u64,
+    seq: u64,
+    flags: u8,
+    payload: Vec<u8>,
+}
+
+impl OrderUpdate {
+    fn of(event: &OrderEvent, seq: u64, payload: Vec<u8>) -> Self {
+        let mut flags = 0;
+        if event.status == OrderStatus::Pending {
+            flags |= FLAG_PENDING;
+        }
+        if event.release_owed {
+            flags |= FLAG_OWED;
+        }
+        Self {
+            id: event.order_id,
+            customer: event.customer_id,
+            created_millis: event.created_at.timestamp_millis().max(0) as u64,
+            version: event.version,
+            seq,
+            flags,
+            payload,
+        }
+    }
+}
+
+/// (version, flags) of a stored row: what the guard and the work lists need.
+type RowHead = (u64, u8);
+
+#[derive(Clone)]
+pub struct OrdersView {
+    tree: Tree,
+    /// The writer lock; during a replay into an empty view it also remembers every row's head
+    /// (as the snapshot does), so the guard reads no sled. Dropped once ready.
+    writer: Arc<Mutex<Option<HashMap<Uuid, RowHead>>>>,
+}
+
+impl OrdersView {
+    pub fn open(db: &sled::Db) -> Result<Self> {
+        let tree = db.open_tree("orders_view")?;
+        let cold = tree.get(CHECKPOINT)?.is_none() && tree.scan_prefix(b"o").next().is_none();
+        Ok(Self {
+            tree,
+            writer: Arc::new(Mutex::new(cold.then(HashMap::new))),
+        })
+    }
+
+    /// Records a state this instance published or read from the stream (not flushed: the
+    /// stream holds it; the view only caches it).
+    pub fn record(&self, stored: &Stored) -> Result<()> {
+        let event = stored.order.to_event(state_event_type(&stored.order));
+        let payload = serde_json::to_vec(&event).map_err(|e| Error::Corrupt(e.to_string()))?;
+        self.apply_updates(&[OrderUpdate::of(&event, stored.seq, payload)], None)?;
+        Ok(())
+    }
+
+    pub fn get(&self, id: Uuid) -> Result<Option<Stored>> {
+        self.tree
+            .get(row_key(id))?
+            .map(|row| decode_row(&row))
+            .transpose()
+    }
+
+    /// One page of orders, newest first, optionally of one customer; and the total count.
+    pub fn list(
+        &self,
+        customer: Option<Uuid>,
+        page: usize,
+        page_size: usize,
+    ) -> Result<(Vec<Order>, usize)> {
+        let skip = (page - 1).saturating_mul(page_size);
+        let (prefix, total) = match customer {
+            Some(c) => {
+                let prefix = [&b"c"[..], c.as_bytes()].concat();
+                let total = self.tree.scan_prefix(&prefix).count();
+                (prefix, total)
+            }
+            None => (b"t".to_vec(), self.counter(COUNT)? as usize),
+        };
+        let mut orders = Vec::with_capacity(page_size.min(100));
+        for kv in self.tree.scan_prefix(&prefix).skip(skip).take(page_size) {
+            let (key, _) = kv?;
+            let id = trailing_id(&key)?;
+            if let Some(stored) = self.get(id)? {
+                orders.push(stored.order);
+            }
+        }
+        Ok((orders, total))
+    }
+
+    /// Up to `limit` Pending orders (the reconciler's work list).
+    pub fn pending(&self, limit: usize) -> Result<Vec<Stored>> {
+        self.work_list(b"p", limit)
+    }
+
+    /// Up to `limit` cancelled orders that still owe a release (the releaser's work list).
+    pub fn owed(&self, limit: usize) -> Result<Vec<Stored>> {
+        self.work_list(b"r", limit)
+    }
+
+    pub fn count(&self) -> Result<u64> {
+        self.counter(COUNT)
+    }
+    pub fn pending_count(&self) -> Result<u64> {
+        self.counter(PENDING)
+    }
+    pub fn owed_count(&self) -> Result<u64> {
+        self.counter(OWED)
+    }
+
+    fn work_list(&self, prefix: &[u8], limit: usize) -> Result<Vec<Stored>> {
+        let mut out = Vec::new();
+        for key in self.tree.scan_prefix(prefix).keys().take(limit) {
+            if let Some(stored) = self.get(trailing_id(&key?)?)? {
+                out.push(stored);
+            }
+        }
+        Ok(out)
+    }
+
+    fn counter(&self, key: &[u8]) -> Result<u64> {
+        Ok(self
+            .tree
+            .get(key)?
+            .map(|v| decode_u64(&v, key))
+            .transpose()?
+            .unwrap_or_default())
+    }
+
+    /// Applies states through the version guard and moves the checkpoint, in one atomic batch.
+    fn apply_updates(&self, updates: &[OrderUpdate], checkpoint: Option<u64>) -> Result<usize> {
+        let mut writer = self.writer.lock().expect("orders view writer lock");
+        let mut staged: HashMap<Uuid, RowHead> = HashMap::with_capacity(updates.len());
+        let mut batch = Batch::default();
+        let (mut changed, mut added, mut pending, mut owed) = (0usize, 0i64, 0i64, 0i64);
+        for u in updates {
+            let current = match (staged.get(&u.id), writer.as_ref()) {
+                (Some(head), _) => Some(*head),
+                (None, Some(known)) => known.get(&u.id).copied(),
+                (None, None) => self.tree.get(row_key(u.id))?.map(|r| row_head(&r)).transpose()?,
+            };
+            if !domain::should_apply(current.map(|(v, _)| v), u.version) {
+                continue;
+            }
+            let mut row = Vec::with_capacity(HEADER + u.payload.len());
+            row.extend_from_slice(&u.seq.to_be_bytes());
+            row.extend_from_slice(&u.version.to_be_bytes());
+            row.push(u.flags);
+            row.extend_from_slice(&u.payload);
+            batch.insert(&row_key(u.id)[..], row);
+            if current.is_none() {
+                let inverted = (u64::MAX - u.created_millis).to_be_bytes();
+                let by_customer = [&b"c"[..], u.customer.as_bytes(), &inverted, u.id.as_bytes()];
+                batch.insert(by_customer.concat(), &[]);
+                batch.insert([&b"t"[..], &inverted, u.id.as_bytes()].concat(), &[]);
+                added += 1;
+            }
+            let old = current.map_or(0, |(_, flags)| flags);
+            pending += flag_change(&mut batch, b'p', u.id, old, u.flags, FLAG_PENDING);
+            owed += flag_change(&mut batch, b'r', u.id, old, u.flags, FLAG_OWED);
+            staged.insert(u.id, (u.version, u.flags));
+            changed += 1;
+        }
+        for (key, delta) in [(COUNT, added), (PENDING, pending), (OWED, owed)] {
+            if delta != 0 {
+                let value = self.counter(key)?.saturating_add_signed(delta);
+                batch.insert(key, &value.to_be_bytes());
+            }
+        }
+        if let Some(seq) = checkpoint
+            && self.checkpoint()?.is_none_or(|c| seq > c)
+        {
+            batch.insert(CHECKPOINT, &seq.to_be_bytes());
+        }
+        self.tree.apply_batch(batch)?;
+        if let Some(known) = writer.as_mut() {
+            known.extend(staged);
+        }
+        Ok(changed)
+    }
+}
+
+impl Projection for OrdersView {
+    type Update = OrderUpdate;
+    const NAME: &'static str = "orders view";
+
+    fn decode(&self, msg: &jetstream::Message) -> std::result::Result<OrderUpdate, String> {
+        let event: OrderEvent =
+            serde_json::from_slice(&msg.payload).map_err(|e| format!("undecodable: {e}"))?;
+        domain::check_order_event(&event, crate::projector::subject_id(&msg.subject))?;
+        let seq = msg.info().map(|i| i.stream_sequence).unwrap_or_default();
+        Ok(OrderUpdate::of(&event, seq, msg.payload.to_vec()))
+    }
+
+    fn apply(&self, updates: &[OrderUpdate], checkpoint: Option<u64>) -> Result<usize> {
+        self.apply_updates(updates, checkpoint)
+    }
+
+    fn checkpoint(&self) -> Result<Option<u64>> {
+        self.tree
+            .get(CHECKPOINT)?
+            .map(|v| decode_u64(&v, CHECKPOINT))
+            .transpose()
+    }
+
+    fn end_cold_start(&self) {
+        let mut writer = self.writer.lock().expect("orders view writer lock");
+        if writer.take().is_some() {
+            tracing::debug!("Orders view cold start over; the version guard reads the store.");
+        }
+    }
+}
+
+/// The event type that leads to a state (for states recorded without their event).
+fn state_event_type(order: &Order) -> OrderEventType {
+    match order.status {
+        OrderStatus::Pending => OrderEventType::OrderPlaced,
+        OrderStatus::Confirmed => OrderEventType::OrderConfirmed,
+        OrderStatus::Rejected => OrderEventType::OrderRejected,
+        OrderStatus::Cancelled if order.release_owed => OrderEventType::OrderCancelled,
+        OrderStatus::Cancelled => OrderEventType::OrderStockReleased,
+    }
+}
+
+/// Adds or removes a work-list key when `flag` changes; returns the change in its count.
+fn flag_change(batch: &mut Batch, prefix: u8, id: Uuid, old: u8, new: u8, flag: u8) -> i64 {
+    let key = [&[prefix][..], id.as_bytes()].concat();
+    match (old & flag != 0, new & flag != 0) {
+        (false, true) => {
+            batch.insert(key, &[]);
+            1
+        }
+        (true, false) => {
+            batch.remove(key);
+            -1
+        }
+        _ => 0,
+    }
+}
+
+fn row_key(id: Uuid) -> [u8; 17] {
+    let mut key = [0u8; 17];
+    key[0] = b'o';
+    key[1..].copy_from_slice(id.as_bytes());
+    key
+}
+
+fn row_head(row: &[u8]) -> Result<RowHead> {
+    if row.len() < HEADER {
+        return Err(Error::Corrupt("an orders view row is too short".into()));
+    }
+    let version = decode_u64(&row[8..16], b"version")?;
+    Ok((version, row[16]))
+}
+
+fn decode_row(row: &[u8]) -> Result<Stored> {
+    row_head(row)?;
+    let seq = decode_u64(&row[..8], b"seq")?;
+    let event: OrderEvent =
+        serde_json::from_slice(&row[HEADER..]).map_err(|e| Error::Corrupt(e.to_string()))?;
+    Ok(Stored {
+        order: Order::from_event(&event),
+        seq,
+    })
+}
+
+/// The order id that ends an index key.
+fn trailing_id(key: &[u8]) -> Result<Uuid> {
+    key.len()
+        .checked_sub(16)
+        .and_then(|start| Uuid::from_slice(&key[start..]).ok())
+        .ok_or_else(|| Error::Corrupt("an orders view key is too short".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Change, OrderItem};
+    use chrono::Utc;
+
+    fn order(customer: Uuid) -> Order {
+        let now = Utc::now();
+        Order {
+            id: Uuid::now_v7(),
+            version: 1,
+            customer_id: customer,
+            customer_email: "a@b.io".into(),
+            status: OrderStatus::Pending,
+            total_amount: "2.00".parse().unwrap(),
+            reason: None,
+            failed_product_ids: Vec::new(),
+            items: vec![OrderItem {
+                product_id: Uuid::new_v4(),
+                product_name: "P".into(),
+                quantity: 1,
+                unit_price: "2.00".parse().unwrap(),
+                line_total: "2.00".parse().unwrap(),
+            }],
+            created_at: now,
+            updated_at: now,
+            release_owed: false,
+            request_fingerprint: None,
+        }
+    }
+
+    /// Rows, indexes, work lists and counts move together, only forward in version, and the
+    /// cold-start memory answers like sled.
+    #[test]
+    fn states_apply_forward_only_and_keep_the_work_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let view = OrdersView::open(&db).unwrap();
+        let (ann, bob) = (Uuid::new_v4(), Uuid::new_v4());
+        let placed = order(ann);
+        let other = order(bob);
+        let stored = |order: &Order, seq| Stored {
+            order: order.clone(),
+            seq,
+        };
+        view.record(&stored(&placed, 1)).unwrap();
+        view.record(&stored(&other, 2)).unwrap();
+        assert_eq!(view.pending_count().unwrap(), 2);
+        let cancelled = placed
+            .apply(&Change::Cancel { reason: "r".into() }, Utc::now())
+            .unwrap();
+        view.record(&stored(&cancelled, 3)).unwrap();
+        // A stale state (the Pending one again) changes nothing.
+        view.record(&stored(&placed, 1)).unwrap();
+        view.end_cold_start();
+        view.record(&stored(&placed, 1)).unwrap();
+        let got = view.get(placed.id).unwrap().unwrap();
+        assert_eq!((got.order.status, got.seq), (OrderStatus::Cancelled, 3));
+        assert_eq!(view.pending_count().unwrap(), 1);
+        assert_eq!(view.owed_count().unwrap(), 1);
+        assert_eq!(view.owed(10).unwrap()[0].order.id, placed.id);
+        let released = cancelled.apply(&Change::RecordRelease, Utc::now()).unwrap();
+        view.record(&stored(&released, 4)).unwrap();
+        assert_eq!(view.owed_count().unwrap(), 0);
+        assert!(view.owed(10).unwrap().is_empty());
+
+        assert_eq!(view.count().unwrap(), 2);
+        let (anns, total) = view.list(Some(ann), 1, 10).unwrap();
+        assert_eq!((anns.len(), total), (1, 1));
+        assert_eq!(anns[0].version, 3);
+        let (all, total) = view.list(None, 1, 10).unwrap();
+        assert_eq!((total, all[0].id), (2, other.id), "newest first");
+    }
+}
