@@ -358,7 +358,8 @@ mod tests {
         let view = OrdersView::open(&db).unwrap();
         let (ann, bob) = (Uuid::new_v4(), Uuid::new_v4());
         let placed = order(ann);
-        let other = order(bob);
+        let mut other = order(bob);
+        other.created_at = placed.created_at + chrono::Duration::seconds(1);
         let stored = |order: &Order, seq| Stored {
             order: order.clone(),
             seq,
