@@ -159,7 +159,10 @@ impl ProductService {
 pub struct OrderService {
     pub http: String,
     pub data_dir: PathBuf,
+    /// The instance id (names its durables `order-svc-<id>-products` and `-orders`).
+    pub instance_id: String,
     pub projection: Arc<order_svc::ProjectionStatus>,
+    pub orders_projection: Arc<order_svc::ProjectionStatus>,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -182,12 +185,16 @@ impl OrderService {
             .expect("order-svc builds");
         let http = format!("http://{}", app.http_addr());
         let projection = app.projection();
+        let orders_projection = app.orders_projection();
+        let instance_id = app.instance_id().to_owned();
         let stop = CancellationToken::new();
         let task = tokio::spawn(app.run_until_stopped(stop.clone().cancelled_owned()));
         Self {
             http,
             data_dir,
+            instance_id,
             projection,
+            orders_projection,
             stop,
             task,
         }

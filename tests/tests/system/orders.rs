@@ -9,7 +9,8 @@ use tests::{NatsServer, OrderService, ProductService, free_port, http_client, sc
 use uuid::Uuid;
 
 use crate::{
-    WAIT, create_product, expect_problem, get_json, js, wait_snapshot_version, wait_stream_messages,
+    WAIT, create_product, expect_problem, get_json, js, last_message, wait_snapshot_version,
+    wait_stream_messages,
 };
 
 fn order_body(customer: Uuid, items: &[(&str, i64)]) -> Value {
@@ -92,7 +93,13 @@ async fn restart_keeps_the_snapshot_and_resumes_from_the_checkpoint_and_a_wiped_
     let product = ProductService::start(&nats.url(), &dir.path().join("product")).await;
     let ids = create_many(&product.http, 50).await;
     let order_dir = dir.path().join("order");
-    let order = OrderService::start(&nats.url(), &product.grpc, &order_dir).await;
+    // A fixed instance id, so the wiped store below meets its own durable again.
+    let config = || {
+        let mut config = order_svc::Config::for_tests(order_dir.clone(), &nats.url(), &product.grpc);
+        config.instance_id = Some("wiped".into());
+        config
+    };
+    let order = OrderService::start_with(config()).await;
     order.wait_ready(WAIT).await;
     wait_for("50 products in the snapshot", WAIT, || async {
         (snapshot_count(&order.http).await == 50).then_some(())
@@ -117,7 +124,7 @@ async fn restart_keeps_the_snapshot_and_resumes_from_the_checkpoint_and_a_wiped_
     }
     create_many(&product.http, 5).await;
 
-    let order = OrderService::start(&nats.url(), &product.grpc, &order_dir).await;
+    let order = OrderService::start_with(config()).await;
     order.wait_ready(WAIT).await;
     assert_eq!(snapshot_count(&order.http).await, 55);
     wait_snapshot_version(&order.http, &ids[0], 2).await;
@@ -138,7 +145,7 @@ async fn restart_keeps_the_snapshot_and_resumes_from_the_checkpoint_and_a_wiped_
 
     // A wiped data dir replays everything although the durable exists with an advanced ack floor.
     std::fs::remove_dir_all(&order_dir).unwrap();
-    let order = OrderService::start(&nats.url(), &product.grpc, &order_dir).await;
+    let order = OrderService::start_with(config()).await;
     order.wait_ready(WAIT).await;
     assert_eq!(snapshot_count(&order.http).await, 55);
     wait_snapshot_version(&order.http, &ids[4], 2).await;
@@ -298,8 +305,21 @@ async fn orders_confirm_reject_cancel_and_list() {
     let (status, one) = get_json(&format!("{}/api/orders/{id}", order.http)).await;
     assert_eq!((status, one["status"].as_str()), (200, Some("Cancelled")));
 
-    // Order events reach ORDERS: confirmed, rejected, cancelled.
-    wait_stream_messages(&js(&nats.url()).await, "ORDERS", 3).await;
+    // ORDERS holds each order's latest full state: the rejected one at version 2, the confirmed
+    // one cancelled (3) and its release recorded (4).
+    wait_stream_messages(&js(&nats.url()).await, "ORDERS", 2).await;
+    let js = js(&nats.url()).await;
+    let (headers, cancelled) = wait_for("the release recorded in ORDERS", WAIT, || async {
+        last_message(&js, "ORDERS", &format!("eshop.orders.{id}"))
+            .await
+            .filter(|(_, body)| body["version"] == 4)
+    })
+    .await;
+    assert_eq!(cancelled["eventType"], "OrderStockReleased");
+    assert_eq!(cancelled["status"], "Cancelled");
+    assert_eq!(cancelled["releaseOwed"], false);
+    assert_eq!(cancelled["items"].as_array().unwrap().len(), 2, "full state");
+    assert!(headers.get("Nats-Msg-Id").is_some());
     let (status, openapi) = get_json(&format!("{}/openapi.json", order.http)).await;
     assert_eq!(status, 200);
     assert!(openapi["paths"]["/api/orders"]["post"].is_object());
@@ -618,8 +638,9 @@ async fn a_deleted_consumer_is_recreated_from_the_checkpoint() {
     wait_snapshot_version(&order.http, &first, 1).await;
     let js = js(&nats.url()).await;
     let stream = js.get_stream("PRODUCTS").await.unwrap();
+    let durable = format!("order-svc-{}-products", order.instance_id);
     stream
-        .delete_consumer("order-svc-test")
+        .delete_consumer(&durable)
         .await
         .expect("durable deleted");
     let after = create_product(&product.http, "After", "2.00", 1).await["id"]
@@ -628,7 +649,7 @@ async fn a_deleted_consumer_is_recreated_from_the_checkpoint() {
         .to_owned();
     wait_snapshot_version(&order.http, &after, 1).await;
     assert!(
-        stream.consumer_info("order-svc-test").await.is_ok(),
+        stream.consumer_info(&durable).await.is_ok(),
         "the durable exists again"
     );
     let applied = order
