@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use shared::{
-    events::{OrderEvent, OrderEventItem, OrderEventType, ORDER_SCHEMA_VERSION, ProductEvent},
+    events::{ORDER_SCHEMA_VERSION, OrderEvent, OrderEventItem, OrderEventType, ProductEvent},
     problem::FieldErrors,
 };
 use uuid::Uuid;
@@ -685,10 +685,17 @@ mod tests {
         )
         .unwrap();
         let confirmed = order.apply(&Change::Confirm, Utc::now()).unwrap();
-        assert_eq!((confirmed.status, confirmed.version), (OrderStatus::Confirmed, 2));
+        assert_eq!(
+            (confirmed.status, confirmed.version),
+            (OrderStatus::Confirmed, 2)
+        );
         let event = confirmed.to_event(Change::Confirm.event_type());
         assert_eq!(event.event_type, OrderEventType::OrderConfirmed);
-        assert_eq!(Order::from_event(&event), confirmed, "the event is the whole state");
+        assert_eq!(
+            Order::from_event(&event),
+            confirmed,
+            "the event is the whole state"
+        );
         assert!(check_order_event(&event, Some(confirmed.id)).is_ok());
         assert!(check_order_event(&event, Some(Uuid::new_v4())).is_err());
 
@@ -699,7 +706,10 @@ mod tests {
         assert_eq!(cancelled.reason.as_deref(), Some("changed mind"));
         assert!(cancelled.release_owed, "a cancel owes a release");
         assert!(cancelled.apply(&Change::Confirm, Utc::now()).is_err());
-        assert!(cancelled.apply(&cancel, Utc::now()).is_err(), "cancelled once");
+        assert!(
+            cancelled.apply(&cancel, Utc::now()).is_err(),
+            "cancelled once"
+        );
         let released = cancelled.apply(&Change::RecordRelease, Utc::now()).unwrap();
         assert_eq!((released.release_owed, released.version), (false, 4));
         assert!(

@@ -230,8 +230,8 @@ async fn ready(State(state): State<AppState>) -> Response {
         "duplicateWork": orders.counters.duplicate_work.load(Ordering::Relaxed),
         "stockCircuitOpen": orders.stock.breaker_open(),
     });
-    let ready =
-        state.snapshot.ready.load(Ordering::SeqCst) && state.orders_view.ready.load(Ordering::SeqCst);
+    let ready = state.snapshot.ready.load(Ordering::SeqCst)
+        && state.orders_view.ready.load(Ordering::SeqCst);
     if ready {
         axum::Json(serde_json::json!({"status": "ready", "details": body})).into_response()
     } else {

@@ -158,7 +158,9 @@ impl App {
                 && config
                     .orders_subject_prefix
                     .split('.')
-                    .all(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')),
+                    .all(|t| !t.is_empty()
+                        && t.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')),
             "--orders-subject-prefix must be dot-separated tokens of [A-Za-z0-9_-]"
         );
         std::fs::create_dir_all(&config.data_dir)
@@ -338,7 +340,11 @@ fn instance_id(data_dir: &Path, given: Option<&str>) -> anyhow::Result<String> {
     match std::fs::read_to_string(&path) {
         Ok(kept) => {
             let id = kept.trim().to_owned();
-            anyhow::ensure!(is_token(&id), "{} holds an invalid instance id", path.display());
+            anyhow::ensure!(
+                is_token(&id),
+                "{} holds an invalid instance id",
+                path.display()
+            );
             Ok(id)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

@@ -45,7 +45,7 @@ pub enum Appended {
     /// Stored at this stream sequence.
     Stored(u64),
     /// The order moved on (or was created) meanwhile: here is its current state.
-    Conflict(Option<Stored>),
+    Conflict(Option<Box<Stored>>),
 }
 
 #[derive(Clone)]
@@ -107,7 +107,10 @@ impl OrderLog {
             );
         self.stream().await?;
         let sent = tokio::time::timeout(self.timeout, async {
-            let ack = self.js.send_publish(self.subject(order.id), publish).await?;
+            let ack = self
+                .js
+                .send_publish(self.subject(order.id), publish)
+                .await?;
             ack.await
         })
         .await
@@ -118,7 +121,9 @@ impl OrderLog {
                 match self.read_raw(order.id).await? {
                     // Our own message, stored by an attempt whose answer was lost.
                     Some((stored, Some(id))) if id == msg_id => Ok(Appended::Stored(stored.seq)),
-                    other => Ok(Appended::Conflict(other.map(|(stored, _)| stored))),
+                    other => Ok(Appended::Conflict(
+                        other.map(|(stored, _)| Box::new(stored)),
+                    )),
                 }
             }
             Err(e) => Err(unavailable(e)),
@@ -161,10 +166,13 @@ impl OrderLog {
     async fn stream(&self) -> Result<&Stream> {
         self.stream
             .get_or_try_init(|| async {
-                tokio::time::timeout(self.timeout, self.js.get_or_create_stream(self.config.clone()))
-                    .await
-                    .map_err(|_| unavailable("creating the order stream timed out"))?
-                    .map_err(unavailable)
+                tokio::time::timeout(
+                    self.timeout,
+                    self.js.get_or_create_stream(self.config.clone()),
+                )
+                .await
+                .map_err(|_| unavailable("creating the order stream timed out"))?
+                .map_err(unavailable)
             })
             .await
     }

@@ -274,7 +274,7 @@ impl Orders {
                     self.counters.conflicts.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(order_id = %id, version = latest.order.version, "The order moved on; deciding again.");
                     self.view.record(&latest)?;
-                    current = latest;
+                    current = *latest;
                 }
                 Appended::Conflict(None) => return Err(Error::NotFound(id)),
             }

@@ -58,7 +58,11 @@ pub trait Projection: Clone + Send + Sync + 'static {
     const NAME: &'static str;
     /// The update a message carries, or why it is poison.
     fn decode(&self, msg: &jetstream::Message) -> Result<Self::Update, String>;
-    fn apply(&self, updates: &[Self::Update], checkpoint: Option<u64>) -> crate::error::Result<usize>;
+    fn apply(
+        &self,
+        updates: &[Self::Update],
+        checkpoint: Option<u64>,
+    ) -> crate::error::Result<usize>;
     /// The stream sequence of the last applied message; `None` on an empty (cold) store.
     fn checkpoint(&self) -> crate::error::Result<Option<u64>>;
     /// The replay into an empty store is over (drop cold-start caches).
@@ -400,7 +404,10 @@ impl<P: Projection> Projector<P> {
 
     /// Flushes a written batch, then acks it and publishes the progress.
     async fn finish(&self, w: Written) -> Result<(), SessionError> {
-        self.commit.flush().await.map_err(crate::error::Error::from)?;
+        self.commit
+            .flush()
+            .await
+            .map_err(crate::error::Error::from)?;
         for (msg, kind) in &w.acks {
             if let Err(error) = msg.ack_with(*kind).await {
                 // The data is applied and flushed; a lost ack only means a harmless redelivery.

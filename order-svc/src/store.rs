@@ -59,7 +59,11 @@ impl Store {
             let rows = snapshot.scan_prefix(b"p").count() as u64;
             snapshot.insert(ROWS_KEY, &rows.to_be_bytes())?;
         }
-        if db.tree_names().iter().any(|name| name.as_ref() == b"orders") {
+        if db
+            .tree_names()
+            .iter()
+            .any(|name| name.as_ref() == b"orders")
+        {
             tracing::warn!(
                 "This data dir holds order tables of the design before the order stream; they are \
                  not read or migrated (orders live in the order stream now)."

@@ -183,7 +183,11 @@ impl OrdersView {
             let current = match (staged.get(&u.id), writer.as_ref()) {
                 (Some(head), _) => Some(*head),
                 (None, Some(known)) => known.get(&u.id).copied(),
-                (None, None) => self.tree.get(row_key(u.id))?.map(|r| row_head(&r)).transpose()?,
+                (None, None) => self
+                    .tree
+                    .get(row_key(u.id))?
+                    .map(|r| row_head(&r))
+                    .transpose()?,
             };
             if !domain::should_apply(current.map(|(v, _)| v), u.version) {
                 continue;

@@ -84,7 +84,9 @@ pub async fn releaser(orders: Orders, interval: Duration, cancel: CancellationTo
             let run = shared::correlation::scope(cid, "releaser".into(), orders.release(stored));
             match run.await {
                 Ok(true) => tracing::info!(order_id = %id, "Stock released."),
-                Ok(false) => tracing::debug!(order_id = %id, "Another instance had recorded this release."),
+                Ok(false) => {
+                    tracing::debug!(order_id = %id, "Another instance had recorded this release.")
+                }
                 Err(error) => {
                     tracing::warn!(order_id = %id, %error, "Stock release failed; will retry.");
                     failed = true;

@@ -3,6 +3,7 @@ mod faults;
 mod harness;
 mod orders;
 mod products;
+mod scale;
 
 use std::time::Duration;
 

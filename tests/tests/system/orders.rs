@@ -95,7 +95,8 @@ async fn restart_keeps_the_snapshot_and_resumes_from_the_checkpoint_and_a_wiped_
     let order_dir = dir.path().join("order");
     // A fixed instance id, so the wiped store below meets its own durable again.
     let config = || {
-        let mut config = order_svc::Config::for_tests(order_dir.clone(), &nats.url(), &product.grpc);
+        let mut config =
+            order_svc::Config::for_tests(order_dir.clone(), &nats.url(), &product.grpc);
         config.instance_id = Some("wiped".into());
         config
     };
@@ -318,7 +319,11 @@ async fn orders_confirm_reject_cancel_and_list() {
     assert_eq!(cancelled["eventType"], "OrderStockReleased");
     assert_eq!(cancelled["status"], "Cancelled");
     assert_eq!(cancelled["releaseOwed"], false);
-    assert_eq!(cancelled["items"].as_array().unwrap().len(), 2, "full state");
+    assert_eq!(
+        cancelled["items"].as_array().unwrap().len(),
+        2,
+        "full state"
+    );
     assert!(headers.get("Nats-Msg-Id").is_some());
     let (status, openapi) = get_json(&format!("{}/openapi.json", order.http)).await;
     assert_eq!(status, 200);
