@@ -44,10 +44,22 @@ cluster: setup
     echo "cluster up: NATS_URL=nats://127.0.0.1:4221,nats://127.0.0.1:4222,nats://127.0.0.1:4223 (Ctrl-C stops it)"
     wait
 
+# Options: a number (products to seed, default 20), --durable (nats/single.conf: fsync every
+# write), --instances=N (N order-svc instances on ports 5002, 5003, ...; see `just scale`).
+
 # Start nats-server, a seeded product-svc and order-svc; print URLs and examples. Ctrl-C stops all.
-up seed="20": setup build
+up *args: setup build
     #!/usr/bin/env bash
     set -euo pipefail
+    seed=20; conf=nats/dev.conf; instances=1
+    for arg in {{args}}; do
+        case "$arg" in
+            --durable) conf=nats/single.conf ;;
+            --instances=*) instances="${arg#--instances=}" ;;
+            ''|*[!0-9]*) echo "unknown option $arg (use a seed count, --durable, --instances=N)"; exit 2 ;;
+            *) seed="$arg" ;;
+        esac
+    done
     mkdir -p data
     pids=()
     cleanup() {
@@ -58,30 +70,41 @@ up seed="20": setup build
     }
     trap cleanup EXIT INT TERM
     wait_http() { for _ in $(seq 1 300); do curl -fs "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "timed out waiting for $1"; exit 1; }
-    nats-server -c nats/dev.conf > data/nats.log 2>&1 & pids+=($!)
+    nats-server -c "$conf" > data/nats.log 2>&1 & pids+=($!)
     wait_http http://127.0.0.1:8222/healthz
-    target/debug/product-svc --seed {{seed}} > >(sed -u 's/^/[product] /') 2>&1 & pids+=($!)
+    target/debug/product-svc --seed "$seed" > >(sed -u 's/^/[product] /') 2>&1 & pids+=($!)
     wait_http http://127.0.0.1:5001/health/ready
-    target/debug/order-svc > >(sed -u 's/^/[order]   /') 2>&1 & pids+=($!)
-    wait_http http://127.0.0.1:5002/health/ready
+    order_urls=""
+    for i in $(seq 1 "$instances"); do
+        port=$((5001 + i)); dir=data/order; [ "$i" -gt 1 ] && dir="data/order-$i"
+        ORDER_HTTP_ADDR="127.0.0.1:$port" ORDER_DATA_DIR="$dir" target/debug/order-svc \
+            > >(sed -u "s/^/[order-$i] /") 2>&1 & pids+=($!)
+        order_urls="$order_urls http://127.0.0.1:$port"
+    done
+    for url in $order_urls; do wait_http "$url/health/ready"; done
     P=$(curl -fs 'http://127.0.0.1:5001/api/products?pageSize=1' | python3 -c 'import json,sys; print(json.load(sys.stdin)["items"][0]["id"])')
     cat <<MSG
 
     eshop is up (Ctrl-C stops everything)
       product-svc  HTTP http://127.0.0.1:5001   gRPC 127.0.0.1:5051
-      order-svc    HTTP http://127.0.0.1:5002   OpenAPI http://127.0.0.1:5002/openapi.json
-      nats-server  nats://127.0.0.1:4222        monitor http://127.0.0.1:8222
+      order-svc    HTTP$order_urls   (OpenAPI: <url>/openapi.json)
+      nats-server  nats://127.0.0.1:4222        monitor http://127.0.0.1:8222   config $conf
 
     Try:
       curl -s http://127.0.0.1:5001/api/products?pageSize=3
       curl -s -XPOST http://127.0.0.1:5001/api/products -H 'content-type: application/json' \\
            -d '{"name":"Desk Lamp","description":"LED","price":"49.90","category":"Home","stockQuantity":10,"lowStockThreshold":2}'
-      curl -s -XPOST http://127.0.0.1:5002/api/orders -H 'content-type: application/json' \\
+      curl -s -XPOST http://127.0.0.1:5002/api/orders -H 'content-type: application/json' -H 'Idempotency-Key: k-1' \\
            -d '{"customerId":"6f1c1a52-3b0e-4a8e-9d8c-1e2f3a4b5c6d","customerEmail":"ann@example.com","items":[{"productId":"$P","quantity":2}]}'
+      curl -s http://127.0.0.1:5002/api/orders/<orderId>        # any order-svc instance answers any order
       curl -s -XPOST http://127.0.0.1:5002/api/orders/<orderId>/cancel -H 'content-type: application/json' -d '{"reason":"changed my mind"}'
       curl -s http://127.0.0.1:5001/api/products/$P      # reservedQuantity goes up, then back down
     MSG
     wait
+
+# Like `up`, with two order-svc instances (5002, 5003) sharing one NATS: no sticky sessions.
+scale *args:
+    just up --instances=2 {{args}}
 
 # Run every test (unit, integration, system) with nextest.
 test *args: setup build

@@ -22,11 +22,11 @@ pub fn document() -> Value {
                         "413": problem_response("Body over 64 KiB"),
                         "415": problem_response("Not JSON"),
                         "422": problem_response("Idempotency-Key reused with a different body"),
-                        "503": problem_response("Catalog temporarily unavailable")
+                        "503": problem_response("Catalog or order store (NATS) temporarily unavailable; Retry-After says when to retry")
                     }
                 },
                 "get": {
-                    "summary": "List orders, newest first",
+                    "summary": "List orders, newest first (from this instance's orders view: eventually consistent)",
                     "parameters": [
                         {"name": "customerId", "in": "query", "schema": {"type": "string", "format": "uuid"}},
                         {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1, "default": 1}},
@@ -38,17 +38,18 @@ pub fn document() -> Value {
             "/api/orders/{id}": {
                 "get": {"summary": "Get an order", "parameters": [order_id], "responses": {
                     "200": {"description": "The order", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Order"}}}},
-                    "404": problem_response("Unknown order")
+                    "404": problem_response("Unknown order"),
+                    "503": problem_response("Order store unreachable and the order not in this instance's view")
                 }}
             },
             "/api/orders/{id}/cancel": {
                 "post": {"summary": "Cancel a Pending or Confirmed order (its stock is released in the background)", "parameters": [order_id],
                     "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["reason"], "properties": {"reason": {"type": "string", "maxLength": 500}}, "additionalProperties": false}}}},
-                    "responses": {"200": {"description": "Cancelled"}, "400": problem_response("Validation error"), "404": problem_response("Unknown order"), "409": problem_response("Not cancellable in its status")}
+                    "responses": {"200": {"description": "Cancelled"}, "400": problem_response("Validation error"), "404": problem_response("Unknown order"), "409": problem_response("Not cancellable in its status"), "503": problem_response("Order store (NATS) temporarily unavailable")}
                 }
             },
             "/health/live": {"get": {"summary": "Liveness", "responses": {"200": {"description": "Alive"}}}},
-            "/health/ready": {"get": {"summary": "Readiness: the product snapshot has caught up", "responses": {"200": {"description": "Ready"}, "503": problem_response("Catching up")}}}
+            "/health/ready": {"get": {"summary": "Readiness: the product snapshot and the orders view have caught up", "responses": {"200": {"description": "Ready"}, "503": problem_response("Catching up")}}}
         },
         "components": {"schemas": {
             "CreateOrder": {"type": "object", "required": ["customerId", "customerEmail", "items"], "additionalProperties": false, "properties": {
@@ -61,6 +62,7 @@ pub fn document() -> Value {
             }},
             "Order": {"type": "object", "properties": {
                 "id": {"type": "string", "format": "uuid"},
+                "version": {"type": "integer", "minimum": 1, "description": "1 when placed, +1 per change"},
                 "customerId": {"type": "string", "format": "uuid"},
                 "customerEmail": {"type": "string"},
                 "status": {"type": "string", "enum": ["Pending", "Confirmed", "Rejected", "Cancelled"]},

@@ -113,20 +113,31 @@ impl OrderLog {
                 .await?;
             ack.await
         })
-        .await
-        .map_err(|_| unavailable("the publish ack timed out"))?;
+        .await;
         match sent {
-            Ok(ack) => Ok(Appended::Stored(ack.sequence)),
-            Err(e) if is_wrong_sequence(&e) => {
-                match self.read_raw(order.id).await? {
-                    // Our own message, stored by an attempt whose answer was lost.
-                    Some((stored, Some(id))) if id == msg_id => Ok(Appended::Stored(stored.seq)),
-                    other => Ok(Appended::Conflict(
-                        other.map(|(stored, _)| Box::new(stored)),
-                    )),
+            Ok(Ok(ack)) => Ok(Appended::Stored(ack.sequence)),
+            Ok(Err(e)) if is_wrong_sequence(&e) => match self.read_raw(order.id).await? {
+                // Our own message, stored by an attempt whose answer was lost.
+                Some((stored, Some(id))) if id == msg_id => Ok(Appended::Stored(stored.seq)),
+                other => Ok(Appended::Conflict(
+                    other.map(|(stored, _)| Box::new(stored)),
+                )),
+            },
+            // No answer: the message may or may not be stored. If the stream can still be read,
+            // it says which; otherwise the caller gets "unavailable" (and a retry, keyed or
+            // by CAS, finds whatever was stored).
+            failed => {
+                let why = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "the publish ack timed out".to_owned(),
+                };
+                match self.read_raw(order.id).await {
+                    Ok(Some((stored, Some(id)))) if id == msg_id => {
+                        Ok(Appended::Stored(stored.seq))
+                    }
+                    _ => Err(unavailable(why)),
                 }
             }
-            Err(e) => Err(unavailable(e)),
         }
     }
 
@@ -166,13 +177,20 @@ impl OrderLog {
     async fn stream(&self) -> Result<&Stream> {
         self.stream
             .get_or_try_init(|| async {
-                tokio::time::timeout(
+                let mut stream = tokio::time::timeout(
                     self.timeout,
                     self.js.get_or_create_stream(self.config.clone()),
                 )
                 .await
                 .map_err(|_| unavailable("creating the order stream timed out"))?
-                .map_err(unavailable)
+                .map_err(unavailable)?;
+                // An existing stream keeps its own settings: say so if orders could age out.
+                if let Ok(info) = stream.info().await
+                    && (!info.config.max_age.is_zero() || info.config.max_messages > 0)
+                {
+                    tracing::warn!(stream = %info.config.name, max_age_secs = info.config.max_age.as_secs(), max_messages = info.config.max_messages, "The order stream has age or count limits: orders past them are lost.");
+                }
+                Ok(stream)
             })
             .await
     }

@@ -94,9 +94,11 @@ impl Orders {
         let fingerprint = idempotency_key.as_ref().map(|_| request.fingerprint());
         let id = domain::order_id(request.customer_id, idempotency_key.as_deref());
         if fingerprint.is_some()
-            && let Some(existing) = self.view.get(id)?
+            && let Some(known) = self.view.get(id)?
         {
-            return replay(existing.order, fingerprint.as_deref());
+            // A replay: answer the order's current state (the view may be a step behind).
+            let current = self.get(id).await.unwrap_or(known.order);
+            return replay(current, fingerprint.as_deref());
         }
         let ids: Vec<Uuid> = request.items.iter().map(|(id, _)| *id).collect();
         let catalog = self.catalog(&ids).await?;
@@ -246,6 +248,14 @@ impl Orders {
 
     pub fn owns_release(&self, id: Uuid) -> bool {
         self.own_releases.lock().expect("lock").contains(&id)
+    }
+
+    /// Drops own releases that are no longer owed (another instance took them over).
+    pub fn forget_own_releases_except(&self, still_owed: &HashSet<Uuid>) {
+        self.own_releases
+            .lock()
+            .expect("lock")
+            .retain(|id| still_owed.contains(id));
     }
 
     /// Applies `change` to `current` and publishes it with a CAS on `current`'s sequence; on a

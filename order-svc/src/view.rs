@@ -94,6 +94,11 @@ impl OrdersView {
     /// Records a state this instance published or read from the stream (not flushed: the
     /// stream holds it; the view only caches it).
     pub fn record(&self, stored: &Stored) -> Result<()> {
+        if let Some(row) = self.tree.get(row_key(stored.order.id))?
+            && row_head(&row)?.0 >= stored.order.version
+        {
+            return Ok(()); // already known (the usual case for reads)
+        }
         let event = stored.order.to_event(state_event_type(&stored.order));
         let payload = serde_json::to_vec(&event).map_err(|e| Error::Corrupt(e.to_string()))?;
         self.apply_updates(&[OrderUpdate::of(&event, stored.seq, payload)], None)?;

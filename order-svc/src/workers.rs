@@ -17,6 +17,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{domain::OrderStatus, orders::Orders};
 
+/// Owed releases read per scan.
+const OWED_SCAN: usize = 256;
+
 /// A scan interval with ±50 % jitter.
 fn jittered(interval: Duration) -> Duration {
     interval.mul_f64(rand::rng().random_range(0.5..1.5))
@@ -66,7 +69,7 @@ pub async fn releaser(orders: Orders, interval: Duration, cancel: CancellationTo
     let wake = orders.release_wake.clone();
     let mut backoff = interval;
     loop {
-        let owed = match orders.view.owed(256) {
+        let owed = match orders.view.owed(OWED_SCAN) {
             Ok(owed) => owed,
             Err(error) => {
                 tracing::error!(%error, "Reading owed releases failed.");
@@ -74,6 +77,11 @@ pub async fn releaser(orders: Orders, interval: Duration, cancel: CancellationTo
             }
         };
         let takeover = Utc::now() - chrono::Duration::from_std(orders.budget).unwrap_or_default();
+        if owed.len() < OWED_SCAN {
+            // Every owed release is in this scan: forget own releases another instance did.
+            let ids: std::collections::HashSet<_> = owed.iter().map(|s| s.order.id).collect();
+            orders.forget_own_releases_except(&ids);
+        }
         let mut failed = false;
         for stored in owed {
             let id = stored.order.id;
