@@ -14,11 +14,18 @@ pub struct NatsServer {
     child: Option<Child>,
     dir: TempDir,
     port: u16,
+    /// A file under `nats/`.
+    config: &'static str,
 }
 
 impl NatsServer {
     /// Starts a server on a random port (`-p -1`) and waits until it accepts connections.
     pub fn start() -> Self {
+        Self::start_with("test.conf")
+    }
+
+    /// `start` with another config under `nats/` (e.g. `test-sync-always.conf`).
+    pub fn start_with(config: &'static str) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("eshop-nats-")
             .tempdir()
@@ -27,6 +34,7 @@ impl NatsServer {
             child: None,
             dir,
             port: 0,
+            config,
         };
         server.spawn(None);
         let ports_dir = server.dir.path().to_path_buf();
@@ -91,7 +99,7 @@ impl NatsServer {
     }
 
     fn spawn(&mut self, port: Option<u16>) {
-        let config = workspace_root().join("nats/test.conf");
+        let config = workspace_root().join("nats").join(self.config);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

@@ -2,9 +2,10 @@
 //! on the same nats-server (the machine is shared and noisy: only ratios compare across runs).
 //! Prints a table and writes `target/bench/report.{md,json}`. Sizes: `--quick`, or `BENCH_*`.
 //!
-//! Scenarios: 1 projection rate vs a raw fetch→sled→flush→ack loop; 2 cold start to ready;
-//! 3 outbox relay vs raw pipelined publish; 4 CreateOrder (snapshot vs grpc catalog) vs a raw
-//! tonic round-trip; 5 footprint (binary size, RSS, sled on disk).
+//! Scenarios: 1 projection rate vs a raw fetch→sled→flush→ack loop; 2 cold start to ready (with
+//! and without 100k orders); 3 outbox relay vs raw pipelined publish; 4 CreateOrder (snapshot vs
+//! grpc catalog, one and two instances, `sync_interval: always`) vs a raw tonic round-trip, and
+//! the cross-instance listing lag; 5 footprint (binary size, RSS, sled on disk).
 #![allow(clippy::print_stdout)]
 
 use std::{
@@ -427,10 +428,178 @@ fn latency_rows(
     }
 }
 
+/// A Confirmed order (full state, version 2) on its own subject, as order-svc publishes it.
+fn order_event(product: Uuid) -> (String, Vec<u8>) {
+    let id = Uuid::now_v7();
+    let now = chrono::Utc::now();
+    let price: rust_decimal::Decimal = "19.99".parse().unwrap();
+    let event = shared::events::OrderEvent {
+        event_id: Uuid::now_v7(),
+        event_type: shared::events::OrderEventType::OrderConfirmed,
+        schema_version: shared::events::ORDER_SCHEMA_VERSION,
+        occurred_at: now,
+        order_id: id,
+        version: 2,
+        status: shared::events::OrderStatus::Confirmed,
+        customer_id: Uuid::new_v4(),
+        customer_email: "bench@example.com".into(),
+        items: vec![shared::events::OrderEventItem {
+            product_id: product,
+            product_name: "Bench product".into(),
+            quantity: 1,
+            unit_price: price,
+            line_total: price,
+        }],
+        total_amount: price,
+        reason: None,
+        failed_product_ids: Vec::new(),
+        release_owed: false,
+        request_fingerprint: None,
+        created_at: now,
+        updated_at: now,
+    };
+    (
+        format!("{}.{id}", shared::events::ORDER_SUBJECT_PREFIX),
+        serde_json::to_vec(&event).unwrap(),
+    )
+}
+
+/// Fills `ORDERS` with `n` orders (one message each, as the stream keeps them).
+async fn fill_orders(js: &jetstream::Context, n: usize) -> f64 {
+    js.create_or_update_stream(shared::streams::orders(
+        shared::streams::ORDERS,
+        shared::events::ORDER_SUBJECT_PREFIX,
+        1,
+    ))
+    .await
+    .expect("stream");
+    let messages = (0..n).map(|_| order_event(Uuid::new_v4())).collect();
+    publish_raw(js, messages, 1000).await
+}
+
+/// Creates `n` products (plenty of stock) through product-svc's HTTP API; returns their ids.
+async fn seed_catalog(client: &reqwest::Client, http: &str, n: usize) -> Vec<String> {
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let (c, http) = (client.clone(), http.to_owned());
+            async move {
+                let body = json!({"name": format!("P{i:05}"), "description": "", "price": "9.99", "category": "Bench", "stockQuantity": 1_000_000_000, "lowStockThreshold": 0});
+                c.post(format!("{http}/api/products")).json(&body).send().await.unwrap().json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned()
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await
+}
+
+/// `total` create-order requests from `clients` clients, spread round-robin over `https`;
+/// every one must be answered 201.
+async fn create_orders(
+    client: &reqwest::Client,
+    https: &[String],
+    ids: &Arc<Vec<String>>,
+    clients: usize,
+    total: usize,
+) -> (f64, Histogram<u64>) {
+    let (c, https, ids) = (client.clone(), https.to_vec(), ids.clone());
+    load(clients, total, move |i| {
+        let (c, http, id) = (c.clone(), https[i % https.len()].clone(), ids[(i * 7919) % ids.len()].clone());
+        async move {
+            let body = json!({"customerId": Uuid::new_v4(), "customerEmail": "bench@example.com", "items": [{"productId": id, "quantity": 1}]});
+            c.post(format!("{http}/api/orders")).json(&body).send().await.map(|r| r.status() == 201).unwrap_or(false)
+        }
+    })
+    .await
+}
+
+/// From an order's 201 on instance `a` to its appearance in instance `b`'s customer listing
+/// (polled back to back), one order at a time; µs.
+async fn listing_lag(
+    client: &reqwest::Client,
+    a: &str,
+    b: &str,
+    ids: &[String],
+    n: usize,
+) -> Histogram<u64> {
+    let mut hist = Histogram::<u64>::new(3).unwrap();
+    for i in 0..n {
+        let customer = Uuid::new_v4();
+        let body = json!({"customerId": customer, "customerEmail": "lag@example.com", "items": [{"productId": ids[i % ids.len()], "quantity": 1}]});
+        let r = client
+            .post(format!("{a}/api/orders"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let acked = Instant::now();
+        let url = format!("{b}/api/orders?customerId={customer}");
+        loop {
+            let page: Value = client.get(&url).send().await.unwrap().json().await.unwrap();
+            if page["totalCount"] == 1 {
+                break;
+            }
+            assert!(
+                acked.elapsed() < Duration::from_secs(30),
+                "order never listed on B"
+            );
+        }
+        hist.record(acked.elapsed().as_micros() as u64).unwrap();
+    }
+    hist
+}
+
+/// CreateOrder against a nats-server with `sync_interval: always` (fsync before every ack):
+/// (1-client rate and latencies, 64-client rate and latencies).
+async fn create_order_sync_always(
+    dir: &Path,
+    orders_1: usize,
+    orders_64: usize,
+) -> ((f64, Histogram<u64>), (f64, Histogram<u64>)) {
+    let nats = NatsServer::start_with("test-sync-always.conf");
+    let (product, grpc) = ServiceProcess::product_with(
+        &nats.url(),
+        &dir.join("product-sync"),
+        dir,
+        &[("RUST_LOG", "warn")],
+    );
+    let order = ServiceProcess::order(
+        &nats.url(),
+        &grpc,
+        &dir.join("order-sync"),
+        dir,
+        &[("RUST_LOG", "warn"), ("ORDER_INSTANCE_ID", "sync")],
+    );
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(128)
+        .build()
+        .unwrap();
+    let ids = Arc::new(seed_catalog(&client, &product.http, 100).await);
+    let last = ids.last().unwrap().clone();
+    wait_for(
+        "catalog in the snapshot",
+        Duration::from_secs(60),
+        || async {
+            let url = format!("{}/api/snapshot/products/{last}", order.http);
+            (client.get(url).send().await.ok()?.status() == 200).then_some(())
+        },
+    )
+    .await;
+    let https = [order.http.clone()];
+    let one = create_orders(&client, &https, &ids, 1, orders_1 / 2).await;
+    let many = create_orders(&client, &https, &ids, 64, orders_64 / 2).await;
+    (one, many)
+}
+
+/// CreateOrder at 64 clients in the design before orders moved to JetStream (sled orders and an
+/// outbox): the final figure of BENCHMARKS.md at 8f82fbc. That design is gone, so it cannot run
+/// in the same process; this is the reference it is compared to.
+const PREVIOUS_DESIGN_64: f64 = 5_331.0;
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    // `--only projection|coldstart|relay|orders` runs one group (for profiling one path).
+    // `--only projection|coldstart|relay|orders|durable` runs one group.
     let only = std::env::args().skip_while(|a| a != "--only").nth(1);
     let run = |group: &str| only.as_deref().is_none_or(|o| o == group);
     let products = env_or("BENCH_PRODUCTS", quick, 100_000, 10_000);
@@ -439,6 +608,9 @@ async fn main() {
     let updates = env_or("BENCH_RELAY_UPDATES", quick, 20_000, 3_000);
     let orders_1 = env_or("BENCH_ORDERS_1", quick, 2_000, 300);
     let orders_64 = env_or("BENCH_ORDERS_64", quick, 20_000, 3_000);
+    let lag_orders = env_or("BENCH_LAG_ORDERS", quick, 1_000, 200);
+    // CreateOrder with the default sync interval, for the sync-always comparison: (64, 1 client).
+    let mut default_sync: Option<(f64, f64)> = None;
     let mut report = Report::default();
     let dir = scratch();
     println!(
@@ -493,6 +665,17 @@ async fn main() {
             "MiB",
             None,
             "",
+        );
+        // The same catalog plus as many orders: both read models replay before ready.
+        fill_orders(&js, products).await;
+        let (ready_both, _both) = cold_start(&nats.url(), dir.path(), "big-orders").await;
+        report.add(
+            "2 cold start",
+            &format!("{products} orders + {products} products: spawn → /health/ready"),
+            ready_both.as_secs_f64() * 1000.0,
+            "ms",
+            Some(("products only", ready.as_secs_f64() * 1000.0)),
+            "≤ 3000 ms for 100k + 100k",
         );
     }
     if run("coldstart") {
@@ -551,17 +734,7 @@ async fn main() {
             .build()
             .unwrap();
         let catalog = 1000;
-        let ids: Vec<String> = futures::stream::iter(0..catalog)
-        .map(|i| {
-            let (c, http) = (client.clone(), product.http.clone());
-            async move {
-                let body = json!({"name": format!("P{i:05}"), "description": "", "price": "9.99", "category": "Bench", "stockQuantity": 1_000_000_000, "lowStockThreshold": 0});
-                c.post(format!("{http}/api/products")).json(&body).send().await.unwrap().json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned()
-            }
-        })
-        .buffer_unordered(32)
-        .collect()
-        .await;
+        let ids = seed_catalog(&client, &product.http, catalog).await;
         let ids = Arc::new(ids);
         wait_for("catalog published", Duration::from_secs(120), || async {
             let info = tests::stream_info(&js, "PRODUCTS").await?;
@@ -718,16 +891,8 @@ async fn main() {
                     std::process::id(),
                 ];
                 let leg = total / 2;
-                let (c, ids2) = (client.clone(), ids.clone());
                 let cpu_before: Vec<f64> = pids.iter().map(|p| cpu_secs(*p)).collect();
-                let (rate, hist) = load(clients, leg, move |i| {
-                    let (c, http, id) = (c.clone(), http.clone(), ids2[(i * 7919) % ids2.len()].clone());
-                    async move {
-                        let body = json!({"customerId": Uuid::new_v4(), "customerEmail": "bench@example.com", "items": [{"productId": id, "quantity": 1}]});
-                        c.post(format!("{http}/api/orders")).json(&body).send().await.map(|r| r.status() == 201).unwrap_or(false)
-                    }
-                })
-                .await;
+                let (rate, hist) = create_orders(&client, &[http], &ids, clients, leg).await;
                 let a = acc
                     .entry(mode)
                     .or_insert_with(|| (0.0, 0, Histogram::new(3).unwrap(), vec![0.0; pids.len()]));
@@ -806,6 +971,56 @@ async fn main() {
             None,
             "< 1.0",
         );
+        report.add(
+            "4 create order",
+            "one instance, 64 clients, next to the previous design",
+            s64,
+            "orders/s",
+            Some((
+                "sled orders + outbox (BENCHMARKS.md at 8f82fbc)",
+                PREVIOUS_DESIGN_64,
+            )),
+            "≥ 5,000/s",
+        );
+        default_sync = Some((s64, find("snapshot", 1).0));
+
+        // Two instances on the same box, round-robin, and the listing lag between them.
+        let second = ServiceProcess::order(
+            &nats.url(),
+            &grpc,
+            &dir.path().join("order-snap-b"),
+            dir.path(),
+            &[("RUST_LOG", "warn"), ("ORDER_INSTANCE_ID", "snap-b")],
+        );
+        http_ready(&second.http, Duration::from_secs(60)).await;
+        let both = [snapshot.http.clone(), second.http.clone()];
+        let (rate2, hist2) = create_orders(&client, &both, &ids, 64, orders_64 / 2).await;
+        report.add(
+            "4 create order",
+            "two instances (round-robin), 64 clients",
+            rate2,
+            "orders/s",
+            Some(("one instance, same run", s64)),
+            "",
+        );
+        latency_rows(
+            &mut report,
+            "4 create order",
+            "two instances, 64 clients",
+            &hist2,
+            None,
+        );
+        let lag = listing_lag(&client, &snapshot.http, &second.http, &ids, lag_orders).await;
+        for (label, q) in [("p50", 0.5), ("p99", 0.99)] {
+            report.add(
+                "4 create order",
+                &format!("201 on A → in B's customer listing, {label} ({lag_orders} orders)"),
+                lag.value_at_quantile(q) as f64 / 1000.0,
+                "ms",
+                None,
+                if label == "p99" { "≤ 50 ms" } else { "" },
+            );
+        }
 
         // 5. Footprint after the load.
         report.add(
@@ -850,6 +1065,43 @@ async fn main() {
                 "≤ 5 MB",
             );
         }
+    }
+
+    // 4b. CreateOrder with JetStream fsyncing every write (nats/single.conf's setting).
+    if run("durable") {
+        let ((r1, h1), (r64, h64)) =
+            create_order_sync_always(dir.path(), orders_1, orders_64).await;
+        let (d64, d1) = default_sync.unzip();
+        report.add(
+            "4 create order",
+            "sync_interval: always, 1 client",
+            r1,
+            "orders/s",
+            d1.map(|d| ("default sync, same run", d)),
+            "",
+        );
+        report.add(
+            "4 create order",
+            "sync_interval: always, 64 clients",
+            r64,
+            "orders/s",
+            d64.map(|d| ("default sync, same run", d)),
+            "",
+        );
+        latency_rows(
+            &mut report,
+            "4 create order",
+            "sync always, 1 client",
+            &h1,
+            None,
+        );
+        latency_rows(
+            &mut report,
+            "4 create order",
+            "sync always, 64 clients",
+            &h64,
+            None,
+        );
     }
 
     let out = tests::workspace_root().join("target/bench");
