@@ -42,8 +42,8 @@ pub struct Stored {
 
 /// What an append found.
 pub enum Appended {
-    /// Stored at this stream sequence.
-    Stored(u64),
+    /// Stored at this stream sequence; the message's body.
+    Stored(u64, Vec<u8>),
     /// The order moved on (or was created) meanwhile: here is its current state.
     Conflict(Option<Box<Stored>>),
 }
@@ -84,20 +84,15 @@ impl OrderLog {
         Ok(self.read_raw(id).await?.map(|(stored, _)| stored))
     }
 
-    /// Publishes `order` (its new state, produced by `event_type`) if the order's last message
-    /// is still at `expected` (0: the order must not exist yet).
-    pub async fn append(
-        &self,
-        order: &Order,
-        event_type: events::OrderEventType,
-        expected: u64,
-    ) -> Result<Appended> {
+    /// Publishes `event` (an order's new state) if the order's last message is still at
+    /// `expected` (0: the order must not exist yet).
+    pub async fn append(&self, event: &OrderEvent, expected: u64) -> Result<Appended> {
         self.connected()?;
-        let event = order.to_event(event_type);
+        let event_type = event.event_type;
         let msg_id = event.event_id.to_string();
-        let payload = serde_json::to_vec(&event).map_err(|e| Error::Corrupt(e.to_string()))?;
+        let payload = serde_json::to_vec(event).map_err(|e| Error::Corrupt(e.to_string()))?;
         let publish = PublishMessage::build()
-            .payload(payload.into())
+            .payload(payload.clone().into())
             .message_id(&msg_id)
             .expected_last_subject_sequence(expected)
             .header(events::HEADER_EVENT_TYPE, event_type.as_str())
@@ -109,16 +104,18 @@ impl OrderLog {
         let sent = tokio::time::timeout(self.timeout, async {
             let ack = self
                 .js
-                .send_publish(self.subject(order.id), publish)
+                .send_publish(self.subject(event.order_id), publish)
                 .await?;
             ack.await
         })
         .await;
         match sent {
-            Ok(Ok(ack)) => Ok(Appended::Stored(ack.sequence)),
-            Ok(Err(e)) if is_wrong_sequence(&e) => match self.read_raw(order.id).await? {
+            Ok(Ok(ack)) => Ok(Appended::Stored(ack.sequence, payload)),
+            Ok(Err(e)) if is_wrong_sequence(&e) => match self.read_raw(event.order_id).await? {
                 // Our own message, stored by an attempt whose answer was lost.
-                Some((stored, Some(id))) if id == msg_id => Ok(Appended::Stored(stored.seq)),
+                Some((stored, Some(id))) if id == msg_id => {
+                    Ok(Appended::Stored(stored.seq, payload))
+                }
                 other => Ok(Appended::Conflict(
                     other.map(|(stored, _)| Box::new(stored)),
                 )),
@@ -131,9 +128,9 @@ impl OrderLog {
                     Ok(Err(e)) => e.to_string(),
                     _ => "the publish ack timed out".to_owned(),
                 };
-                match self.read_raw(order.id).await {
+                match self.read_raw(event.order_id).await {
                     Ok(Some((stored, Some(id)))) if id == msg_id => {
-                        Ok(Appended::Stored(stored.seq))
+                        Ok(Appended::Stored(stored.seq, payload))
                     }
                     _ => Err(unavailable(why)),
                 }

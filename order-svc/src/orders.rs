@@ -105,24 +105,27 @@ impl Orders {
         let order = domain::price_order(id, &request, &catalog, Utc::now(), fingerprint.clone())
             .map_err(Error::UnknownProducts)?;
         let remaining = self.budget.saturating_sub(started.elapsed());
-        let appended = tokio::time::timeout(
-            remaining,
-            self.log.append(&order, OrderEventType::OrderPlaced, 0),
-        )
-        .await
-        .map_err(|_| Error::OrderStoreUnavailable("the request budget ran out".into()))??;
+        let placed = order.to_event(OrderEventType::OrderPlaced);
+        let appended = tokio::time::timeout(remaining, self.log.append(&placed, 0))
+            .await
+            .map_err(|_| Error::OrderStoreUnavailable("the request budget ran out".into()))??;
         let seq = match appended {
-            Appended::Stored(seq) => seq,
+            Appended::Stored(seq, payload) => {
+                // Queued for the view, not awaited: the final state's record waits for both.
+                self.view
+                    .record_written(&placed, seq, payload, false)
+                    .await?;
+                seq
+            }
             // The key's order exists (placed by this or another instance).
             Appended::Conflict(Some(existing)) => {
-                self.view.record(&existing)?;
+                self.view.record(&existing).await?;
                 tracing::info!(order_id = %id, "Idempotent replay of a create request.");
                 return replay(existing.order, fingerprint.as_deref());
             }
             Appended::Conflict(None) => return Err(Error::Contended(id)),
         };
         let pending = Stored { order, seq };
-        self.view.record(&pending)?;
         tracing::info!(order_id = %id, customer_id = %pending.order.customer_id, total = %pending.order.total_amount, "Order accepted as Pending.");
         let remaining = self.budget.saturating_sub(started.elapsed());
         match tokio::time::timeout(remaining, self.settle(&pending)).await {
@@ -196,7 +199,7 @@ impl Orders {
     pub async fn get(&self, id: Uuid) -> Result<Order> {
         match self.log.read(id).await {
             Ok(Some(stored)) => {
-                self.view.record(&stored)?;
+                self.view.record(&stored).await?;
                 Ok(stored.order)
             }
             Ok(None) => Err(Error::NotFound(id)),
@@ -270,20 +273,16 @@ impl Orders {
                     return Ok(Decided::Refused(current));
                 }
             };
-            match self
-                .log
-                .append(&next, change.event_type(), current.seq)
-                .await?
-            {
-                Appended::Stored(seq) => {
-                    let stored = Stored { order: next, seq };
-                    self.view.record(&stored)?;
-                    return Ok(Decided::Done(stored));
+            let event = next.to_event(change.event_type());
+            match self.log.append(&event, current.seq).await? {
+                Appended::Stored(seq, payload) => {
+                    self.view.record_written(&event, seq, payload, true).await?;
+                    return Ok(Decided::Done(Stored { order: next, seq }));
                 }
                 Appended::Conflict(Some(latest)) => {
                     self.counters.conflicts.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(order_id = %id, version = latest.order.version, "The order moved on; deciding again.");
-                    self.view.record(&latest)?;
+                    self.view.record(&latest).await?;
                     current = *latest;
                 }
                 Appended::Conflict(None) => return Err(Error::NotFound(id)),

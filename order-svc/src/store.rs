@@ -88,6 +88,7 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        self.orders_view.close().await;
         self.commit.close().await;
     }
 

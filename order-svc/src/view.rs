@@ -20,6 +20,8 @@ use std::{
 use async_nats::jetstream;
 use shared::events::{OrderEvent, OrderEventType, OrderStatus};
 use sled::{Batch, Tree};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::{
@@ -72,28 +74,66 @@ impl OrderUpdate {
 
 /// (version, flags) of a stored row: what the guard and the work lists need.
 type RowHead = (u64, u8);
+/// The writer lock; during a replay into an empty view it also remembers every row's head
+/// (as the snapshot does), so the guard reads no sled. Dropped once ready.
+type Writer = Arc<Mutex<Option<HashMap<Uuid, RowHead>>>>;
+
+/// Most records applied in one batch by the record writer.
+const MAX_RECORDS: usize = 256;
+
+/// A state this instance wrote or read, queued for the view, and who waits for it.
+struct Record {
+    update: OrderUpdate,
+    done: Option<oneshot::Sender<Result<()>>>,
+}
 
 #[derive(Clone)]
 pub struct OrdersView {
     tree: Tree,
-    /// The writer lock; during a replay into an empty view it also remembers every row's head
-    /// (as the snapshot does), so the guard reads no sled. Dropped once ready.
-    writer: Arc<Mutex<Option<HashMap<Uuid, RowHead>>>>,
+    writer: Writer,
+    /// To the record writer: every sled batch costs two log writes (`pin_log`), so states this
+    /// instance writes are applied in batches, the ones queued during a batch forming the next.
+    records: mpsc::Sender<Record>,
+    /// Stops the record writer (it holds the database open) and waits for it.
+    stop: CancellationToken,
+    writer_task: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
 impl OrdersView {
+    /// Opens the view and starts its record writer (on the current runtime).
     pub fn open(db: &sled::Db) -> Result<Self> {
         let tree = db.open_tree("orders_view")?;
         let cold = tree.get(CHECKPOINT)?.is_none() && tree.scan_prefix(b"o").next().is_none();
+        let writer: Writer = Arc::new(Mutex::new(cold.then(HashMap::new)));
+        let (records, queue) = mpsc::channel(4 * MAX_RECORDS);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(record_writer(
+            tree.clone(),
+            writer.clone(),
+            queue,
+            stop.clone(),
+        ));
         Ok(Self {
             tree,
-            writer: Arc::new(Mutex::new(cold.then(HashMap::new))),
+            writer,
+            records,
+            stop,
+            writer_task: Arc::new(Mutex::new(Some(task))),
         })
     }
 
-    /// Records a state this instance published or read from the stream (not flushed: the
-    /// stream holds it; the view only caches it).
-    pub fn record(&self, stored: &Stored) -> Result<()> {
+    /// Applies what is queued, then stops the record writer (so the database can close).
+    pub async fn close(&self) {
+        self.stop.cancel();
+        let task = self.writer_task.lock().expect("writer task lock").take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+
+    /// Records a state this instance read from the stream, and waits until it is applied (not
+    /// flushed: the stream holds it; the view only caches it).
+    pub async fn record(&self, stored: &Stored) -> Result<()> {
         if let Some(row) = self.tree.get(row_key(stored.order.id))?
             && row_head(&row)?.0 >= stored.order.version
         {
@@ -101,8 +141,35 @@ impl OrdersView {
         }
         let event = stored.order.to_event(state_event_type(&stored.order));
         let payload = serde_json::to_vec(&event).map_err(|e| Error::Corrupt(e.to_string()))?;
-        self.apply_updates(&[OrderUpdate::of(&event, stored.seq, payload)], None)?;
-        Ok(())
+        self.record_written(&event, stored.seq, payload, true).await
+    }
+
+    /// Records a state this instance published (`payload` is the message it published); with
+    /// `wait`, returns once it is applied, else as soon as it is queued (later records of the
+    /// same order are applied after it).
+    pub async fn record_written(
+        &self,
+        event: &OrderEvent,
+        seq: u64,
+        payload: Vec<u8>,
+        wait: bool,
+    ) -> Result<()> {
+        let (done, applied) = if wait {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let record = Record {
+            update: OrderUpdate::of(event, seq, payload),
+            done,
+        };
+        let stopped = || Error::Corrupt("the orders view writer has stopped".into());
+        self.records.send(record).await.map_err(|_| stopped())?;
+        match applied {
+            Some(rx) => rx.await.map_err(|_| stopped())?,
+            None => Ok(()),
+        }
     }
 
     pub fn get(&self, id: Uuid) -> Result<Option<Stored>> {
@@ -170,68 +237,7 @@ impl OrdersView {
     }
 
     fn counter(&self, key: &[u8]) -> Result<u64> {
-        Ok(self
-            .tree
-            .get(key)?
-            .map(|v| decode_u64(&v, key))
-            .transpose()?
-            .unwrap_or_default())
-    }
-
-    /// Applies states through the version guard and moves the checkpoint, in one atomic batch.
-    fn apply_updates(&self, updates: &[OrderUpdate], checkpoint: Option<u64>) -> Result<usize> {
-        let mut writer = self.writer.lock().expect("orders view writer lock");
-        let mut staged: HashMap<Uuid, RowHead> = HashMap::with_capacity(updates.len());
-        let mut batch = Batch::default();
-        let (mut changed, mut added, mut pending, mut owed) = (0usize, 0i64, 0i64, 0i64);
-        for u in updates {
-            let current = match (staged.get(&u.id), writer.as_ref()) {
-                (Some(head), _) => Some(*head),
-                (None, Some(known)) => known.get(&u.id).copied(),
-                (None, None) => self
-                    .tree
-                    .get(row_key(u.id))?
-                    .map(|r| row_head(&r))
-                    .transpose()?,
-            };
-            if !domain::should_apply(current.map(|(v, _)| v), u.version) {
-                continue;
-            }
-            let mut row = Vec::with_capacity(HEADER + u.payload.len());
-            row.extend_from_slice(&u.seq.to_be_bytes());
-            row.extend_from_slice(&u.version.to_be_bytes());
-            row.push(u.flags);
-            row.extend_from_slice(&u.payload);
-            batch.insert(&row_key(u.id)[..], row);
-            if current.is_none() {
-                let inverted = (u64::MAX - u.created_millis).to_be_bytes();
-                let by_customer = [&b"c"[..], u.customer.as_bytes(), &inverted, u.id.as_bytes()];
-                batch.insert(by_customer.concat(), &[]);
-                batch.insert([&b"t"[..], &inverted, u.id.as_bytes()].concat(), &[]);
-                added += 1;
-            }
-            let old = current.map_or(0, |(_, flags)| flags);
-            pending += flag_change(&mut batch, b'p', u.id, old, u.flags, FLAG_PENDING);
-            owed += flag_change(&mut batch, b'r', u.id, old, u.flags, FLAG_OWED);
-            staged.insert(u.id, (u.version, u.flags));
-            changed += 1;
-        }
-        for (key, delta) in [(COUNT, added), (PENDING, pending), (OWED, owed)] {
-            if delta != 0 {
-                let value = self.counter(key)?.saturating_add_signed(delta);
-                batch.insert(key, &value.to_be_bytes());
-            }
-        }
-        if let Some(seq) = checkpoint
-            && self.checkpoint()?.is_none_or(|c| seq > c)
-        {
-            batch.insert(CHECKPOINT, &seq.to_be_bytes());
-        }
-        self.tree.apply_batch(batch)?;
-        if let Some(known) = writer.as_mut() {
-            known.extend(staged);
-        }
-        Ok(changed)
+        counter(&self.tree, key)
     }
 }
 
@@ -248,14 +254,11 @@ impl Projection for OrdersView {
     }
 
     fn apply(&self, updates: &[OrderUpdate], checkpoint: Option<u64>) -> Result<usize> {
-        self.apply_updates(updates, checkpoint)
+        apply_updates(&self.tree, &self.writer, updates, checkpoint)
     }
 
     fn checkpoint(&self) -> Result<Option<u64>> {
-        self.tree
-            .get(CHECKPOINT)?
-            .map(|v| decode_u64(&v, CHECKPOINT))
-            .transpose()
+        read_checkpoint(&self.tree)
     }
 
     fn end_cold_start(&self) {
@@ -264,6 +267,117 @@ impl Projection for OrdersView {
             tracing::debug!("Orders view cold start over; the version guard reads the store.");
         }
     }
+}
+
+/// Applies states through the version guard and moves the checkpoint, in one atomic batch.
+fn apply_updates(
+    tree: &Tree,
+    writer: &Writer,
+    updates: &[OrderUpdate],
+    checkpoint: Option<u64>,
+) -> Result<usize> {
+    let mut writer = writer.lock().expect("orders view writer lock");
+    let mut staged: HashMap<Uuid, RowHead> = HashMap::with_capacity(updates.len());
+    let mut batch = Batch::default();
+    let (mut changed, mut added, mut pending, mut owed) = (0usize, 0i64, 0i64, 0i64);
+    for u in updates {
+        let current = match (staged.get(&u.id), writer.as_ref()) {
+            (Some(head), _) => Some(*head),
+            (None, Some(known)) => known.get(&u.id).copied(),
+            (None, None) => tree.get(row_key(u.id))?.map(|r| row_head(&r)).transpose()?,
+        };
+        if !domain::should_apply(current.map(|(v, _)| v), u.version) {
+            continue;
+        }
+        let mut row = Vec::with_capacity(HEADER + u.payload.len());
+        row.extend_from_slice(&u.seq.to_be_bytes());
+        row.extend_from_slice(&u.version.to_be_bytes());
+        row.push(u.flags);
+        row.extend_from_slice(&u.payload);
+        batch.insert(&row_key(u.id)[..], row);
+        if current.is_none() {
+            let inverted = (u64::MAX - u.created_millis).to_be_bytes();
+            let by_customer = [&b"c"[..], u.customer.as_bytes(), &inverted, u.id.as_bytes()];
+            batch.insert(by_customer.concat(), &[]);
+            batch.insert([&b"t"[..], &inverted, u.id.as_bytes()].concat(), &[]);
+            added += 1;
+        }
+        let old = current.map_or(0, |(_, flags)| flags);
+        pending += flag_change(&mut batch, b'p', u.id, old, u.flags, FLAG_PENDING);
+        owed += flag_change(&mut batch, b'r', u.id, old, u.flags, FLAG_OWED);
+        staged.insert(u.id, (u.version, u.flags));
+        changed += 1;
+    }
+    for (key, delta) in [(COUNT, added), (PENDING, pending), (OWED, owed)] {
+        if delta != 0 {
+            let value = counter(tree, key)?.saturating_add_signed(delta);
+            batch.insert(key, &value.to_be_bytes());
+        }
+    }
+    let mut batch_moves_checkpoint = false;
+    if let Some(seq) = checkpoint
+        && read_checkpoint(tree)?.is_none_or(|c| seq > c)
+    {
+        batch.insert(CHECKPOINT, &seq.to_be_bytes());
+        batch_moves_checkpoint = true;
+    }
+    if changed == 0 && !batch_moves_checkpoint {
+        return Ok(0);
+    }
+    tree.apply_batch(batch)?;
+    if let Some(known) = writer.as_mut() {
+        known.extend(staged);
+    }
+    Ok(changed)
+}
+
+/// The record writer: applies everything queued in one batch, answers, takes the next.
+async fn record_writer(
+    tree: Tree,
+    writer: Writer,
+    mut queue: mpsc::Receiver<Record>,
+    stop: CancellationToken,
+) {
+    let mut batch = Vec::with_capacity(MAX_RECORDS);
+    loop {
+        let received = tokio::select! {
+            n = queue.recv_many(&mut batch, MAX_RECORDS) => n,
+            _ = stop.cancelled() => {
+                queue.close();
+                queue.recv_many(&mut batch, MAX_RECORDS).await
+            }
+        };
+        if received == 0 {
+            return;
+        }
+        let (updates, waiting): (Vec<_>, Vec<_>) =
+            batch.drain(..).map(|r| (r.update, r.done)).unzip();
+        let result = apply_updates(&tree, &writer, &updates, None);
+        if let Err(error) = &result {
+            tracing::error!(%error, records = updates.len(), "Recording order states in the view failed.");
+        }
+        for done in waiting.into_iter().flatten() {
+            let _ = done.send(match &result {
+                Ok(_) => Ok(()),
+                Err(Error::Storage(e)) => Err(Error::Storage(e.clone())),
+                Err(e) => Err(Error::Corrupt(e.to_string())),
+            });
+        }
+    }
+}
+
+fn counter(tree: &Tree, key: &[u8]) -> Result<u64> {
+    Ok(tree
+        .get(key)?
+        .map(|v| decode_u64(&v, key))
+        .transpose()?
+        .unwrap_or_default())
+}
+
+fn read_checkpoint(tree: &Tree) -> Result<Option<u64>> {
+    tree.get(CHECKPOINT)?
+        .map(|v| decode_u64(&v, CHECKPOINT))
+        .transpose()
 }
 
 /// The event type that leads to a state (for states recorded without their event).
@@ -360,8 +474,8 @@ mod tests {
 
     /// Rows, indexes, work lists and counts move together, only forward in version, and the
     /// cold-start memory answers like sled.
-    #[test]
-    fn states_apply_forward_only_and_keep_the_work_lists() {
+    #[tokio::test]
+    async fn states_apply_forward_only_and_keep_the_work_lists() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::Config::new().path(dir.path()).open().unwrap();
         let view = OrdersView::open(&db).unwrap();
@@ -373,24 +487,24 @@ mod tests {
             order: order.clone(),
             seq,
         };
-        view.record(&stored(&placed, 1)).unwrap();
-        view.record(&stored(&other, 2)).unwrap();
+        view.record(&stored(&placed, 1)).await.unwrap();
+        view.record(&stored(&other, 2)).await.unwrap();
         assert_eq!(view.pending_count().unwrap(), 2);
         let cancelled = placed
             .apply(&Change::Cancel { reason: "r".into() }, Utc::now())
             .unwrap();
-        view.record(&stored(&cancelled, 3)).unwrap();
+        view.record(&stored(&cancelled, 3)).await.unwrap();
         // A stale state (the Pending one again) changes nothing.
-        view.record(&stored(&placed, 1)).unwrap();
+        view.record(&stored(&placed, 1)).await.unwrap();
         view.end_cold_start();
-        view.record(&stored(&placed, 1)).unwrap();
+        view.record(&stored(&placed, 1)).await.unwrap();
         let got = view.get(placed.id).unwrap().unwrap();
         assert_eq!((got.order.status, got.seq), (OrderStatus::Cancelled, 3));
         assert_eq!(view.pending_count().unwrap(), 1);
         assert_eq!(view.owed_count().unwrap(), 1);
         assert_eq!(view.owed(10).unwrap()[0].order.id, placed.id);
         let released = cancelled.apply(&Change::RecordRelease, Utc::now()).unwrap();
-        view.record(&stored(&released, 4)).unwrap();
+        view.record(&stored(&released, 4)).await.unwrap();
         assert_eq!(view.owed_count().unwrap(), 0);
         assert!(view.owed(10).unwrap().is_empty());
 
