@@ -13,7 +13,8 @@
 //!   is deleted and recreated with `DeliverPolicy::All`. Because `PRODUCTS` keeps one message per
 //!   product, this costs O(products), not O(events).
 //! - **Behind the ack floor.** If the checkpoint is behind what the durable acked (sled lost
-//!   flushed-then-acked data, or a restored backup), delivery restarts at checkpoint + 1.
+//!   flushed-then-acked data, a restored backup, or a read model that does not persist its
+//!   checkpoint for batches that change nothing), delivery restarts at checkpoint + 1.
 //! - **Delivered past the checkpoint.** Messages delivered to a previous session but not applied
 //!   (a crash, or prefetched at shutdown) would be acknowledged by the next ack-all, so a session
 //!   that finds the durable's delivered sequence past the checkpoint also restarts at
@@ -60,13 +61,22 @@ pub trait Projection: Clone + Send + Sync + 'static {
     fn decode(&self, msg: &jetstream::Message) -> Result<Self::Update, String>;
     fn apply(
         &self,
-        updates: &[Self::Update],
+        updates: Vec<Self::Update>,
         checkpoint: Option<u64>,
-    ) -> crate::error::Result<usize>;
+    ) -> impl Future<Output = crate::error::Result<Applied>> + Send;
     /// The stream sequence of the last applied message; `None` on an empty (cold) store.
     fn checkpoint(&self) -> crate::error::Result<Option<u64>>;
     /// The replay into an empty store is over (drop cold-start caches).
     fn end_cold_start(&self);
+}
+
+/// What applying a batch did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    /// Rows that changed.
+    pub changed: usize,
+    /// Whether anything was written (else there is nothing to flush before the ack).
+    pub wrote: bool,
 }
 
 /// The entity id that ends a subject (`eshop.products.<id>`, `eshop.orders.<id>`).
@@ -244,7 +254,7 @@ impl<P: Projection> Projector<P> {
                     }
                     if !batch.is_empty() {
                         consecutive_errors = 0;
-                        let written = self.write(batch, &mut next_delivery)?;
+                        let written = self.write(batch, &mut next_delivery).await?;
                         // Acks go out in batch order: the previous batch finishes first.
                         if let Some(previous) = finishing.take() {
                             previous.await?;
@@ -267,10 +277,12 @@ impl<P: Projection> Projector<P> {
             }
             (None, None) => Some(DeliverPolicy::All),
             (Some(c), Some(info)) if info.ack_floor.stream_sequence > c => {
-                tracing::warn!(
+                tracing::info!(
                     checkpoint = c,
                     ack_floor = info.ack_floor.stream_sequence,
-                    "Checkpoint is behind the consumer's ack floor; redelivering from checkpoint + 1."
+                    "Checkpoint is behind the consumer's ack floor (applied rows lost in a crash, or \
+                     already-known states acked before the checkpoint moved); redelivering from \
+                     checkpoint + 1."
                 );
                 Some(DeliverPolicy::ByStartSequence {
                     start_sequence: c + 1,
@@ -341,7 +353,7 @@ impl<P: Projection> Projector<P> {
 
     /// Decodes a batch and writes it (rows and checkpoint, atomically; not yet flushed).
     /// A gap in the delivery numbers fails before anything is written.
-    fn write(
+    async fn write(
         &self,
         batch: Vec<jetstream::Message>,
         next_delivery: &mut u64,
@@ -371,7 +383,8 @@ impl<P: Projection> Projector<P> {
                 }
             }
         }
-        let changed = self.projection.apply(&updates, last_seq)?;
+        let applied_count = updates.len();
+        let applied = self.projection.apply(updates, last_seq).await?;
         // Keep only the messages still to be acked: poison is terminated one by one, and one
         // ack of the last good message acks the rest (the others are dropped now, which halves
         // what a replay holds while the next batch is decoded).
@@ -392,22 +405,25 @@ impl<P: Projection> Projector<P> {
             })
             .collect();
         Ok(Written {
-            applied: updates.len(),
+            applied: applied_count,
             acks,
             messages,
             poisoned,
             last_seq,
             pending_after,
-            changed,
+            changed: applied.changed,
+            wrote: applied.wrote,
         })
     }
 
     /// Flushes a written batch, then acks it and publishes the progress.
     async fn finish(&self, w: Written) -> Result<(), SessionError> {
-        self.commit
-            .flush()
-            .await
-            .map_err(crate::error::Error::from)?;
+        if w.wrote {
+            self.commit
+                .flush()
+                .await
+                .map_err(crate::error::Error::from)?;
+        }
         for (msg, kind) in &w.acks {
             if let Err(error) = msg.ack_with(*kind).await {
                 // The data is applied and flushed; a lost ack only means a harmless redelivery.
@@ -457,6 +473,8 @@ struct Written {
     pending_after: Option<u64>,
     applied: usize,
     changed: usize,
+    /// Anything written to sled (a batch of already-known states may write nothing).
+    wrote: bool,
 }
 
 /// The server's "consumer not found" (JetStream error 10014), whatever the client's error type.

@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::{
     domain::{self, ProductView},
     error::{Error, Result},
-    projector::Projection,
+    projector::{Applied, Projection},
     view::OrdersView,
 };
 
@@ -225,8 +225,16 @@ impl Projection for Store {
         })
     }
 
-    fn apply(&self, updates: &[SnapshotUpdate], checkpoint: Option<u64>) -> Result<usize> {
-        self.apply_events(updates, checkpoint)
+    async fn apply(
+        &self,
+        updates: Vec<SnapshotUpdate>,
+        checkpoint: Option<u64>,
+    ) -> Result<Applied> {
+        let changed = self.apply_events(&updates, checkpoint)?;
+        Ok(Applied {
+            changed,
+            wrote: true,
+        })
     }
 
     fn checkpoint(&self) -> Result<Option<u64>> {

@@ -28,7 +28,7 @@ use crate::{
     domain::{self, Order},
     error::{Error, Result},
     order_log::Stored,
-    projector::Projection,
+    projector::{Applied, Projection},
     store::decode_u64,
 };
 
@@ -37,6 +37,8 @@ const COUNT: &[u8] = b"m:count";
 const PENDING: &[u8] = b"m:pending";
 const OWED: &[u8] = b"m:owed";
 const HEADER: usize = 17;
+/// How far the stored checkpoint may trail the stream over batches that change nothing.
+const CHECKPOINT_STRIDE: u64 = 1000;
 const FLAG_PENDING: u8 = 1;
 const FLAG_OWED: u8 = 2;
 
@@ -81,18 +83,22 @@ type Writer = Arc<Mutex<Option<HashMap<Uuid, RowHead>>>>;
 /// Most records applied in one batch by the record writer.
 const MAX_RECORDS: usize = 256;
 
-/// A state this instance wrote or read, queued for the view, and who waits for it.
+/// States queued for the view (one this instance wrote or read, or a projector batch with its
+/// checkpoint), and who waits for them.
 struct Record {
-    update: OrderUpdate,
-    done: Option<oneshot::Sender<Result<()>>>,
+    updates: Vec<OrderUpdate>,
+    checkpoint: Option<u64>,
+    done: Option<oneshot::Sender<Result<Applied>>>,
 }
 
 #[derive(Clone)]
 pub struct OrdersView {
     tree: Tree,
     writer: Writer,
-    /// To the record writer: every sled batch costs two log writes (`pin_log`), so states this
-    /// instance writes are applied in batches, the ones queued during a batch forming the next.
+    /// To the view's writer: every sled batch costs two log writes (`pin_log`), so the states
+    /// this instance writes and the projector's batches are applied together, whatever is
+    /// queued during one sled batch forming the next (under load an instance's own writes come
+    /// back from the stream while their records are still queued: one batch serves both).
     records: mpsc::Sender<Record>,
     /// Stops the record writer (it holds the database open) and waits for it.
     stop: CancellationToken,
@@ -154,6 +160,17 @@ impl OrdersView {
         payload: Vec<u8>,
         wait: bool,
     ) -> Result<()> {
+        let update = OrderUpdate::of(event, seq, payload);
+        self.submit(vec![update], None, wait).await.map(|_| ())
+    }
+
+    /// Queues states for the writer; with `wait`, returns what their batch did.
+    async fn submit(
+        &self,
+        updates: Vec<OrderUpdate>,
+        checkpoint: Option<u64>,
+        wait: bool,
+    ) -> Result<Option<Applied>> {
         let (done, applied) = if wait {
             let (tx, rx) = oneshot::channel();
             (Some(tx), Some(rx))
@@ -161,14 +178,15 @@ impl OrdersView {
             (None, None)
         };
         let record = Record {
-            update: OrderUpdate::of(event, seq, payload),
+            updates,
+            checkpoint,
             done,
         };
         let stopped = || Error::Corrupt("the orders view writer has stopped".into());
         self.records.send(record).await.map_err(|_| stopped())?;
         match applied {
-            Some(rx) => rx.await.map_err(|_| stopped())?,
-            None => Ok(()),
+            Some(rx) => rx.await.map_err(|_| stopped())?.map(Some),
+            None => Ok(None),
         }
     }
 
@@ -253,8 +271,9 @@ impl Projection for OrdersView {
         Ok(OrderUpdate::of(&event, seq, msg.payload.to_vec()))
     }
 
-    fn apply(&self, updates: &[OrderUpdate], checkpoint: Option<u64>) -> Result<usize> {
-        apply_updates(&self.tree, &self.writer, updates, checkpoint)
+    async fn apply(&self, updates: Vec<OrderUpdate>, checkpoint: Option<u64>) -> Result<Applied> {
+        let applied = self.submit(updates, checkpoint, true).await?;
+        Ok(applied.expect("waited"))
     }
 
     fn checkpoint(&self) -> Result<Option<u64>> {
@@ -270,12 +289,17 @@ impl Projection for OrdersView {
 }
 
 /// Applies states through the version guard and moves the checkpoint, in one atomic batch.
+///
+/// A batch that changes no row (under load, mostly this instance's own writes coming back from
+/// the stream) moves the stored checkpoint only every [`CHECKPOINT_STRIDE`] sequences, so it
+/// usually writes nothing and needs no flush: a restart then redelivers at most that many
+/// already-known states, which the version guard skips.
 fn apply_updates(
     tree: &Tree,
     writer: &Writer,
     updates: &[OrderUpdate],
     checkpoint: Option<u64>,
-) -> Result<usize> {
+) -> Result<Applied> {
     let mut writer = writer.lock().expect("orders view writer lock");
     let mut staged: HashMap<Uuid, RowHead> = HashMap::with_capacity(updates.len());
     let mut batch = Batch::default();
@@ -315,23 +339,35 @@ fn apply_updates(
         }
     }
     let mut batch_moves_checkpoint = false;
-    if let Some(seq) = checkpoint
-        && read_checkpoint(tree)?.is_none_or(|c| seq > c)
-    {
-        batch.insert(CHECKPOINT, &seq.to_be_bytes());
-        batch_moves_checkpoint = true;
+    if let Some(seq) = checkpoint {
+        let stored = read_checkpoint(tree)?;
+        let due = match stored {
+            None => true,
+            Some(c) if changed > 0 => seq > c,
+            Some(c) => seq >= c.saturating_add(CHECKPOINT_STRIDE),
+        };
+        if due {
+            batch.insert(CHECKPOINT, &seq.to_be_bytes());
+            batch_moves_checkpoint = true;
+        }
     }
     if changed == 0 && !batch_moves_checkpoint {
-        return Ok(0);
+        return Ok(Applied {
+            changed: 0,
+            wrote: false,
+        });
     }
     tree.apply_batch(batch)?;
     if let Some(known) = writer.as_mut() {
         known.extend(staged);
     }
-    Ok(changed)
+    Ok(Applied {
+        changed,
+        wrote: true,
+    })
 }
 
-/// The record writer: applies everything queued in one batch, answers, takes the next.
+/// The view's writer: applies everything queued in one batch, answers, takes the next.
 async fn record_writer(
     tree: Tree,
     writer: Writer,
@@ -350,15 +386,21 @@ async fn record_writer(
         if received == 0 {
             return;
         }
-        let (updates, waiting): (Vec<_>, Vec<_>) =
-            batch.drain(..).map(|r| (r.update, r.done)).unzip();
-        let result = apply_updates(&tree, &writer, &updates, None);
-        if let Err(error) = &result {
-            tracing::error!(%error, records = updates.len(), "Recording order states in the view failed.");
+        let mut updates = Vec::new();
+        let mut checkpoint = None;
+        let mut waiting = Vec::with_capacity(batch.len());
+        for record in batch.drain(..) {
+            updates.extend(record.updates);
+            checkpoint = checkpoint.max(record.checkpoint);
+            waiting.extend(record.done);
         }
-        for done in waiting.into_iter().flatten() {
+        let result = apply_updates(&tree, &writer, &updates, checkpoint);
+        if let Err(error) = &result {
+            tracing::error!(%error, states = updates.len(), "Writing order states to the view failed.");
+        }
+        for done in waiting {
             let _ = done.send(match &result {
-                Ok(_) => Ok(()),
+                Ok(applied) => Ok(*applied),
                 Err(Error::Storage(e)) => Err(Error::Storage(e.clone())),
                 Err(e) => Err(Error::Corrupt(e.to_string())),
             });
