@@ -557,4 +557,42 @@ mod tests {
         let (all, total) = view.list(None, 1, 10).unwrap();
         assert_eq!((total, all[0].id), (2, other.id), "newest first");
     }
+
+    /// Batches of already-known states write nothing until the checkpoint trails by a stride;
+    /// a batch that changes a row always moves it.
+    #[tokio::test]
+    async fn the_checkpoint_moves_with_changes_or_every_stride() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let view = OrdersView::open(&db).unwrap();
+        let first = view.apply(Vec::new(), Some(5)).await.unwrap();
+        assert!(first.wrote, "the first checkpoint is stored");
+        let idle = view.apply(Vec::new(), Some(10)).await.unwrap();
+        assert_eq!(
+            idle,
+            Applied {
+                changed: 0,
+                wrote: false
+            }
+        );
+        assert_eq!(view.checkpoint().unwrap(), Some(5));
+        let placed = order(Uuid::new_v4());
+        let event = placed.to_event(OrderEventType::OrderPlaced);
+        let payload = serde_json::to_vec(&event).unwrap();
+        let changed = view
+            .apply(vec![OrderUpdate::of(&event, 11, payload)], Some(11))
+            .await
+            .unwrap();
+        assert_eq!(
+            changed,
+            Applied {
+                changed: 1,
+                wrote: true
+            }
+        );
+        assert_eq!(view.checkpoint().unwrap(), Some(11));
+        assert!(!view.apply(Vec::new(), Some(1010)).await.unwrap().wrote);
+        assert!(view.apply(Vec::new(), Some(1011)).await.unwrap().wrote);
+        assert_eq!(view.checkpoint().unwrap(), Some(1011));
+    }
 }

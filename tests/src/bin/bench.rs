@@ -831,10 +831,14 @@ async fn main() {
             &grpc,
             &dir.path().join("order-grpc"),
             dir.path(),
+            // Its own order stream: every instance projects every order of its stream, so
+            // sharing one would make each mode pay for the other's orders.
             &[
                 ("RUST_LOG", "warn"),
                 ("ORDER_INSTANCE_ID", "grpc"),
                 ("ORDER_CATALOG", "grpc"),
+                ("ORDER_STREAM", "ORDERS_GRPC"),
+                ("ORDER_SUBJECT_PREFIX", "eshop.grpcorders"),
             ],
         );
         http_ready(&snapshot.http, Duration::from_secs(60)).await;
