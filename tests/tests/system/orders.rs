@@ -622,7 +622,12 @@ async fn poison_events_are_terminated_counted_and_never_block_later_events() {
         .unwrap()
         .to_owned();
     wait_snapshot_version(&order.http, &after, 1).await;
-    let (_, health) = get_json(&format!("{}/health/ready", order.http)).await;
+    // The counters move once a batch is flushed and acked, a moment after its rows are visible.
+    let health = wait_for("3 poison events counted", WAIT, || async {
+        let (_, health) = get_json(&format!("{}/health/ready", order.http)).await;
+        (health["details"]["snapshot"]["poison"].as_u64() >= Some(3)).then_some(health)
+    })
+    .await;
     assert_eq!(health["details"]["snapshot"]["poison"], 3, "{health}");
     assert_eq!(snapshot_count(&order.http).await, 2);
     order.stop().await;
@@ -657,12 +662,20 @@ async fn a_deleted_consumer_is_recreated_from_the_checkpoint() {
         stream.consumer_info(&durable).await.is_ok(),
         "the durable exists again"
     );
-    let applied = order
-        .projection
-        .applied
-        .load(std::sync::atomic::Ordering::SeqCst);
+    // The counter moves once a batch is flushed and acked, a moment after its rows are visible.
+    let applied = || {
+        order
+            .projection
+            .applied
+            .load(std::sync::atomic::Ordering::SeqCst)
+    };
+    wait_for("2 events applied", WAIT, || async {
+        (applied() >= 2).then_some(())
+    })
+    .await;
     assert_eq!(
-        applied, 2,
+        applied(),
+        2,
         "resumed after the checkpoint, nothing replayed twice"
     );
     order.stop().await;
