@@ -100,7 +100,7 @@ pub struct Config {
     /// sled page cache, MiB.
     #[arg(long, env = "ORDER_CACHE_MB", default_value_t = 32)]
     pub cache_mb: u64,
-    /// How long shutdown waits for in-flight requests and the relay.
+    /// How long shutdown waits for in-flight requests.
     #[arg(long, env = "ORDER_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
 }
