@@ -8,6 +8,9 @@ use crate::domain::{InvalidTransition, OrderStatus};
 pub enum Error {
     #[error("validation failed")]
     Validation(FieldErrors),
+    /// The API key may not do this (the message says why).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     #[error("order {0} was not found")]
     NotFound(Uuid),
     #[error("unknown or discontinued products")]

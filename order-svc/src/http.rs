@@ -9,7 +9,10 @@ use axum::{
     routing::{get, post},
 };
 use serde::{Deserialize, Serialize};
-use shared::problem::{FieldErrors, JsonBody, Problem};
+use shared::{
+    auth::Caller,
+    problem::{FieldErrors, JsonBody, Problem},
+};
 use uuid::Uuid;
 
 use crate::{
@@ -33,8 +36,23 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/openapi.json",
             get(|| async { axum::Json(crate::openapi::document()) }),
-        );
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            state.auth.clone(),
+            shared::auth::authenticate,
+        ));
     shared::http::with_defaults(routes).with_state(state)
+}
+
+/// `orders:admin` allows everything the other scopes do.
+fn need(caller: &Caller, scope: &str) -> Result<(), Error> {
+    if caller.has(scope) || caller.has("orders:admin") {
+        Ok(())
+    } else {
+        Err(Error::Forbidden(format!(
+            "This API key lacks the scope {scope}."
+        )))
+    }
 }
 
 fn order_response(status: StatusCode, order: Order) -> Response {
@@ -49,11 +67,20 @@ fn order_response(status: StatusCode, order: Order) -> Response {
 
 async fn create(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     JsonBody(input): JsonBody<CreateOrderInput>,
 ) -> Result<Response, Error> {
+    need(&caller, "orders:write")?;
     let key = idempotency_key(&headers)?;
     let request = domain::validate_create(input).map_err(Error::Validation)?;
+    if let Some(bound) = caller.customer
+        && bound != request.customer_id
+    {
+        return Err(Error::Forbidden(format!(
+            "This API key acts for customer {bound} only."
+        )));
+    }
     Ok(match state.orders.place(request, key).await? {
         Placed::Final(order) => order_response(StatusCode::CREATED, order),
         Placed::Pending(order) => order_response(StatusCode::ACCEPTED, order),
@@ -76,9 +103,18 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Error> {
     Ok(Some(key.to_owned()))
 }
 
-async fn fetch(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, Error> {
+async fn fetch(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, Error> {
+    need(&caller, "orders:read")?;
     let id = parse_id(&id)?;
     let order = state.orders.get(id).await?;
+    // Another customer's order does not exist for a key bound to a customer.
+    if caller.customer.is_some_and(|c| c != order.customer_id) {
+        return Err(Error::NotFound(id));
+    }
     Ok(axum::Json(order).into_response())
 }
 
@@ -102,8 +138,10 @@ struct Page {
 
 async fn list(
     State(state): State<AppState>,
+    caller: Caller,
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Response, Error> {
+    need(&caller, "orders:read")?;
     let mut errors = FieldErrors::new();
     let Query(params) = params.map_err(|e| Error::Validation(shared::http::query_errors(&e)))?;
     let customer = match params
@@ -130,6 +168,19 @@ async fn list(
         }
     };
     errors.into_result().map_err(Error::Validation)?;
+    let customer = match (caller.customer, customer) {
+        (Some(bound), None) => Some(bound),
+        (Some(bound), Some(asked)) if asked != bound => {
+            return Err(Error::Forbidden(format!(
+                "This API key acts for customer {bound} only."
+            )));
+        }
+        (None, None) => {
+            need(&caller, "orders:admin")?;
+            None
+        }
+        (_, asked) => asked,
+    };
     let (items, total) = state.orders.view.list(customer, page, page_size)?;
     Ok(axum::Json(Page {
         items,
@@ -152,8 +203,10 @@ struct SnapshotRow {
 
 async fn snapshot_get(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, Error> {
+    need(&caller, "orders:read")?;
     let Ok(id) = parse_id(&id) else {
         return Ok(Problem::not_found("No product has this id.").into_response());
     };
@@ -167,8 +220,10 @@ async fn snapshot_get(
 
 async fn snapshot_list(
     State(state): State<AppState>,
+    caller: Caller,
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Response, Error> {
+    need(&caller, "orders:read")?;
     let Query(params) = params.map_err(|e| Error::Validation(shared::http::query_errors(&e)))?;
     let (page, page_size) =
         shared::http::paging(params.page.as_deref(), params.page_size.as_deref(), 1000)
@@ -192,12 +247,14 @@ struct CancelBody {
 
 async fn cancel(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<CancelBody>,
 ) -> Result<Response, Error> {
+    need(&caller, "orders:write")?;
     let id = parse_id(&id)?;
     let reason = domain::validate_reason(body.reason).map_err(Error::Validation)?;
-    let order = state.orders.cancel(id, reason).await?;
+    let order = state.orders.cancel(id, reason, caller.customer).await?;
     Ok(axum::Json(order).into_response())
 }
 
@@ -253,6 +310,7 @@ impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let problem = match &self {
             Error::Validation(errors) => Problem::validation(errors.clone()),
+            Error::Forbidden(why) => Problem::new(StatusCode::FORBIDDEN, why.clone()),
             Error::NotFound(id) if id.is_nil() => Problem::not_found("No order has this id."),
             Error::NotFound(id) => Problem::not_found(format!("Order {id} was not found.")),
             Error::UnknownProducts(ids) => {

@@ -103,7 +103,17 @@ pub struct Config {
     /// How long shutdown waits for in-flight requests.
     #[arg(long, env = "ORDER_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
+    /// API key file (SHA-256 digests, scopes `orders:read`, `orders:write`, `orders:admin`,
+    /// optionally bound to a customer); see `just key`.
+    #[arg(long, env = "ORDER_API_KEYS")]
+    pub api_keys: Option<PathBuf>,
+    /// Serve the HTTP API without authentication (refused otherwise when no key file is given).
+    #[arg(long, env = "ALLOW_ANONYMOUS")]
+    pub allow_anonymous: bool,
 }
+
+/// The scopes order-svc's API keys may hold.
+pub const SCOPES: &[&str] = &["orders:read", "orders:write", "orders:admin"];
 
 impl Config {
     /// Loopback on a random port, for tests.
@@ -126,12 +136,15 @@ impl Config {
             stream_replicas: 1,
             cache_mb: 16,
             shutdown_grace_secs: 5,
+            api_keys: None,
+            allow_anonymous: false,
         }
     }
 }
 
 #[derive(Clone)]
 pub(crate) struct AppState {
+    auth: shared::auth::Auth,
     orders: orders::Orders,
     snapshot: Arc<ProjectionStatus>,
     orders_view: Arc<ProjectionStatus>,
@@ -139,6 +152,7 @@ pub(crate) struct AppState {
 
 pub struct App {
     config: Config,
+    auth: shared::auth::Auth,
     instance_id: String,
     orders: orders::Orders,
     nats: async_nats::Client,
@@ -149,6 +163,13 @@ pub struct App {
 
 impl App {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let auth = shared::auth::Auth::from_config(
+            config.api_keys.as_deref(),
+            config.allow_anonymous,
+            SCOPES,
+            "order-svc",
+        )
+        .map_err(anyhow::Error::msg)?;
         anyhow::ensure!(
             is_token(&config.orders_stream),
             "--orders-stream must be 1-64 characters of [A-Za-z0-9_-]"
@@ -204,6 +225,7 @@ impl App {
         };
         Ok(Self {
             config,
+            auth,
             instance_id,
             orders,
             nats,
@@ -276,6 +298,7 @@ impl App {
         ));
 
         let state = AppState {
+            auth: self.auth.clone(),
             orders: self.orders.clone(),
             snapshot: self.snapshot.clone(),
             orders_view: self.orders_view.clone(),

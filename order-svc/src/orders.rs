@@ -214,11 +214,15 @@ impl Orders {
         }
     }
 
-    pub async fn cancel(&self, id: Uuid, reason: String) -> Result<Order> {
+    /// Cancels an order; `customer` (a key bound to a customer) sees only that customer's orders.
+    pub async fn cancel(&self, id: Uuid, reason: String, customer: Option<Uuid>) -> Result<Order> {
         let current = match self.view.get(id)? {
             Some(stored) => stored,
             None => self.log.read(id).await?.ok_or(Error::NotFound(id))?,
         };
+        if customer.is_some_and(|c| c != current.order.customer_id) {
+            return Err(Error::NotFound(id));
+        }
         match self.transition(current, &Change::Cancel { reason }).await? {
             Decided::Done(cancelled) => {
                 tracing::info!(order_id = %id, "Order cancelled; stock release owed.");

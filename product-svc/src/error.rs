@@ -8,6 +8,9 @@ use crate::domain::StockError;
 pub enum Error {
     #[error("validation failed")]
     Validation(FieldErrors),
+    /// The API key lacks this scope.
+    #[error("the API key lacks the scope {0}")]
+    Forbidden(String),
     #[error("product {0} was not found")]
     NotFound(Uuid),
     #[error("product {id} is at version {current}, not the expected {expected}")]

@@ -160,6 +160,7 @@ impl From<Error> for Status {
         match error {
             Error::Validation(_) => Status::invalid_argument(error.to_string()),
             Error::NotFound(_) => Status::not_found(error.to_string()),
+            Error::Forbidden(_) => Status::permission_denied(error.to_string()),
             Error::VersionMismatch { .. } | Error::Discontinued(_) | Error::Stock(_) => {
                 Status::failed_precondition(error.to_string())
             }

@@ -7,7 +7,10 @@ use axum::{
     routing::{get, post},
 };
 use serde::{Deserialize, Serialize};
-use shared::problem::{FieldErrors, JsonBody, Problem};
+use shared::{
+    auth::Caller,
+    problem::{FieldErrors, JsonBody, Problem},
+};
 use uuid::Uuid;
 
 use crate::{
@@ -26,7 +29,11 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/products/{id}/stock", post(adjust_stock))
         .route("/health/live", get(live))
-        .route("/health/ready", get(ready));
+        .route("/health/ready", get(ready))
+        .layer(axum::middleware::from_fn_with_state(
+            state.auth.clone(),
+            shared::auth::authenticate,
+        ));
     shared::http::with_defaults(routes).with_state(state)
 }
 
@@ -89,10 +96,21 @@ fn product_response(status: StatusCode, entry: Entry) -> Response {
     response
 }
 
+/// `catalog:write` also allows reading.
+fn need(caller: &Caller, scope: &str) -> Result<(), Error> {
+    if caller.has(scope) || caller.has("catalog:write") {
+        Ok(())
+    } else {
+        Err(Error::Forbidden(scope.into()))
+    }
+}
+
 async fn create(
     State(state): State<AppState>,
+    caller: Caller,
     JsonBody(input): JsonBody<CreateInput>,
 ) -> Result<Response, Error> {
+    need(&caller, "catalog:write")?;
     let new = domain::validate_create(input).map_err(Error::Validation)?;
     let entry = state.store.create(&new).await?;
     let location = format!("/api/products/{}", entry.product.id);
@@ -104,7 +122,12 @@ async fn create(
     Ok(response)
 }
 
-async fn fetch(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, Error> {
+async fn fetch(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, Error> {
+    need(&caller, "catalog:read")?;
     let id = parse_id(&id)?;
     let entry = state.store.get(id)?.ok_or(Error::NotFound(id))?;
     Ok(product_response(StatusCode::OK, entry))
@@ -120,8 +143,10 @@ struct ListParams {
 
 async fn list(
     State(state): State<AppState>,
+    caller: Caller,
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Response, Error> {
+    need(&caller, "catalog:read")?;
     let Query(params) = params.map_err(|e| Error::Validation(shared::http::query_errors(&e)))?;
     let (page, page_size) =
         shared::http::paging(params.page.as_deref(), params.page_size.as_deref(), 100)
@@ -144,10 +169,12 @@ async fn list(
 
 async fn update(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
     JsonBody(input): JsonBody<UpdateInput>,
 ) -> Result<Response, Error> {
+    need(&caller, "catalog:write")?;
     let id = parse_id(&id)?;
     let if_match = if_match(&headers, id)?;
     let fields = domain::validate_update(input).map_err(Error::Validation)?;
@@ -157,9 +184,11 @@ async fn update(
 
 async fn discontinue(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, Error> {
+    need(&caller, "catalog:write")?;
     let id = parse_id(&id)?;
     let if_match = if_match(&headers, id)?;
     let entry = state.store.delete(id, if_match).await?;
@@ -174,9 +203,11 @@ struct StockBody {
 
 async fn adjust_stock(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<StockBody>,
 ) -> Result<Response, Error> {
+    need(&caller, "catalog:write")?;
     let id = parse_id(&id)?;
     let mut errors = FieldErrors::new();
     match body.delta {
@@ -237,6 +268,10 @@ impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let problem = match &self {
             Error::Validation(errors) => Problem::validation(errors.clone()),
+            Error::Forbidden(scope) => Problem::new(
+                StatusCode::FORBIDDEN,
+                format!("This API key lacks the scope {scope}."),
+            ),
             Error::NotFound(id) if id.is_nil() => Problem::not_found("No product has this id."),
             Error::NotFound(id) => Problem::not_found(format!("Product {id} was not found.")),
             Error::VersionMismatch {

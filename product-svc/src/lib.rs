@@ -55,7 +55,16 @@ pub struct Config {
     /// How long shutdown waits for in-flight requests and the relay.
     #[arg(long, env = "PRODUCT_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
+    /// API key file (SHA-256 digests, scopes `catalog:read`, `catalog:write`); see `just key`.
+    #[arg(long, env = "PRODUCT_API_KEYS")]
+    pub api_keys: Option<PathBuf>,
+    /// Serve the HTTP API without authentication (refused otherwise when no key file is given).
+    #[arg(long, env = "ALLOW_ANONYMOUS")]
+    pub allow_anonymous: bool,
 }
+
+/// The scopes product-svc's API keys may hold.
+pub const SCOPES: &[&str] = &["catalog:read", "catalog:write"];
 
 impl Config {
     /// Loopback on random ports, for tests.
@@ -70,6 +79,8 @@ impl Config {
             cache_mb: 16,
             relay_window: 1000,
             shutdown_grace_secs: 5,
+            api_keys: None,
+            allow_anonymous: false,
         }
     }
 }
@@ -78,10 +89,12 @@ impl Config {
 pub(crate) struct AppState {
     store: store::Store,
     nats: async_nats::Client,
+    auth: shared::auth::Auth,
 }
 
 pub struct App {
     config: Config,
+    auth: shared::auth::Auth,
     store: store::Store,
     nats: async_nats::Client,
     http: TcpListener,
@@ -90,6 +103,13 @@ pub struct App {
 
 impl App {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let auth = shared::auth::Auth::from_config(
+            config.api_keys.as_deref(),
+            config.allow_anonymous,
+            SCOPES,
+            "product-svc",
+        )
+        .map_err(anyhow::Error::msg)?;
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("failed to create data dir {}", config.data_dir.display()))?;
         let store = store::Store::open(&config.data_dir, config.cache_mb << 20)
@@ -110,6 +130,7 @@ impl App {
             .with_context(|| format!("failed to bind gRPC on {}", config.grpc_addr))?;
         Ok(Self {
             config,
+            auth,
             store,
             nats,
             http,
@@ -154,6 +175,7 @@ impl App {
         let state = AppState {
             store: self.store.clone(),
             nats: self.nats.clone(),
+            auth: self.auth.clone(),
         };
         let router = http::router(state);
         let stop = servers_stop.clone();

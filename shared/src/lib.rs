@@ -2,6 +2,7 @@
 //!
 //! - [`events`]: the JSON bodies that travel on NATS, their subjects and headers.
 //! - [`streams`]: the one definition of each JetStream stream, used by publisher and consumer.
+//! - [`auth`]: API keys (digests, scopes, customer binding) and the HTTP middleware.
 //! - [`correlation`]: validated correlation ids carried across HTTP, gRPC and NATS.
 //! - [`problem`]: the `application/problem+json` body and the JSON body extractor.
 //! - [`http`]: router defaults (fallbacks, body limit, correlation layer), paging, path ids.
@@ -9,6 +10,7 @@
 //! - [`durability`]: group commit, so many concurrent writes share one `flush_async`.
 //! - [`telemetry`], [`nats`], [`shutdown`]: process plumbing.
 
+pub mod auth;
 pub mod correlation;
 pub mod durability;
 pub mod events;

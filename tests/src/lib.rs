@@ -90,11 +90,49 @@ pub fn accepts_connections(addr: SocketAddr) -> bool {
     TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
 }
 
+/// The API key every harness-started service accepts, with every scope of its service.
+pub const TEST_KEY: &str = "eshop-test-admin-key";
+
+/// Writes the key files of [`TEST_KEY`] into `dir`: (product-svc's, order-svc's).
+pub fn write_test_keys(dir: &Path) -> (PathBuf, PathBuf) {
+    std::fs::create_dir_all(dir).expect("key dir");
+    let digest = shared::auth::hash_key(TEST_KEY);
+    let file = |scopes: &[&str]| {
+        serde_json::json!({"keys": [{"name": "tests", "sha256": digest, "scopes": scopes}]})
+            .to_string()
+    };
+    let product = dir.join("product-keys.json");
+    let order = dir.join("order-keys.json");
+    std::fs::write(&product, file(product_svc::SCOPES)).expect("product keys");
+    std::fs::write(&order, file(order_svc::SCOPES)).expect("order keys");
+    (product, order)
+}
+
+/// `Authorization: Bearer TEST_KEY`, for clients of harness-started services.
+pub fn auth_headers() -> reqwest::header::HeaderMap {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {TEST_KEY}").parse().expect("header"),
+    );
+    headers
+}
+
+/// An HTTP client that sends [`TEST_KEY`].
 pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
+        .default_headers(auth_headers())
         .build()
         .expect("client")
+}
+
+/// Key files next to a service's data dir, unless the config names its own or runs anonymous.
+fn key_dir(data_dir: &Path) -> PathBuf {
+    data_dir
+        .parent()
+        .map_or_else(|| data_dir.to_path_buf(), Path::to_path_buf)
+        .join("keys")
 }
 
 // -------------------------------------------------------------------------------------------
@@ -118,8 +156,11 @@ impl ProductService {
         .await
     }
 
-    pub async fn start_with(config: product_svc::Config) -> Self {
+    pub async fn start_with(mut config: product_svc::Config) -> Self {
         init_logs();
+        if config.api_keys.is_none() && !config.allow_anonymous {
+            config.api_keys = Some(write_test_keys(&key_dir(&config.data_dir)).0);
+        }
         let data_dir = config.data_dir.clone();
         let app = product_svc::App::build(config)
             .await
@@ -177,8 +218,11 @@ impl OrderService {
         .await
     }
 
-    pub async fn start_with(config: order_svc::Config) -> Self {
+    pub async fn start_with(mut config: order_svc::Config) -> Self {
         init_logs();
+        if config.api_keys.is_none() && !config.allow_anonymous {
+            config.api_keys = Some(write_test_keys(&key_dir(&config.data_dir)).1);
+        }
         let data_dir = config.data_dir.clone();
         let app = order_svc::App::build(config)
             .await
@@ -300,7 +344,9 @@ impl ServiceProcess {
     ) -> (Self, String) {
         let http = free_port();
         let grpc = free_port();
+        let keys = write_test_keys(&log_dir.join("keys")).0;
         let args = vec![
+            ("PRODUCT_API_KEYS".into(), keys.display().to_string()),
             ("PRODUCT_HTTP_ADDR".into(), format!("127.0.0.1:{http}")),
             ("PRODUCT_GRPC_ADDR".into(), format!("127.0.0.1:{grpc}")),
             ("PRODUCT_DATA_DIR".into(), data_dir.display().to_string()),
@@ -322,7 +368,9 @@ impl ServiceProcess {
         extra: &[(&str, &str)],
     ) -> Self {
         let http = free_port();
+        let keys = write_test_keys(&log_dir.join("keys")).1;
         let mut args = vec![
+            ("ORDER_API_KEYS".into(), keys.display().to_string()),
             ("ORDER_HTTP_ADDR".into(), format!("127.0.0.1:{http}")),
             ("ORDER_DATA_DIR".into(), data_dir.display().to_string()),
             ("NATS_URL".into(), nats_url.into()),

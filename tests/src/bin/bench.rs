@@ -572,6 +572,7 @@ async fn create_order_sync_always(
     );
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(128)
+        .default_headers(tests::auth_headers())
         .build()
         .unwrap();
     let ids = Arc::new(seed_catalog(&client, &product.http, 100).await);
@@ -731,6 +732,7 @@ async fn main() {
         );
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(128)
+            .default_headers(tests::auth_headers())
             .build()
             .unwrap();
         let catalog = 1000;

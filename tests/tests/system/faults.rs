@@ -249,7 +249,7 @@ async fn write_load(
             halfway.clone(),
         );
         tasks.push(tokio::spawn(async move {
-            let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+            let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).default_headers(tests::auth_headers()).build().unwrap();
             loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 if i >= total {

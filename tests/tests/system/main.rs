@@ -1,4 +1,5 @@
 //! System tests: one binary, real nats-server, real sled, real HTTP and gRPC on loopback.
+mod auth;
 mod faults;
 mod harness;
 mod orders;

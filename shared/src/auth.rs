@@ -1,0 +1,331 @@
+//! API keys for both HTTP APIs: `Authorization: Bearer <key>`, checked against a key file that
+//! holds only SHA-256 digests (the keys themselves are never stored), with scopes and an optional
+//! customer binding.
+//!
+//! The file's shape is fixed so operators and tools can write it:
+//! `{"keys": [{"name": "ops", "sha256": "<hex>", "scopes": ["orders:admin"], "customerId": "<uuid>"}]}`.
+//! A malformed file or an unknown scope stops the service at start with one message naming the
+//! entry. A presented key is hashed and compared with **every** entry in constant time, so the
+//! answer's timing says nothing about which digest came close.
+use std::{path::Path, sync::Arc};
+
+use axum::{
+    extract::{FromRequestParts, Request, State},
+    http::{HeaderValue, StatusCode, header, request::Parts},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+use uuid::Uuid;
+
+use crate::problem::Problem;
+
+/// Paths anyone may call: probes, metrics and the API description.
+pub fn is_open(path: &str) -> bool {
+    path.starts_with("/health/") || path == "/metrics" || path == "/openapi.json"
+}
+
+/// The hex SHA-256 digest of a key, as the key file stores it.
+pub fn hash_key(key: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyFile {
+    keys: Vec<KeyEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct KeyEntry {
+    name: String,
+    sha256: String,
+    scopes: Vec<String>,
+    #[serde(default)]
+    customer_id: Option<String>,
+}
+
+/// Who is calling: a key's name, scopes and customer binding (or the anonymous caller).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub name: String,
+    scopes: Vec<String>,
+    /// A key bound to a customer acts for that customer only.
+    pub customer: Option<Uuid>,
+    /// Anonymous mode (`--allow-anonymous`): every scope, no binding.
+    anonymous: bool,
+}
+
+impl Caller {
+    pub fn anonymous() -> Self {
+        Self {
+            name: "anonymous".into(),
+            scopes: Vec::new(),
+            customer: None,
+            anonymous: true,
+        }
+    }
+
+    pub fn has(&self, scope: &str) -> bool {
+        self.anonymous || self.scopes.iter().any(|s| s == scope)
+    }
+
+    /// `Err(403 problem)` unless the caller holds `scope`.
+    pub fn require(&self, scope: &str) -> Result<(), Problem> {
+        if self.has(scope) {
+            Ok(())
+        } else {
+            Err(Problem::new(
+                StatusCode::FORBIDDEN,
+                format!("This API key lacks the scope {scope}."),
+            ))
+        }
+    }
+}
+
+/// The keys a service accepts.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    entries: Arc<Vec<([u8; 32], Caller)>>,
+}
+
+impl Keys {
+    /// Reads a key file; `scopes` are the ones this service knows. The error names the entry.
+    pub fn load(path: &Path, scopes: &[&str]) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the API key file {}: {e}", path.display()))?;
+        Self::parse(&text, scopes).map_err(|e| format!("API key file {}: {e}", path.display()))
+    }
+
+    pub fn parse(text: &str, scopes: &[&str]) -> Result<Self, String> {
+        let file: KeyFile = serde_json::from_str(text).map_err(|e| {
+            format!(
+                "not a key file ({e}); expected {{\"keys\": [{{\"name\", \"sha256\", \"scopes\", \"customerId\"?}}]}}"
+            )
+        })?;
+        let mut entries = Vec::with_capacity(file.keys.len());
+        for (i, entry) in file.keys.into_iter().enumerate() {
+            let at = format!("entry {i} ({:?})", entry.name);
+            if entry.name.trim().is_empty() {
+                return Err(format!("{at}: name must not be empty"));
+            }
+            let digest = parse_digest(&entry.sha256).ok_or_else(|| {
+                format!("{at}: sha256 must be 64 hex digits (the SHA-256 of the key)")
+            })?;
+            if entry.scopes.is_empty() {
+                return Err(format!("{at}: scopes must not be empty"));
+            }
+            if let Some(unknown) = entry.scopes.iter().find(|s| !scopes.contains(&s.as_str())) {
+                return Err(format!(
+                    "{at}: unknown scope {unknown:?}; this service knows {}",
+                    scopes.join(", ")
+                ));
+            }
+            let customer = match entry.customer_id.as_deref() {
+                None => None,
+                Some(raw) => match Uuid::parse_str(raw) {
+                    Ok(id) if !id.is_nil() => Some(id),
+                    _ => return Err(format!("{at}: customerId must be a non-nil UUID")),
+                },
+            };
+            entries.push((
+                digest,
+                Caller {
+                    name: entry.name,
+                    scopes: entry.scopes,
+                    customer,
+                    anonymous: false,
+                },
+            ));
+        }
+        Ok(Self {
+            entries: Arc::new(entries),
+        })
+    }
+
+    /// The caller a presented key belongs to. Every entry is compared, in constant time.
+    pub fn check(&self, presented: &str) -> Option<Caller> {
+        let digest = ring::digest::digest(&ring::digest::SHA256, presented.as_bytes());
+        let mut found = None;
+        for (stored, caller) in self.entries.iter() {
+            if bool::from(stored.as_slice().ct_eq(digest.as_ref())) && found.is_none() {
+                found = Some(caller.clone());
+            }
+        }
+        found
+    }
+}
+
+fn parse_digest(hex: &str) -> Option<[u8; 32]> {
+    let hex = hex.trim();
+    if hex.len() != 64 || !hex.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+/// How a service authenticates HTTP callers.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    Keys(Keys),
+    /// Every caller is [`Caller::anonymous`] (`--allow-anonymous`).
+    Anonymous,
+}
+
+impl Auth {
+    /// From the flags: a key file, or anonymous only when explicitly allowed.
+    pub fn from_config(
+        api_keys: Option<&Path>,
+        allow_anonymous: bool,
+        scopes: &[&str],
+        service: &str,
+    ) -> Result<Self, String> {
+        match (api_keys, allow_anonymous) {
+            (Some(path), _) => Keys::load(path, scopes).map(Auth::Keys),
+            (None, true) => {
+                tracing::warn!(
+                    service,
+                    "Running without API keys (--allow-anonymous): anyone who reaches the HTTP port has every scope."
+                );
+                Ok(Auth::Anonymous)
+            }
+            (None, false) => Err(format!(
+                "{service} needs --api-keys FILE (see `just key`), or --allow-anonymous to run without authentication"
+            )),
+        }
+    }
+}
+
+/// The axum middleware: open paths pass; others need a valid bearer key (401 otherwise), and the
+/// caller is put in the request's extensions for handlers to check scopes (403).
+pub async fn authenticate(State(auth): State<Auth>, mut request: Request, next: Next) -> Response {
+    if is_open(request.uri().path()) {
+        return next.run(request).await;
+    }
+    let caller = match &auth {
+        Auth::Anonymous => Some(Caller::anonymous()),
+        Auth::Keys(keys) => request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .and_then(|k| keys.check(k)),
+    };
+    match caller {
+        Some(caller) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+        None => unauthorized(),
+    }
+}
+
+fn unauthorized() -> Response {
+    let mut response = Problem::new(
+        StatusCode::UNAUTHORIZED,
+        "A valid API key is required: send Authorization: Bearer <key>.",
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .ok_or_else(unauthorized)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SCOPES: &[&str] = &["orders:read", "orders:write", "orders:admin"];
+
+    fn file(entries: &str) -> String {
+        format!("{{\"keys\": [{entries}]}}")
+    }
+
+    #[test]
+    fn keys_are_stored_as_digests_and_matched_with_their_scopes_and_customer() {
+        let customer = Uuid::new_v4();
+        let text = file(&format!(
+            r#"{{"name": "ops", "sha256": "{}", "scopes": ["orders:admin"]}},
+               {{"name": "ann", "sha256": "{}", "scopes": ["orders:read", "orders:write"], "customerId": "{customer}"}}"#,
+            hash_key("ops-secret"),
+            hash_key("ann-secret")
+        ));
+        let keys = Keys::parse(&text, SCOPES).unwrap();
+        let ops = keys.check("ops-secret").unwrap();
+        assert!(ops.has("orders:admin") && !ops.has("orders:write"));
+        assert_eq!(ops.customer, None);
+        let ann = keys.check("ann-secret").unwrap();
+        assert_eq!((ann.name.as_str(), ann.customer), ("ann", Some(customer)));
+        assert!(ann.require("orders:admin").is_err());
+        assert!(keys.check("wrong").is_none());
+        assert!(keys.check("").is_none());
+        assert!(Caller::anonymous().has("orders:admin"));
+        assert_eq!(
+            hash_key("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn a_bad_file_is_refused_naming_the_entry() {
+        let good = hash_key("k");
+        for (text, expect) in [
+            ("not json".to_owned(), "not a key file"),
+            (
+                file(r#"{"name": "x", "sha256": "abc", "scopes": ["orders:read"]}"#),
+                "entry 0 (\"x\"): sha256",
+            ),
+            (
+                file(&format!(
+                    r#"{{"name": "a", "sha256": "{good}", "scopes": ["orders:read"]}}, {{"name": "b", "sha256": "{good}", "scopes": ["catalog:write"]}}"#
+                )),
+                "entry 1 (\"b\"): unknown scope \"catalog:write\"",
+            ),
+            (
+                file(&format!(
+                    r#"{{"name": "c", "sha256": "{good}", "scopes": []}}"#
+                )),
+                "scopes must not be empty",
+            ),
+            (
+                file(&format!(
+                    r#"{{"name": "d", "sha256": "{good}", "scopes": ["orders:read"], "customerId": "nope"}}"#
+                )),
+                "customerId must be a non-nil UUID",
+            ),
+            (
+                file(&format!(
+                    r#"{{"name": "e", "sha256": "{good}", "scopes": ["orders:read"], "extra": 1}}"#
+                )),
+                "not a key file",
+            ),
+        ] {
+            let error = Keys::parse(&text, SCOPES).unwrap_err();
+            assert!(error.contains(expect), "{error} should contain {expect}");
+        }
+        let error = Auth::from_config(None, false, SCOPES, "order-svc").unwrap_err();
+        assert!(error.contains("--api-keys"), "{error}");
+    }
+}

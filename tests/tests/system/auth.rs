@@ -1,0 +1,251 @@
+//! API keys on both HTTP APIs: 401 without a valid key, 403 without the scope, open probes, and
+//! a key bound to a customer that sees only that customer's orders. In-process services.
+use serde_json::{Value, json};
+use tests::{NatsServer, OrderService, ProductService, TEST_KEY, scratch};
+use uuid::Uuid;
+
+use crate::{create_product, expect_problem, wait_snapshot_version};
+
+/// A client that sends no key, or the given one.
+fn client(key: Option<&str>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(key) = key {
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {key}").parse().unwrap(),
+        );
+    }
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
+fn entry(name: &str, key: &str, scopes: &[&str], customer: Option<Uuid>) -> Value {
+    let mut e = json!({"name": name, "sha256": shared::auth::hash_key(key), "scopes": scopes});
+    if let Some(c) = customer {
+        e["customerId"] = json!(c);
+    }
+    e
+}
+
+fn order_body(customer: Uuid, product: &str) -> Value {
+    json!({"customerId": customer, "customerEmail": "auth@example.com",
+           "items": [{"productId": product, "quantity": 1}]})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_scopes_and_customer_binding_decide_who_may_do_what() {
+    let nats = NatsServer::start();
+    let dir = scratch();
+    let (ann, bob) = (Uuid::new_v4(), Uuid::new_v4());
+    let keys = dir.path().join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let product_keys = keys.join("product.json");
+    std::fs::write(
+        &product_keys,
+        json!({"keys": [
+            entry("admin", TEST_KEY, product_svc::SCOPES, None),
+            entry("reader", "catalog-reader", &["catalog:read"], None),
+        ]})
+        .to_string(),
+    )
+    .unwrap();
+    let order_keys = keys.join("order.json");
+    std::fs::write(
+        &order_keys,
+        json!({"keys": [
+            entry("admin", TEST_KEY, order_svc::SCOPES, None),
+            entry("ann", "ann-key", &["orders:read", "orders:write"], Some(ann)),
+            entry("support", "support-key", &["orders:read"], None),
+        ]})
+        .to_string(),
+    )
+    .unwrap();
+    let mut pc = product_svc::Config::for_tests(dir.path().join("product"), &nats.url());
+    pc.api_keys = Some(product_keys);
+    let product = ProductService::start_with(pc).await;
+    let mut oc = order_svc::Config::for_tests(dir.path().join("order"), &nats.url(), &product.grpc);
+    oc.api_keys = Some(order_keys);
+    let order = OrderService::start_with(oc).await;
+    let p = create_product(&product.http, "Keyed", "1.00", 100).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_snapshot_version(&order.http, &p, 1).await;
+
+    // No key, a wrong key, a malformed header: 401 with WWW-Authenticate; probes stay open.
+    for c in [client(None), client(Some("wrong"))] {
+        for url in [
+            format!("{}/api/products", product.http),
+            format!("{}/api/orders?customerId={ann}", order.http),
+        ] {
+            let r = c.get(&url).send().await.unwrap();
+            assert_eq!(r.headers()["www-authenticate"], "Bearer");
+            expect_problem(r, 401).await;
+        }
+        for url in [
+            format!("{}/health/ready", product.http),
+            format!("{}/health/live", order.http),
+            format!("{}/openapi.json", order.http),
+        ] {
+            assert_eq!(c.get(&url).send().await.unwrap().status(), 200, "{url}");
+        }
+    }
+    let r = client(None)
+        .get(format!("{}/api/products", product.http))
+        .header("Authorization", "Basic eDp5")
+        .send()
+        .await
+        .unwrap();
+    expect_problem(r, 401).await;
+
+    // Scopes: a catalog reader reads but cannot write.
+    let reader = client(Some("catalog-reader"));
+    let r = reader
+        .get(format!("{}/api/products/{p}", product.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = reader
+        .post(format!("{}/api/products/{p}/stock", product.http))
+        .json(&json!({"delta": 5}))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(r, 403).await;
+
+    // A key bound to ann: her orders only.
+    let ann_key = client(Some("ann-key"));
+    let r = ann_key
+        .post(format!("{}/api/orders", order.http))
+        .json(&order_body(ann, &p))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let anns: Value = r.json().await.unwrap();
+    let r = ann_key
+        .post(format!("{}/api/orders", order.http))
+        .json(&order_body(bob, &p))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(r, 403).await;
+    let bobs: Value = client(Some(TEST_KEY))
+        .post(format!("{}/api/orders", order.http))
+        .json(&order_body(bob, &p))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let bob_id = bobs["id"].as_str().unwrap();
+    let r = ann_key
+        .get(format!("{}/api/orders/{bob_id}", order.http))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(r, 404).await;
+    let r = ann_key
+        .post(format!("{}/api/orders/{bob_id}/cancel", order.http))
+        .json(&json!({"reason": "not mine"}))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(r, 404).await;
+    let r = ann_key
+        .get(format!("{}/api/orders?customerId={bob}", order.http))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(r, 403).await;
+    let page: Value = ann_key
+        .get(format!("{}/api/orders", order.http))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["totalCount"], 1, "an unfiltered listing is her own");
+    assert_eq!(page["items"][0]["id"], anns["id"]);
+    let r = ann_key
+        .get(format!(
+            "{}/api/orders/{}",
+            order.http,
+            anns["id"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // Unbound orders:read reads any order and filtered lists, but not unfiltered ones or writes.
+    let support = client(Some("support-key"));
+    let r = support
+        .get(format!("{}/api/orders/{bob_id}", order.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = support
+        .get(format!("{}/api/orders", order.http))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(r, 403).await;
+    let r = support
+        .post(format!("{}/api/orders/{bob_id}/cancel", order.http))
+        .json(&json!({"reason": "no"}))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(r, 403).await;
+    let (status, all) = crate::get_json(&format!("{}/api/orders", order.http)).await;
+    assert_eq!(
+        (status, all["totalCount"].as_u64()),
+        (200, Some(2)),
+        "admin sees all"
+    );
+    order.stop().await;
+    product.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_keys_a_service_refuses_to_start_unless_anonymous_is_allowed() {
+    let nats = NatsServer::start();
+    let dir = scratch();
+    let config = product_svc::Config::for_tests(dir.path().join("product"), &nats.url());
+    let error = product_svc::App::build(config.clone())
+        .await
+        .err()
+        .expect("refused");
+    assert!(error.to_string().contains("--api-keys"), "{error}");
+    let bad = dir.path().join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"{"keys": [{"name": "x", "sha256": "00", "scopes": ["catalog:read"]}]}"#,
+    )
+    .unwrap();
+    let mut with_bad = config.clone();
+    with_bad.api_keys = Some(bad);
+    let error = product_svc::App::build(with_bad)
+        .await
+        .err()
+        .expect("refused");
+    assert!(error.to_string().contains("entry 0 (\"x\")"), "{error}");
+
+    let mut anonymous = config;
+    anonymous.allow_anonymous = true;
+    let product = ProductService::start_with(anonymous).await;
+    let r = client(None)
+        .get(format!("{}/api/products", product.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "anonymous mode needs no key");
+    product.stop().await;
+}
