@@ -61,6 +61,21 @@ up *args: setup build
         esac
     done
     mkdir -p data
+    # A dev API key (every scope of each service), generated once and kept under data/.
+    if [ ! -f data/dev-api-key ]; then
+        python3 - <<'PY'
+    import hashlib, json, secrets
+    key = secrets.token_urlsafe(24)
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    def keyfile(scopes):
+        return json.dumps({"keys": [{"name": "dev", "sha256": digest, "scopes": scopes}]}, indent=2)
+    open("data/product-keys.json", "w").write(keyfile(["catalog:read", "catalog:write"]))
+    open("data/order-keys.json", "w").write(keyfile(["orders:read", "orders:write", "orders:admin"]))
+    open("data/dev-api-key", "w").write(key)
+    PY
+    fi
+    KEY=$(cat data/dev-api-key)
+    export PRODUCT_API_KEYS=data/product-keys.json ORDER_API_KEYS=data/order-keys.json
     pids=()
     cleanup() {
         trap - EXIT INT TERM
@@ -82,7 +97,7 @@ up *args: setup build
         order_urls="$order_urls http://127.0.0.1:$port"
     done
     for url in $order_urls; do wait_http "$url/health/ready"; done
-    P=$(curl -fs 'http://127.0.0.1:5001/api/products?pageSize=1' | python3 -c 'import json,sys; print(json.load(sys.stdin)["items"][0]["id"])')
+    P=$(curl -fs -H "Authorization: Bearer $KEY" 'http://127.0.0.1:5001/api/products?pageSize=1' | python3 -c 'import json,sys; print(json.load(sys.stdin)["items"][0]["id"])')
     cat <<MSG
 
     eshop is up (Ctrl-C stops everything)
@@ -90,17 +105,34 @@ up *args: setup build
       order-svc    HTTP$order_urls   (OpenAPI: <url>/openapi.json)
       nats-server  nats://127.0.0.1:4222        monitor http://127.0.0.1:8222   config $conf
 
+    API key (every scope; kept in data/dev-api-key, files data/*-keys.json): $KEY
+
     Try:
-      curl -s http://127.0.0.1:5001/api/products?pageSize=3
-      curl -s -XPOST http://127.0.0.1:5001/api/products -H 'content-type: application/json' \\
+      export AUTH="Authorization: Bearer $KEY"
+      curl -s -H "\$AUTH" http://127.0.0.1:5001/api/products?pageSize=3
+      curl -s -H "\$AUTH" -XPOST http://127.0.0.1:5001/api/products -H 'content-type: application/json' \\
            -d '{"name":"Desk Lamp","description":"LED","price":"49.90","category":"Home","stockQuantity":10,"lowStockThreshold":2}'
-      curl -s -XPOST http://127.0.0.1:5002/api/orders -H 'content-type: application/json' -H 'Idempotency-Key: k-1' \\
+      curl -s -H "\$AUTH" -XPOST http://127.0.0.1:5002/api/orders -H 'content-type: application/json' -H 'Idempotency-Key: k-1' \\
            -d '{"customerId":"6f1c1a52-3b0e-4a8e-9d8c-1e2f3a4b5c6d","customerEmail":"ann@example.com","items":[{"productId":"$P","quantity":2}]}'
-      curl -s http://127.0.0.1:5002/api/orders/<orderId>        # any order-svc instance answers any order
-      curl -s -XPOST http://127.0.0.1:5002/api/orders/<orderId>/cancel -H 'content-type: application/json' -d '{"reason":"changed my mind"}'
-      curl -s http://127.0.0.1:5001/api/products/$P      # reservedQuantity goes up, then back down
+      curl -s -H "\$AUTH" http://127.0.0.1:5002/api/orders/<orderId>        # any order-svc instance answers any order
+      curl -s -H "\$AUTH" -XPOST http://127.0.0.1:5002/api/orders/<orderId>/cancel -H 'content-type: application/json' -d '{"reason":"changed my mind"}'
+      curl -s -H "\$AUTH" http://127.0.0.1:5001/api/products/$P      # reservedQuantity goes up, then back down
+      just key ann orders:read,orders:write 6f1c1a52-3b0e-4a8e-9d8c-1e2f3a4b5c6d   # a key for one customer
     MSG
     wait
+
+# Print a new API key and its key-file entry: just key NAME SCOPES(comma-separated) [CUSTOMER_ID]
+key name scopes customer="":
+    #!/usr/bin/env python3
+    import hashlib, json, secrets
+    key = secrets.token_urlsafe(24)
+    entry = {"name": "{{name}}", "sha256": hashlib.sha256(key.encode()).hexdigest(),
+             "scopes": [s for s in "{{scopes}}".split(",") if s]}
+    if "{{customer}}":
+        entry["customerId"] = "{{customer}}"
+    print("key:   " + key)
+    print("entry: " + json.dumps(entry))
+    print("Add the entry to the service's key file (\"keys\": [...]); only the digest is stored.")
 
 # Like `up`, with two order-svc instances (5002, 5003) sharing one NATS: no sticky sessions.
 scale *args:
