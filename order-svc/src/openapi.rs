@@ -21,6 +21,8 @@ pub fn document() -> Value {
                         "400": problem_response("Validation error, or unknown products (unknownProductIds)"),
                         "413": problem_response("Body over 64 KiB"),
                         "415": problem_response("Not JSON"),
+                        "401": problem_response("Missing or invalid API key"),
+                        "403": problem_response("The key lacks orders:write, or acts for another customer"),
                         "422": problem_response("Idempotency-Key reused with a different body"),
                         "503": problem_response("Catalog or order store (NATS) temporarily unavailable; Retry-After says when to retry")
                     }
@@ -32,26 +34,29 @@ pub fn document() -> Value {
                         {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1, "default": 1}},
                         {"name": "pageSize", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}}
                     ],
-                    "responses": {"200": {"description": "A page of orders"}, "400": problem_response("Bad query")}
+                    "responses": {"200": {"description": "A page of orders"}, "400": problem_response("Bad query"), "401": problem_response("Missing or invalid API key"), "403": problem_response("Unfiltered listing without orders:admin, or another customer's listing")}
                 }
             },
             "/api/orders/{id}": {
                 "get": {"summary": "Get an order", "parameters": [order_id], "responses": {
                     "200": {"description": "The order", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Order"}}}},
-                    "404": problem_response("Unknown order"),
+                    "401": problem_response("Missing or invalid API key"),
+                    "403": problem_response("The key lacks orders:read"),
+                    "404": problem_response("Unknown order (or another customer's, for a key bound to a customer)"),
                     "503": problem_response("Order store unreachable and the order not in this instance's view")
                 }}
             },
             "/api/orders/{id}/cancel": {
                 "post": {"summary": "Cancel a Pending or Confirmed order (its stock is released in the background)", "parameters": [order_id],
                     "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["reason"], "properties": {"reason": {"type": "string", "maxLength": 500}}, "additionalProperties": false}}}},
-                    "responses": {"200": {"description": "Cancelled"}, "400": problem_response("Validation error"), "404": problem_response("Unknown order"), "409": problem_response("Not cancellable in its status"), "503": problem_response("Order store (NATS) temporarily unavailable")}
+                    "responses": {"200": {"description": "Cancelled"}, "400": problem_response("Validation error"), "404": problem_response("Unknown order"), "401": problem_response("Missing or invalid API key"), "403": problem_response("The key lacks orders:write"), "409": problem_response("Not cancellable in its status"), "503": problem_response("Order store (NATS) temporarily unavailable")}
                 }
             },
-            "/health/live": {"get": {"summary": "Liveness", "responses": {"200": {"description": "Alive"}}}},
-            "/health/ready": {"get": {"summary": "Readiness: the product snapshot and the orders view have caught up", "responses": {"200": {"description": "Ready"}, "503": problem_response("Catching up")}}}
+            "/health/live": {"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "Alive"}}}},
+            "/health/ready": {"get": {"summary": "Readiness: the product snapshot and the orders view have caught up", "security": [], "responses": {"200": {"description": "Ready"}, "503": problem_response("Catching up")}}}
         },
-        "components": {"schemas": {
+        "security": [{"bearer": []}],
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "An API key from the service's key file (scopes orders:read, orders:write, orders:admin; optionally bound to one customer)"}}, "schemas": {
             "CreateOrder": {"type": "object", "required": ["customerId", "customerEmail", "items"], "additionalProperties": false, "properties": {
                 "customerId": {"type": "string", "format": "uuid"},
                 "customerEmail": {"type": "string", "format": "email", "maxLength": 320},
