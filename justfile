@@ -72,10 +72,12 @@ up *args: setup build
     open("data/product-keys.json", "w").write(keyfile(["catalog:read", "catalog:write"]))
     open("data/order-keys.json", "w").write(keyfile(["orders:read", "orders:write", "orders:admin"]))
     open("data/dev-api-key", "w").write(key)
+    open("data/grpc-token", "w").write(secrets.token_urlsafe(24))
     PY
     fi
     KEY=$(cat data/dev-api-key)
     export PRODUCT_API_KEYS=data/product-keys.json ORDER_API_KEYS=data/order-keys.json
+    export PRODUCT_GRPC_TOKEN_FILE=data/grpc-token ORDER_GRPC_TOKEN_FILE=data/grpc-token
     pids=()
     cleanup() {
         trap - EXIT INT TERM
@@ -106,6 +108,7 @@ up *args: setup build
       nats-server  nats://127.0.0.1:4222        monitor http://127.0.0.1:8222   config $conf
 
     API key (every scope; kept in data/dev-api-key, files data/*-keys.json): $KEY
+    gRPC token (product-svc ← order-svc): data/grpc-token
 
     Try:
       export AUTH="Authorization: Bearer $KEY"

@@ -107,7 +107,11 @@ pub struct Config {
     /// optionally bound to a customer); see `just key`.
     #[arg(long, env = "ORDER_API_KEYS")]
     pub api_keys: Option<PathBuf>,
-    /// Serve the HTTP API without authentication (refused otherwise when no key file is given).
+    /// A file holding the token product-svc's gRPC API expects (`authorization: Bearer`).
+    #[arg(long, env = "ORDER_GRPC_TOKEN_FILE")]
+    pub grpc_token_file: Option<PathBuf>,
+    /// Serve the HTTP API without authentication and call product-svc without a token
+    /// (refused otherwise when no key or token file is given).
     #[arg(long, env = "ALLOW_ANONYMOUS")]
     pub allow_anonymous: bool,
 }
@@ -137,6 +141,7 @@ impl Config {
             cache_mb: 16,
             shutdown_grace_secs: 5,
             api_keys: None,
+            grpc_token_file: None,
             allow_anonymous: false,
         }
     }
@@ -189,6 +194,17 @@ impl App {
         let instance_id = instance_id(&config.data_dir, config.instance_id.as_deref())?;
         let store = store::Store::open(&config.data_dir, config.cache_mb << 20)
             .with_context(|| format!("failed to open sled at {}", config.data_dir.display()))?;
+        let token = match (&config.grpc_token_file, config.allow_anonymous) {
+            (Some(path), _) => Some(
+                shared::auth::read_token(path)
+                    .map_err(anyhow::Error::msg)?
+                    .1,
+            ),
+            (None, true) => None,
+            (None, false) => anyhow::bail!(
+                "order-svc needs --grpc-token-file FILE (the token product-svc expects), or --allow-anonymous"
+            ),
+        };
         let stock = stock::StockClient::new(stock::StockConfig {
             url: config.product_grpc_url.clone(),
             attempt_timeout: Duration::from_millis(config.stock_attempt_timeout_ms),
@@ -197,6 +213,7 @@ impl App {
             max_backoff: Duration::from_secs(5),
             breaker_threshold: config.breaker_threshold,
             breaker_cooldown: Duration::from_millis(config.breaker_cooldown_ms),
+            token,
         })
         .context("invalid --product-grpc-url")?;
         let nats = shared::nats::connect(&config.nats_url, "order-svc")

@@ -27,6 +27,8 @@ pub struct StockConfig {
     pub max_backoff: Duration,
     pub breaker_threshold: u32,
     pub breaker_cooldown: Duration,
+    /// Sent as `authorization: Bearer <token>` on every call (`None`: anonymous product-svc).
+    pub token: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,7 +90,9 @@ fn transient(status: &Status) -> bool {
     }
 }
 
-/// The request itself is wrong: the same call can never succeed.
+/// The request itself is wrong: the same call can never succeed. (A refused token is not the
+/// order's fault: UNAUTHENTICATED and PERMISSION_DENIED leave orders Pending until the
+/// configuration is fixed.)
 fn permanent(status: &Status) -> bool {
     matches!(
         status.code(),
@@ -96,8 +100,6 @@ fn permanent(status: &Status) -> bool {
             | Code::NotFound
             | Code::FailedPrecondition
             | Code::OutOfRange
-            | Code::PermissionDenied
-            | Code::Unauthenticated
             | Code::Unimplemented
     )
 }
@@ -147,6 +149,11 @@ impl StockClient {
                 request
                     .metadata_mut()
                     .insert(shared::correlation::HEADER, v);
+            }
+            if let Some(token) = &self.config.token
+                && let Ok(v) = format!("Bearer {token}").parse()
+            {
+                request.metadata_mut().insert("authorization", v);
             }
             let started = Instant::now();
             let result =

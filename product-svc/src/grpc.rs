@@ -155,6 +155,31 @@ fn parse_uuid(field: &str, raw: &str) -> Result<Uuid, Status> {
         .ok_or_else(|| Status::invalid_argument(format!("{field}: must be a non-nil UUID")))
 }
 
+/// The stock API's interceptor: the caller must send the shared token as
+/// `authorization: Bearer <token>` (checked as a digest, in constant time); `None` lets anyone in
+/// (anonymous mode). Health is a separate service and stays open.
+#[derive(Clone, Copy)]
+pub struct RequireToken(pub Option<[u8; 32]>);
+
+impl tonic::service::Interceptor for RequireToken {
+    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        let Some(expected) = &self.0 else {
+            return Ok(request);
+        };
+        let presented = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match presented {
+            Some(token) if shared::auth::token_matches(expected, token.trim()) => Ok(request),
+            _ => Err(Status::unauthenticated(
+                "a valid token is required: authorization: Bearer <token>",
+            )),
+        }
+    }
+}
+
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
         match error {

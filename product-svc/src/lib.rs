@@ -58,7 +58,14 @@ pub struct Config {
     /// API key file (SHA-256 digests, scopes `catalog:read`, `catalog:write`); see `just key`.
     #[arg(long, env = "PRODUCT_API_KEYS")]
     pub api_keys: Option<PathBuf>,
-    /// Serve the HTTP API without authentication (refused otherwise when no key file is given).
+    /// A file holding the token gRPC callers (order-svc) must send as `authorization: Bearer`.
+    #[arg(long, env = "PRODUCT_GRPC_TOKEN_FILE")]
+    pub grpc_token_file: Option<PathBuf>,
+    /// Serve gRPC reflection (for grpcurl); off by default.
+    #[arg(long, env = "PRODUCT_GRPC_REFLECTION")]
+    pub grpc_reflection: bool,
+    /// Serve the HTTP API and gRPC without authentication (refused otherwise when no key or
+    /// token file is given).
     #[arg(long, env = "ALLOW_ANONYMOUS")]
     pub allow_anonymous: bool,
 }
@@ -80,6 +87,8 @@ impl Config {
             relay_window: 1000,
             shutdown_grace_secs: 5,
             api_keys: None,
+            grpc_token_file: None,
+            grpc_reflection: false,
             allow_anonymous: false,
         }
     }
@@ -95,6 +104,8 @@ pub(crate) struct AppState {
 pub struct App {
     config: Config,
     auth: shared::auth::Auth,
+    /// Digest of the gRPC token; `None` in anonymous mode.
+    grpc_token: Option<[u8; 32]>,
     store: store::Store,
     nats: async_nats::Client,
     http: TcpListener,
@@ -110,6 +121,22 @@ impl App {
             "product-svc",
         )
         .map_err(anyhow::Error::msg)?;
+        let grpc_token = match (&config.grpc_token_file, config.allow_anonymous) {
+            (Some(path), _) => Some(
+                shared::auth::read_token(path)
+                    .map_err(anyhow::Error::msg)?
+                    .0,
+            ),
+            (None, true) => {
+                tracing::warn!(
+                    "gRPC runs without a token (--allow-anonymous): anyone who reaches the port may reserve stock."
+                );
+                None
+            }
+            (None, false) => anyhow::bail!(
+                "product-svc needs --grpc-token-file FILE (the token order-svc sends), or --allow-anonymous"
+            ),
+        };
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("failed to create data dir {}", config.data_dir.display()))?;
         let store = store::Store::open(&config.data_dir, config.cache_mb << 20)
@@ -131,6 +158,7 @@ impl App {
         Ok(Self {
             config,
             auth,
+            grpc_token,
             store,
             nats,
             http,
@@ -190,14 +218,22 @@ impl App {
             .set_serving::<proto::product_service_server::ProductServiceServer<grpc::StockService>>(
             )
             .await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .context("failed to build gRPC reflection")?;
-        let service =
-            proto::product_service_server::ProductServiceServer::new(grpc::StockService {
+        let reflection = if self.config.grpc_reflection {
+            Some(
+                tonic_reflection::server::Builder::configure()
+                    .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+                    .build_v1()
+                    .context("failed to build gRPC reflection")?,
+            )
+        } else {
+            None
+        };
+        let service = proto::product_service_server::ProductServiceServer::with_interceptor(
+            grpc::StockService {
                 store: self.store.clone(),
-            });
+            },
+            grpc::RequireToken(self.grpc_token),
+        );
         let stop = servers_stop.clone();
         let incoming =
             tonic::transport::server::TcpIncoming::from(self.grpc).with_nodelay(Some(true));
@@ -206,7 +242,7 @@ impl App {
                 .timeout(Duration::from_secs(30))
                 .layer(grpc::ObserveLayer)
                 .add_service(health_service)
-                .add_service(reflection)
+                .add_optional_service(reflection)
                 .add_service(service)
                 .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
                 .await

@@ -32,6 +32,31 @@ pub fn hash_key(key: &str) -> String {
     digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A shared secret (the gRPC token) read from a file: its SHA-256 digest, and the token.
+pub fn read_token(path: &Path) -> Result<([u8; 32], String), String> {
+    let token = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the token file {}: {e}", path.display()))?
+        .trim()
+        .to_owned();
+    if token.len() < 16 {
+        return Err(format!(
+            "the token in {} must be at least 16 characters",
+            path.display()
+        ));
+    }
+    Ok((digest(&token), token))
+}
+
+fn digest(value: &str) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, value.as_bytes());
+    d.as_ref().try_into().expect("SHA-256 is 32 bytes")
+}
+
+/// Whether `presented` is the secret of `expected` (compared as digests, in constant time).
+pub fn token_matches(expected: &[u8; 32], presented: &str) -> bool {
+    bool::from(expected.as_slice().ct_eq(&digest(presented)))
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct KeyFile {

@@ -93,8 +93,18 @@ pub fn accepts_connections(addr: SocketAddr) -> bool {
 /// The API key every harness-started service accepts, with every scope of its service.
 pub const TEST_KEY: &str = "eshop-test-admin-key";
 
-/// Writes the key files of [`TEST_KEY`] into `dir`: (product-svc's, order-svc's).
-pub fn write_test_keys(dir: &Path) -> (PathBuf, PathBuf) {
+/// The gRPC token harness-started product-svc and order-svc share.
+pub const TEST_GRPC_TOKEN: &str = "eshop-test-grpc-token";
+
+/// Key and token files of harness-started services.
+pub struct TestKeys {
+    pub product: PathBuf,
+    pub order: PathBuf,
+    pub grpc_token: PathBuf,
+}
+
+/// Writes the key files of [`TEST_KEY`] and the [`TEST_GRPC_TOKEN`] file into `dir`.
+pub fn write_test_keys(dir: &Path) -> TestKeys {
     std::fs::create_dir_all(dir).expect("key dir");
     let digest = shared::auth::hash_key(TEST_KEY);
     let file = |scopes: &[&str]| {
@@ -105,7 +115,44 @@ pub fn write_test_keys(dir: &Path) -> (PathBuf, PathBuf) {
     let order = dir.join("order-keys.json");
     std::fs::write(&product, file(product_svc::SCOPES)).expect("product keys");
     std::fs::write(&order, file(order_svc::SCOPES)).expect("order keys");
-    (product, order)
+    let grpc_token = dir.join("grpc-token");
+    std::fs::write(&grpc_token, TEST_GRPC_TOKEN).expect("grpc token");
+    TestKeys {
+        product,
+        order,
+        grpc_token,
+    }
+}
+
+/// Sends [`TEST_GRPC_TOKEN`] on every gRPC call.
+#[derive(Clone)]
+pub struct TokenInterceptor;
+
+impl tonic::service::Interceptor for TokenInterceptor {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        let value = format!("Bearer {TEST_GRPC_TOKEN}")
+            .parse()
+            .expect("metadata");
+        request.metadata_mut().insert("authorization", value);
+        Ok(request)
+    }
+}
+
+/// A stock API client that sends the test token.
+pub type GrpcClient = proto::product_service_client::ProductServiceClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, TokenInterceptor>,
+>;
+
+pub async fn grpc_client(url: &str) -> GrpcClient {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .expect("url")
+        .connect()
+        .await
+        .expect("gRPC connects");
+    proto::product_service_client::ProductServiceClient::with_interceptor(channel, TokenInterceptor)
 }
 
 /// `Authorization: Bearer TEST_KEY`, for clients of harness-started services.
@@ -158,8 +205,10 @@ impl ProductService {
 
     pub async fn start_with(mut config: product_svc::Config) -> Self {
         init_logs();
-        if config.api_keys.is_none() && !config.allow_anonymous {
-            config.api_keys = Some(write_test_keys(&key_dir(&config.data_dir)).0);
+        if !config.allow_anonymous {
+            let keys = write_test_keys(&key_dir(&config.data_dir));
+            config.api_keys.get_or_insert(keys.product);
+            config.grpc_token_file.get_or_insert(keys.grpc_token);
         }
         let data_dir = config.data_dir.clone();
         let app = product_svc::App::build(config)
@@ -187,12 +236,9 @@ impl ProductService {
             .expect("product-svc stops cleanly");
     }
 
-    pub async fn grpc_client(
-        &self,
-    ) -> proto::product_service_client::ProductServiceClient<tonic::transport::Channel> {
-        proto::product_service_client::ProductServiceClient::connect(self.grpc.clone())
-            .await
-            .expect("gRPC connects")
+    /// A stock API client that sends the test token.
+    pub async fn grpc_client(&self) -> GrpcClient {
+        grpc_client(&self.grpc).await
     }
 }
 
@@ -220,8 +266,10 @@ impl OrderService {
 
     pub async fn start_with(mut config: order_svc::Config) -> Self {
         init_logs();
-        if config.api_keys.is_none() && !config.allow_anonymous {
-            config.api_keys = Some(write_test_keys(&key_dir(&config.data_dir)).1);
+        if !config.allow_anonymous {
+            let keys = write_test_keys(&key_dir(&config.data_dir));
+            config.api_keys.get_or_insert(keys.order);
+            config.grpc_token_file.get_or_insert(keys.grpc_token);
         }
         let data_dir = config.data_dir.clone();
         let app = order_svc::App::build(config)
@@ -344,9 +392,16 @@ impl ServiceProcess {
     ) -> (Self, String) {
         let http = free_port();
         let grpc = free_port();
-        let keys = write_test_keys(&log_dir.join("keys")).0;
+        let keys = write_test_keys(&log_dir.join("keys"));
         let args = vec![
-            ("PRODUCT_API_KEYS".into(), keys.display().to_string()),
+            (
+                "PRODUCT_API_KEYS".into(),
+                keys.product.display().to_string(),
+            ),
+            (
+                "PRODUCT_GRPC_TOKEN_FILE".into(),
+                keys.grpc_token.display().to_string(),
+            ),
             ("PRODUCT_HTTP_ADDR".into(), format!("127.0.0.1:{http}")),
             ("PRODUCT_GRPC_ADDR".into(), format!("127.0.0.1:{grpc}")),
             ("PRODUCT_DATA_DIR".into(), data_dir.display().to_string()),
@@ -368,9 +423,13 @@ impl ServiceProcess {
         extra: &[(&str, &str)],
     ) -> Self {
         let http = free_port();
-        let keys = write_test_keys(&log_dir.join("keys")).1;
+        let keys = write_test_keys(&log_dir.join("keys"));
         let mut args = vec![
-            ("ORDER_API_KEYS".into(), keys.display().to_string()),
+            ("ORDER_API_KEYS".into(), keys.order.display().to_string()),
+            (
+                "ORDER_GRPC_TOKEN_FILE".into(),
+                keys.grpc_token.display().to_string(),
+            ),
             ("ORDER_HTTP_ADDR".into(), format!("127.0.0.1:{http}")),
             ("ORDER_DATA_DIR".into(), data_dir.display().to_string()),
             ("NATS_URL".into(), nats_url.into()),

@@ -249,3 +249,71 @@ async fn without_keys_a_service_refuses_to_start_unless_anonymous_is_allowed() {
     assert_eq!(r.status(), 200, "anonymous mode needs no key");
     product.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stock_api_needs_the_shared_token_and_health_stays_open() {
+    let nats = NatsServer::start();
+    let dir = scratch();
+    let product = ProductService::start(&nats.url(), &dir.path().join("product")).await;
+    let channel = tonic::transport::Endpoint::from_shared(product.grpc.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let request = || proto::ReleaseStockRequest {
+        order_id: Uuid::new_v4().to_string(),
+    };
+    let mut bare = proto::product_service_client::ProductServiceClient::new(channel.clone());
+    let status = bare.release_stock(request()).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+    let mut wrong = tonic::Request::new(request());
+    wrong
+        .metadata_mut()
+        .insert("authorization", "Bearer not-the-token".parse().unwrap());
+    let status = bare.release_stock(wrong).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    let mut good = product.grpc_client().await;
+    assert!(
+        good.release_stock(request())
+            .await
+            .unwrap()
+            .into_inner()
+            .success
+    );
+    // A client without the token still gets health.
+    let path = http::uri::PathAndQuery::from_static("/grpc.health.v1.Health/Check");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let health: tonic::Response<HealthResponse> = grpc
+        .unary(
+            tonic::Request::new(HealthRequest::default()),
+            path,
+            tonic_prost::ProstCodec::default(),
+        )
+        .await
+        .expect("health is open");
+    assert_eq!(health.into_inner().status, 1, "SERVING");
+    product.stop().await;
+
+    // No token file: refused unless anonymous.
+    let mut config = product_svc::Config::for_tests(dir.path().join("p2"), &nats.url());
+    config.api_keys = Some(tests::write_test_keys(&dir.path().join("k2")).product);
+    let error = product_svc::App::build(config)
+        .await
+        .err()
+        .expect("refused");
+    assert!(error.to_string().contains("--grpc-token-file"), "{error}");
+}
+
+/// `grpc.health.v1.HealthCheckRequest` / `HealthCheckResponse`, by hand (no health proto here).
+#[derive(Clone, PartialEq, prost::Message)]
+struct HealthRequest {
+    #[prost(string, tag = "1")]
+    service: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct HealthResponse {
+    #[prost(int32, tag = "1")]
+    status: i32,
+}

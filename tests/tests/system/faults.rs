@@ -1056,10 +1056,7 @@ async fn bad_input_sweep_gets_4xx_problems_and_changes_nothing() {
         answered += 1;
     }
     // gRPC.
-    let mut grpc_client =
-        proto::product_service_client::ProductServiceClient::connect(grpc.clone())
-            .await
-            .unwrap();
+    let mut grpc_client = tests::grpc_client(&grpc).await;
     let bad_requests = vec![
         ReserveStockRequest {
             order_id: String::new(),
