@@ -38,6 +38,10 @@ pub fn router(state: AppState) -> Router {
             get(|| async { axum::Json(crate::openapi::document()) }),
         )
         .layer(axum::middleware::from_fn_with_state(
+            state.limiter.clone(),
+            shared::ratelimit::limit,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
             state.auth.clone(),
             shared::auth::authenticate,
         ));

@@ -114,6 +114,13 @@ pub struct Config {
     /// (refused otherwise when no key or token file is given).
     #[arg(long, env = "ALLOW_ANONYMOUS")]
     pub allow_anonymous: bool,
+    /// Requests a second each API key (or, anonymous, each client IP) may make; 0 turns the
+    /// limit off. Beyond it: 429 with Retry-After.
+    #[arg(long, env = "ORDER_RATE_LIMIT", default_value_t = 1000)]
+    pub rate_limit: u32,
+    /// Burst above the rate a caller may use at once.
+    #[arg(long, env = "ORDER_RATE_BURST", default_value_t = 2000)]
+    pub rate_burst: u32,
 }
 
 /// The scopes order-svc's API keys may hold.
@@ -143,6 +150,8 @@ impl Config {
             api_keys: None,
             grpc_token_file: None,
             allow_anonymous: false,
+            rate_limit: 0,
+            rate_burst: 1,
         }
     }
 }
@@ -150,6 +159,7 @@ impl Config {
 #[derive(Clone)]
 pub(crate) struct AppState {
     auth: shared::auth::Auth,
+    limiter: Arc<shared::ratelimit::Limiter>,
     orders: orders::Orders,
     snapshot: Arc<ProjectionStatus>,
     orders_view: Arc<ProjectionStatus>,
@@ -316,6 +326,10 @@ impl App {
 
         let state = AppState {
             auth: self.auth.clone(),
+            limiter: shared::ratelimit::Limiter::new(
+                self.config.rate_limit,
+                self.config.rate_burst,
+            ),
             orders: self.orders.clone(),
             snapshot: self.snapshot.clone(),
             orders_view: self.orders_view.clone(),
@@ -323,9 +337,12 @@ impl App {
         let router = http::router(state);
         let stop = servers_stop.clone();
         let mut http_task = tokio::spawn(async move {
-            axum::serve(self.http, router)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
+            axum::serve(
+                self.http,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
         });
         tracing::info!(http.addr = %http_addr, data_dir = %self.config.data_dir.display(), catalog = ?self.config.catalog, instance = %self.instance_id, orders_stream = %self.config.orders_stream, "order-svc started.");
 

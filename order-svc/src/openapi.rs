@@ -24,6 +24,7 @@ pub fn document() -> Value {
                         "401": problem_response("Missing or invalid API key"),
                         "403": problem_response("The key lacks orders:write, or acts for another customer"),
                         "422": problem_response("Idempotency-Key reused with a different body"),
+                        "429": problem_response("Rate limit of this API key; Retry-After says when"),
                         "503": problem_response("Catalog or order store (NATS) temporarily unavailable; Retry-After says when to retry")
                     }
                 },

@@ -31,6 +31,10 @@ pub fn router(state: AppState) -> Router {
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .layer(axum::middleware::from_fn_with_state(
+            state.limiter.clone(),
+            shared::ratelimit::limit,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
             state.auth.clone(),
             shared::auth::authenticate,
         ));

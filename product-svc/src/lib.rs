@@ -68,6 +68,13 @@ pub struct Config {
     /// token file is given).
     #[arg(long, env = "ALLOW_ANONYMOUS")]
     pub allow_anonymous: bool,
+    /// Requests a second each API key (or, anonymous, each client IP) may make; 0 turns the
+    /// limit off. Beyond it: 429 with Retry-After.
+    #[arg(long, env = "PRODUCT_RATE_LIMIT", default_value_t = 1000)]
+    pub rate_limit: u32,
+    /// Burst above the rate a caller may use at once.
+    #[arg(long, env = "PRODUCT_RATE_BURST", default_value_t = 2000)]
+    pub rate_burst: u32,
 }
 
 /// The scopes product-svc's API keys may hold.
@@ -90,6 +97,8 @@ impl Config {
             grpc_token_file: None,
             grpc_reflection: false,
             allow_anonymous: false,
+            rate_limit: 0,
+            rate_burst: 1,
         }
     }
 }
@@ -99,6 +108,7 @@ pub(crate) struct AppState {
     store: store::Store,
     nats: async_nats::Client,
     auth: shared::auth::Auth,
+    limiter: std::sync::Arc<shared::ratelimit::Limiter>,
 }
 
 pub struct App {
@@ -204,13 +214,20 @@ impl App {
             store: self.store.clone(),
             nats: self.nats.clone(),
             auth: self.auth.clone(),
+            limiter: shared::ratelimit::Limiter::new(
+                self.config.rate_limit,
+                self.config.rate_burst,
+            ),
         };
         let router = http::router(state);
         let stop = servers_stop.clone();
         let mut http_task = tokio::spawn(async move {
-            axum::serve(self.http, router)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
+            axum::serve(
+                self.http,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
         });
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();

@@ -10,6 +10,24 @@ use crate::problem::{FieldErrors, Problem};
 /// Request body limit of both APIs (the 413 message in `problem.rs` says 64 KiB).
 pub const BODY_LIMIT: usize = 64 * 1024;
 
+/// How long one HTTP request may take before it is answered 503 (a stuck dependency must not
+/// hold a connection forever).
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+async fn time_limit(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!("A request ran past the HTTP request timeout.");
+            Problem::unavailable("The request took too long; retry shortly.", 1).into_response()
+        }
+    }
+}
+
 /// Adds what every route of both services has: problem+json 404/405 fallbacks, the body limit,
 /// and the correlation-id middleware (outermost, so every answer carries the id).
 pub fn with_defaults<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
@@ -22,6 +40,7 @@ pub fn with_defaults<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Rou
             )
         })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(time_limit))
         .layer(axum::middleware::from_fn(crate::correlation::http_layer))
 }
 

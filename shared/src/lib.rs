@@ -6,6 +6,7 @@
 //! - [`correlation`]: validated correlation ids carried across HTTP, gRPC and NATS.
 //! - [`problem`]: the `application/problem+json` body and the JSON body extractor.
 //! - [`http`]: router defaults (fallbacks, body limit, correlation layer), paging, path ids.
+//! - [`ratelimit`]: the per-caller token bucket of both HTTP APIs (429).
 //! - [`outbox`]: the sled outbox record format and the relay that publishes it to JetStream.
 //! - [`durability`]: group commit, so many concurrent writes share one `flush_async`.
 //! - [`telemetry`], [`nats`], [`shutdown`]: process plumbing.
@@ -18,6 +19,7 @@ pub mod http;
 pub mod nats;
 pub mod outbox;
 pub mod problem;
+pub mod ratelimit;
 pub mod shutdown;
 pub mod streams;
 pub mod telemetry;

@@ -407,6 +407,8 @@ impl ServiceProcess {
             ("PRODUCT_DATA_DIR".into(), data_dir.display().to_string()),
             ("NATS_URL".into(), nats_url.into()),
             ("PRODUCT_SHUTDOWN_GRACE_SECS".into(), "5".into()),
+            // Load tests come from one key; the limit has its own test.
+            ("PRODUCT_RATE_LIMIT".into(), "0".into()),
         ];
         let mut args = args;
         args.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
@@ -437,6 +439,7 @@ impl ServiceProcess {
             ("ORDER_WORKER_INTERVAL_MS".into(), "200".into()),
             ("ORDER_BREAKER_COOLDOWN_MS".into(), "500".into()),
             ("ORDER_SHUTDOWN_GRACE_SECS".into(), "5".into()),
+            ("ORDER_RATE_LIMIT".into(), "0".into()),
         ];
         args.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let mut p = Self::new("order-svc", http, args, log_dir);

@@ -317,3 +317,68 @@ struct HealthResponse {
     #[prost(int32, tag = "1")]
     status: i32,
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_key_has_its_own_rate_limit_and_probes_have_none() {
+    let nats = NatsServer::start();
+    let dir = scratch();
+    let keys = dir.path().join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let file = keys.join("product.json");
+    std::fs::write(
+        &file,
+        json!({"keys": [
+            entry("a", "key-a", &["catalog:read"], None),
+            entry("b", "key-b", &["catalog:read"], None),
+        ]})
+        .to_string(),
+    )
+    .unwrap();
+    let mut config = product_svc::Config::for_tests(dir.path().join("product"), &nats.url());
+    config.api_keys = Some(file);
+    // A burst of 3, then one a second: a fourth request right away is refused.
+    config.rate_limit = 1;
+    config.rate_burst = 3;
+    let product = ProductService::start_with(config).await;
+    let url = format!("{}/api/products", product.http);
+    let a = client(Some("key-a"));
+    // The bucket starts full: the burst passes. Then, at one a second, a refusal must come
+    // within a few more requests (unless they took many seconds).
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(a.get(&url).send().await.unwrap().status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200]);
+    let mut limited = None;
+    for _ in 0..20 {
+        let r = a.get(&url).send().await.unwrap();
+        if r.status() == 429 {
+            limited = Some(r);
+            break;
+        }
+    }
+    let limited = limited.expect("a refusal within 20 requests at one a second");
+    assert!(limited.headers().contains_key("retry-after"));
+    let problem = expect_problem(limited, 429).await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("Too many requests")
+    );
+    let b = client(Some("key-b"));
+    assert_eq!(
+        b.get(&url).send().await.unwrap().status(),
+        200,
+        "key b has its own bucket"
+    );
+    for _ in 0..10 {
+        let r = a
+            .get(format!("{}/health/ready", product.http))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "probes are not limited");
+    }
+    product.stop().await;
+}
