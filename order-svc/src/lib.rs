@@ -114,6 +114,9 @@ pub struct Config {
     /// (refused otherwise when no key or token file is given).
     #[arg(long, env = "ALLOW_ANONYMOUS")]
     pub allow_anonymous: bool,
+    /// NATS credentials and TLS.
+    #[command(flatten)]
+    pub nats_auth: shared::nats::NatsAuth,
     /// Requests a second each API key (or, anonymous, each client IP) may make; 0 turns the
     /// limit off. Beyond it: 429 with Retry-After.
     #[arg(long, env = "ORDER_RATE_LIMIT", default_value_t = 1000)]
@@ -152,6 +155,7 @@ impl Config {
             allow_anonymous: false,
             rate_limit: 0,
             rate_burst: 1,
+            nats_auth: Default::default(),
         }
     }
 }
@@ -199,6 +203,10 @@ impl App {
                             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')),
             "--orders-subject-prefix must be dot-separated tokens of [A-Za-z0-9_-]"
         );
+        // NATS first: refused credentials must stop the start before anything is opened.
+        let nats = shared::nats::connect(&config.nats_url, "order-svc", &config.nats_auth)
+            .await
+            .map_err(anyhow::Error::msg)?;
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("failed to create data dir {}", config.data_dir.display()))?;
         let instance_id = instance_id(&config.data_dir, config.instance_id.as_deref())?;
@@ -226,9 +234,6 @@ impl App {
             token,
         })
         .context("invalid --product-grpc-url")?;
-        let nats = shared::nats::connect(&config.nats_url, "order-svc")
-            .await
-            .context("invalid NATS options")?;
         let http = TcpListener::bind(config.http_addr)
             .await
             .with_context(|| format!("failed to bind HTTP on {}", config.http_addr))?;

@@ -68,6 +68,9 @@ pub struct Config {
     /// token file is given).
     #[arg(long, env = "ALLOW_ANONYMOUS")]
     pub allow_anonymous: bool,
+    /// NATS credentials and TLS.
+    #[command(flatten)]
+    pub nats_auth: shared::nats::NatsAuth,
     /// Requests a second each API key (or, anonymous, each client IP) may make; 0 turns the
     /// limit off. Beyond it: 429 with Retry-After.
     #[arg(long, env = "PRODUCT_RATE_LIMIT", default_value_t = 1000)]
@@ -99,6 +102,7 @@ impl Config {
             allow_anonymous: false,
             rate_limit: 0,
             rate_burst: 1,
+            nats_auth: Default::default(),
         }
     }
 }
@@ -147,6 +151,10 @@ impl App {
                 "product-svc needs --grpc-token-file FILE (the token order-svc sends), or --allow-anonymous"
             ),
         };
+        // NATS first: refused credentials must stop the start before anything is opened.
+        let nats = shared::nats::connect(&config.nats_url, "product-svc", &config.nats_auth)
+            .await
+            .map_err(anyhow::Error::msg)?;
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("failed to create data dir {}", config.data_dir.display()))?;
         let store = store::Store::open(&config.data_dir, config.cache_mb << 20)
@@ -156,9 +164,6 @@ impl App {
                 .await
                 .context("failed to seed the catalog")?;
         }
-        let nats = shared::nats::connect(&config.nats_url, "product-svc")
-            .await
-            .context("invalid NATS options")?;
         let http = TcpListener::bind(config.http_addr)
             .await
             .with_context(|| format!("failed to bind HTTP on {}", config.http_addr))?;

@@ -1,8 +1,46 @@
 //! NATS connection options shared by both services: several seed URLs, retry on the initial
-//! connect (edge boxes boot in any order), unlimited reconnects, and a client name.
-use std::time::Duration;
+//! connect (edge boxes boot in any order), unlimited reconnects, a client name, and the
+//! credentials and TLS settings of a secured server.
+//!
+//! A server that is merely unreachable is retried in the background, but one that **refuses**
+//! the credentials or whose certificate is not trusted stops the start-up with one clear message
+//! (within 10 s): retrying a wrong password forever would hide the mistake.
+use std::{path::PathBuf, time::Duration};
 
 use async_nats::{Client, ConnectOptions, jetstream};
+use tokio::sync::mpsc;
+
+/// How to authenticate to NATS and whether to use TLS (flags and env of both services).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct NatsAuth {
+    /// NATS credentials file (JWT + nkey seed).
+    #[arg(long, env = "NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
+    /// File holding an nkey seed (SU...).
+    #[arg(long, env = "NATS_NKEY")]
+    pub nats_nkey: Option<PathBuf>,
+    /// NATS user (with --nats-password).
+    #[arg(long, env = "NATS_USER", requires = "nats_password")]
+    pub nats_user: Option<String>,
+    #[arg(
+        long,
+        env = "NATS_PASSWORD",
+        requires = "nats_user",
+        hide_env_values = true
+    )]
+    pub nats_password: Option<String>,
+    /// NATS token.
+    #[arg(long, env = "NATS_TOKEN", hide_env_values = true)]
+    pub nats_token: Option<String>,
+    /// CA certificate (PEM) that signed the server's certificate; turns TLS on.
+    #[arg(long, env = "NATS_TLS_CA")]
+    pub nats_tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS (with --nats-tls-key).
+    #[arg(long, env = "NATS_TLS_CERT", requires = "nats_tls_key")]
+    pub nats_tls_cert: Option<PathBuf>,
+    #[arg(long, env = "NATS_TLS_KEY", requires = "nats_tls_cert")]
+    pub nats_tls_key: Option<PathBuf>,
+}
 
 /// Splits `nats://a:4222,nats://b:4222` into URLs (async-nats does not split lists itself).
 pub fn split_urls(urls: &str) -> Vec<String> {
@@ -13,30 +51,88 @@ pub fn split_urls(urls: &str) -> Vec<String> {
         .collect()
 }
 
-/// Connects in the background: returns at once even when no server is reachable yet.
-pub async fn connect(urls: &str, name: &str) -> Result<Client, async_nats::ConnectError> {
+/// How long start-up waits for the first connection attempt's outcome.
+const FIRST_ATTEMPT: Duration = Duration::from_secs(10);
+
+/// Connects in the background: returns once the first attempt connected or failed for a reason
+/// other than credentials or TLS (the client keeps retrying), or after 10 s. Refused
+/// credentials or an untrusted certificate are an error.
+pub async fn connect(urls: &str, name: &str, auth: &NatsAuth) -> Result<Client, String> {
     let urls = split_urls(urls);
     let name_owned = name.to_owned();
-    ConnectOptions::new()
+    let (outcome_tx, mut outcome) = mpsc::channel::<Result<(), String>>(8);
+    let mut options = ConnectOptions::new()
         .name(name)
         .retry_on_initial_connect()
         .connection_timeout(Duration::from_secs(2))
         .event_callback(move |event| {
             let name = name_owned.clone();
+            let outcome_tx = outcome_tx.clone();
             async move {
                 match event {
                     async_nats::Event::Connected => {
-                        tracing::info!(client = %name, "Connected to NATS.")
+                        tracing::info!(client = %name, "Connected to NATS.");
+                        let _ = outcome_tx.try_send(Ok(()));
                     }
                     async_nats::Event::Disconnected => {
                         tracing::warn!(client = %name, "Disconnected from NATS.")
                     }
+                    async_nats::Event::ClientError(error) => {
+                        let text = error.to_string();
+                        tracing::warn!(client = %name, error = %text, "NATS connection attempt failed.");
+                        let _ = outcome_tx.try_send(Err(text));
+                    }
                     other => tracing::debug!(client = %name, event = %other, "NATS event."),
                 }
             }
-        })
+        });
+    if let Some(path) = &auth.nats_creds {
+        options = options
+            .credentials_file(path)
+            .await
+            .map_err(|e| format!("cannot read the NATS credentials {}: {e}", path.display()))?;
+    }
+    if let Some(path) = &auth.nats_nkey {
+        let seed = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the nkey seed {}: {e}", path.display()))?;
+        options = options.nkey(seed.trim().to_owned());
+    }
+    if let (Some(user), Some(password)) = (&auth.nats_user, &auth.nats_password) {
+        options = options.user_and_password(user.clone(), password.clone());
+    }
+    if let Some(token) = &auth.nats_token {
+        options = options.token(token.clone());
+    }
+    if let Some(ca) = &auth.nats_tls_ca {
+        options = options.require_tls(true).add_root_certificates(ca.clone());
+    }
+    if let (Some(cert), Some(key)) = (&auth.nats_tls_cert, &auth.nats_tls_key) {
+        options = options.add_client_certificate(cert.clone(), key.clone());
+    }
+    let client = options
         .connect(urls.as_slice())
         .await
+        .map_err(|e| format!("invalid NATS options: {e}"))?;
+    if let Ok(Some(Err(error))) = tokio::time::timeout(FIRST_ATTEMPT, outcome.recv()).await {
+        let lower = error.to_lowercase();
+        if [
+            "authorization",
+            "authentication",
+            "tls",
+            "certificate",
+            "credentials",
+        ]
+        .iter()
+        .any(|word| lower.contains(word))
+        {
+            return Err(format!(
+                "NATS at {} refused this client: {error} (check --nats-user/--nats-password, \
+                 --nats-token, --nats-creds, --nats-nkey, --nats-tls-*)",
+                urls.join(",")
+            ));
+        }
+    }
+    Ok(client)
 }
 
 /// A JetStream context with a bounded API timeout and a bounded number of pending acks.

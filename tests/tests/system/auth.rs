@@ -382,3 +382,58 @@ async fn each_key_has_its_own_rate_limit_and_probes_have_none() {
     }
     product.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_credentials_work_end_to_end_and_a_wrong_password_fails_start_up_fast() {
+    let nats = NatsServer::start_with("test-auth.conf");
+    let dir = scratch();
+    let credentials = |password: &str| shared::nats::NatsAuth {
+        nats_user: Some("eshop".into()),
+        nats_password: Some(password.into()),
+        ..Default::default()
+    };
+    for auth in [
+        credentials("wrong-password"),
+        shared::nats::NatsAuth::default(),
+    ] {
+        let mut config = product_svc::Config::for_tests(dir.path().join("refused"), &nats.url());
+        config.allow_anonymous = true;
+        config.nats_auth = auth;
+        let started = std::time::Instant::now();
+        let error = product_svc::App::build(config)
+            .await
+            .err()
+            .expect("refused");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "fails fast, not an endless reconnect loop: {:?}",
+            started.elapsed()
+        );
+        let text = error.to_string();
+        assert!(
+            text.contains("refused this client") && text.contains("authorization"),
+            "{text}"
+        );
+    }
+
+    let mut pc = product_svc::Config::for_tests(dir.path().join("product"), &nats.url());
+    pc.nats_auth = credentials("test-nats-password");
+    let product = ProductService::start_with(pc).await;
+    let mut oc = order_svc::Config::for_tests(dir.path().join("order"), &nats.url(), &product.grpc);
+    oc.nats_auth = credentials("test-nats-password");
+    let order = OrderService::start_with(oc).await;
+    let p = create_product(&product.http, "Secured", "3.00", 5).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_snapshot_version(&order.http, &p, 1).await;
+    let placed = client(Some(TEST_KEY))
+        .post(format!("{}/api/orders", order.http))
+        .json(&order_body(Uuid::new_v4(), &p))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(placed.status(), 201);
+    order.stop().await;
+    product.stop().await;
+}

@@ -16,7 +16,7 @@ pub const WAIT: Duration = Duration::from_secs(30);
 
 /// A JetStream context on `url` (one URL or a comma-separated list, as the services take it).
 pub async fn js(url: &str) -> jetstream::Context {
-    let client = shared::nats::connect(url, "eshop-tests")
+    let client = shared::nats::connect(url, "eshop-tests", &Default::default())
         .await
         .expect("NATS connects");
     jetstream::new(client)
