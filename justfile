@@ -45,7 +45,8 @@ cluster: setup
     wait
 
 # Options: a number (products to seed, default 20), --durable (nats/single.conf: fsync every
-# write), --instances=N (N order-svc instances on ports 5002, 5003, ...; see `just scale`).
+# write), --secure (nats/secure/server.conf: least-privilege NATS users, passwords generated
+# under data/), --instances=N (N order-svc instances on ports 5002, 5003, ...; see `just scale`).
 
 # Start nats-server, a seeded product-svc and order-svc; print URLs and examples. Ctrl-C stops all.
 up *args: setup build
@@ -55,8 +56,9 @@ up *args: setup build
     for arg in {{args}}; do
         case "$arg" in
             --durable) conf=nats/single.conf ;;
+            --secure) conf=nats/secure/server.conf ;;
             --instances=*) instances="${arg#--instances=}" ;;
-            ''|*[!0-9]*) echo "unknown option $arg (use a seed count, --durable, --instances=N)"; exit 2 ;;
+            ''|*[!0-9]*) echo "unknown option $arg (use a seed count, --durable, --secure, --instances=N)"; exit 2 ;;
             *) seed="$arg" ;;
         esac
     done
@@ -76,6 +78,14 @@ up *args: setup build
     PY
     fi
     KEY=$(cat data/dev-api-key)
+    if [ "$conf" = nats/secure/server.conf ]; then
+        [ -f data/nats-passwords ] || python3 -c 'import secrets; print("\n".join(f"{n}={secrets.token_urlsafe(18)}" for n in ["PRODUCT_NATS_PASSWORD", "ORDER_NATS_PASSWORD", "ADMIN_NATS_PASSWORD"]))' > data/nats-passwords
+        set -a; . data/nats-passwords; set +a
+        product_nats=(--nats-user product-svc --nats-password "$PRODUCT_NATS_PASSWORD")
+        order_nats=(--nats-user order-svc --nats-password "$ORDER_NATS_PASSWORD")
+    else
+        product_nats=(); order_nats=()
+    fi
     export PRODUCT_API_KEYS=data/product-keys.json ORDER_API_KEYS=data/order-keys.json
     export PRODUCT_GRPC_TOKEN_FILE=data/grpc-token ORDER_GRPC_TOKEN_FILE=data/grpc-token
     pids=()
@@ -89,12 +99,12 @@ up *args: setup build
     wait_http() { for _ in $(seq 1 300); do curl -fs "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "timed out waiting for $1"; exit 1; }
     nats-server -c "$conf" > data/nats.log 2>&1 & pids+=($!)
     wait_http http://127.0.0.1:8222/healthz
-    target/debug/product-svc --seed "$seed" > >(sed -u 's/^/[product] /') 2>&1 & pids+=($!)
+    target/debug/product-svc --seed "$seed" "${product_nats[@]}" > >(sed -u 's/^/[product] /') 2>&1 & pids+=($!)
     wait_http http://127.0.0.1:5001/health/ready
     order_urls=""
     for i in $(seq 1 "$instances"); do
         port=$((5001 + i)); dir=data/order; [ "$i" -gt 1 ] && dir="data/order-$i"
-        ORDER_HTTP_ADDR="127.0.0.1:$port" ORDER_DATA_DIR="$dir" target/debug/order-svc \
+        ORDER_HTTP_ADDR="127.0.0.1:$port" ORDER_DATA_DIR="$dir" target/debug/order-svc "${order_nats[@]}" \
             > >(sed -u "s/^/[order-$i] /") 2>&1 & pids+=($!)
         order_urls="$order_urls http://127.0.0.1:$port"
     done

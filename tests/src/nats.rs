@@ -26,10 +26,14 @@ impl NatsServer {
 
     /// `start` with another config under `nats/` (e.g. `test-sync-always.conf`).
     pub fn start_with(config: &'static str) -> Self {
-        let dir = tempfile::Builder::new()
+        let mut dir = tempfile::Builder::new()
             .prefix("eshop-nats-")
             .tempdir()
             .expect("tempdir");
+        if std::env::var_os("ESHOP_KEEP_TEST_DIRS").is_some() {
+            dir.disable_cleanup(true);
+            eprintln!("keeping nats dir {}", dir.path().display());
+        }
         let mut server = Self {
             child: None,
             dir,

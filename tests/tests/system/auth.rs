@@ -437,3 +437,84 @@ async fn nats_credentials_work_end_to_end_and_a_wrong_password_fails_start_up_fa
     order.stop().await;
     product.stop().await;
 }
+
+fn nats_user(user: &str, password: &str) -> shared::nats::NatsAuth {
+    shared::nats::NatsAuth {
+        nats_user: Some(user.into()),
+        nats_password: Some(password.into()),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_privilege_nats_users_run_the_system_and_refuse_a_forged_product_event() {
+    let nats = NatsServer::start_with("test-secure.conf");
+    let dir = scratch();
+    let mut pc = product_svc::Config::for_tests(dir.path().join("product"), &nats.url());
+    pc.nats_auth = nats_user("product-svc", "test-product-password");
+    let product = ProductService::start_with(pc).await;
+    let mut oc = order_svc::Config::for_tests(dir.path().join("order"), &nats.url(), &product.grpc);
+    oc.nats_auth = nats_user("order-svc", "test-order-password");
+    let order = OrderService::start_with(oc).await;
+    order.wait_ready(crate::WAIT).await;
+    let p = create_product(&product.http, "Guarded", "10.00", 5).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_snapshot_version(&order.http, &p, 1).await;
+    let admin = client(Some(TEST_KEY));
+    let placed: Value = admin
+        .post(format!("{}/api/orders", order.http))
+        .json(&order_body(Uuid::new_v4(), &p))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(placed["status"], "Confirmed", "{placed}");
+    let id = placed["id"].as_str().unwrap();
+    let (status, fetched) = crate::get_json(&format!("{}/api/orders/{id}", order.http)).await;
+    assert_eq!((status, &fetched["id"]), (200, &placed["id"]));
+
+    // order-svc's credentials cannot publish a product event: the server refuses it.
+    let forger = shared::nats::connect(
+        &nats.url(),
+        "forger",
+        &nats_user("order-svc", "test-order-password"),
+    )
+    .await
+    .unwrap();
+    let forged = json!({"eventId": Uuid::now_v7(), "eventType": "ProductUpdated", "schemaVersion": 1,
+        "occurredAt": chrono::Utc::now(), "productId": p, "version": 99, "name": "Guarded",
+        "description": "", "price": "0.01", "category": "Tests", "deleted": false});
+    let js = async_nats::jetstream::ContextBuilder::new()
+        .timeout(std::time::Duration::from_secs(2))
+        .build(forger);
+    let outcome = match js
+        .publish(format!("eshop.products.{p}"), forged.to_string().into())
+        .await
+    {
+        Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    assert!(outcome.is_err(), "the forged publish was refused");
+    let admin_js = async_nats::jetstream::new(
+        shared::nats::connect(
+            &nats.url(),
+            "admin",
+            &nats_user("admin", "test-admin-password"),
+        )
+        .await
+        .unwrap(),
+    );
+    let info = tests::stream_info(&admin_js, "PRODUCTS").await.unwrap();
+    assert_eq!(info.state.messages, 1, "nothing forged was stored");
+    let (_, row) = crate::get_json(&format!("{}/api/snapshot/products/{p}", order.http)).await;
+    assert_eq!(
+        (row["version"].as_u64(), row["price"].as_str()),
+        (Some(1), Some("10.00"))
+    );
+    order.stop().await;
+    product.stop().await;
+}
