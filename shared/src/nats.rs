@@ -86,17 +86,7 @@ pub async fn connect(urls: &str, name: &str, auth: &NatsAuth) -> Result<Client, 
                 }
             }
         });
-    if let Some(path) = &auth.nats_creds {
-        options = options
-            .credentials_file(path)
-            .await
-            .map_err(|e| format!("cannot read the NATS credentials {}: {e}", path.display()))?;
-    }
-    if let Some(path) = &auth.nats_nkey {
-        let seed = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read the nkey seed {}: {e}", path.display()))?;
-        options = options.nkey(seed.trim().to_owned());
-    }
+    options = with_nkeys(options, auth).await?;
     if let (Some(user), Some(password)) = (&auth.nats_user, &auth.nats_password) {
         options = options.user_and_password(user.clone(), password.clone());
     }
@@ -133,6 +123,39 @@ pub async fn connect(urls: &str, name: &str, auth: &NatsAuth) -> Result<Client, 
         }
     }
     Ok(client)
+}
+
+/// Credentials files and nkey seeds (the `nkeys` feature).
+#[cfg(feature = "nkeys")]
+async fn with_nkeys(
+    mut options: ConnectOptions,
+    auth: &NatsAuth,
+) -> Result<ConnectOptions, String> {
+    if let Some(path) = &auth.nats_creds {
+        options = options
+            .credentials_file(path)
+            .await
+            .map_err(|e| format!("cannot read the NATS credentials {}: {e}", path.display()))?;
+    }
+    if let Some(path) = &auth.nats_nkey {
+        let seed = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the nkey seed {}: {e}", path.display()))?;
+        options = options.nkey(seed.trim().to_owned());
+    }
+    Ok(options)
+}
+
+/// Without the `nkeys` feature, credentials files and nkey seeds are refused with a clear message.
+#[cfg(not(feature = "nkeys"))]
+async fn with_nkeys(options: ConnectOptions, auth: &NatsAuth) -> Result<ConnectOptions, String> {
+    if auth.nats_creds.is_some() || auth.nats_nkey.is_some() {
+        return Err(
+            "--nats-creds and --nats-nkey need a build with the nats-nkeys feature \
+             (cargo build --release --features product-svc/nats-nkeys,order-svc/nats-nkeys)"
+                .into(),
+        );
+    }
+    Ok(options)
 }
 
 /// A JetStream context with a bounded API timeout and a bounded number of pending acks.

@@ -416,6 +416,13 @@ async fn nats_credentials_work_end_to_end_and_a_wrong_password_fails_start_up_fa
         );
     }
 
+    // The default build has no nkeys support (a size choice): such flags are refused clearly.
+    let mut nkey = product_svc::Config::for_tests(dir.path().join("nkey"), &nats.url());
+    nkey.allow_anonymous = true;
+    nkey.nats_auth.nats_creds = Some(dir.path().join("user.creds"));
+    let error = product_svc::App::build(nkey).await.err().expect("refused");
+    assert!(error.to_string().contains("nats-nkeys"), "{error}");
+
     let mut pc = product_svc::Config::for_tests(dir.path().join("product"), &nats.url());
     pc.nats_auth = credentials("test-nats-password");
     let product = ProductService::start_with(pc).await;
