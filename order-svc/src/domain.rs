@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use shared::{
-    events::{ORDER_SCHEMA_VERSION, OrderEvent, OrderEventItem, OrderEventType, ProductEvent},
+    events::{ORDER_SCHEMA_VERSION, OrderEvent, OrderEventType, ProductEvent},
     problem::FieldErrors,
 };
 use uuid::Uuid;
@@ -85,17 +85,9 @@ pub fn can_become(from: OrderStatus, next: OrderStatus) -> bool {
     )
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct OrderItem {
-    pub product_id: Uuid,
-    pub product_name: String,
-    pub quantity: u32,
-    #[serde(with = "rust_decimal::serde::str")]
-    pub unit_price: Decimal,
-    #[serde(with = "rust_decimal::serde::str")]
-    pub line_total: Decimal,
-}
+/// An order line: product, the name and unit price captured when the order was priced, and the
+/// line total. The event's item type, since every order state is published whole.
+pub use shared::events::OrderEventItem as OrderItem;
 
 /// One order state, as published and as served (camelCase JSON, money as decimal strings).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -209,17 +201,7 @@ impl Order {
             status: self.status,
             customer_id: self.customer_id,
             customer_email: self.customer_email.clone(),
-            items: self
-                .items
-                .iter()
-                .map(|i| OrderEventItem {
-                    product_id: i.product_id,
-                    product_name: i.product_name.clone(),
-                    quantity: i.quantity,
-                    unit_price: i.unit_price,
-                    line_total: i.line_total,
-                })
-                .collect(),
+            items: self.items.clone(),
             total_amount: self.total_amount,
             reason: self.reason.clone(),
             failed_product_ids: self.failed_product_ids.clone(),
@@ -240,17 +222,7 @@ impl Order {
             total_amount: e.total_amount,
             reason: e.reason.clone(),
             failed_product_ids: e.failed_product_ids.clone(),
-            items: e
-                .items
-                .iter()
-                .map(|i| OrderItem {
-                    product_id: i.product_id,
-                    product_name: i.product_name.clone(),
-                    quantity: i.quantity,
-                    unit_price: i.unit_price,
-                    line_total: i.line_total,
-                })
-                .collect(),
+            items: e.items.clone(),
             created_at: e.created_at,
             updated_at: e.updated_at,
             release_owed: e.release_owed,

@@ -36,15 +36,8 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/openapi.json",
             get(|| async { axum::Json(crate::openapi::document()) }),
-        )
-        .layer(axum::middleware::from_fn_with_state(
-            state.limiter.clone(),
-            shared::ratelimit::limit,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.auth.clone(),
-            shared::auth::authenticate,
-        ));
+        );
+    let routes = shared::http::with_callers(routes, state.auth.clone(), state.limiter.clone());
     shared::http::with_defaults(routes).with_state(state)
 }
 

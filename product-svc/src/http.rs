@@ -29,15 +29,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/products/{id}/stock", post(adjust_stock))
         .route("/health/live", get(live))
-        .route("/health/ready", get(ready))
-        .layer(axum::middleware::from_fn_with_state(
-            state.limiter.clone(),
-            shared::ratelimit::limit,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.auth.clone(),
-            shared::auth::authenticate,
-        ));
+        .route("/health/ready", get(ready));
+    let routes = shared::http::with_callers(routes, state.auth.clone(), state.limiter.clone());
     shared::http::with_defaults(routes).with_state(state)
 }
 

@@ -44,6 +44,25 @@ pub fn with_defaults<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Rou
         .layer(axum::middleware::from_fn(crate::correlation::http_layer))
 }
 
+/// Authenticates the routes added so far (401, or the `Caller` in the request), then limits each
+/// caller's rate (429): authentication runs first so the limit is per key. Routes and fallbacks
+/// added later are not covered.
+pub fn with_callers<S: Clone + Send + Sync + 'static>(
+    router: Router<S>,
+    auth: crate::auth::Auth,
+    limiter: std::sync::Arc<crate::ratelimit::Limiter>,
+) -> Router<S> {
+    router
+        .layer(axum::middleware::from_fn_with_state(
+            limiter,
+            crate::ratelimit::limit,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            auth,
+            crate::auth::authenticate,
+        ))
+}
+
 /// page ≥ 1 (default 1), pageSize 1..=max (default 20); errors keyed `page` / `pageSize`.
 pub fn paging(
     page: Option<&str>,

@@ -81,7 +81,7 @@ pub async fn limit(State(limiter): State<Arc<Limiter>>, request: Request, next: 
     }
     let caller = request.extensions().get::<Caller>();
     let key = match caller {
-        Some(c) if c.name != "anonymous" => format!("key:{}", c.name),
+        Some(c) if !c.is_anonymous() => format!("key:{}", c.name),
         _ => request
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()

@@ -108,3 +108,10 @@ pub async fn wait_snapshot_version(http: &str, id: &str, version: u64) {
     )
     .await
 }
+
+/// product-svc in-process on a fixed gRPC port (so a restart keeps the address order-svc calls).
+pub fn product_config(nats: &str, dir: &std::path::Path, grpc_port: u16) -> product_svc::Config {
+    let mut config = product_svc::Config::for_tests(dir.to_path_buf(), nats);
+    config.grpc_addr = format!("127.0.0.1:{grpc_port}").parse().unwrap();
+    config
+}

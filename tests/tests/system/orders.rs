@@ -9,8 +9,8 @@ use tests::{NatsServer, OrderService, ProductService, free_port, http_client, sc
 use uuid::Uuid;
 
 use crate::{
-    WAIT, create_product, expect_problem, get_json, js, last_message, wait_snapshot_version,
-    wait_stream_messages,
+    WAIT, create_product, expect_problem, get_json, js, last_message, product_config,
+    wait_snapshot_version, wait_stream_messages,
 };
 
 fn order_body(customer: Uuid, items: &[(&str, i64)]) -> Value {
@@ -56,12 +56,6 @@ async fn create_many(http: &str, n: usize) -> Vec<String> {
         .buffered(8)
         .collect()
         .await
-}
-
-fn product_config(nats: &str, dir: &std::path::Path, grpc_port: u16) -> product_svc::Config {
-    let mut config = product_svc::Config::for_tests(dir.to_path_buf(), nats);
-    config.grpc_addr = format!("127.0.0.1:{grpc_port}").parse().unwrap();
-    config
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

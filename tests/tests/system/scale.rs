@@ -15,7 +15,8 @@ use tests::{
 use uuid::Uuid;
 
 use crate::{
-    WAIT, create_product, expect_problem, get_json, js, last_message, wait_snapshot_version,
+    WAIT, create_product, expect_problem, get_json, js, last_message, product_config,
+    wait_snapshot_version,
 };
 
 fn order_body(customer: Uuid, product: &str, quantity: i64) -> Value {
@@ -46,12 +47,6 @@ async fn reserved(product_http: &str, id: &str) -> i64 {
         .1["reservedQuantity"]
         .as_i64()
         .expect("reservedQuantity")
-}
-
-fn product_config(nats: &str, dir: &std::path::Path, grpc_port: u16) -> product_svc::Config {
-    let mut config = product_svc::Config::for_tests(dir.to_path_buf(), nats);
-    config.grpc_addr = format!("127.0.0.1:{grpc_port}").parse().unwrap();
-    config
 }
 
 /// Two in-process order-svc instances (own data dirs, generated instance ids), both ready.
