@@ -38,7 +38,7 @@ pub fn router(state: AppState) -> Router {
             get(|| async { axum::Json(crate::openapi::document()) }),
         );
     let routes = shared::http::with_callers(routes, state.auth.clone(), state.limiter.clone());
-    shared::http::with_defaults(routes).with_state(state)
+    shared::http::with_defaults(routes, state.metrics.clone()).with_state(state)
 }
 
 /// `orders:admin` allows everything the other scopes do.

@@ -11,6 +11,7 @@
 mod domain;
 mod error;
 mod http;
+mod metrics;
 mod openapi;
 mod order_log;
 mod orders;
@@ -164,6 +165,7 @@ impl Config {
 pub(crate) struct AppState {
     auth: shared::auth::Auth,
     limiter: Arc<shared::ratelimit::Limiter>,
+    metrics: Arc<shared::metrics::Metrics>,
     orders: orders::Orders,
     snapshot: Arc<ProjectionStatus>,
     orders_view: Arc<ProjectionStatus>,
@@ -173,6 +175,7 @@ pub struct App {
     config: Config,
     auth: shared::auth::Auth,
     instance_id: String,
+    metrics: Arc<shared::metrics::Metrics>,
     orders: orders::Orders,
     nats: async_nats::Client,
     http: TcpListener,
@@ -223,16 +226,20 @@ impl App {
                 "order-svc needs --grpc-token-file FILE (the token product-svc expects), or --allow-anonymous"
             ),
         };
-        let stock = stock::StockClient::new(stock::StockConfig {
-            url: config.product_grpc_url.clone(),
-            attempt_timeout: Duration::from_millis(config.stock_attempt_timeout_ms),
-            retries: config.stock_retries,
-            initial_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(5),
-            breaker_threshold: config.breaker_threshold,
-            breaker_cooldown: Duration::from_millis(config.breaker_cooldown_ms),
-            token,
-        })
+        let metrics = shared::metrics::Metrics::new("order-svc", env!("CARGO_PKG_VERSION"));
+        let stock = stock::StockClient::new(
+            stock::StockConfig {
+                url: config.product_grpc_url.clone(),
+                attempt_timeout: Duration::from_millis(config.stock_attempt_timeout_ms),
+                retries: config.stock_retries,
+                initial_backoff: Duration::from_millis(100),
+                max_backoff: Duration::from_secs(5),
+                breaker_threshold: config.breaker_threshold,
+                breaker_cooldown: Duration::from_millis(config.breaker_cooldown_ms),
+                token,
+            },
+            metrics.clone(),
+        )
         .context("invalid --product-grpc-url")?;
         let http = TcpListener::bind(config.http_addr)
             .await
@@ -259,6 +266,7 @@ impl App {
             config,
             auth,
             instance_id,
+            metrics,
             orders,
             nats,
             http,
@@ -329,12 +337,21 @@ impl App {
             workers_stop.clone(),
         ));
 
+        let limiter =
+            shared::ratelimit::Limiter::new(self.config.rate_limit, self.config.rate_burst);
+        metrics::sample_state(
+            &self.metrics,
+            self.orders.clone(),
+            [
+                ("products", self.snapshot.clone()),
+                ("orders", self.orders_view.clone()),
+            ],
+            limiter.clone(),
+        );
         let state = AppState {
             auth: self.auth.clone(),
-            limiter: shared::ratelimit::Limiter::new(
-                self.config.rate_limit,
-                self.config.rate_burst,
-            ),
+            limiter,
+            metrics: self.metrics.clone(),
             orders: self.orders.clone(),
             snapshot: self.snapshot.clone(),
             orders_view: self.orders_view.clone(),

@@ -3,7 +3,7 @@
 //! nothing per request while open, lazy connect, and the correlation id in metadata.
 //! Only this file (and nowhere else in order-svc) names proto types.
 use std::{
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -13,6 +13,7 @@ use proto::{
     product_service_client::ProductServiceClient,
 };
 use rust_decimal::Decimal;
+use shared::metrics::Metrics;
 use tonic::{Code, Request, Status, transport::Channel};
 use uuid::Uuid;
 
@@ -69,7 +70,11 @@ pub struct StockClient {
     client: ProductServiceClient<Channel>,
     config: StockConfig,
     breaker: Breaker,
+    metrics: Arc<Metrics>,
 }
+
+/// The service path the metrics name calls by, as product-svc's server side does.
+const SERVICE_PATH: &str = "/eshop.product.v1.ProductService/";
 
 enum CallError {
     Status(Status),
@@ -106,7 +111,7 @@ fn permanent(status: &Status) -> bool {
 
 impl StockClient {
     /// Never fails on an unreachable product-svc: the channel connects lazily.
-    pub fn new(config: StockConfig) -> anyhow::Result<Self> {
+    pub fn new(config: StockConfig, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
         let channel = tonic::transport::Endpoint::from_shared(config.url.clone())?
             .connect_timeout(config.attempt_timeout)
             .tcp_nodelay(true)
@@ -117,6 +122,7 @@ impl StockClient {
             client: ProductServiceClient::new(channel),
             breaker: Breaker::new(config.breaker_threshold, config.breaker_cooldown),
             config,
+            metrics,
         })
     }
 
@@ -137,6 +143,8 @@ impl StockClient {
         Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
     {
         let cid = shared::correlation::current_or_new();
+        let path = format!("{SERVICE_PATH}{method}");
+        let call_started = Instant::now();
         let attempt = std::sync::atomic::AtomicU32::new(0);
         let op = || async {
             if !self.breaker.allow() {
@@ -191,22 +199,30 @@ impl StockClient {
             .with_max_delay(self.config.max_backoff)
             .with_max_times(self.config.retries)
             .with_jitter();
-        op.retry(backoff)
+        let result = op
+            .retry(backoff)
             .sleep(tokio::time::sleep)
             .when(|e| matches!(e, CallError::Status(s) if transient(s)))
-            .await
-            .map_err(|e| match e {
-                CallError::Open => StockError::Unavailable("circuit breaker open".into()),
-                CallError::Status(s) if transient(&s) => {
-                    StockError::Unavailable(format!("{:?}: {}", s.code(), s.message()))
-                }
-                CallError::Status(s) if permanent(&s) => {
-                    StockError::Refused(format!("{:?}: {}", s.code(), s.message()))
-                }
-                CallError::Status(s) => {
-                    StockError::Failed(format!("{:?}: {}", s.code(), s.message()))
-                }
-            })
+            .notify(|_, _| self.metrics.grpc_client_retry(&path))
+            .await;
+        let code = match &result {
+            Ok(_) => "Ok".to_owned(),
+            Err(CallError::Open) => "BreakerOpen".to_owned(),
+            Err(CallError::Status(s)) => format!("{:?}", s.code()),
+        };
+        self.metrics
+            .grpc_client
+            .observe(&path, &code, call_started.elapsed());
+        result.map_err(|e| match e {
+            CallError::Open => StockError::Unavailable("circuit breaker open".into()),
+            CallError::Status(s) if transient(&s) => {
+                StockError::Unavailable(format!("{:?}: {}", s.code(), s.message()))
+            }
+            CallError::Status(s) if permanent(&s) => {
+                StockError::Refused(format!("{:?}: {}", s.code(), s.message()))
+            }
+            CallError::Status(s) => StockError::Failed(format!("{:?}: {}", s.code(), s.message())),
+        })
     }
 
     pub async fn reserve(

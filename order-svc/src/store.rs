@@ -43,6 +43,7 @@ pub struct Store {
     snapshot_writer: Arc<std::sync::Mutex<Option<HashMap<Uuid, u64>>>>,
     orders_view: OrdersView,
     commit: GroupCommit,
+    db: sled::Db,
 }
 
 impl Store {
@@ -74,8 +75,14 @@ impl Store {
             snapshot,
             snapshot_writer: Arc::new(std::sync::Mutex::new(cold.then(HashMap::new))),
             orders_view,
-            commit: GroupCommit::start(db),
+            commit: GroupCommit::start(db.clone()),
+            db,
         })
+    }
+
+    /// sled's files on disk, in bytes (0 if it cannot tell).
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or_default()
     }
 
     pub fn orders_view(&self) -> OrdersView {

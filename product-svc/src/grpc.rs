@@ -201,19 +201,23 @@ impl From<Error> for Status {
 // A tower layer around every gRPC call: validates the correlation id from metadata, runs the call
 // in its span and task-local scope, and logs method, status and duration once.
 
-#[derive(Debug, Clone, Default)]
-pub struct ObserveLayer;
+#[derive(Debug, Clone)]
+pub struct ObserveLayer(pub std::sync::Arc<shared::metrics::Metrics>);
 
 impl<S> tower::Layer<S> for ObserveLayer {
     type Service = Observe<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        Observe { inner }
+        Observe {
+            inner,
+            metrics: self.0.clone(),
+        }
     }
 }
 
 #[derive(Debug, Clone)]
 pub struct Observe<S> {
     inner: S,
+    metrics: std::sync::Arc<shared::metrics::Metrics>,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -242,10 +246,12 @@ where
         let method = req.uri().path().to_owned();
         let span = tracing::info_span!("grpc", correlation_id = %id, method = %method);
         let call = self.inner.call(req);
+        let metrics = self.metrics.clone();
         Box::pin(
             async move {
-                let result = shared::correlation::scope(id, method, call).await;
-                let micros = started.elapsed().as_micros() as u64;
+                let result = shared::correlation::scope(id, method.clone(), call).await;
+                let elapsed = started.elapsed();
+                let micros = elapsed.as_micros() as u64;
                 match &result {
                     Ok(response) => {
                         let status = response
@@ -255,6 +261,9 @@ where
                             .and_then(|v| v.parse::<i32>().ok())
                             .unwrap_or(0);
                         let code = tonic::Code::from_i32(status);
+                        metrics
+                            .grpc_server
+                            .observe(&method, &format!("{code:?}"), elapsed);
                         if matches!(
                             code,
                             tonic::Code::Internal | tonic::Code::Unknown | tonic::Code::DataLoss
@@ -264,7 +273,10 @@ where
                             tracing::debug!(status = ?code, micros, "gRPC call handled.");
                         }
                     }
-                    Err(_) => tracing::warn!(micros, "gRPC transport error."),
+                    Err(_) => {
+                        metrics.grpc_server.observe(&method, "Transport", elapsed);
+                        tracing::warn!(micros, "gRPC transport error.");
+                    }
                 }
                 result
             }

@@ -31,7 +31,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health/live", get(live))
         .route("/health/ready", get(ready));
     let routes = shared::http::with_callers(routes, state.auth.clone(), state.limiter.clone());
-    shared::http::with_defaults(routes).with_state(state)
+    shared::http::with_defaults(routes, state.metrics.clone()).with_state(state)
 }
 
 #[derive(Debug, Serialize)]

@@ -12,10 +12,13 @@ mod http;
 mod seed;
 mod store;
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use shared::outbox::{Relay, RelayConfig};
+use shared::{
+    metrics::Metrics,
+    outbox::{Relay, RelayConfig},
+};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -113,6 +116,7 @@ pub(crate) struct AppState {
     nats: async_nats::Client,
     auth: shared::auth::Auth,
     limiter: std::sync::Arc<shared::ratelimit::Limiter>,
+    metrics: Arc<Metrics>,
 }
 
 pub struct App {
@@ -120,6 +124,7 @@ pub struct App {
     auth: shared::auth::Auth,
     /// Digest of the gRPC token; `None` in anonymous mode.
     grpc_token: Option<[u8; 32]>,
+    metrics: Arc<Metrics>,
     store: store::Store,
     nats: async_nats::Client,
     http: TcpListener,
@@ -174,6 +179,7 @@ impl App {
             config,
             auth,
             grpc_token,
+            metrics: Metrics::new("product-svc", env!("CARGO_PKG_VERSION")),
             store,
             nats,
             http,
@@ -212,17 +218,19 @@ impl App {
                 max_backoff: Duration::from_secs(5),
                 drain_timeout: grace,
             },
+            publish_latency: self.metrics.outbox_publish.clone(),
         };
         let relay_task = tokio::spawn(relay.run(relay_stop.clone()));
 
+        let limiter =
+            shared::ratelimit::Limiter::new(self.config.rate_limit, self.config.rate_burst);
+        sample_state(&self.metrics, &self.store, &limiter);
         let state = AppState {
             store: self.store.clone(),
             nats: self.nats.clone(),
             auth: self.auth.clone(),
-            limiter: shared::ratelimit::Limiter::new(
-                self.config.rate_limit,
-                self.config.rate_burst,
-            ),
+            limiter,
+            metrics: self.metrics.clone(),
         };
         let router = http::router(state);
         let stop = servers_stop.clone();
@@ -262,7 +270,7 @@ impl App {
         let mut grpc_task = tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .timeout(Duration::from_secs(30))
-                .layer(grpc::ObserveLayer)
+                .layer(grpc::ObserveLayer(self.metrics.clone()))
                 .add_service(health_service)
                 .add_optional_service(reflection)
                 .add_service(service)
@@ -298,4 +306,39 @@ impl App {
             None => Ok(()),
         }
     }
+}
+
+/// The state figures of `/metrics`, read on each scrape.
+fn sample_state(
+    metrics: &Metrics,
+    store: &store::Store,
+    limiter: &Arc<shared::ratelimit::Limiter>,
+) {
+    let (store, limiter) = (store.clone(), limiter.clone());
+    metrics.sample(move |s| {
+        s.gauge(
+            "outbox_depth",
+            "Catalog and stock events written but not yet acknowledged by JetStream",
+            &[],
+            shared::outbox::depth(&store.outbox_tree()) as f64,
+        );
+        s.gauge(
+            "sled_size_bytes",
+            "Size of the sled database on disk",
+            &[],
+            store.size_on_disk() as f64,
+        );
+        s.counter(
+            "http_rate_limited",
+            "HTTP requests refused with 429 by the per-caller rate limit",
+            &[],
+            limiter.limited(),
+        );
+        s.gauge(
+            "products",
+            "Products in the catalog (discontinued ones included)",
+            &[],
+            store.product_count().unwrap_or_default() as f64,
+        );
+    });
 }

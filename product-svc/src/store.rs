@@ -53,6 +53,7 @@ pub struct Store {
     commit: GroupCommit,
     writes: mpsc::Sender<Queued>,
     relay_wake: Arc<Notify>,
+    db: sled::Db,
 }
 
 /// In `meta`: how many products the catalog holds (discontinued ones stay), moved by the
@@ -95,14 +96,20 @@ impl Store {
             let count = trees.products.len() as u64;
             trees.meta.insert(PRODUCT_COUNT_KEY, &count.to_be_bytes())?;
         }
-        let commit = GroupCommit::start(db);
+        let commit = GroupCommit::start(db.clone());
         tokio::spawn(writer(trees.clone(), queue, commit.clone()));
         Ok(Self {
             trees,
             commit,
             writes,
             relay_wake: Arc::new(Notify::new()),
+            db,
         })
+    }
+
+    /// sled's files on disk, in bytes (0 if it cannot tell).
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or_default()
     }
 
     pub fn outbox_tree(&self) -> Tree {

@@ -1,11 +1,18 @@
 //! What both HTTP APIs share besides the problem body: the common router layers and fallbacks,
 //! paging rules, query and path-id parsing. One place, so both services answer alike.
+use std::sync::Arc;
+
 use axum::{
-    Router, extract::DefaultBodyLimit, extract::rejection::QueryRejection, http::StatusCode,
+    Router,
+    extract::{DefaultBodyLimit, State, rejection::QueryRejection},
+    http::StatusCode,
 };
 use uuid::Uuid;
 
-use crate::problem::{FieldErrors, Problem};
+use crate::{
+    metrics::Metrics,
+    problem::{FieldErrors, Problem},
+};
 
 /// Request body limit of both APIs (the 413 message in `problem.rs` says 64 KiB).
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -28,10 +35,20 @@ async fn time_limit(
     }
 }
 
-/// Adds what every route of both services has: problem+json 404/405 fallbacks, the body limit,
-/// and the correlation-id middleware (outermost, so every answer carries the id).
-pub fn with_defaults<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
+/// Adds what every route of both services has: `GET /metrics`, problem+json 404/405 fallbacks,
+/// the body limit, the request timeout, request metrics (outside authentication and the rate
+/// limit, so 401 and 429 are counted) and the correlation-id middleware (outermost, so every
+/// answer carries the id).
+pub fn with_defaults<S: Clone + Send + Sync + 'static>(
+    router: Router<S>,
+    metrics: Arc<Metrics>,
+) -> Router<S> {
+    let scrape = metrics.clone();
     router
+        .route(
+            "/metrics",
+            axum::routing::get(move || crate::metrics::serve(State(scrape.clone()))),
+        )
         .fallback(|| async { Problem::not_found("No such resource.") })
         .method_not_allowed_fallback(|| async {
             Problem::new(
@@ -41,6 +58,10 @@ pub fn with_defaults<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Rou
         })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn(time_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            crate::metrics::track_http,
+        ))
         .layer(axum::middleware::from_fn(crate::correlation::http_layer))
 }
 

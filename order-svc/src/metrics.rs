@@ -1,0 +1,103 @@
+//! order-svc's state figures for `/metrics`, read on each scrape from what `/health/ready`
+//! reads (the projections' atomics, the view's counts, the breaker), so the two always agree.
+use std::sync::{Arc, atomic::Ordering};
+
+use shared::{metrics::Samples, ratelimit::Limiter};
+
+use crate::{ProjectionStatus, orders::Orders};
+
+pub fn sample_state(
+    metrics: &shared::metrics::Metrics,
+    orders: Orders,
+    projections: [(&'static str, Arc<ProjectionStatus>); 2],
+    limiter: Arc<Limiter>,
+) {
+    metrics.sample(move |s| {
+        for (name, status) in &projections {
+            projection(s, name, status);
+        }
+        let view = &orders.view;
+        s.gauge(
+            "orders_pending",
+            "Orders waiting for product-svc's answer (settled by the reconciler)",
+            &[],
+            view.pending_count().unwrap_or_default() as f64,
+        );
+        s.gauge(
+            "releases_owed",
+            "Cancelled or rejected orders whose stock release is still owed",
+            &[],
+            view.owed_count().unwrap_or_default() as f64,
+        );
+        s.gauge(
+            "orders_view_rows",
+            "Orders in this instance's view",
+            &[],
+            view.count().unwrap_or_default() as f64,
+        );
+        s.gauge(
+            "stock_breaker_open",
+            "1 while the circuit breaker in front of product-svc is open",
+            &[],
+            f64::from(u8::from(orders.stock.breaker_open())),
+        );
+        s.counter(
+            "order_cas_conflicts",
+            "Order publishes that lost their compare-and-set and were re-decided",
+            &[],
+            orders.counters.conflicts.load(Ordering::Relaxed),
+        );
+        s.counter(
+            "order_duplicate_work",
+            "Reservations or releases repeated by an instance after another had recorded them",
+            &[],
+            orders.counters.duplicate_work.load(Ordering::Relaxed),
+        );
+        s.counter(
+            "http_rate_limited",
+            "HTTP requests refused with 429 by the per-caller rate limit",
+            &[],
+            limiter.limited(),
+        );
+        s.gauge(
+            "sled_size_bytes",
+            "Size of the sled database on disk",
+            &[],
+            orders.snapshot.size_on_disk() as f64,
+        );
+    });
+}
+
+fn projection(s: &mut Samples, name: &str, status: &ProjectionStatus) {
+    let labels = [("projection", name)];
+    s.counter(
+        "projection_applied",
+        "Stream messages applied to the read model",
+        &labels,
+        status.applied.load(Ordering::Relaxed),
+    );
+    s.counter(
+        "projection_poison",
+        "Malformed stream messages terminated and skipped",
+        &labels,
+        status.poison.load(Ordering::Relaxed),
+    );
+    s.gauge(
+        "projection_lag",
+        "Stream messages not yet applied",
+        &labels,
+        status.lag.load(Ordering::Relaxed) as f64,
+    );
+    s.gauge(
+        "projection_checkpoint",
+        "Stream sequence the read model has applied up to",
+        &labels,
+        status.checkpoint.load(Ordering::Relaxed) as f64,
+    );
+    s.gauge(
+        "projection_ready",
+        "1 once the read model has caught up with its stream",
+        &labels,
+        f64::from(u8::from(status.ready.load(Ordering::Relaxed))),
+    );
+}
