@@ -45,8 +45,8 @@ cluster: setup
     wait
 
 # Options: a number (products to seed, default 20), --durable (nats/single.conf: fsync every
-# write), --secure (nats/secure/server.conf: least-privilege NATS users, passwords generated
-# under data/), --instances=N (N order-svc instances on ports 5002, 5003, ...; see `just scale`).
+# write), --secure (nats/secure/server.conf: least-privilege NATS users and TLS on NATS and
+# gRPC, passwords and a dev CA generated under data/), --instances=N (N order-svc instances on ports 5002, 5003, ...; see `just scale`).
 
 # Start nats-server, a seeded product-svc and order-svc; print URLs and examples. Ctrl-C stops all.
 up *args: setup build
@@ -81,8 +81,12 @@ up *args: setup build
     if [ "$conf" = nats/secure/server.conf ]; then
         [ -f data/nats-passwords ] || python3 -c 'import secrets; print("\n".join(f"{n}={secrets.token_urlsafe(18)}" for n in ["PRODUCT_NATS_PASSWORD", "ORDER_NATS_PASSWORD", "ADMIN_NATS_PASSWORD"]))' > data/nats-passwords
         set -a; . data/nats-passwords; set +a
-        product_nats=(--nats-user product-svc --nats-password "$PRODUCT_NATS_PASSWORD")
-        order_nats=(--nats-user order-svc --nats-password "$ORDER_NATS_PASSWORD")
+        [ -f data/tls/server.pem ] || nats/secure/gen-certs.sh data/tls
+        tls=(--nats-tls-ca data/tls/ca.pem)
+        product_nats=(--nats-user product-svc --nats-password "$PRODUCT_NATS_PASSWORD" "${tls[@]}"
+                      --grpc-tls-cert data/tls/server.pem --grpc-tls-key data/tls/server-key.pem)
+        order_nats=(--nats-user order-svc --nats-password "$ORDER_NATS_PASSWORD" "${tls[@]}"
+                    --product-grpc-url https://127.0.0.1:5051 --grpc-tls-ca data/tls/ca.pem)
     else
         product_nats=(); order_nats=()
     fi
@@ -116,6 +120,7 @@ up *args: setup build
       product-svc  HTTP http://127.0.0.1:5001   gRPC 127.0.0.1:5051
       order-svc    HTTP$order_urls   (OpenAPI: <url>/openapi.json)
       nats-server  nats://127.0.0.1:4222        monitor http://127.0.0.1:8222   config $conf
+      metrics      http://127.0.0.1:5001/metrics and <order-svc url>/metrics (Prometheus text)
 
     API key (every scope; kept in data/dev-api-key, files data/*-keys.json): $KEY
     gRPC token (product-svc ← order-svc): data/grpc-token
@@ -162,10 +167,29 @@ soak: setup build
     FAULT_OUTAGE_SECS="${FAULT_OUTAGE_SECS:-30}" FAULT_LOSSY_ORDERS="${FAULT_LOSSY_ORDERS:-100}" \
     cargo nextest run -p tests --no-capture --test-threads 1 -E 'test(/^faults::/)'
 
-# fmt check + clippy with warnings as errors.
+# fmt check, clippy with warnings as errors, and cargo-deny (licenses, bans, sources; advisories
+# when the advisory database can be fetched: see deny.toml).
 lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
+    just deny
+
+# Supply-chain checks with cargo-deny (installed if missing).
+deny:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if ! cargo deny --version >/dev/null 2>&1; then
+        echo "installing cargo-deny"
+        cargo install cargo-deny --locked
+    fi
+    cargo deny --all-features check licenses bans sources
+    # Advisories need the RustSec database (a git fetch); a machine that cannot reach it says so
+    # instead of failing the lint, and CI with network access checks it.
+    if cargo deny --all-features fetch db >/dev/null 2>&1; then
+        cargo deny --all-features check advisories
+    else
+        echo "cargo deny: advisory database unreachable; advisories not checked on this machine"
+    fi
 
 # Benchmarks against same-run baselines (release builds); writes target/bench/report.{md,json}.
 bench *args: setup

@@ -111,6 +111,10 @@ pub struct Config {
     /// A file holding the token product-svc's gRPC API expects (`authorization: Bearer`).
     #[arg(long, env = "ORDER_GRPC_TOKEN_FILE")]
     pub grpc_token_file: Option<PathBuf>,
+    /// PEM CA certificate(s) to verify product-svc's gRPC certificate; needs an `https://`
+    /// `--product-grpc-url`.
+    #[arg(long, env = "ORDER_GRPC_TLS_CA")]
+    pub grpc_tls_ca: Option<PathBuf>,
     /// Serve the HTTP API without authentication and call product-svc without a token
     /// (refused otherwise when no key or token file is given).
     #[arg(long, env = "ALLOW_ANONYMOUS")]
@@ -153,6 +157,7 @@ impl Config {
             shutdown_grace_secs: 5,
             api_keys: None,
             grpc_token_file: None,
+            grpc_tls_ca: None,
             allow_anonymous: false,
             rate_limit: 0,
             rate_burst: 1,
@@ -206,15 +211,6 @@ impl App {
                             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')),
             "--orders-subject-prefix must be dot-separated tokens of [A-Za-z0-9_-]"
         );
-        // NATS first: refused credentials must stop the start before anything is opened.
-        let nats = shared::nats::connect(&config.nats_url, "order-svc", &config.nats_auth)
-            .await
-            .map_err(anyhow::Error::msg)?;
-        std::fs::create_dir_all(&config.data_dir)
-            .with_context(|| format!("failed to create data dir {}", config.data_dir.display()))?;
-        let instance_id = instance_id(&config.data_dir, config.instance_id.as_deref())?;
-        let store = store::Store::open(&config.data_dir, config.cache_mb << 20)
-            .with_context(|| format!("failed to open sled at {}", config.data_dir.display()))?;
         let token = match (&config.grpc_token_file, config.allow_anonymous) {
             (Some(path), _) => Some(
                 shared::auth::read_token(path)
@@ -226,6 +222,31 @@ impl App {
                 "order-svc needs --grpc-token-file FILE (the token product-svc expects), or --allow-anonymous"
             ),
         };
+        let tls_ca = match (
+            &config.grpc_tls_ca,
+            config.product_grpc_url.starts_with("https://"),
+        ) {
+            (Some(path), true) => Some(
+                std::fs::read(path)
+                    .with_context(|| format!("failed to read --grpc-tls-ca {}", path.display()))?,
+            ),
+            (Some(_), false) => {
+                anyhow::bail!("--grpc-tls-ca needs an https:// --product-grpc-url")
+            }
+            (None, true) => anyhow::bail!(
+                "an https:// --product-grpc-url needs --grpc-tls-ca FILE (the CA that signed product-svc's certificate)"
+            ),
+            (None, false) => None,
+        };
+        // NATS first: refused credentials must stop the start before anything is opened.
+        let nats = shared::nats::connect(&config.nats_url, "order-svc", &config.nats_auth)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("failed to create data dir {}", config.data_dir.display()))?;
+        let instance_id = instance_id(&config.data_dir, config.instance_id.as_deref())?;
+        let store = store::Store::open(&config.data_dir, config.cache_mb << 20)
+            .with_context(|| format!("failed to open sled at {}", config.data_dir.display()))?;
         let metrics = shared::metrics::Metrics::new("order-svc", env!("CARGO_PKG_VERSION"));
         let stock = stock::StockClient::new(
             stock::StockConfig {
@@ -237,10 +258,11 @@ impl App {
                 breaker_threshold: config.breaker_threshold,
                 breaker_cooldown: Duration::from_millis(config.breaker_cooldown_ms),
                 token,
+                tls_ca,
             },
-            metrics.clone(),
+            metrics.grpc_client.clone(),
         )
-        .context("invalid --product-grpc-url")?;
+        .context("invalid --product-grpc-url or --grpc-tls-ca")?;
         let http = TcpListener::bind(config.http_addr)
             .await
             .with_context(|| format!("failed to bind HTTP on {}", config.http_addr))?;

@@ -3,7 +3,7 @@
 //! nothing per request while open, lazy connect, and the correlation id in metadata.
 //! Only this file (and nowhere else in order-svc) names proto types.
 use std::{
-    sync::{Arc, Mutex},
+    sync::Mutex,
     time::{Duration, Instant},
 };
 
@@ -13,7 +13,7 @@ use proto::{
     product_service_client::ProductServiceClient,
 };
 use rust_decimal::Decimal;
-use shared::metrics::Metrics;
+use shared::metrics::Rpc;
 use tonic::{Code, Request, Status, transport::Channel};
 use uuid::Uuid;
 
@@ -30,6 +30,8 @@ pub struct StockConfig {
     pub breaker_cooldown: Duration,
     /// Sent as `authorization: Bearer <token>` on every call (`None`: anonymous product-svc).
     pub token: Option<String>,
+    /// PEM CA to verify product-svc's certificate with (`https://` URLs only).
+    pub tls_ca: Option<Vec<u8>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,7 +72,7 @@ pub struct StockClient {
     client: ProductServiceClient<Channel>,
     config: StockConfig,
     breaker: Breaker,
-    metrics: Arc<Metrics>,
+    metrics: Rpc,
 }
 
 /// The service path the metrics name calls by, as product-svc's server side does.
@@ -110,9 +112,21 @@ fn permanent(status: &Status) -> bool {
 }
 
 impl StockClient {
-    /// Never fails on an unreachable product-svc: the channel connects lazily.
-    pub fn new(config: StockConfig, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
-        let channel = tonic::transport::Endpoint::from_shared(config.url.clone())?
+    /// Never fails on an unreachable product-svc: the channel connects lazily. Fails on a URL
+    /// or CA that cannot work.
+    pub fn new(config: StockConfig, metrics: Rpc) -> anyhow::Result<Self> {
+        let mut endpoint = tonic::transport::Endpoint::from_shared(config.url.clone())?;
+        if let Some(ca) = &config.tls_ca {
+            anyhow::ensure!(
+                String::from_utf8_lossy(ca).contains("-----BEGIN CERTIFICATE-----"),
+                "the gRPC TLS CA file holds no PEM certificate"
+            );
+            endpoint = endpoint.tls_config(
+                tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(ca)),
+            )?;
+        }
+        let channel = endpoint
             .connect_timeout(config.attempt_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(20))
@@ -203,16 +217,14 @@ impl StockClient {
             .retry(backoff)
             .sleep(tokio::time::sleep)
             .when(|e| matches!(e, CallError::Status(s) if transient(s)))
-            .notify(|_, _| self.metrics.grpc_client_retry(&path))
+            .notify(|_, _| self.metrics.retry(&path))
             .await;
         let code = match &result {
             Ok(_) => "Ok".to_owned(),
             Err(CallError::Open) => "BreakerOpen".to_owned(),
             Err(CallError::Status(s)) => format!("{:?}", s.code()),
         };
-        self.metrics
-            .grpc_client
-            .observe(&path, &code, call_started.elapsed());
+        self.metrics.observe(&path, &code, call_started.elapsed());
         result.map_err(|e| match e {
             CallError::Open => StockError::Unavailable("circuit breaker open".into()),
             CallError::Status(s) if transient(&s) => {

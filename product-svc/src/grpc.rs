@@ -202,7 +202,7 @@ impl From<Error> for Status {
 // in its span and task-local scope, and logs method, status and duration once.
 
 #[derive(Debug, Clone)]
-pub struct ObserveLayer(pub std::sync::Arc<shared::metrics::Metrics>);
+pub struct ObserveLayer(pub shared::metrics::Rpc);
 
 impl<S> tower::Layer<S> for ObserveLayer {
     type Service = Observe<S>;
@@ -217,7 +217,7 @@ impl<S> tower::Layer<S> for ObserveLayer {
 #[derive(Debug, Clone)]
 pub struct Observe<S> {
     inner: S,
-    metrics: std::sync::Arc<shared::metrics::Metrics>,
+    metrics: shared::metrics::Rpc,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -261,9 +261,7 @@ where
                             .and_then(|v| v.parse::<i32>().ok())
                             .unwrap_or(0);
                         let code = tonic::Code::from_i32(status);
-                        metrics
-                            .grpc_server
-                            .observe(&method, &format!("{code:?}"), elapsed);
+                        metrics.observe(&method, &format!("{code:?}"), elapsed);
                         if matches!(
                             code,
                             tonic::Code::Internal | tonic::Code::Unknown | tonic::Code::DataLoss
@@ -274,7 +272,7 @@ where
                         }
                     }
                     Err(_) => {
-                        metrics.grpc_server.observe(&method, "Transport", elapsed);
+                        metrics.observe(&method, "Transport", elapsed);
                         tracing::warn!(micros, "gRPC transport error.");
                     }
                 }

@@ -64,6 +64,16 @@ pub struct Config {
     /// A file holding the token gRPC callers (order-svc) must send as `authorization: Bearer`.
     #[arg(long, env = "PRODUCT_GRPC_TOKEN_FILE")]
     pub grpc_token_file: Option<PathBuf>,
+    /// PEM certificate (chain) for gRPC over TLS; with `--grpc-tls-key`. Plaintext without.
+    #[arg(long, env = "PRODUCT_GRPC_TLS_CERT", requires = "grpc_tls_key")]
+    pub grpc_tls_cert: Option<PathBuf>,
+    /// PEM private key of `--grpc-tls-cert`.
+    #[arg(long, env = "PRODUCT_GRPC_TLS_KEY", requires = "grpc_tls_cert")]
+    pub grpc_tls_key: Option<PathBuf>,
+    /// gRPC calls one connection may have in flight; beyond it calls are refused at once with
+    /// RESOURCE_EXHAUSTED (order-svc retries those with backoff).
+    #[arg(long, env = "PRODUCT_GRPC_CONCURRENCY", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub grpc_concurrency: u32,
     /// Serve gRPC reflection (for grpcurl); off by default.
     #[arg(long, env = "PRODUCT_GRPC_REFLECTION")]
     pub grpc_reflection: bool,
@@ -101,6 +111,9 @@ impl Config {
             shutdown_grace_secs: 5,
             api_keys: None,
             grpc_token_file: None,
+            grpc_tls_cert: None,
+            grpc_tls_key: None,
+            grpc_concurrency: 256,
             grpc_reflection: false,
             allow_anonymous: false,
             rate_limit: 0,
@@ -124,6 +137,7 @@ pub struct App {
     auth: shared::auth::Auth,
     /// Digest of the gRPC token; `None` in anonymous mode.
     grpc_token: Option<[u8; 32]>,
+    grpc_tls: Option<tonic::transport::ServerTlsConfig>,
     metrics: Arc<Metrics>,
     store: store::Store,
     nats: async_nats::Client,
@@ -156,6 +170,10 @@ impl App {
                 "product-svc needs --grpc-token-file FILE (the token order-svc sends), or --allow-anonymous"
             ),
         };
+        let grpc_tls = match (&config.grpc_tls_cert, &config.grpc_tls_key) {
+            (Some(cert), Some(key)) => Some(grpc_tls(cert, key)?),
+            _ => None,
+        };
         // NATS first: refused credentials must stop the start before anything is opened.
         let nats = shared::nats::connect(&config.nats_url, "product-svc", &config.nats_auth)
             .await
@@ -179,6 +197,7 @@ impl App {
             config,
             auth,
             grpc_token,
+            grpc_tls,
             metrics: Metrics::new("product-svc", env!("CARGO_PKG_VERSION")),
             store,
             nats,
@@ -265,19 +284,28 @@ impl App {
             grpc::RequireToken(self.grpc_token),
         );
         let stop = servers_stop.clone();
+        let tls = self.grpc_tls.is_some();
         let incoming =
             tonic::transport::server::TcpIncoming::from(self.grpc).with_nodelay(Some(true));
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = self.grpc_tls {
+            builder = builder
+                .tls_config(tls)
+                .context("invalid gRPC TLS certificate or key")?;
+        }
         let mut grpc_task = tokio::spawn(async move {
-            tonic::transport::Server::builder()
+            builder
                 .timeout(Duration::from_secs(30))
-                .layer(grpc::ObserveLayer(self.metrics.clone()))
+                .concurrency_limit_per_connection(self.config.grpc_concurrency as usize)
+                .load_shed(true)
+                .layer(grpc::ObserveLayer(self.metrics.grpc_server.clone()))
                 .add_service(health_service)
                 .add_optional_service(reflection)
                 .add_service(service)
                 .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
                 .await
         });
-        tracing::info!(http.addr = %http_addr, grpc.addr = %grpc_addr, data_dir = %self.config.data_dir.display(), "product-svc started.");
+        tracing::info!(http.addr = %http_addr, grpc.addr = %grpc_addr, grpc.tls = tls, data_dir = %self.config.data_dir.display(), "product-svc started.");
 
         let mut failure = None;
         tokio::select! {
@@ -306,6 +334,40 @@ impl App {
             None => Ok(()),
         }
     }
+}
+
+/// The gRPC server's TLS identity from PEM files, checked at start (not at the first call).
+fn grpc_tls(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<tonic::transport::ServerTlsConfig> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).with_context(|| format!("failed to read {}", path.display()))
+    };
+    let (cert_pem, key_pem) = (read(cert)?, read(key)?);
+    anyhow::ensure!(
+        String::from_utf8_lossy(&cert_pem).contains("-----BEGIN CERTIFICATE-----"),
+        "{} holds no PEM certificate",
+        cert.display()
+    );
+    anyhow::ensure!(
+        String::from_utf8_lossy(&key_pem).contains("PRIVATE KEY-----"),
+        "{} holds no PEM private key",
+        key.display()
+    );
+    let tls = tonic::transport::ServerTlsConfig::new()
+        .identity(tonic::transport::Identity::from_pem(cert_pem, key_pem));
+    // Building a server parses both: a bad pair stops the start here.
+    tonic::transport::Server::builder()
+        .tls_config(tls.clone())
+        .with_context(|| {
+            format!(
+                "the gRPC TLS certificate {} and key {} do not form a usable pair",
+                cert.display(),
+                key.display()
+            )
+        })?;
+    Ok(tls)
 }
 
 /// The state figures of `/metrics`, read on each scrape.

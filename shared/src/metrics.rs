@@ -61,11 +61,14 @@ struct MethodLabels {
     method: String,
 }
 
-/// Calls and latency of one side of an RPC (server or client), by method and status code.
+/// Calls and latency of one side of an RPC (server or client), by method and status code, and
+/// (client side) retried attempts. A cheap clone of shared families: components hold an `Rpc`,
+/// never the [`Metrics`] (whose samplers may hold the components: that would be a cycle).
 #[derive(Debug, Clone)]
 pub struct Rpc {
     calls: Family<RpcLabels, Counter>,
     latency: Family<MethodLabels, Histogram, fn() -> Histogram>,
+    retries: Family<MethodLabels, Counter>,
 }
 
 impl Rpc {
@@ -73,7 +76,17 @@ impl Rpc {
         Self {
             calls: Family::default(),
             latency: Family::new_with_constructor(latency_histogram),
+            retries: Family::default(),
         }
+    }
+
+    /// One attempt of `method` failed transiently and will be retried.
+    pub fn retry(&self, method: &str) {
+        self.retries
+            .get_or_create(&MethodLabels {
+                method: method.to_owned(),
+            })
+            .inc();
     }
 
     /// One finished call: `method` is the full path (`/pkg.Service/Method`), `code` the gRPC
@@ -103,7 +116,6 @@ pub struct Metrics {
     pub grpc_server: Rpc,
     /// gRPC calls this service makes (order-svc → product-svc).
     pub grpc_client: Rpc,
-    grpc_client_retries: Family<MethodLabels, Counter>,
     /// How long one outbox publish takes to be acknowledged by JetStream.
     pub outbox_publish: Histogram,
     samplers: Samplers,
@@ -147,11 +159,10 @@ impl Metrics {
             "gRPC call latency as seen by the caller, retries included, by method",
             grpc_client.latency.clone(),
         );
-        let grpc_client_retries = Family::<MethodLabels, Counter>::default();
         registry.register(
             "grpc_client_retries",
             "gRPC attempts retried after a transient failure, by method",
-            grpc_client_retries.clone(),
+            grpc_client.retries.clone(),
         );
         let outbox_publish = latency_histogram();
         registry.register(
@@ -175,24 +186,15 @@ impl Metrics {
             http_latency,
             grpc_server,
             grpc_client,
-            grpc_client_retries,
             outbox_publish,
             samplers,
         })
     }
 
-    /// Registers a closure that reports state figures on every scrape.
+    /// Registers a closure that reports state figures on every scrape. It may hold the service's
+    /// components, so they must not hold this `Metrics` (hold an [`Rpc`] or a `Histogram`).
     pub fn sample(&self, sampler: impl Fn(&mut Samples) + Send + Sync + 'static) {
         self.samplers.add(sampler);
-    }
-
-    /// One gRPC attempt of `method` failed transiently and will be retried.
-    pub fn grpc_client_retry(&self, method: &str) {
-        self.grpc_client_retries
-            .get_or_create(&MethodLabels {
-                method: method.to_owned(),
-            })
-            .inc();
     }
 
     /// The Prometheus text exposition of every family and sample.
@@ -299,8 +301,11 @@ impl Collector for Samplers {
                 continue;
             }
             for sample in group {
-                let labels: Vec<(&str, &str)> =
-                    sample.labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                let labels: Vec<(&str, &str)> = sample
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (*k, v.as_str()))
+                    .collect();
                 sample.value.encode(metric.encode_family(&labels)?)?;
             }
         }
@@ -382,7 +387,7 @@ mod tests {
         metrics
             .grpc_server
             .observe("/p.S/M", "Ok", Duration::from_millis(2));
-        metrics.grpc_client_retry("/p.S/M");
+        metrics.grpc_client.retry("/p.S/M");
         metrics.sample(|s| {
             s.gauge("lag", "How far behind", &[("projection", "a")], 3.0);
             s.counter("applied", "Events applied", &[("projection", "a")], 7);
@@ -396,7 +401,10 @@ mod tests {
         assert!(text.contains(r#"eshop_lag{projection="a"} 3"#));
         assert!(text.contains(r#"eshop_lag{projection="b"} 0"#));
         assert!(text.contains(r#"eshop_applied_total{projection="a"} 7"#));
-        assert!(text.contains("\neshop_refused_total 4\n"), "no empty braces");
+        assert!(
+            text.contains("\neshop_refused_total 4\n"),
+            "no empty braces"
+        );
         assert_eq!(text.matches("# TYPE eshop_lag gauge").count(), 1);
         assert!(text.ends_with("# EOF\n"));
     }

@@ -7,8 +7,7 @@
 //! (within 10 s): retrying a wrong password forever would hide the mistake.
 use std::{path::PathBuf, time::Duration};
 
-use async_nats::{Client, ConnectOptions, jetstream};
-use tokio::sync::mpsc;
+use async_nats::{Client, ConnectErrorKind, ConnectOptions, jetstream};
 
 /// How to authenticate to NATS and whether to use TLS (flags and env of both services).
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -51,41 +50,92 @@ pub fn split_urls(urls: &str) -> Vec<String> {
         .collect()
 }
 
-/// How long start-up waits for the first connection attempt's outcome.
+/// How long start-up waits for the first, direct connection attempt.
 const FIRST_ATTEMPT: Duration = Duration::from_secs(10);
 
-/// Connects in the background: returns once the first attempt connected or failed for a reason
-/// other than credentials or TLS (the client keeps retrying), or after 10 s. Refused
-/// credentials or an untrusted certificate are an error.
+/// Connects: one direct attempt first (bounded by 10 s), whose error tells a refused client
+/// (credentials, authorization, TLS) from an unreachable server; then, if the server was merely
+/// unreachable, a client that keeps retrying in the background. Refused is an error.
 pub async fn connect(urls: &str, name: &str, auth: &NatsAuth) -> Result<Client, String> {
     let urls = split_urls(urls);
+    let first = tokio::time::timeout(
+        FIRST_ATTEMPT,
+        options(name, auth, false).await?.connect(urls.as_slice()),
+    )
+    .await;
+    match first {
+        Ok(Ok(client)) => return Ok(client),
+        Ok(Err(error)) => {
+            let text = full_error(&error);
+            let refused = matches!(
+                error.kind(),
+                ConnectErrorKind::Authentication
+                    | ConnectErrorKind::AuthorizationViolation
+                    | ConnectErrorKind::Tls
+            ) || ["certificate", "tls", "handshake", "alert"]
+                .iter()
+                .any(|word| text.to_lowercase().contains(word));
+            if refused {
+                return Err(format!(
+                    "NATS at {} refused this client: {text} (check --nats-user/--nats-password, \
+                     --nats-token, --nats-creds, --nats-nkey, --nats-tls-*)",
+                    urls.join(",")
+                ));
+            }
+            tracing::warn!(client = %name, error = %text, "NATS is unreachable; retrying in the background.");
+        }
+        Err(_) => {
+            tracing::warn!(client = %name, "NATS did not answer within 10 s; retrying in the background.")
+        }
+    }
+    options(name, auth, true)
+        .await?
+        .connect(urls.as_slice())
+        .await
+        .map_err(|e| format!("invalid NATS options: {e}"))
+}
+
+/// An error with its whole source chain (async-nats puts the TLS reason in a source).
+fn full_error(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Client options: name, logging of connection events, unlimited reconnects, credentials and
+/// TLS; `retry` makes the initial connect retry in the background too.
+async fn options(name: &str, auth: &NatsAuth, retry: bool) -> Result<ConnectOptions, String> {
     let name_owned = name.to_owned();
-    let (outcome_tx, mut outcome) = mpsc::channel::<Result<(), String>>(8);
     let mut options = ConnectOptions::new()
         .name(name)
-        .retry_on_initial_connect()
         .connection_timeout(Duration::from_secs(2))
         .event_callback(move |event| {
             let name = name_owned.clone();
-            let outcome_tx = outcome_tx.clone();
             async move {
                 match event {
                     async_nats::Event::Connected => {
-                        tracing::info!(client = %name, "Connected to NATS.");
-                        let _ = outcome_tx.try_send(Ok(()));
+                        tracing::info!(client = %name, "Connected to NATS.")
                     }
                     async_nats::Event::Disconnected => {
                         tracing::warn!(client = %name, "Disconnected from NATS.")
                     }
                     async_nats::Event::ClientError(error) => {
-                        let text = error.to_string();
-                        tracing::warn!(client = %name, error = %text, "NATS connection attempt failed.");
-                        let _ = outcome_tx.try_send(Err(text));
+                        tracing::warn!(client = %name, error = %error, "NATS connection attempt failed.")
                     }
                     other => tracing::debug!(client = %name, event = %other, "NATS event."),
                 }
             }
         });
+    if retry {
+        options = options.retry_on_initial_connect();
+    }
     options = with_nkeys(options, auth).await?;
     if let (Some(user), Some(password)) = (&auth.nats_user, &auth.nats_password) {
         options = options.user_and_password(user.clone(), password.clone());
@@ -99,30 +149,7 @@ pub async fn connect(urls: &str, name: &str, auth: &NatsAuth) -> Result<Client, 
     if let (Some(cert), Some(key)) = (&auth.nats_tls_cert, &auth.nats_tls_key) {
         options = options.add_client_certificate(cert.clone(), key.clone());
     }
-    let client = options
-        .connect(urls.as_slice())
-        .await
-        .map_err(|e| format!("invalid NATS options: {e}"))?;
-    if let Ok(Some(Err(error))) = tokio::time::timeout(FIRST_ATTEMPT, outcome.recv()).await {
-        let lower = error.to_lowercase();
-        if [
-            "authorization",
-            "authentication",
-            "tls",
-            "certificate",
-            "credentials",
-        ]
-        .iter()
-        .any(|word| lower.contains(word))
-        {
-            return Err(format!(
-                "NATS at {} refused this client: {error} (check --nats-user/--nats-password, \
-                 --nats-token, --nats-creds, --nats-nkey, --nats-tls-*)",
-                urls.join(",")
-            ));
-        }
-    }
-    Ok(client)
+    Ok(options)
 }
 
 /// Credentials files and nkey seeds (the `nkeys` feature).

@@ -174,6 +174,11 @@ pub fn http_client() -> reqwest::Client {
         .expect("client")
 }
 
+/// A file of the test PKI in `tests/fixtures/tls` (`ca.pem`, `server.pem`, `client-key.pem`...).
+pub fn tls_fixture(name: &str) -> PathBuf {
+    workspace_root().join("tests/fixtures/tls").join(name)
+}
+
 /// Key files next to a service's data dir, unless the config names its own or runs anonymous.
 fn key_dir(data_dir: &Path) -> PathBuf {
     data_dir
@@ -211,11 +216,13 @@ impl ProductService {
             config.grpc_token_file.get_or_insert(keys.grpc_token);
         }
         let data_dir = config.data_dir.clone();
+        let tls = config.grpc_tls_cert.is_some();
         let app = product_svc::App::build(config)
             .await
             .expect("product-svc builds");
         let http = format!("http://{}", app.http_addr());
-        let grpc = format!("http://{}", app.grpc_addr());
+        let scheme = if tls { "https" } else { "http" };
+        let grpc = format!("{scheme}://{}", app.grpc_addr());
         let stop = CancellationToken::new();
         let task = tokio::spawn(app.run_until_stopped(stop.clone().cancelled_owned()));
         Self {

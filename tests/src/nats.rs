@@ -111,6 +111,8 @@ impl NatsServer {
             .expect("log");
         let port = port.map(|p| p.to_string()).unwrap_or_else(|| "-1".into());
         let child = Command::new("nats-server")
+            // Paths inside configs (TLS fixtures) are relative to the repository root.
+            .current_dir(workspace_root())
             .arg("-c")
             .arg(&config)
             .args(["-a", "127.0.0.1", "-p", &port, "-js"])
