@@ -117,7 +117,7 @@ pub struct Config {
     pub grpc_tls_ca: Option<PathBuf>,
     /// Serve the HTTP API without authentication and call product-svc without a token
     /// (refused otherwise when no key or token file is given).
-    #[arg(long, env = "ALLOW_ANONYMOUS")]
+    #[arg(long, env = "ALLOW_ANONYMOUS", value_parser = clap::builder::BoolishValueParser::new())]
     pub allow_anonymous: bool,
     /// NATS credentials and TLS.
     #[command(flatten)]

@@ -75,11 +75,11 @@ pub struct Config {
     #[arg(long, env = "PRODUCT_GRPC_CONCURRENCY", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     pub grpc_concurrency: u32,
     /// Serve gRPC reflection (for grpcurl); off by default.
-    #[arg(long, env = "PRODUCT_GRPC_REFLECTION")]
+    #[arg(long, env = "PRODUCT_GRPC_REFLECTION", value_parser = clap::builder::BoolishValueParser::new())]
     pub grpc_reflection: bool,
     /// Serve the HTTP API and gRPC without authentication (refused otherwise when no key or
     /// token file is given).
-    #[arg(long, env = "ALLOW_ANONYMOUS")]
+    #[arg(long, env = "ALLOW_ANONYMOUS", value_parser = clap::builder::BoolishValueParser::new())]
     pub allow_anonymous: bool,
     /// NATS credentials and TLS.
     #[command(flatten)]

@@ -483,10 +483,18 @@ impl ServiceProcess {
             "RUST_LOG",
             std::env::var("SERVICE_LOG").unwrap_or_else(|_| "info".into()),
         )
-        .envs(self.args.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("log"))
         .stderr(log);
+        // Later pairs override earlier ones; an empty value removes the variable (clap takes an
+        // empty value as a missing one: `PRODUCT_API_KEYS=` would be an error, not "no keys").
+        for (k, v) in &self.args {
+            if v.is_empty() {
+                cmd.env_remove(k);
+            } else {
+                cmd.env(k, v);
+            }
+        }
         let child = cmd.spawn().expect("service starts");
         self.child = Some(child);
         let addr = self.http_addr;

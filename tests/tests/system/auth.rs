@@ -248,6 +248,26 @@ async fn without_keys_a_service_refuses_to_start_unless_anonymous_is_allowed() {
         .unwrap();
     assert_eq!(r.status(), 200, "anonymous mode needs no key");
     product.stop().await;
+
+    // The documented env form, ALLOW_ANONYMOUS=1, on the real binary (clap's plain bool parser
+    // would take only true/false).
+    let (mut process, _) = tests::ServiceProcess::product_with(
+        &nats.url(),
+        &dir.path().join("product-env"),
+        dir.path(),
+        &[
+            ("PRODUCT_API_KEYS", ""),
+            ("PRODUCT_GRPC_TOKEN_FILE", ""),
+            ("ALLOW_ANONYMOUS", "1"),
+        ],
+    );
+    let r = client(None)
+        .get(format!("{}/api/products", process.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "ALLOW_ANONYMOUS=1 is anonymous mode");
+    assert!(process.terminate(std::time::Duration::from_secs(10)).success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
