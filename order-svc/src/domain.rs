@@ -81,7 +81,11 @@ pub fn can_become(from: OrderStatus, next: OrderStatus) -> bool {
     use OrderStatus::*;
     matches!(
         (from, next),
-        (Pending, Confirmed) | (Pending, Rejected) | (Pending, Cancelled) | (Confirmed, Cancelled)
+        (Pending, Confirmed)
+            | (Pending, Rejected)
+            | (Pending, Cancelled)
+            | (Confirmed, Cancelled)
+            | (Confirmed, Shipped)
     )
 }
 
@@ -109,6 +113,9 @@ pub struct Order {
     /// A cancelled order whose reservation product-svc has not confirmed released yet.
     #[serde(skip)]
     pub release_owed: bool,
+    /// A shipped order whose reservation product-svc has not confirmed committed yet.
+    #[serde(skip)]
+    pub commit_owed: bool,
     #[serde(skip)]
     pub request_fingerprint: Option<String>,
 }
@@ -133,6 +140,10 @@ pub enum Change {
     },
     /// product-svc confirmed the release a cancel owed.
     RecordRelease,
+    /// Confirmed → Shipped: the reservation is now owed as an on-hand decrement.
+    Ship,
+    /// product-svc confirmed the commit a shipment owed.
+    RecordCommit,
 }
 
 impl Change {
@@ -142,6 +153,8 @@ impl Change {
             Change::Reject { .. } => OrderEventType::OrderRejected,
             Change::Cancel { .. } => OrderEventType::OrderCancelled,
             Change::RecordRelease => OrderEventType::OrderStockReleased,
+            Change::Ship => OrderEventType::OrderShipped,
+            Change::RecordCommit => OrderEventType::OrderStockCommitted,
         }
     }
 }
@@ -156,9 +169,12 @@ impl Order {
             Change::Reject { .. } => (OrderStatus::Rejected, "rejected"),
             Change::Cancel { .. } => (OrderStatus::Cancelled, "cancelled"),
             Change::RecordRelease => (OrderStatus::Cancelled, "released"),
+            Change::Ship => (OrderStatus::Shipped, "shipped"),
+            Change::RecordCommit => (OrderStatus::Shipped, "committed"),
         };
         let allowed = match change {
             Change::RecordRelease => self.status == OrderStatus::Cancelled && self.release_owed,
+            Change::RecordCommit => self.status == OrderStatus::Shipped && self.commit_owed,
             _ => can_become(self.status, to),
         };
         if !allowed {
@@ -185,6 +201,8 @@ impl Order {
                 next.release_owed = true;
             }
             Change::RecordRelease => next.release_owed = false,
+            Change::Ship => next.commit_owed = true,
+            Change::RecordCommit => next.commit_owed = false,
         }
         Ok(next)
     }
@@ -206,6 +224,7 @@ impl Order {
             reason: self.reason.clone(),
             failed_product_ids: self.failed_product_ids.clone(),
             release_owed: self.release_owed,
+            commit_owed: self.commit_owed,
             request_fingerprint: self.request_fingerprint.clone(),
             created_at: self.created_at,
             updated_at: self.updated_at,
@@ -226,6 +245,7 @@ impl Order {
             created_at: e.created_at,
             updated_at: e.updated_at,
             release_owed: e.release_owed,
+            commit_owed: e.commit_owed,
             request_fingerprint: e.request_fingerprint.clone(),
         }
     }
@@ -456,6 +476,7 @@ pub fn price_order(
         created_at: now,
         updated_at: now,
         release_owed: false,
+        commit_owed: false,
         request_fingerprint,
     })
 }
@@ -501,8 +522,69 @@ mod tests {
             (Cancelled, Cancelled, false),
             (Cancelled, Confirmed, false),
             (Confirmed, Confirmed, false),
+            (Confirmed, Shipped, true),
+            (Pending, Shipped, false),
+            (Rejected, Shipped, false),
+            (Cancelled, Shipped, false),
+            (Shipped, Shipped, false),
+            (Shipped, Cancelled, false),
         ] {
             assert_eq!(can_become(from, to), ok, "{from:?} -> {to:?}");
+        }
+    }
+
+    #[test]
+    fn shipping_owes_a_commit_until_it_is_recorded_and_a_shipped_order_cannot_be_cancelled() {
+        let now = Utc::now();
+        let a = Uuid::new_v4();
+        let catalog = HashMap::from([(a, view(1, "2.50"))]);
+        let placed =
+            price_order(Uuid::new_v4(), &request(vec![(a, 1)]), &catalog, now, None).unwrap();
+        let order = placed.apply(&Change::Confirm, now).unwrap();
+        let shipped = order.apply(&Change::Ship, now).unwrap();
+        assert_eq!(shipped.status, OrderStatus::Shipped);
+        assert!(shipped.commit_owed && !shipped.release_owed);
+        assert_eq!(shipped.version, order.version + 1);
+        assert!(
+            shipped
+                .apply(
+                    &Change::Cancel {
+                        reason: "late".into()
+                    },
+                    now
+                )
+                .is_err(),
+            "shipped goods cannot be cancelled"
+        );
+        assert!(
+            shipped.apply(&Change::Ship, now).is_err(),
+            "a second ship is no transition"
+        );
+        let committed = shipped.apply(&Change::RecordCommit, now).unwrap();
+        assert!(!committed.commit_owed);
+        assert_eq!(committed.status, OrderStatus::Shipped);
+        assert!(
+            committed.apply(&Change::RecordCommit, now).is_err(),
+            "recorded once"
+        );
+        let event = committed.to_event(Change::RecordCommit.event_type());
+        assert_eq!(event.event_type, OrderEventType::OrderStockCommitted);
+        assert_eq!(
+            Order::from_event(&shipped.to_event(OrderEventType::OrderShipped)),
+            shipped
+        );
+        for status in [
+            OrderStatus::Pending,
+            OrderStatus::Rejected,
+            OrderStatus::Cancelled,
+        ] {
+            let mut other = placed.clone();
+            other.status = status;
+            assert_eq!(
+                other.apply(&Change::Ship, now).unwrap_err().from,
+                status,
+                "the refusal names the state"
+            );
         }
     }
 

@@ -19,6 +19,8 @@ pub enum Error {
     IdempotencyMismatch,
     #[error("order {id} is {status:?} and cannot be cancelled")]
     NotCancellable { id: Uuid, status: OrderStatus },
+    #[error("order {id} is {status:?} and cannot be shipped")]
+    NotShippable { id: Uuid, status: OrderStatus },
     #[error(transparent)]
     Transition(#[from] InvalidTransition),
     #[error("the catalog is unavailable: {0}")]

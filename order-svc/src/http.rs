@@ -29,6 +29,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/orders", post(create).get(list))
         .route("/api/orders/{id}", get(fetch))
         .route("/api/orders/{id}/cancel", post(cancel))
+        .route("/api/orders/{id}/ship", post(ship))
         .route("/api/snapshot/products", get(snapshot_list))
         .route("/api/snapshot/products/{id}", get(snapshot_get))
         .route("/health/live", get(|| async { StatusCode::OK }))
@@ -255,6 +256,22 @@ async fn cancel(
     Ok(axum::Json(order).into_response())
 }
 
+/// Confirmed → Shipped (`orders:admin`); the stock commit is owed durably. Idempotent.
+async fn ship(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, Error> {
+    if !caller.has("orders:admin") {
+        return Err(Error::Forbidden(
+            "This API key lacks the scope orders:admin.".into(),
+        ));
+    }
+    let id = parse_id(&id)?;
+    let order = state.orders.ship(id).await?;
+    Ok(axum::Json(order).into_response())
+}
+
 fn projection_details(s: &ProjectionStatus) -> serde_json::Value {
     serde_json::json!({
         "ready": s.ready.load(Ordering::SeqCst),
@@ -279,7 +296,7 @@ async fn ready(State(state): State<AppState>) -> Response {
         "snapshot": snapshot,
         "ordersView": view,
         "pendingOrders": orders.view.pending_count().unwrap_or_default(),
-        "owedReleases": orders.view.owed_count().unwrap_or_default(),
+        "owedStockWork": orders.view.owed_count().unwrap_or_default(),
         "casConflicts": orders.counters.conflicts.load(Ordering::Relaxed),
         "duplicateWork": orders.counters.duplicate_work.load(Ordering::Relaxed),
         "stockCircuitOpen": orders.stock.breaker_open(),
@@ -320,6 +337,10 @@ impl IntoResponse for Error {
             ),
             Error::NotCancellable { status, .. } => Problem::conflict(format!(
                 "The order is {status:?}; only Pending or Confirmed orders can be cancelled."
+            ))
+            .with_extension("orderStatus", serde_json::json!(status)),
+            Error::NotShippable { status, .. } => Problem::conflict(format!(
+                "The order is {status:?}; only Confirmed orders can be shipped."
             ))
             .with_extension("orderStatus", serde_json::json!(status)),
             Error::Transition(t) => Problem::conflict(format!("{t}.")),

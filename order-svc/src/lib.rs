@@ -281,8 +281,8 @@ impl App {
             catalog: config.catalog,
             budget,
             counters: Arc::default(),
-            release_wake: Arc::default(),
-            own_releases: Arc::default(),
+            stock_work_wake: Arc::default(),
+            own_stock_work: Arc::default(),
         };
         Ok(Self {
             config,

@@ -24,8 +24,8 @@ pub fn sample_state(
             view.pending_count().unwrap_or_default() as f64,
         );
         s.gauge(
-            "releases_owed",
-            "Cancelled or rejected orders whose stock release is still owed",
+            "stock_work_owed",
+            "Cancelled orders whose release, or shipped orders whose commit, product-svc has not confirmed",
             &[],
             view.owed_count().unwrap_or_default() as f64,
         );

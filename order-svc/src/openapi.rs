@@ -53,6 +53,11 @@ pub fn document() -> Value {
                     "responses": {"200": {"description": "Cancelled"}, "400": problem_response("Validation error"), "404": problem_response("Unknown order"), "401": problem_response("Missing or invalid API key"), "403": problem_response("The key lacks orders:write"), "409": problem_response("Not cancellable in its status"), "503": problem_response("Order store (NATS) temporarily unavailable")}
                 }
             },
+            "/api/orders/{id}/ship": {
+                "post": {"summary": "Ship a Confirmed order (needs orders:admin); its reservation is committed (an on-hand decrement) in the background. Shipping a Shipped order answers it as it is.", "parameters": [order_id],
+                    "responses": {"200": {"description": "Shipped"}, "404": problem_response("Unknown order"), "401": problem_response("Missing or invalid API key"), "403": problem_response("The key lacks orders:admin"), "409": problem_response("Not shippable in its status (orderStatus names it)"), "503": problem_response("Order store (NATS) temporarily unavailable")}
+                }
+            },
             "/health/live": {"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "Alive"}}}},
             "/health/ready": {"get": {"summary": "Readiness: the product snapshot and the orders view have caught up", "security": [], "responses": {"200": {"description": "Ready"}, "503": problem_response("Catching up")}}}
         },
@@ -71,7 +76,7 @@ pub fn document() -> Value {
                 "version": {"type": "integer", "minimum": 1, "description": "1 when placed, +1 per change"},
                 "customerId": {"type": "string", "format": "uuid"},
                 "customerEmail": {"type": "string"},
-                "status": {"type": "string", "enum": ["Pending", "Confirmed", "Rejected", "Cancelled"]},
+                "status": {"type": "string", "enum": ["Pending", "Confirmed", "Rejected", "Cancelled", "Shipped"]},
                 "totalAmount": {"type": "string", "examples": ["149.99"]},
                 "reason": {"type": ["string", "null"]},
                 "failedProductIds": {"type": "array", "items": {"type": "string", "format": "uuid"}},

@@ -44,11 +44,12 @@ pub struct Orders {
     /// How long a create request waits for product-svc before answering 202 Pending.
     pub budget: Duration,
     pub counters: Arc<Counters>,
-    /// Wakes this instance's releaser after a cancel.
-    pub release_wake: Arc<Notify>,
-    /// Releases this instance owes from its own cancels: attempted at once, where other
-    /// instances take over only after the budget (so two instances rarely do the same work).
-    pub own_releases: Arc<Mutex<HashSet<Uuid>>>,
+    /// Wakes this instance's releaser after a cancel or a ship.
+    pub stock_work_wake: Arc<Notify>,
+    /// Releases and commits this instance owes from its own cancels and ships: attempted at
+    /// once, where other instances take over only after the budget (so two instances rarely do
+    /// the same work).
+    pub own_stock_work: Arc<Mutex<HashSet<Uuid>>>,
 }
 
 /// How often instances stepped on each other (reported on `/health/ready`).
@@ -226,8 +227,8 @@ impl Orders {
         match self.transition(current, &Change::Cancel { reason }).await? {
             Decided::Done(cancelled) => {
                 tracing::info!(order_id = %id, "Order cancelled; stock release owed.");
-                self.own_releases.lock().expect("lock").insert(id);
-                self.release_wake.notify_one();
+                self.own_stock_work.lock().expect("lock").insert(id);
+                self.stock_work_wake.notify_one();
                 Ok(cancelled.order)
             }
             Decided::Refused(current) => Err(Error::NotCancellable {
@@ -237,29 +238,70 @@ impl Orders {
         }
     }
 
-    /// Releases a cancelled order's stock and records it. `Ok(false)` if another instance had
-    /// already recorded the release.
-    pub async fn release(&self, owed: Stored) -> Result<bool, ReleaseError> {
+    /// Ships a Confirmed order; the stock commit is then owed (durably, in the order's state)
+    /// and attempted at once. Shipping a Shipped order answers it as it is.
+    pub async fn ship(&self, id: Uuid) -> Result<Order> {
+        let current = match self.view.get(id)? {
+            Some(stored) => stored,
+            None => self.log.read(id).await?.ok_or(Error::NotFound(id))?,
+        };
+        match self.transition(current, &Change::Ship).await? {
+            Decided::Done(shipped) => {
+                tracing::info!(order_id = %id, "Order shipped; stock commit owed.");
+                self.own_stock_work.lock().expect("lock").insert(id);
+                self.stock_work_wake.notify_one();
+                Ok(shipped.order)
+            }
+            Decided::Refused(current) if current.order.status == OrderStatus::Shipped => {
+                Ok(current.order)
+            }
+            Decided::Refused(current) => Err(Error::NotShippable {
+                id,
+                status: current.order.status,
+            }),
+        }
+    }
+
+    /// Does the stock work an order owes (a cancelled order's release, a shipped order's
+    /// commit) and records it. `Ok(false)` if another instance had already recorded it.
+    pub async fn finish_stock_work(&self, owed: Stored) -> Result<bool, StockWorkError> {
         let id = owed.order.id;
-        self.stock.release(id).await.map_err(ReleaseError::Stock)?;
-        self.own_releases.lock().expect("lock").remove(&id);
-        match self.transition(owed, &Change::RecordRelease).await {
+        let change = if owed.order.commit_owed {
+            match self.stock.commit(id).await {
+                Ok(_) => {}
+                // Never satisfiable (no reservation, or it was released): recorded anyway so the
+                // work list drains; product-svc's audit reports the order.
+                Err(StockError::Refused(why)) => {
+                    tracing::error!(order_id = %id, why, "product-svc refused to commit a shipped order's stock.");
+                }
+                Err(e) => return Err(StockWorkError::Stock(e)),
+            }
+            Change::RecordCommit
+        } else {
+            self.stock
+                .release(id)
+                .await
+                .map_err(StockWorkError::Stock)?;
+            Change::RecordRelease
+        };
+        self.own_stock_work.lock().expect("lock").remove(&id);
+        match self.transition(owed, &change).await {
             Ok(Decided::Done(_)) => Ok(true),
             Ok(Decided::Refused(_)) => {
                 self.counters.duplicate_work.fetch_add(1, Ordering::Relaxed);
                 Ok(false)
             }
-            Err(e) => Err(ReleaseError::Record(e)),
+            Err(e) => Err(StockWorkError::Record(e)),
         }
     }
 
-    pub fn owns_release(&self, id: Uuid) -> bool {
-        self.own_releases.lock().expect("lock").contains(&id)
+    pub fn owns_stock_work(&self, id: Uuid) -> bool {
+        self.own_stock_work.lock().expect("lock").contains(&id)
     }
 
     /// Drops own releases that are no longer owed (another instance took them over).
-    pub fn forget_own_releases_except(&self, still_owed: &HashSet<Uuid>) {
-        self.own_releases
+    pub fn forget_own_stock_work_except(&self, still_owed: &HashSet<Uuid>) {
+        self.own_stock_work
             .lock()
             .expect("lock")
             .retain(|id| still_owed.contains(id));
@@ -340,12 +382,12 @@ impl Orders {
     }
 }
 
-/// Why an owed release did not complete (it stays owed and is retried).
+/// Why owed stock work (a release or a commit) did not complete (it stays owed and is retried).
 #[derive(Debug, thiserror::Error)]
-pub enum ReleaseError {
+pub enum StockWorkError {
     #[error(transparent)]
     Stock(StockError),
-    #[error("recording the release failed: {0}")]
+    #[error("recording the stock work failed: {0}")]
     Record(Error),
 }
 

@@ -9,8 +9,8 @@ use std::{
 
 use backon::{ExponentialBuilder, Retryable};
 use proto::{
-    ErrorCode, GetProductsRequest, OrderItem, ReleaseStockRequest, ReserveStockRequest,
-    product_service_client::ProductServiceClient,
+    CommitStockRequest, ErrorCode, GetProductsRequest, OrderItem, ReleaseStockRequest,
+    ReserveStockRequest, product_service_client::ProductServiceClient,
 };
 use rust_decimal::Decimal;
 use shared::metrics::Rpc;
@@ -293,6 +293,20 @@ impl StockClient {
         } else {
             Err(StockError::Refused(resp.failure_reason.unwrap_or_default()))
         }
+    }
+
+    /// Commits a shipped order's reservation: `Ok(false)` if it was already committed. An
+    /// unknown or released reservation is `Refused` (it can never be committed).
+    pub async fn commit(&self, order_id: Uuid) -> Result<bool, StockError> {
+        let req = CommitStockRequest {
+            order_id: order_id.to_string(),
+        };
+        let resp = self
+            .call("CommitStock", req, |mut c, r| async move {
+                c.commit_stock(r).await
+            })
+            .await?;
+        Ok(resp.committed)
     }
 
     /// Batch catalog read: the found products as snapshot views (ids product-svc lacks are absent).

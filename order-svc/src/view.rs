@@ -3,14 +3,16 @@
 //! state this instance writes or reads, so its own writes are visible to it immediately.
 //!
 //! It serves what the stream cannot answer cheaply: listings (newest first, per customer) and the
-//! work lists of the reconciler (Pending orders) and the releaser (releases owed). It is a cache:
+//! work lists of the reconciler (Pending orders) and the releaser (stock work owed: releases of
+//! cancelled orders, commits of shipped ones). It is a cache:
 //! deleting it loses nothing, and every decision taken from it is re-checked by a CAS publish.
 //!
 //! One tree, so one atomic batch moves rows, indexes, counts and the checkpoint together:
 //! - `o` + order id → stream sequence (8) · version (8) · flags (1) · the event JSON;
 //! - `c` + customer id + inverted created-millis + order id, and `t` + inverted millis + order id:
 //!   the listing indexes (an order's customer and creation time never change);
-//! - `p` + order id: Pending orders; `r` + order id: cancelled orders that still owe a release;
+//! - `p` + order id: Pending orders; `r` + order id: orders that still owe product-svc a release
+//!   (cancelled) or a commit (shipped);
 //! - `m:checkpoint`, `m:count`, `m:pending`, `m:owed`.
 use std::{
     collections::HashMap,
@@ -59,7 +61,7 @@ impl OrderUpdate {
         if event.status == OrderStatus::Pending {
             flags |= FLAG_PENDING;
         }
-        if event.release_owed {
+        if event.release_owed || event.commit_owed {
             flags |= FLAG_OWED;
         }
         Self {
@@ -229,7 +231,7 @@ impl OrdersView {
         self.work_list(b"p", limit)
     }
 
-    /// Up to `limit` cancelled orders that still owe a release (the releaser's work list).
+    /// Up to `limit` orders that still owe a release or a commit (the releaser's work list).
     pub fn owed(&self, limit: usize) -> Result<Vec<Stored>> {
         self.work_list(b"r", limit)
     }
@@ -430,6 +432,8 @@ fn state_event_type(order: &Order) -> OrderEventType {
         OrderStatus::Rejected => OrderEventType::OrderRejected,
         OrderStatus::Cancelled if order.release_owed => OrderEventType::OrderCancelled,
         OrderStatus::Cancelled => OrderEventType::OrderStockReleased,
+        OrderStatus::Shipped if order.commit_owed => OrderEventType::OrderShipped,
+        OrderStatus::Shipped => OrderEventType::OrderStockCommitted,
     }
 }
 
@@ -510,6 +514,7 @@ mod tests {
             created_at: now,
             updated_at: now,
             release_owed: false,
+            commit_owed: false,
             request_fingerprint: None,
         }
     }

@@ -2,11 +2,11 @@
 //! orders view (so no order is stranded when the instance that took it dies for good):
 //! - the **reconciler** drives every Pending order older than the request budget to Confirmed or
 //!   Rejected (ReserveStock is idempotent by order id);
-//! - the **releaser** sends every stock release a cancel owes, retrying until product-svc
-//!   confirms, and records it with a CAS publish.
+//! - the **releaser** does the stock work an order owes (the release a cancel owes, the commit a
+//!   shipment owes), retrying until product-svc confirms, and records it with a CAS publish.
 //!
 //! Scans are jittered (half to one and a half intervals), and an instance attempts at once only
-//! the releases of its own cancels, taking over others' after the budget: so two instances
+//! the stock work of its own cancels and ships, taking over others' after the budget: so two instances
 //! rarely do the same work, and when they do, the CAS lets one record it and the other counts it.
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{domain::OrderStatus, orders::Orders};
 
-/// Owed releases read per scan.
+/// Owed stock work (releases, commits) read per scan.
 const OWED_SCAN: usize = 256;
 
 /// A scan interval with ±50 % jitter.
@@ -66,37 +66,39 @@ pub async fn reconciler(orders: Orders, interval: Duration, cancel: Cancellation
 }
 
 pub async fn releaser(orders: Orders, interval: Duration, cancel: CancellationToken) {
-    let wake = orders.release_wake.clone();
+    let wake = orders.stock_work_wake.clone();
     let mut backoff = interval;
     loop {
         let owed = match orders.view.owed(OWED_SCAN) {
             Ok(owed) => owed,
             Err(error) => {
-                tracing::error!(%error, "Reading owed releases failed.");
+                tracing::error!(%error, "Reading owed stock work failed.");
                 Vec::new()
             }
         };
         let takeover = Utc::now() - chrono::Duration::from_std(orders.budget).unwrap_or_default();
         if owed.len() < OWED_SCAN {
-            // Every owed release is in this scan: forget own releases another instance did.
+            // All owed work is in this scan: forget own work another instance did.
             let ids: std::collections::HashSet<_> = owed.iter().map(|s| s.order.id).collect();
-            orders.forget_own_releases_except(&ids);
+            orders.forget_own_stock_work_except(&ids);
         }
         let mut failed = false;
         for stored in owed {
             let id = stored.order.id;
-            if !orders.owns_release(id) && stored.order.updated_at > takeover {
+            if !orders.owns_stock_work(id) && stored.order.updated_at > takeover {
                 continue; // the instance that cancelled it is on it
             }
             let cid = shared::correlation::current_or_new();
-            let run = shared::correlation::scope(cid, "releaser".into(), orders.release(stored));
+            let commit = stored.order.commit_owed;
+            let work = orders.finish_stock_work(stored);
+            let run = shared::correlation::scope(cid, "releaser".into(), work);
             match run.await {
-                Ok(true) => tracing::info!(order_id = %id, "Stock released."),
+                Ok(true) => tracing::info!(order_id = %id, commit, "Owed stock work done."),
                 Ok(false) => {
-                    tracing::debug!(order_id = %id, "Another instance had recorded this release.")
+                    tracing::debug!(order_id = %id, "Another instance had recorded this stock work.")
                 }
                 Err(error) => {
-                    tracing::warn!(order_id = %id, %error, "Stock release failed; will retry.");
+                    tracing::warn!(order_id = %id, commit, %error, "Owed stock work failed; will retry.");
                     failed = true;
                     break;
                 }

@@ -380,6 +380,8 @@ pub enum ReservationStatus {
     Released,
     /// The request failed; nothing is held. Kept so a retry gets the same answer.
     Failed,
+    /// The order shipped: the held stock left on-hand (nothing is held any more).
+    Committed,
 }
 
 /// What is stored per order id: the (merged, sorted) request and its outcome.
@@ -389,6 +391,36 @@ pub struct Reservation {
     pub items: Vec<(Uuid, i64)>,
     pub status: ReservationStatus,
     pub failure: Option<Failure>,
+}
+
+/// Why a reservation cannot be committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CommitRefusal {
+    #[error("no reservation is known for this order")]
+    Unknown,
+    #[error("the reservation is {0:?}, so there is nothing to commit")]
+    NotHeld(ReservationStatus),
+}
+
+/// Whether committing `reservation` changes stock: `Ok(true)` for an Active one, `Ok(false)` for
+/// one already committed (a repeated call), a refusal otherwise.
+pub fn commit_decision(reservation: Option<&Reservation>) -> Result<bool, CommitRefusal> {
+    match reservation.map(|r| r.status) {
+        None => Err(CommitRefusal::Unknown),
+        Some(ReservationStatus::Active) => Ok(true),
+        Some(ReservationStatus::Committed) => Ok(false),
+        Some(status) => Err(CommitRefusal::NotHeld(status)),
+    }
+}
+
+/// Stock after `quantity` held units ship: they leave both on-hand and reserved, so available
+/// stock does not move.
+pub fn commit_units(stock: Stock, quantity: i64) -> Stock {
+    Stock {
+        on_hand: (stock.on_hand - quantity).max(0),
+        reserved: (stock.reserved - quantity).max(0),
+        low: stock.low,
+    }
 }
 
 /// Sums duplicate product ids and sorts, so equal requests compare equal.
@@ -456,6 +488,49 @@ pub fn plan_reservation(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn committing_moves_held_units_out_of_on_hand_and_is_idempotent() {
+        let held = Reservation {
+            items: vec![(Uuid::new_v4(), 3)],
+            status: ReservationStatus::Active,
+            failure: None,
+        };
+        assert_eq!(commit_decision(Some(&held)), Ok(true));
+        let committed = Reservation {
+            status: ReservationStatus::Committed,
+            ..held.clone()
+        };
+        assert_eq!(
+            commit_decision(Some(&committed)),
+            Ok(false),
+            "a repeat changes nothing"
+        );
+        assert_eq!(commit_decision(None), Err(CommitRefusal::Unknown));
+        for status in [ReservationStatus::Released, ReservationStatus::Failed] {
+            let r = Reservation {
+                status,
+                ..held.clone()
+            };
+            assert_eq!(
+                commit_decision(Some(&r)),
+                Err(CommitRefusal::NotHeld(status))
+            );
+        }
+        let before = Stock {
+            on_hand: 10,
+            reserved: 4,
+            low: false,
+        };
+        let after = commit_units(before, 3);
+        assert_eq!((after.on_hand, after.reserved), (7, 1));
+        assert_eq!(
+            after.available(),
+            before.available(),
+            "available does not move"
+        );
+    }
+
     use super::*;
 
     fn product(threshold: i64) -> Product {

@@ -23,6 +23,11 @@ pub enum Error {
     Discontinued(Uuid),
     #[error(transparent)]
     Stock(#[from] StockError),
+    #[error("order {order_id}: {why}")]
+    NotCommittable {
+        order_id: Uuid,
+        why: crate::domain::CommitRefusal,
+    },
     #[error("storage error")]
     Storage(#[from] sled::Error),
     #[error("stored data is corrupt: {0}")]

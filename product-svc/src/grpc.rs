@@ -6,16 +6,16 @@ use std::{
 };
 
 use proto::{
-    ErrorCode, GetProductsRequest, GetProductsResponse, ProductInfo, ReleaseStockRequest,
-    ReleaseStockResponse, ReserveStockRequest, ReserveStockResponse,
-    product_service_server::ProductService,
+    CommitStockRequest, CommitStockResponse, ErrorCode, GetProductsRequest, GetProductsResponse,
+    ProductInfo, ReleaseStockRequest, ReleaseStockResponse, ReserveStockRequest,
+    ReserveStockResponse, product_service_server::ProductService,
 };
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::{
-    domain::{self, FailureCode, MAX_QUANTITY, ReservationStatus},
+    domain::{self, CommitRefusal, FailureCode, MAX_QUANTITY, ReservationStatus},
     error::Error,
     store::{Entry, Store},
 };
@@ -106,6 +106,16 @@ impl ProductService for StockService {
         }))
     }
 
+    async fn commit_stock(
+        &self,
+        request: Request<CommitStockRequest>,
+    ) -> Result<Response<CommitStockResponse>, Status> {
+        let order_id = parse_uuid("order_id", &request.get_ref().order_id)?;
+        let committed = self.store.commit(order_id).await?;
+        tracing::info!(order_id = %order_id, committed, "Commit handled.");
+        Ok(Response::new(CommitStockResponse { committed }))
+    }
+
     async fn get_products(
         &self,
         request: Request<GetProductsRequest>,
@@ -184,7 +194,12 @@ impl From<Error> for Status {
     fn from(error: Error) -> Self {
         match error {
             Error::Validation(_) => Status::invalid_argument(error.to_string()),
-            Error::NotFound(_) => Status::not_found(error.to_string()),
+            Error::NotFound(_)
+            | Error::NotCommittable {
+                why: CommitRefusal::Unknown,
+                ..
+            } => Status::not_found(error.to_string()),
+            Error::NotCommittable { .. } => Status::failed_precondition(error.to_string()),
             Error::Forbidden(_) => Status::permission_denied(error.to_string()),
             Error::VersionMismatch { .. } | Error::Discontinued(_) | Error::Stock(_) => {
                 Status::failed_precondition(error.to_string())

@@ -291,6 +291,7 @@ impl IntoResponse for Error {
                 errors.add("delta", format!("{e}."));
                 Problem::validation(errors)
             }
+            Error::NotCommittable { .. } => Problem::conflict(format!("{self}.")),
             Error::Storage(_) | Error::Corrupt(_) | Error::Flush(_) => {
                 tracing::error!(error = %self, cause = ?self, "Request failed on storage.");
                 Problem::internal()

@@ -437,6 +437,28 @@ impl Store {
         Ok(released)
     }
 
+    /// Turns a shipped order's reservation into an on-hand decrement, in one transaction.
+    /// `Ok(false)` if it was already committed; refused for an unknown or released one.
+    pub async fn commit(&self, order_id: Uuid) -> Result<bool> {
+        self.transact(move |t| {
+            let reservation = get_json::<Reservation>(t.reservations, order_id)?;
+            let apply = domain::commit_decision(reservation.as_ref()).map_err(|why| {
+                ConflictableTransactionError::Abort(Error::NotCommittable { order_id, why })
+            })?;
+            let Some(mut reservation) = reservation.filter(|_| apply) else {
+                return Ok(false);
+            };
+            for (id, qty) in &reservation.items {
+                let stock = t.stock_of(*id)?;
+                t.put(t.stock, *id, &domain::commit_units(stock, *qty))?;
+            }
+            reservation.status = ReservationStatus::Committed;
+            t.put(t.reservations, order_id, &reservation)?;
+            Ok(true)
+        })
+        .await
+    }
+
     /// Runs `f` in the writer's next batch; its writes are committed and flushed when this
     /// returns `Ok`.
     async fn transact<T: Send + 'static>(

@@ -79,6 +79,7 @@ pub const STOCK_LOW: &str = "StockLow";
 
 /// Order events carry their own schema version: since version 2 every event is the order's
 /// **full state** (the `ORDERS` stream is the system of record and keeps the latest per order).
+/// Shipping added a status, two event types and `commitOwed` (defaulted): additive, still 2.
 pub const ORDER_SCHEMA_VERSION: u32 = 2;
 
 /// The transition that produced an order state. The body is always the whole order.
@@ -92,6 +93,10 @@ pub enum OrderEventType {
     OrderCancelled,
     /// A cancelled order's reservation was released (`releaseOwed` is now false).
     OrderStockReleased,
+    /// Confirmed → Shipped; `commitOwed` says product-svc still has to commit the reservation.
+    OrderShipped,
+    /// A shipped order's reservation became an on-hand decrement (`commitOwed` is now false).
+    OrderStockCommitted,
 }
 
 impl OrderEventType {
@@ -102,6 +107,8 @@ impl OrderEventType {
             Self::OrderRejected => "OrderRejected",
             Self::OrderCancelled => "OrderCancelled",
             Self::OrderStockReleased => "OrderStockReleased",
+            Self::OrderShipped => "OrderShipped",
+            Self::OrderStockCommitted => "OrderStockCommitted",
         }
     }
 }
@@ -112,6 +119,7 @@ pub enum OrderStatus {
     Confirmed,
     Rejected,
     Cancelled,
+    Shipped,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -150,6 +158,9 @@ pub struct OrderEvent {
     /// product-svc still holds (or may hold) a reservation for this cancelled order.
     #[serde(default)]
     pub release_owed: bool,
+    /// product-svc has not yet turned this shipped order's reservation into an on-hand decrement.
+    #[serde(default)]
+    pub commit_owed: bool,
     /// A digest of the create request, when it carried an Idempotency-Key: a retry with the same
     /// key and another body is refused (422).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -379,6 +379,14 @@ impl proto::product_service_server::ProductService for NullStock {
     ) -> Result<tonic::Response<proto::GetProductsResponse>, tonic::Status> {
         Ok(tonic::Response::new(proto::GetProductsResponse::default()))
     }
+    async fn commit_stock(
+        &self,
+        _: tonic::Request<proto::CommitStockRequest>,
+    ) -> Result<tonic::Response<proto::CommitStockResponse>, tonic::Status> {
+        Ok(tonic::Response::new(proto::CommitStockResponse {
+            committed: true,
+        }))
+    }
 }
 
 /// Baseline of scenario 4: a raw tonic unary round-trip (no work on the server).
@@ -454,6 +462,7 @@ fn order_event(product: Uuid) -> (String, Vec<u8>) {
         reason: None,
         failed_product_ids: Vec::new(),
         release_owed: false,
+        commit_owed: false,
         request_fingerprint: None,
         created_at: now,
         updated_at: now,

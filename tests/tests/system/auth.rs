@@ -182,6 +182,17 @@ async fn keys_scopes_and_customer_binding_decide_who_may_do_what() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    // Shipping is an admin action, even for the customer's own order.
+    let r = ann_key
+        .post(format!(
+            "{}/api/orders/{}/ship",
+            order.http,
+            anns["id"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(r, 403).await;
 
     // Unbound orders:read reads any order and filtered lists, but not unfiltered ones or writes.
     let support = client(Some("support-key"));
@@ -267,7 +278,11 @@ async fn without_keys_a_service_refuses_to_start_unless_anonymous_is_allowed() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200, "ALLOW_ANONYMOUS=1 is anonymous mode");
-    assert!(process.terminate(std::time::Duration::from_secs(10)).success());
+    assert!(
+        process
+            .terminate(std::time::Duration::from_secs(10))
+            .success()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,6 +6,7 @@ mod metrics;
 mod orders;
 mod products;
 mod scale;
+mod stock_loop;
 mod transport;
 
 use std::time::Duration;
