@@ -28,6 +28,9 @@ pub enum Error {
         order_id: Uuid,
         why: crate::domain::CommitRefusal,
     },
+    /// The order stream (NATS) cannot be read (the audit needs it).
+    #[error("the order stream is unavailable: {0}")]
+    OrdersUnavailable(String),
     #[error("storage error")]
     Storage(#[from] sled::Error),
     #[error("stored data is corrupt: {0}")]

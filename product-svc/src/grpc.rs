@@ -200,6 +200,7 @@ impl From<Error> for Status {
                 ..
             } => Status::not_found(error.to_string()),
             Error::NotCommittable { .. } => Status::failed_precondition(error.to_string()),
+            Error::OrdersUnavailable(_) => Status::unavailable(error.to_string()),
             Error::Forbidden(_) => Status::permission_denied(error.to_string()),
             Error::VersionMismatch { .. } | Error::Discontinued(_) | Error::Stock(_) => {
                 Status::failed_precondition(error.to_string())

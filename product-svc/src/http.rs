@@ -1,4 +1,6 @@
 //! The HTTP JSON API for catalog admins. Knows request/response JSON and nothing about sled.
+use std::sync::atomic::Ordering;
+
 use axum::{
     Router,
     extract::{Path, Query, State, rejection::QueryRejection},
@@ -28,6 +30,7 @@ pub fn router(state: AppState) -> Router {
             get(fetch).put(update).delete(discontinue),
         )
         .route("/api/products/{id}/stock", post(adjust_stock))
+        .route("/api/stock/audit", get(audit))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready));
     let routes = shared::http::with_callers(routes, state.auth.clone(), state.limiter.clone());
@@ -228,9 +231,32 @@ async fn live() -> StatusCode {
     StatusCode::OK
 }
 
+/// Every reservation against its order's latest state (`catalog:write`).
+async fn audit(State(state): State<AppState>, caller: Caller) -> Result<Response, Error> {
+    if !caller.has("catalog:write") {
+        return Err(Error::Forbidden("catalog:write".into()));
+    }
+    let js = shared::nats::jetstream(state.nats.clone());
+    let report = tokio::time::timeout(
+        std::time::Duration::from_secs(25),
+        crate::audit::audit(&js, &state.orders_stream, &state.store),
+    )
+    .await
+    .map_err(|_| Error::OrdersUnavailable("the audit timed out".into()))??;
+    Ok(axum::Json(report).into_response())
+}
+
 async fn ready(State(state): State<AppState>) -> Response {
     if shared::nats::is_connected(&state.nats) {
-        axum::Json(serde_json::json!({"status": "ready", "nats": "connected", "products": state.store.product_count().unwrap_or_default()}))
+        let f = &state.follower;
+        let follower = serde_json::json!({
+            "applied": f.applied.load(Ordering::Relaxed),
+            "releases": f.releases.load(Ordering::Relaxed),
+            "commits": f.commits.load(Ordering::Relaxed),
+            "unrepairable": f.unrepairable.load(Ordering::Relaxed),
+            "poison": f.poison.load(Ordering::Relaxed),
+        });
+        axum::Json(serde_json::json!({"status": "ready", "nats": "connected", "products": state.store.product_count().unwrap_or_default(), "orderFollower": follower}))
             .into_response()
     } else {
         Problem::unavailable("Not connected to NATS.", 2).into_response()
@@ -292,6 +318,13 @@ impl IntoResponse for Error {
                 Problem::validation(errors)
             }
             Error::NotCommittable { .. } => Problem::conflict(format!("{self}.")),
+            Error::OrdersUnavailable(_) => {
+                tracing::warn!(error = %self, "The audit could not read the order stream.");
+                Problem::unavailable(
+                    "The order stream is temporarily unavailable; retry shortly.",
+                    2,
+                )
+            }
             Error::Storage(_) | Error::Corrupt(_) | Error::Flush(_) => {
                 tracing::error!(error = %self, cause = ?self, "Request failed on storage.");
                 Problem::internal()

@@ -5,10 +5,14 @@
 //! `App::build(Config)` does every fallible start-up step (open sled, bind both listeners,
 //! start connecting to NATS); `App::run_until_stopped(shutdown)` serves until the future
 //! resolves, then drains: stop accepting, finish in-flight requests, drain the relay, flush.
+mod audit;
 mod domain;
 mod error;
+mod follower;
 mod grpc;
 mod http;
+mod ledger;
+mod metrics;
 mod seed;
 mod store;
 
@@ -88,6 +92,13 @@ pub struct Config {
     /// limit off. Beyond it: 429 with Retry-After.
     #[arg(long, env = "PRODUCT_RATE_LIMIT", default_value_t = 1000)]
     pub rate_limit: u32,
+    /// The order stream product-svc follows to keep its reservations in step (and audits).
+    #[arg(long, env = "PRODUCT_ORDERS_STREAM", default_value = shared::streams::ORDERS)]
+    pub orders_stream: String,
+    /// How long after an order's last change its reservation may still disagree before the
+    /// follower repairs it (order-svc's own release or commit normally comes first).
+    #[arg(long, env = "PRODUCT_REPAIR_GRACE_SECS", default_value_t = 30)]
+    pub repair_grace_secs: u64,
     /// Burst above the rate a caller may use at once.
     #[arg(long, env = "PRODUCT_RATE_BURST", default_value_t = 2000)]
     pub rate_burst: u32,
@@ -119,6 +130,8 @@ impl Config {
             rate_limit: 0,
             rate_burst: 1,
             nats_auth: Default::default(),
+            orders_stream: shared::streams::ORDERS.into(),
+            repair_grace_secs: 30,
         }
     }
 }
@@ -130,6 +143,8 @@ pub(crate) struct AppState {
     auth: shared::auth::Auth,
     limiter: std::sync::Arc<shared::ratelimit::Limiter>,
     metrics: Arc<Metrics>,
+    follower: Arc<follower::FollowerCounters>,
+    orders_stream: String,
 }
 
 pub struct App {
@@ -240,16 +255,28 @@ impl App {
             publish_latency: self.metrics.outbox_publish.clone(),
         };
         let relay_task = tokio::spawn(relay.run(relay_stop.clone()));
+        let follower_counters = Arc::new(follower::FollowerCounters::default());
+        let follower = follower::Follower {
+            js: shared::nats::jetstream(self.nats.clone()),
+            store: self.store.clone(),
+            stream: self.config.orders_stream.clone(),
+            durable: "product-svc-orders".into(),
+            grace: Duration::from_secs(self.config.repair_grace_secs),
+            counters: follower_counters.clone(),
+        };
+        let follower_task = tokio::spawn(follower.run(relay_stop.clone()));
 
         let limiter =
             shared::ratelimit::Limiter::new(self.config.rate_limit, self.config.rate_burst);
-        sample_state(&self.metrics, &self.store, &limiter);
+        metrics::sample_state(&self.metrics, &self.store, &limiter, &follower_counters);
         let state = AppState {
             store: self.store.clone(),
             nats: self.nats.clone(),
             auth: self.auth.clone(),
             limiter,
             metrics: self.metrics.clone(),
+            follower: follower_counters,
+            orders_stream: self.config.orders_stream.clone(),
         };
         let router = http::router(state);
         let stop = servers_stop.clone();
@@ -325,7 +352,7 @@ impl App {
             grpc_task.abort();
         }
         relay_stop.cancel();
-        let _ = relay_task.await;
+        let _ = tokio::join!(relay_task, follower_task);
         self.store.close().await;
         let _ = tokio::time::timeout(Duration::from_secs(1), self.nats.flush()).await;
         tracing::info!("product-svc stopped.");
@@ -368,39 +395,4 @@ fn grpc_tls(
             )
         })?;
     Ok(tls)
-}
-
-/// The state figures of `/metrics`, read on each scrape.
-fn sample_state(
-    metrics: &Metrics,
-    store: &store::Store,
-    limiter: &Arc<shared::ratelimit::Limiter>,
-) {
-    let (store, limiter) = (store.clone(), limiter.clone());
-    metrics.sample(move |s| {
-        s.gauge(
-            "outbox_depth",
-            "Catalog and stock events written but not yet acknowledged by JetStream",
-            &[],
-            shared::outbox::depth(&store.outbox_tree()) as f64,
-        );
-        s.gauge(
-            "sled_size_bytes",
-            "Size of the sled database on disk",
-            &[],
-            store.size_on_disk() as f64,
-        );
-        s.counter(
-            "http_rate_limited",
-            "HTTP requests refused with 429 by the per-caller rate limit",
-            &[],
-            limiter.limited(),
-        );
-        s.gauge(
-            "products",
-            "Products in the catalog (discontinued ones included)",
-            &[],
-            store.product_count().unwrap_or_default() as f64,
-        );
-    });
 }

@@ -437,6 +437,28 @@ impl Store {
         Ok(released)
     }
 
+    /// The reservation recorded for an order, if any.
+    pub fn reservation(&self, order_id: Uuid) -> Result<Option<Reservation>> {
+        self.trees
+            .reservations
+            .get(order_id.as_bytes())?
+            .map(|v| serde_json::from_slice(&v).map_err(|e| Error::Corrupt(e.to_string())))
+            .transpose()
+    }
+
+    /// Every reservation's order id and status (for the audit), in key order.
+    pub fn reservation_statuses(
+        &self,
+    ) -> impl Iterator<Item = Result<(Uuid, ReservationStatus)>> + use<> {
+        self.trees.reservations.iter().map(|entry| {
+            let (key, value) = entry?;
+            let id = Uuid::from_slice(&key).map_err(|e| Error::Corrupt(e.to_string()))?;
+            let reservation: Reservation =
+                serde_json::from_slice(&value).map_err(|e| Error::Corrupt(e.to_string()))?;
+            Ok((id, reservation.status))
+        })
+    }
+
     /// Turns a shipped order's reservation into an on-hand decrement, in one transaction.
     /// `Ok(false)` if it was already committed; refused for an unknown or released one.
     pub async fn commit(&self, order_id: Uuid) -> Result<bool> {
