@@ -391,6 +391,17 @@ pub struct Reservation {
     pub items: Vec<(Uuid, i64)>,
     pub status: ReservationStatus,
     pub failure: Option<Failure>,
+    /// When it stopped holding stock (released, committed or failed): retention counts from
+    /// here. `None` while Active (and in records from before retention existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_at: Option<DateTime<Utc>>,
+}
+
+/// Whether a reservation may be compacted away: it holds nothing and closed before `horizon`.
+/// Active reservations are kept forever (they are stock).
+pub fn expired(reservation: &Reservation, horizon: DateTime<Utc>) -> bool {
+    reservation.status != ReservationStatus::Active
+        && reservation.closed_at.is_some_and(|t| t < horizon)
 }
 
 /// Why a reservation cannot be committed.
@@ -495,6 +506,7 @@ mod tests {
             items: vec![(Uuid::new_v4(), 3)],
             status: ReservationStatus::Active,
             failure: None,
+            closed_at: None,
         };
         assert_eq!(commit_decision(Some(&held)), Ok(true));
         let committed = Reservation {

@@ -239,7 +239,7 @@ async fn audit(State(state): State<AppState>, caller: Caller) -> Result<Response
     let js = shared::nats::jetstream(state.nats.clone());
     let report = tokio::time::timeout(
         std::time::Duration::from_secs(25),
-        crate::audit::audit(&js, &state.orders_stream, &state.store),
+        crate::audit::audit(&js, &state.orders_stream, &state.store, state.retention),
     )
     .await
     .map_err(|_| Error::OrdersUnavailable("the audit timed out".into()))??;

@@ -116,6 +116,7 @@ mod tests {
             items: vec![(Uuid::new_v4(), 1)],
             status,
             failure: None,
+            closed_at: None,
         }
     }
 

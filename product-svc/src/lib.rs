@@ -13,6 +13,7 @@ mod grpc;
 mod http;
 mod ledger;
 mod metrics;
+mod retention;
 mod seed;
 mod store;
 
@@ -99,6 +100,10 @@ pub struct Config {
     /// follower repairs it (order-svc's own release or commit normally comes first).
     #[arg(long, env = "PRODUCT_REPAIR_GRACE_SECS", default_value_t = 30)]
     pub repair_grace_secs: u64,
+    /// How long a closed reservation (released, committed, failed, tombstone) is kept before it
+    /// is compacted away; held ones are kept forever. 0 keeps everything.
+    #[arg(long, env = "PRODUCT_RESERVATION_RETENTION_SECS", default_value_t = 7 * 24 * 3600)]
+    pub reservation_retention_secs: u64,
     /// Burst above the rate a caller may use at once.
     #[arg(long, env = "PRODUCT_RATE_BURST", default_value_t = 2000)]
     pub rate_burst: u32,
@@ -132,6 +137,7 @@ impl Config {
             nats_auth: Default::default(),
             orders_stream: shared::streams::ORDERS.into(),
             repair_grace_secs: 30,
+            reservation_retention_secs: 7 * 24 * 3600,
         }
     }
 }
@@ -145,6 +151,8 @@ pub(crate) struct AppState {
     metrics: Arc<Metrics>,
     follower: Arc<follower::FollowerCounters>,
     orders_stream: String,
+    /// Closed reservations older than this may be gone (zero: kept forever).
+    retention: Duration,
 }
 
 pub struct App {
@@ -265,6 +273,14 @@ impl App {
             counters: follower_counters.clone(),
         };
         let follower_task = tokio::spawn(follower.run(relay_stop.clone()));
+        let retention = Duration::from_secs(self.config.reservation_retention_secs);
+        let retention_task = (!retention.is_zero()).then(|| {
+            tokio::spawn(retention::run(
+                self.store.clone(),
+                retention,
+                relay_stop.clone(),
+            ))
+        });
 
         let limiter =
             shared::ratelimit::Limiter::new(self.config.rate_limit, self.config.rate_burst);
@@ -277,6 +293,7 @@ impl App {
             metrics: self.metrics.clone(),
             follower: follower_counters,
             orders_stream: self.config.orders_stream.clone(),
+            retention,
         };
         let router = http::router(state);
         let stop = servers_stop.clone();
@@ -353,6 +370,9 @@ impl App {
         }
         relay_stop.cancel();
         let _ = tokio::join!(relay_task, follower_task);
+        if let Some(task) = retention_task {
+            let _ = task.await;
+        }
         self.store.close().await;
         let _ = tokio::time::timeout(Duration::from_secs(1), self.nats.flush()).await;
         tracing::info!("product-svc stopped.");

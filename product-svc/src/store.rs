@@ -358,6 +358,7 @@ impl Store {
                             reason,
                             failed_product_ids: Vec::new(),
                         }),
+                        closed_at: None,
                     });
                 }
                 let mut state = Vec::with_capacity(items.len());
@@ -382,12 +383,14 @@ impl Store {
                             items: items.to_vec(),
                             status: ReservationStatus::Active,
                             failure: None,
+                            closed_at: None,
                         }
                     }
                     Err(failure) => Reservation {
                         items: items.to_vec(),
                         status: ReservationStatus::Failed,
                         failure: Some(failure),
+                        closed_at: Some(Utc::now()),
                     },
                 };
                 t.put(t.reservations, order_id, &reservation)?;
@@ -413,6 +416,7 @@ impl Store {
                             items: Vec::new(),
                             status: ReservationStatus::Released,
                             failure: None,
+                            closed_at: Some(Utc::now()),
                         },
                     )?;
                     return Ok(false);
@@ -430,11 +434,70 @@ impl Store {
                     t.put(t.stock, *id, &stock)?;
                 }
                 reservation.status = ReservationStatus::Released;
+                reservation.closed_at = Some(Utc::now());
                 t.put(t.reservations, order_id, &reservation)?;
                 Ok(true)
             })
             .await?;
         Ok(released)
+    }
+
+    /// Removes reservations that hold nothing and closed before `horizon` (see `domain::expired`),
+    /// and stamps closed ones from before retention existed so they expire in turn. Deletes go
+    /// through the writer in chunks, re-checked inside the transaction. Returns how many went.
+    pub async fn compact(&self, horizon: chrono::DateTime<Utc>) -> Result<usize> {
+        let mut expired = Vec::new();
+        let mut unstamped = Vec::new();
+        for entry in self.trees.reservations.iter() {
+            let (key, value) = entry?;
+            let Ok(id) = Uuid::from_slice(&key) else {
+                continue;
+            };
+            let reservation: Reservation =
+                serde_json::from_slice(&value).map_err(|e| Error::Corrupt(e.to_string()))?;
+            if domain::expired(&reservation, horizon) {
+                expired.push(id);
+            } else if reservation.status != ReservationStatus::Active
+                && reservation.closed_at.is_none()
+            {
+                unstamped.push(id);
+            }
+        }
+        let mut removed = 0;
+        for chunk in expired.chunks(256) {
+            let chunk = chunk.to_vec();
+            removed += self
+                .transact(move |t| {
+                    let mut n = 0;
+                    for id in &chunk {
+                        let still = get_json::<Reservation>(t.reservations, *id)?
+                            .is_some_and(|r| domain::expired(&r, horizon));
+                        if still {
+                            t.reservations.remove(id.as_bytes().as_slice())?;
+                            n += 1;
+                        }
+                    }
+                    Ok(n)
+                })
+                .await?;
+        }
+        for chunk in unstamped.chunks(256) {
+            let chunk = chunk.to_vec();
+            self.transact(move |t| {
+                for id in &chunk {
+                    if let Some(mut r) = get_json::<Reservation>(t.reservations, *id)?
+                        && r.status != ReservationStatus::Active
+                        && r.closed_at.is_none()
+                    {
+                        r.closed_at = Some(Utc::now());
+                        t.put(t.reservations, *id, &r)?;
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(removed)
     }
 
     /// The reservation recorded for an order, if any.
@@ -475,6 +538,7 @@ impl Store {
                 t.put(t.stock, *id, &domain::commit_units(stock, *qty))?;
             }
             reservation.status = ReservationStatus::Committed;
+            reservation.closed_at = Some(Utc::now());
             t.put(t.reservations, order_id, &reservation)?;
             Ok(true)
         })

@@ -162,6 +162,7 @@ async fn order_svc_killed_mid_replay_recovers_the_exact_catalog() {
     let ready_in = restarted.elapsed();
     let rows = wait_snapshot_matches(&product_http, &order.http).await;
     assert_eq!(rows, n);
+    crate::assert_books_agree(&product_http).await;
     eprintln!(
         "FIGURES replay: {n} products created in {created_in:?}; killed at {applied_at_kill} applied; ready {ready_in:?} after restart; snapshot == catalog; lost 0"
     );
@@ -206,6 +207,7 @@ async fn nats_connection_cut_mid_replay_loses_no_event() {
         .log_text()
         .matches("deliveries lost on the way")
         .count();
+    crate::assert_books_agree(&product.http).await;
     eprintln!(
         "FIGURES cut: {n} products; NATS connection cut at {cuts_at:?} applied; {gaps} delivery gaps detected; {} proxy connections; snapshot == catalog",
         proxy.connections()
@@ -399,6 +401,7 @@ async fn product_svc_killed_under_write_load_loses_nothing_acknowledged() {
     let (rows, duplicates) =
         assert_nothing_acknowledged_lost(&http, &order.http, &nats.url(), &acked).await;
     assert_eq!(duplicates, 0, "no event was stored twice");
+    crate::assert_books_agree(&http).await;
     eprintln!(
         "FIGURES product kill: {} writes acknowledged, {} attempts refused during the restart (retried), {rows} products, in {:?}; lost 0, duplicates 0",
         report.ok,
@@ -441,6 +444,7 @@ async fn nats_killed_under_write_load_loses_nothing_and_the_consumer_resumes() {
         1,
         "order-svc was not restarted"
     );
+    crate::assert_books_agree(&product.http).await;
     eprintln!(
         "FIGURES nats kill: {} writes acknowledged, {} attempts refused (retried), {rows} products, {duplicates} extra stream sequences (re-published after the server lost its dedupe state), in {:?}; lost 0",
         report.ok,
@@ -522,6 +526,7 @@ async fn cluster_stream_leader_killed_under_write_load_loses_nothing() {
             "{service} was restarted"
         );
     }
+    crate::assert_books_agree(&product.http).await;
     eprintln!(
         "FIGURES cluster: stream leader {leader} killed halfway; {} writes acknowledged, {} attempts refused (retried), {rows} products, {duplicates} extra stream sequences, in {:?}; lost 0",
         report.ok,
@@ -589,6 +594,7 @@ async fn sixty_four_clients_racing_for_fifty_units_never_oversell() {
     let (_, p) = get_json(&format!("{}/api/products/{id}", product.http)).await;
     assert_eq!(p["reservedQuantity"], units);
     assert_eq!(p["availableQuantity"], 0);
+    crate::assert_books_agree(&product.http).await;
     eprintln!(
         "FIGURES contention: {clients} clients, {units} units: {confirmed} confirmed, {rejected} rejected, 0 pending, reserved {units}"
     );
@@ -729,6 +735,7 @@ async fn product_svc_outage_ends_with_every_order_settled_and_exact_availability
         )
         .await;
     }
+    crate::assert_books_agree(&product.http).await;
     eprintln!(
         "FIGURES outage: {} orders during a {outage:?} outage ({accepted_pending} answered 202 Pending), all settled; {} cancels released; availability exact",
         placed.len(),
@@ -803,6 +810,7 @@ async fn lost_or_late_replies_are_retried_and_never_reserve_twice() {
         Some(total),
         "each order reserved exactly once"
     );
+    crate::assert_books_agree(&product.http).await;
     eprintln!(
         "FIGURES lossy: {orders} orders through {} proxied connections ({dropped} lost replies, {delayed} late); reserved {total} = sum of confirmed",
         proxy.connections()
@@ -853,6 +861,7 @@ async fn poison_events_are_skipped_counted_and_later_events_applied() {
         .then_some(())
     })
     .await;
+    crate::assert_books_agree(&product.http).await;
     eprintln!(
         "FIGURES poison: {} poison messages terminated and counted; {rows} valid products applied",
         bodies.len()
@@ -1149,6 +1158,7 @@ async fn bad_input_sweep_gets_4xx_problems_and_changes_nothing() {
     );
     let (_, orders) = get_json(&format!("{}/api/orders", order.http)).await;
     assert_eq!(orders["totalCount"], 0, "no order was created");
+    crate::assert_books_agree(&product.http).await;
     eprintln!(
         "FIGURES bad input: {answered} bad requests, all 4xx problem+json or INVALID_ARGUMENT; 0 5xx; no state change"
     );
@@ -1203,6 +1213,7 @@ async fn sigterm_mid_load_exits_zero_and_keeps_everything_acknowledged() {
         );
     }
     let rows = wait_snapshot_matches(&product.http, &order.http).await;
+    crate::assert_books_agree(&product.http).await;
     eprintln!(
         "FIGURES graceful stop: order-svc exit 0 with {} orders acknowledged, product-svc exit 0 with {} creates acknowledged; all present after restart ({rows} in the snapshot); lost 0",
         orders_acked.len(),

@@ -118,3 +118,22 @@ pub fn product_config(nats: &str, dir: &std::path::Path, grpc_port: u16) -> prod
     config.grpc_addr = format!("127.0.0.1:{grpc_port}").parse().unwrap();
     config
 }
+
+/// Waits until product-svc's stock audit finds no mismatch between its reservations and the
+/// orders' latest states (work in flight shows until it is done); panics with the last report.
+pub async fn assert_books_agree(product_http: &str) {
+    let url = format!("{product_http}/api/stock/audit");
+    let mut last = Value::Null;
+    let agreed = tokio::time::timeout(WAIT, async {
+        loop {
+            let (status, report) = get_json(&url).await;
+            if status == 200 && report["mismatches"] == 0 {
+                return;
+            }
+            last = report;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(agreed.is_ok(), "the books disagree: {last}");
+}

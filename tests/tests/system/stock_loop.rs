@@ -229,3 +229,234 @@ async fn commit_stock_is_idempotent_and_refuses_unknown_or_released_reservations
     assert_eq!(stock(&product.http, &id).await, (16, 0));
     product.stop().await;
 }
+
+/// The follower's counters from product-svc's readiness report.
+async fn follower(product_http: &str) -> Value {
+    get_json(&format!("{product_http}/health/ready")).await.1["orderFollower"].clone()
+}
+
+fn short_grace(nats: &str, dir: &std::path::Path, grpc_port: u16) -> product_svc::Config {
+    let mut config = crate::product_config(nats, dir, grpc_port);
+    config.repair_grace_secs = 1;
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_lost_with_order_svc_is_repaired_by_product_svcs_follower() {
+    let nats = NatsServer::start();
+    let dir = scratch();
+    let port = tests::free_port();
+    let product_dir = dir.path().join("product");
+    let product = ProductService::start_with(short_grace(&nats.url(), &product_dir, port)).await;
+    let order = OrderService::start(&nats.url(), &product.grpc, &dir.path().join("order")).await;
+    let id = crate::create_product(&product.http, "Leaky", "2.00", 10).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_snapshot_version(&order.http, &id, 1).await;
+    let placed = place(&order.http, &id, 3).await;
+    assert_eq!(placed["status"], "Confirmed");
+
+    // product-svc down: the cancel is recorded, its release cannot be sent.
+    product.stop().await;
+    let cancel = http_client()
+        .post(format!(
+            "{}/api/orders/{}/cancel",
+            order.http,
+            placed["id"].as_str().unwrap()
+        ))
+        .json(&json!({"reason": "lost release"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status(), 200);
+    // ...and order-svc is gone for good with its disk: nobody will send the release.
+    order.stop().await;
+    std::fs::remove_dir_all(dir.path().join("order")).unwrap();
+
+    let product = ProductService::start_with(short_grace(&nats.url(), &product_dir, port)).await;
+    wait_for("the follower to release the stock", WAIT, || async {
+        (stock(&product.http, &id).await == (10, 0)).then_some(())
+    })
+    .await;
+    assert_eq!(follower(&product.http).await["releases"], 1);
+    crate::assert_books_agree(&product.http).await;
+    product.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fabricated_cancel_on_a_confirmed_order_releases_its_stock_once() {
+    let nats = NatsServer::start();
+    let dir = scratch();
+    let product = ProductService::start_with(short_grace(
+        &nats.url(),
+        &dir.path().join("product"),
+        tests::free_port(),
+    ))
+    .await;
+    let order = OrderService::start(&nats.url(), &product.grpc, &dir.path().join("order")).await;
+    let id = crate::create_product(&product.http, "Forged", "2.00", 10).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_snapshot_version(&order.http, &id, 1).await;
+    let placed = place(&order.http, &id, 4).await;
+    let order_id = placed["id"].as_str().unwrap();
+    assert_eq!(stock(&product.http, &id).await, (10, 4));
+
+    // Someone with write access to the order stream publishes a Cancelled state that owes no
+    // release (so order-svc will not send one), with the right compare-and-set.
+    let jetstream = js(&nats.url()).await;
+    let subject = format!("eshop.orders.{order_id}");
+    let stream = jetstream.get_stream("ORDERS").await.unwrap();
+    let last = stream
+        .get_last_raw_message_by_subject(&subject)
+        .await
+        .unwrap();
+    let mut event: Value = serde_json::from_slice(&last.payload).unwrap();
+    event["eventType"] = json!("OrderCancelled");
+    event["status"] = json!("Cancelled");
+    event["version"] = json!(event["version"].as_u64().unwrap() + 1);
+    event["releaseOwed"] = json!(false);
+    event["eventId"] = json!(Uuid::now_v7());
+    event["updatedAt"] = json!(chrono::Utc::now());
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(
+        "Nats-Expected-Last-Subject-Sequence",
+        last.sequence.to_string().as_str(),
+    );
+    jetstream
+        .publish_with_headers(subject, headers, serde_json::to_vec(&event).unwrap().into())
+        .await
+        .unwrap()
+        .await
+        .expect("the CAS publish is accepted");
+
+    wait_for("the follower to release the stock", WAIT, || async {
+        (stock(&product.http, &id).await == (10, 0)).then_some(())
+    })
+    .await;
+    crate::assert_books_agree(&product.http).await;
+    // Once: the counter says one repair, and the stock did not move twice.
+    assert_eq!(follower(&product.http).await["releases"], 1);
+    assert_eq!(stock(&product.http, &id).await, (10, 0));
+    order.stop().await;
+    product.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_reports_a_reservation_written_behind_the_ledgers_back() {
+    let nats = NatsServer::start();
+    let dir = scratch();
+    let port = tests::free_port();
+    let product_dir = dir.path().join("product");
+    let product =
+        ProductService::start_with(crate::product_config(&nats.url(), &product_dir, port)).await;
+    let order = OrderService::start(&nats.url(), &product.grpc, &dir.path().join("order")).await;
+    let id = crate::create_product(&product.http, "Audited", "2.00", 10).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_snapshot_version(&order.http, &id, 1).await;
+    let placed = place(&order.http, &id, 2).await;
+    assert_eq!(placed["status"], "Confirmed");
+    crate::assert_books_agree(&product.http).await;
+    order.stop().await;
+
+    // With product-svc stopped, a reservation for an order nobody placed goes straight into sled.
+    product.stop().await;
+    let ghost = Uuid::new_v4();
+    {
+        // sled's background flusher lets go of the lock a moment after the service stops.
+        let db = tests::wait_for_blocking("product-svc's sled lock", WAIT, || {
+            sled::open(&product_dir).ok()
+        });
+        let reservations = db.open_tree("reservations").unwrap();
+        let row = json!({"items": [[id, 1]], "status": "Active", "failure": null});
+        reservations
+            .insert(ghost.as_bytes(), serde_json::to_vec(&row).unwrap())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let product =
+        ProductService::start_with(crate::product_config(&nats.url(), &product_dir, port)).await;
+    let (status, report) = get_json(&format!("{}/api/stock/audit", product.http)).await;
+    assert_eq!(status, 200);
+    assert_eq!(report["mismatches"], 1, "{report}");
+    assert_eq!(report["kinds"]["heldWithoutOrder"]["count"], 1);
+    assert_eq!(
+        report["kinds"]["heldWithoutOrder"]["orderIds"][0],
+        json!(ghost)
+    );
+    assert_eq!(report["ordersChecked"], 1);
+    assert_eq!(report["reservationsChecked"], 2);
+    product.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_reservations_are_compacted_after_retention_and_held_ones_stay() {
+    let nats = NatsServer::start();
+    let dir = scratch();
+    let mut config =
+        crate::product_config(&nats.url(), &dir.path().join("product"), tests::free_port());
+    config.reservation_retention_secs = 1;
+    let product = ProductService::start_with(config).await;
+    let order = OrderService::start(&nats.url(), &product.grpc, &dir.path().join("order")).await;
+    let id = crate::create_product(&product.http, "Compacted", "2.00", 10).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_snapshot_version(&order.http, &id, 1).await;
+    let held = place(&order.http, &id, 1).await;
+    let shipped = place(&order.http, &id, 2).await;
+    let cancelled = place(&order.http, &id, 3).await;
+    let url = |o: &Value, action: &str| {
+        format!(
+            "{}/api/orders/{}/{action}",
+            order.http,
+            o["id"].as_str().unwrap()
+        )
+    };
+    assert_eq!(post(url(&shipped, "ship")).await.status(), 200);
+    let r = http_client()
+        .post(url(&cancelled, "cancel"))
+        .json(&json!({"reason": "compact me"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // A tombstone too: a release for an order product-svc never saw.
+    let mut grpc = product.grpc_client().await;
+    grpc.release_stock(ReleaseStockRequest {
+        order_id: Uuid::new_v4().to_string(),
+    })
+    .await
+    .unwrap();
+
+    let audit = format!("{}/api/stock/audit", product.http);
+    wait_for("the closed reservations to be compacted", WAIT, || async {
+        let (_, report) = get_json(&audit).await;
+        (report["reservationsChecked"] == 1).then_some(report)
+    })
+    .await;
+    assert_eq!(
+        stock(&product.http, &id).await,
+        (8, 1),
+        "the held reservation stays"
+    );
+    crate::assert_books_agree(&product.http).await;
+    // The held order still releases normally after the others were compacted.
+    let r = http_client()
+        .post(url(&held, "cancel"))
+        .json(&json!({"reason": "done"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    wait_for("the release", WAIT, || async {
+        (stock(&product.http, &id).await == (8, 0)).then_some(())
+    })
+    .await;
+    order.stop().await;
+    product.stop().await;
+}
