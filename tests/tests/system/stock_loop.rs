@@ -460,3 +460,89 @@ async fn closed_reservations_are_compacted_after_retention_and_held_ones_stay() 
     order.stop().await;
     product.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_created_cancelled_and_shipped_across_two_instances_leave_exact_books() {
+    use futures::StreamExt;
+    use std::collections::HashMap;
+    let orders: usize = std::env::var("STOCK_LOOP_ORDERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000);
+    let nats = NatsServer::start();
+    let dir = scratch();
+    let product = ProductService::start(&nats.url(), &dir.path().join("product")).await;
+    let a = OrderService::start(&nats.url(), &product.grpc, &dir.path().join("order-a")).await;
+    let b = OrderService::start(&nats.url(), &product.grpc, &dir.path().join("order-b")).await;
+    const INITIAL: i64 = 100_000;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let p = crate::create_product(&product.http, &format!("Loop {i}"), "1.00", INITIAL).await;
+        ids.push(p["id"].as_str().unwrap().to_owned());
+    }
+    for id in &ids {
+        wait_snapshot_version(&a.http, id, 1).await;
+        wait_snapshot_version(&b.http, id, 1).await;
+    }
+    let https = [a.http.clone(), b.http.clone()];
+    // Order i: product i % 5, 1 + i % 3 units, placed on instance i % 2; a third are then
+    // cancelled and a third shipped, each on the other instance.
+    let placed: Vec<(usize, String)> = futures::stream::iter(0..orders)
+        .map(|i| {
+            let (http, id) = (https[i % 2].clone(), ids[i % 5].clone());
+            async move {
+                let o = place(&http, &id, 1 + (i % 3) as u32).await;
+                assert_eq!(o["status"], "Confirmed");
+                (i, o["id"].as_str().unwrap().to_owned())
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    futures::stream::iter(placed.iter().filter(|(i, _)| i % 3 != 0))
+        .for_each_concurrent(32, |(i, order_id)| {
+            let http = https[(i + 1) % 2].clone();
+            async move {
+                let response = if i % 3 == 1 {
+                    http_client()
+                        .post(format!("{http}/api/orders/{order_id}/cancel"))
+                        .json(&json!({"reason": "load"}))
+                        .send()
+                        .await
+                        .unwrap()
+                } else {
+                    post(format!("{http}/api/orders/{order_id}/ship")).await
+                };
+                assert_eq!(response.status(), 200, "order {i}");
+            }
+        })
+        .await;
+
+    // What the orders say, per product: held = confirmed units, shipped = shipped units.
+    let mut held: HashMap<&str, i64> = HashMap::new();
+    let mut shipped: HashMap<&str, i64> = HashMap::new();
+    for (i, _) in &placed {
+        let units = 1 + (i % 3) as i64;
+        match i % 3 {
+            0 => *held.entry(&ids[i % 5]).or_default() += units,
+            2 => *shipped.entry(&ids[i % 5]).or_default() += units,
+            _ => {}
+        }
+    }
+    for id in &ids {
+        let expected = (
+            INITIAL - shipped.get(id.as_str()).copied().unwrap_or(0),
+            held.get(id.as_str()).copied().unwrap_or(0),
+        );
+        wait_for(
+            &format!("product {id} to match its orders"),
+            WAIT,
+            || async { (stock(&product.http, id).await == expected).then_some(()) },
+        )
+        .await;
+    }
+    crate::assert_books_agree(&product.http).await;
+    a.stop().await;
+    b.stop().await;
+    product.stop().await;
+}
