@@ -557,6 +557,17 @@ async fn least_privilege_nats_users_run_the_system_and_refuse_a_forged_product_e
         (row["version"].as_u64(), row["price"].as_str()),
         (Some(1), Some("10.00"))
     );
+    // product-svc's order follower and its audit work under its permission set.
+    tests::wait_for(
+        "the order follower to read the order stream",
+        crate::WAIT,
+        || async {
+            let (_, ready) = crate::get_json(&format!("{}/health/ready", product.http)).await;
+            (ready["orderFollower"]["applied"].as_u64() >= Some(1)).then_some(())
+        },
+    )
+    .await;
+    crate::assert_books_agree(&product.http).await;
     order.stop().await;
     product.stop().await;
 }
