@@ -141,6 +141,60 @@ up *args: setup build
     MSG
     wait
 
+# An edge deployment on this box: hub nats-server (domain hub) + seeded product-svc, and site
+# edge1's nats-server (a leaf node, domain edge1) + order-svc reading the mirrored catalog and
+# writing ORDERS_EDGE1. Prints URLs; Ctrl-C stops all. Data under data/edge/.
+edge seed="20": setup build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    mkdir -p data/edge
+    if [ ! -f data/edge/dev-api-key ]; then
+        python3 - <<'PY'
+    import hashlib, json, secrets
+    key = secrets.token_urlsafe(24)
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    def keyfile(scopes):
+        return json.dumps({"keys": [{"name": "dev", "sha256": digest, "scopes": scopes}]}, indent=2)
+    open("data/edge/product-keys.json", "w").write(keyfile(["catalog:read", "catalog:write"]))
+    open("data/edge/order-keys.json", "w").write(keyfile(["orders:read", "orders:write", "orders:admin"]))
+    open("data/edge/dev-api-key", "w").write(key)
+    open("data/edge/grpc-token", "w").write(secrets.token_urlsafe(24))
+    PY
+    fi
+    KEY=$(cat data/edge/dev-api-key)
+    pids=()
+    cleanup() {
+        trap - EXIT INT TERM
+        for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+        wait
+        echo "edge deployment stopped"
+    }
+    trap cleanup EXIT INT TERM
+    wait_http() { for _ in $(seq 1 300); do curl -fs "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "timed out waiting for $1"; exit 1; }
+    nats-server -c nats/edge/hub.conf > data/edge/hub-nats.log 2>&1 & pids+=($!)
+    wait_http http://127.0.0.1:8322/healthz
+    nats-server -c nats/edge/edge1.conf > data/edge/edge1-nats.log 2>&1 & pids+=($!)
+    wait_http http://127.0.0.1:8323/healthz
+    PRODUCT_API_KEYS=data/edge/product-keys.json PRODUCT_GRPC_TOKEN_FILE=data/edge/grpc-token     NATS_URL=nats://127.0.0.1:4322 PRODUCT_HTTP_ADDR=127.0.0.1:5101 PRODUCT_GRPC_ADDR=127.0.0.1:5151     PRODUCT_DATA_DIR=data/edge/product PRODUCT_EDGE_SITES=edge1         target/debug/product-svc --seed {{seed}} > >(sed -u 's/^/[hub product] /') 2>&1 & pids+=($!)
+    wait_http http://127.0.0.1:5101/health/ready
+    ORDER_API_KEYS=data/edge/order-keys.json ORDER_GRPC_TOKEN_FILE=data/edge/grpc-token     NATS_URL=nats://127.0.0.1:4323 ORDER_HTTP_ADDR=127.0.0.1:5102 PRODUCT_GRPC_URL=http://127.0.0.1:5151     ORDER_DATA_DIR=data/edge/order-edge1 ORDER_SITE=edge1 ORDER_CATALOG_DOMAIN=hub     ORDER_STOCK_ATTEMPT_TIMEOUT_MS=1500         target/debug/order-svc > >(sed -u 's/^/[edge1 order] /') 2>&1 & pids+=($!)
+    wait_http http://127.0.0.1:5102/health/ready
+    cat <<MSG
+
+    edge deployment is up (Ctrl-C stops everything)
+      hub    nats nats://127.0.0.1:4322 (domain hub, leaf listener 7422)   product-svc HTTP http://127.0.0.1:5101  gRPC 127.0.0.1:5151
+      edge1  nats nats://127.0.0.1:4323 (domain edge1, leaf → hub)         order-svc   HTTP http://127.0.0.1:5102
+
+    API key (both services): $KEY
+      export AUTH="Authorization: Bearer $KEY"
+      curl -s -H "\$AUTH" http://127.0.0.1:5102/api/snapshot/products?pageSize=3    # the catalog, read at the edge
+      curl -s -H "\$AUTH" -XPOST http://127.0.0.1:5102/api/orders -H 'content-type: application/json' \
+           -d '{"customerId":"6f1c1a52-3b0e-4a8e-9d8c-1e2f3a4b5c6d","customerEmail":"ann@example.com","items":[{"productId":"<id>","quantity":1}]}'
+      curl -s -H "\$AUTH" http://127.0.0.1:5101/api/stock/audit                    # the hub's ledger against every site's orders
+    Cut the uplink: kill the hub's nats-server and product-svc (the edge keeps selling, 202 Pending).
+    MSG
+    wait
+
 # Print a new API key and its key-file entry: just key NAME SCOPES(comma-separated) [CUSTOMER_ID]
 key name scopes customer="":
     #!/usr/bin/env python3

@@ -74,6 +74,16 @@ pub struct Config {
     /// Subject prefix of the order stream: order `<id>` is published on `<prefix>.<id>`.
     #[arg(long, env = "ORDER_SUBJECT_PREFIX", default_value = shared::events::ORDER_SUBJECT_PREFIX)]
     pub orders_subject_prefix: String,
+    /// This instance runs at edge site SITE (its nats-server a leaf node in JetStream domain
+    /// SITE): orders go to the site's own stream (`ORDERS_<SITE>` on `eshop.<site>.orders.*`),
+    /// which the hub's `ORDERS` sources. Conflicts with a non-default --orders-stream/-prefix.
+    #[arg(long, env = "ORDER_SITE")]
+    pub site: Option<String>,
+    /// The JetStream domain that owns the catalog (e.g. `hub`): the local `PRODUCTS` is then a
+    /// mirror of that domain's `PRODUCTS`, projected locally, so the catalog is read with the
+    /// uplink down. Unset: `PRODUCTS` is local (one box, or a cluster).
+    #[arg(long, env = "ORDER_CATALOG_DOMAIN")]
+    pub catalog_domain: Option<String>,
     /// Catalog source for create-order.
     #[arg(long, env = "ORDER_CATALOG", value_enum, default_value = "snapshot")]
     pub catalog: CatalogMode,
@@ -145,6 +155,8 @@ impl Config {
             instance_id: None,
             orders_stream: shared::streams::ORDERS.into(),
             orders_subject_prefix: shared::events::ORDER_SUBJECT_PREFIX.into(),
+            site: None,
+            catalog_domain: None,
             catalog: CatalogMode::Snapshot,
             request_budget_ms: 2000,
             stock_attempt_timeout_ms: 1000,
@@ -189,7 +201,26 @@ pub struct App {
 }
 
 impl App {
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
+    pub async fn build(mut config: Config) -> anyhow::Result<Self> {
+        if let Some(site) = config.site.clone() {
+            anyhow::ensure!(
+                shared::streams::is_site_name(&site),
+                "--site must be 1-32 characters of [A-Za-z0-9_-]"
+            );
+            anyhow::ensure!(
+                config.orders_stream == shared::streams::ORDERS
+                    && config.orders_subject_prefix == shared::events::ORDER_SUBJECT_PREFIX,
+                "--site names the order stream and subjects itself; drop --orders-stream/--orders-subject-prefix"
+            );
+            config.orders_stream = shared::streams::site_orders_stream(&site);
+            config.orders_subject_prefix = shared::streams::site_orders_prefix(&site);
+        }
+        if let Some(domain) = &config.catalog_domain {
+            anyhow::ensure!(
+                shared::streams::is_site_name(domain),
+                "--catalog-domain must be 1-32 characters of [A-Za-z0-9_-]"
+            );
+        }
         let auth = shared::auth::Auth::from_config(
             config.api_keys.as_deref(),
             config.allow_anonymous,
@@ -332,7 +363,12 @@ impl App {
             js: js.clone(),
             projection: store.clone(),
             commit: store.commit(),
-            stream: shared::streams::products(self.config.stream_replicas),
+            stream: match &self.config.catalog_domain {
+                Some(domain) => {
+                    shared::streams::products_mirror(domain, self.config.stream_replicas)
+                }
+                None => shared::streams::products(self.config.stream_replicas),
+            },
             durable: format!("order-svc-{}-products", self.instance_id),
             status: self.snapshot.clone(),
         };
@@ -388,7 +424,7 @@ impl App {
             .with_graceful_shutdown(stop.cancelled_owned())
             .await
         });
-        tracing::info!(http.addr = %http_addr, data_dir = %self.config.data_dir.display(), catalog = ?self.config.catalog, instance = %self.instance_id, orders_stream = %self.config.orders_stream, "order-svc started.");
+        tracing::info!(http.addr = %http_addr, data_dir = %self.config.data_dir.display(), catalog = ?self.config.catalog, catalog_domain = ?self.config.catalog_domain, instance = %self.instance_id, orders_stream = %self.config.orders_stream, "order-svc started.");
 
         let mut failure = None;
         tokio::select! {

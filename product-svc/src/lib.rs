@@ -96,6 +96,11 @@ pub struct Config {
     /// The order stream product-svc follows to keep its reservations in step (and audits).
     #[arg(long, env = "PRODUCT_ORDERS_STREAM", default_value = shared::streams::ORDERS)]
     pub orders_stream: String,
+    /// Edge sites whose order streams the hub's order stream sources (comma-separated site
+    /// names, each a JetStream domain): product-svc then creates or converges `ORDERS` (on
+    /// `eshop.orders.*`) with a source per site, so the ledger follows every site's orders.
+    #[arg(long, env = "PRODUCT_EDGE_SITES", value_delimiter = ',')]
+    pub edge_sites: Vec<String>,
     /// How long after an order's last change its reservation may still disagree before the
     /// follower repairs it (order-svc's own release or commit normally comes first).
     #[arg(long, env = "PRODUCT_REPAIR_GRACE_SECS", default_value_t = 30)]
@@ -137,6 +142,7 @@ impl Config {
             nats_auth: Default::default(),
             orders_stream: shared::streams::ORDERS.into(),
             repair_grace_secs: 30,
+            edge_sites: Vec::new(),
             reservation_retention_secs: 7 * 24 * 3600,
         }
     }
@@ -197,6 +203,15 @@ impl App {
             (Some(cert), Some(key)) => Some(grpc_tls(cert, key)?),
             _ => None,
         };
+        if let Some(bad) = config
+            .edge_sites
+            .iter()
+            .find(|s| !shared::streams::is_site_name(s))
+        {
+            anyhow::bail!(
+                "--edge-sites: {bad:?} is not a site name (1-32 characters of [A-Za-z0-9_-])"
+            );
+        }
         // NATS first: refused credentials must stop the start before anything is opened.
         let nats = shared::nats::connect(&config.nats_url, "product-svc", &config.nats_auth)
             .await
@@ -268,6 +283,15 @@ impl App {
             js: shared::nats::jetstream(self.nats.clone()),
             store: self.store.clone(),
             stream: self.config.orders_stream.clone(),
+            // With edge sites, product-svc owns the sourcing: it converges the stream's config.
+            converge: (!self.config.edge_sites.is_empty()).then(|| {
+                shared::streams::orders_with_sites(
+                    &self.config.orders_stream,
+                    shared::events::ORDER_SUBJECT_PREFIX,
+                    self.config.stream_replicas,
+                    &self.config.edge_sites,
+                )
+            }),
             durable: "product-svc-orders".into(),
             grace: Duration::from_secs(self.config.repair_grace_secs),
             counters: follower_counters.clone(),

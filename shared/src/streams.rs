@@ -2,7 +2,7 @@
 //! consumer can never disagree about retention, dedupe window or subjects.
 use std::time::Duration;
 
-use async_nats::jetstream::stream::{Config, DiscardPolicy, StorageType};
+use async_nats::jetstream::stream::{Config, DiscardPolicy, External, Source, StorageType};
 
 pub const PRODUCTS: &str = "PRODUCTS";
 pub const STOCK: &str = "STOCK";
@@ -59,4 +59,79 @@ pub fn orders(name: &str, subject_prefix: &str, replicas: usize) -> Config {
         allow_direct: true,
         ..Default::default()
     }
+}
+
+/// An edge site's copy of the hub's `PRODUCTS`: a mirror in the site's own JetStream domain,
+/// kept up to date across the leaf link by the site's nats-server and readable with the link
+/// down. Same name and sequences as the origin, no subjects of its own (a mirror takes none).
+pub fn products_mirror(origin_domain: &str, replicas: usize) -> Config {
+    Config {
+        name: PRODUCTS.into(),
+        mirror: Some(Source {
+            name: PRODUCTS.into(),
+            external: Some(domain_api(origin_domain)),
+            ..Default::default()
+        }),
+        max_messages_per_subject: 1,
+        discard: DiscardPolicy::Old,
+        storage: StorageType::File,
+        num_replicas: replicas.max(1),
+        allow_direct: true,
+        ..Default::default()
+    }
+}
+
+/// The order stream of edge site `site` (`ORDERS_EDGE1` for `edge1`): unique per site, since
+/// flow-control subjects are not domain-prefixed.
+pub fn site_orders_stream(site: &str) -> String {
+    format!("{ORDERS}_{}", site.to_uppercase().replace('-', "_"))
+}
+
+/// Subject prefix of site `site`'s orders (`eshop.edge1.orders`): distinct from the hub's, so a
+/// connected leaf never stores an order in two streams.
+pub fn site_orders_prefix(site: &str) -> String {
+    format!("eshop.{site}.orders")
+}
+
+/// The hub's order stream, also **sourcing** every edge site's order stream from the site's
+/// domain: the hub sees every order exactly once (sourced messages keep their subjects, and the
+/// stream keeps one message per subject), and a site's orders flow in when its link is up.
+pub fn orders_with_sites(
+    name: &str,
+    subject_prefix: &str,
+    replicas: usize,
+    sites: &[String],
+) -> Config {
+    let mut config = orders(name, subject_prefix, replicas);
+    if !sites.is_empty() {
+        config.sources = Some(
+            sites
+                .iter()
+                .map(|site| Source {
+                    name: site_orders_stream(site),
+                    external: Some(domain_api(site)),
+                    ..Default::default()
+                })
+                .collect(),
+        );
+    }
+    config
+}
+
+/// Another domain's JetStream API, as a mirror or source reaches it across a leaf link (the
+/// server takes `external.api`; async-nats' `Source::domain` is not sent in a form it accepts).
+fn domain_api(domain: &str) -> External {
+    External {
+        api_prefix: format!("$JS.{domain}.API"),
+        delivery_prefix: None,
+    }
+}
+
+/// A JetStream domain or site name: a NATS subject token (`[A-Za-z0-9_-]`, 1-32 characters).
+pub fn is_site_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 32
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
