@@ -13,6 +13,7 @@ use std::{
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 
+pub mod edge;
 pub mod nats;
 pub mod proxy;
 pub use nats::{NatsCluster, NatsServer};

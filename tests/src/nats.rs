@@ -14,8 +14,8 @@ pub struct NatsServer {
     child: Option<Child>,
     dir: TempDir,
     port: u16,
-    /// A file under `nats/`.
-    config: &'static str,
+    /// The config file (absolute).
+    config: PathBuf,
 }
 
 impl NatsServer {
@@ -26,6 +26,11 @@ impl NatsServer {
 
     /// `start` with another config under `nats/` (e.g. `test-sync-always.conf`).
     pub fn start_with(config: &'static str) -> Self {
+        Self::start_config(workspace_root().join("nats").join(config))
+    }
+
+    /// `start` with a config file anywhere (tests that generate one, e.g. with a leaf remote).
+    pub fn start_config(config: PathBuf) -> Self {
         let mut dir = tempfile::Builder::new()
             .prefix("eshop-nats-")
             .tempdir()
@@ -103,7 +108,7 @@ impl NatsServer {
     }
 
     fn spawn(&mut self, port: Option<u16>) {
-        let config = workspace_root().join("nats").join(self.config);
+        let config = self.config.clone();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

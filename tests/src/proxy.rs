@@ -1,5 +1,6 @@
-//! A TCP proxy between order-svc and product-svc that can lose or delay replies, to prove that
-//! retried reservations never reserve twice.
+//! A TCP proxy that can lose or delay replies (to prove that retried reservations never reserve
+//! twice), go down like a cut uplink (every connection closed, new ones refused until it is back
+//! up), and add WAN latency in both directions.
 use std::{
     net::SocketAddr,
     sync::{
@@ -24,6 +25,10 @@ struct Faults {
     /// Replies on the next N connections are delayed by `delay_ms`.
     delay_connections: AtomicUsize,
     delay_ms: AtomicU64,
+    /// While set, open connections are cut and new ones closed at once.
+    down: std::sync::atomic::AtomicBool,
+    /// One-way latency added to every byte in both directions (0: none).
+    latency_us: AtomicU64,
     pub connections: AtomicUsize,
     open: AtomicUsize,
     dropped: AtomicUsize,
@@ -44,6 +49,10 @@ impl FaultyProxy {
         let f = faults.clone();
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                if f.down.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
                 let f = f.clone();
                 tokio::spawn(async move {
                     f.open.fetch_add(1, Ordering::SeqCst);
@@ -68,6 +77,32 @@ impl FaultyProxy {
             .delay_ms
             .store(delay.as_millis() as u64, Ordering::SeqCst);
         self.faults.delay_connections.store(n, Ordering::SeqCst);
+    }
+
+    /// Takes the link down (every connection cut, new ones refused) or brings it back up.
+    pub fn set_down(&self, down: bool) {
+        self.faults.down.store(down, Ordering::SeqCst);
+        if down {
+            self.cut_all();
+        }
+    }
+
+    /// Takes the link down and returns once no connection through it is open any more.
+    pub async fn go_down(&self) {
+        self.set_down(true);
+        crate::wait_for(
+            "the proxy's connections to close",
+            Duration::from_secs(10),
+            || async { (self.open_connections() == 0).then_some(()) },
+        )
+        .await;
+    }
+
+    /// Adds `latency` to each direction of every connection opened from now on.
+    pub fn set_latency(&self, latency: Duration) {
+        self.faults
+            .latency_us
+            .store(latency.as_micros() as u64, Ordering::SeqCst);
     }
 
     /// Closes every open connection, so the client's next call opens a new one.
@@ -118,6 +153,10 @@ async fn pipe(client: TcpStream, upstream: SocketAddr, faults: Arc<Faults>) -> s
         faults.delayed.fetch_add(1, Ordering::SeqCst);
         Duration::from_millis(faults.delay_ms.load(Ordering::SeqCst))
     });
+    let latency = Duration::from_micros(faults.latency_us.load(Ordering::SeqCst));
+    if !latency.is_zero() {
+        return delayed_pipe(client, server, latency, faults).await;
+    }
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
     let upstream_task = tokio::spawn(async move {
@@ -164,4 +203,61 @@ async fn pipe(client: TcpStream, upstream: SocketAddr, faults: Arc<Faults>) -> s
     upstream_task.abort();
     let _ = upstream_task.await;
     Ok(())
+}
+
+/// Both directions through a timed queue: each chunk is written `latency` after it was read, so
+/// the added delay is per direction and does not limit throughput (a WAN, not a slow link).
+async fn delayed_pipe(
+    client: TcpStream,
+    server: TcpStream,
+    latency: Duration,
+    faults: Arc<Faults>,
+) -> std::io::Result<()> {
+    let (client_read, client_write) = client.into_split();
+    let (server_read, server_write) = server.into_split();
+    let generation = faults.generation.load(Ordering::SeqCst);
+    let up = tokio::spawn(delayed_copy(client_read, server_write, latency));
+    let down = tokio::spawn(delayed_copy(server_read, client_write, latency));
+    while faults.generation.load(Ordering::SeqCst) == generation
+        && !up.is_finished()
+        && !down.is_finished()
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    up.abort();
+    down.abort();
+    Ok(())
+}
+
+async fn delayed_copy(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    latency: Duration,
+) {
+    // Reader and writer in one task, so aborting it closes both halves.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let writer = async move {
+        while let Some((due, bytes)) = rx.recv().await {
+            tokio::time::sleep_until(due).await;
+            if to.write_all(&bytes).await.is_err() {
+                return;
+            }
+        }
+        let _ = to.shutdown().await;
+    };
+    let reader = async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match from.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let due = tokio::time::Instant::now() + latency;
+                    if tx.send((due, buf[..n].to_vec())).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    };
+    tokio::join!(reader, writer);
 }

@@ -1,0 +1,401 @@
+//! An edge site on a leaf node: the hub (its own nats-server, JetStream domain `hub`, with
+//! product-svc) and site `edge1` (a leaf nats-server, domain `edge1`, with order-svc) joined by
+//! a `FaultyProxy` uplink; a second proxy is the WAN in front of the hub's gRPC. The site keeps
+//! selling with the uplink down and everything settles once it is back.
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tests::{
+    FaultyProxy, OrderService, ProductService, edge::EdgeNats, http_client, scratch, wait_for,
+};
+use uuid::Uuid;
+
+use crate::{get_json, product_body};
+
+/// Mirrors and sources resume on nats-server's own retry interval after a link returns
+/// (measured 16-40 s, research notes): edge waits allow for it.
+const EDGE_WAIT: Duration = Duration::from_secs(120);
+const SITE: &str = "edge1";
+
+struct Deployment {
+    edge: EdgeNats,
+    product: ProductService,
+    /// The WAN between the site and the hub's gRPC port.
+    wan: FaultyProxy,
+    order: OrderService,
+    grpc_port: u16,
+}
+
+fn hub_product_config(nats: &str, dir: &std::path::Path, grpc_port: u16) -> product_svc::Config {
+    let mut config = crate::product_config(nats, dir, grpc_port);
+    config.edge_sites = vec![SITE.into()];
+    config
+}
+
+fn edge_order_config(nats: &str, dir: &std::path::Path, wan: &FaultyProxy) -> order_svc::Config {
+    let mut config = order_svc::Config::for_tests(dir.to_path_buf(), nats, &wan.url());
+    config.site = Some(SITE.into());
+    config.catalog_domain = Some("hub".into());
+    config
+}
+
+impl Deployment {
+    async fn start(dir: &std::path::Path) -> Self {
+        let edge = EdgeNats::start(SITE).await;
+        let grpc_port = tests::free_port();
+        let product = ProductService::start_with(hub_product_config(
+            &edge.hub.url(),
+            &dir.join("product"),
+            grpc_port,
+        ))
+        .await;
+        let wan = FaultyProxy::start(format!("127.0.0.1:{grpc_port}").parse().unwrap()).await;
+        let order = OrderService::start_with(edge_order_config(
+            &edge.site.url(),
+            &dir.join("order"),
+            &wan,
+        ))
+        .await;
+        order.wait_ready(EDGE_WAIT).await;
+        Self {
+            edge,
+            product,
+            wan,
+            order,
+            grpc_port,
+        }
+    }
+
+    /// The uplink (leaf link and WAN) down, once nothing crosses it any more.
+    async fn cut_link(&self) {
+        self.edge.link.go_down().await;
+        self.wan.go_down().await;
+    }
+
+    fn restore_link(&self) {
+        self.edge.link.set_down(false);
+        self.wan.set_down(false);
+    }
+
+    async fn create_product(&self, name: &str, price: &str, stock: i64) -> String {
+        let r = http_client()
+            .post(format!("{}/api/products", self.product.http))
+            .json(&product_body(name, price, stock, 0))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        r.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    async fn place(&self, product: &str, quantity: u32) -> (u16, Value) {
+        let r = http_client()
+            .post(format!("{}/api/orders", self.order.http))
+            .json(
+                &json!({"customerId": Uuid::new_v4(), "customerEmail": "edge@example.com",
+                          "items": [{"productId": product, "quantity": quantity}]}),
+            )
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
+    /// Edge orders in the hub's `ORDERS`: subject → messages.
+    async fn hub_orders(&self) -> HashMap<String, usize> {
+        let js = crate::js(&self.edge.hub.url()).await;
+        let Ok(stream) = js.get_stream("ORDERS").await else {
+            return HashMap::new();
+        };
+        let subjects = stream
+            .info_with_subjects(format!("eshop.{SITE}.orders.*"))
+            .await
+            .unwrap();
+        futures::pin_mut!(subjects);
+        let mut out = HashMap::new();
+        while let Some(Ok((subject, n))) = subjects.next().await {
+            out.insert(subject, n);
+        }
+        out
+    }
+
+    /// Waits until the hub's `ORDERS` holds exactly these edge orders, once each.
+    async fn wait_hub_has(&self, ids: &HashSet<String>) {
+        let expected: HashSet<String> = ids
+            .iter()
+            .map(|id| format!("eshop.{SITE}.orders.{id}"))
+            .collect();
+        wait_for(
+            "every edge order in the hub's ORDERS, once",
+            EDGE_WAIT,
+            || async {
+                let orders = self.hub_orders().await;
+                let subjects: HashSet<String> = orders.keys().cloned().collect();
+                (subjects == expected && orders.values().all(|n| *n == 1)).then_some(())
+            },
+        )
+        .await;
+    }
+
+    /// Waits until every listed edge order is settled (none Pending); returns the statuses.
+    async fn wait_settled(&self, ids: &HashSet<String>) -> HashMap<String, String> {
+        wait_for("every edge order settled", EDGE_WAIT, || async {
+            let mut statuses = HashMap::new();
+            for id in ids {
+                let (_, o) = get_json(&format!("{}/api/orders/{id}", self.order.http)).await;
+                let status = o["status"].as_str()?.to_owned();
+                if status == "Pending" {
+                    return None;
+                }
+                statuses.insert(id.clone(), status);
+            }
+            Some(statuses)
+        })
+        .await
+    }
+
+    async fn hub_product(&self, id: &str) -> Value {
+        get_json(&format!("{}/api/products/{id}", self.product.http))
+            .await
+            .1
+    }
+
+    async fn edge_snapshot(&self, id: &str) -> Value {
+        get_json(&format!("{}/api/snapshot/products/{id}", self.order.http))
+            .await
+            .1
+    }
+
+    async fn stop(self) {
+        self.order.stop().await;
+        self.product.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_link_up_the_catalog_reaches_the_edge_and_edge_orders_reach_the_hub_once() {
+    let dir = scratch();
+    let d = Deployment::start(dir.path()).await;
+    let p = d.create_product("Edge lamp", "12.00", 10).await;
+    wait_for("the product in the edge snapshot", EDGE_WAIT, || async {
+        (d.edge_snapshot(&p).await["version"] == 1).then_some(())
+    })
+    .await;
+    let (status, order) = d.place(&p, 2).await;
+    assert_eq!((status, order["status"].as_str()), (201, Some("Confirmed")));
+    let id = order["id"].as_str().unwrap().to_owned();
+    d.wait_hub_has(&HashSet::from([id.clone()])).await;
+    assert_eq!(d.hub_product(&p).await["reservedQuantity"], 2);
+    // The hub's ledger follows the site's orders like its own.
+    crate::assert_books_agree(&d.product.http).await;
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_edge_order_svc_with_the_link_down_serves_the_mirrored_catalog() {
+    let dir = scratch();
+    let d = Deployment::start(dir.path()).await;
+    let p = d.create_product("Mirrored", "3.50", 10).await;
+    wait_for("the product in the edge snapshot", EDGE_WAIT, || async {
+        (d.edge_snapshot(&p).await["version"] == 1).then_some(())
+    })
+    .await;
+    let Deployment {
+        edge,
+        product,
+        wan,
+        order,
+        ..
+    } = d;
+    order.stop().await;
+    edge.link.go_down().await;
+    wan.go_down().await;
+    std::fs::remove_dir_all(dir.path().join("order")).unwrap();
+    let order = OrderService::start_with(edge_order_config(
+        &edge.site.url(),
+        &dir.path().join("order"),
+        &wan,
+    ))
+    .await;
+    order.wait_ready(EDGE_WAIT).await;
+    let (_, row) = get_json(&format!("{}/api/snapshot/products/{p}", order.http)).await;
+    assert_eq!(
+        (row["version"].as_u64(), row["price"].as_str()),
+        (Some(1), Some("3.50"))
+    );
+    let r = http_client()
+        .post(format!("{}/api/orders", order.http))
+        .json(
+            &json!({"customerId": Uuid::new_v4(), "customerEmail": "cold@example.com",
+                      "items": [{"productId": p, "quantity": 1}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "priced at the edge, stock owed to the hub");
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    edge.link.set_down(false);
+    wan.set_down(false);
+    wait_for(
+        "the order to settle once the link is back",
+        EDGE_WAIT,
+        || async {
+            let (_, o) = get_json(&format!("{}/api/orders/{id}", order.http)).await;
+            (o["status"] == "Confirmed").then_some(())
+        },
+    )
+    .await;
+    order.stop().await;
+    product.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_hub_product_svc_down_the_edge_keeps_taking_orders_that_settle_later() {
+    let dir = scratch();
+    let d = Deployment::start(dir.path()).await;
+    let p = d.create_product("Resilient", "1.00", 100).await;
+    wait_for("the product in the edge snapshot", EDGE_WAIT, || async {
+        (d.edge_snapshot(&p).await["version"] == 1).then_some(())
+    })
+    .await;
+    let Deployment {
+        edge,
+        product,
+        wan,
+        order,
+        grpc_port,
+    } = d;
+    product.stop().await;
+    let mut ids = HashSet::new();
+    for _ in 0..5 {
+        let r = http_client()
+            .post(format!("{}/api/orders", order.http))
+            .json(
+                &json!({"customerId": Uuid::new_v4(), "customerEmail": "down@example.com",
+                          "items": [{"productId": p, "quantity": 2}]}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        ids.insert(
+            r.json::<Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let product = ProductService::start_with(hub_product_config(
+        &edge.hub.url(),
+        &dir.path().join("product"),
+        grpc_port,
+    ))
+    .await;
+    let d = Deployment {
+        edge,
+        product,
+        wan,
+        order,
+        grpc_port,
+    };
+    let statuses = d.wait_settled(&ids).await;
+    assert!(statuses.values().all(|s| s == "Confirmed"), "{statuses:?}");
+    assert_eq!(d.hub_product(&p).await["reservedQuantity"], 10);
+    d.wait_hub_has(&ids).await;
+    crate::assert_books_agree(&d.product.http).await;
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_uplink_cuts_under_order_load_and_hub_price_changes_end_with_exact_books() {
+    let outage = Duration::from_secs(
+        std::env::var("EDGE_OUTAGE_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10),
+    );
+    let dir = scratch();
+    let d = Deployment::start(dir.path()).await;
+    let p = d.create_product("Contended", "1.00", 100_000).await;
+    wait_for("the product in the edge snapshot", EDGE_WAIT, || async {
+        (d.edge_snapshot(&p).await["version"] == 1).then_some(())
+    })
+    .await;
+    let mut ids = HashSet::new();
+    let mut quantities: HashMap<String, i64> = HashMap::new();
+    let mut hub_version = 1;
+    for round in 0..3 {
+        let edge_price = d.edge_snapshot(&p).await["price"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        d.cut_link().await;
+        let cut_at = tokio::time::Instant::now();
+        let mut n = 0u32;
+        while cut_at.elapsed() < outage {
+            // Paced load at the edge; the hub reprices now and then.
+            let (status, order) = d.place(&p, 1 + n % 3).await;
+            assert_eq!(status, 202, "round {round}: accepted while cut off");
+            assert_eq!(
+                order["items"][0]["unitPrice"].as_str(),
+                Some(edge_price.as_str()),
+                "priced from the edge snapshot"
+            );
+            let id = order["id"].as_str().unwrap().to_owned();
+            quantities.insert(id.clone(), i64::from(1 + n % 3));
+            ids.insert(id);
+            if n.is_multiple_of(8) {
+                hub_version += 1;
+                let price = format!("{}.00", 1 + hub_version);
+                let r = http_client()
+                    .put(format!("{}/api/products/{p}", d.product.http))
+                    .json(
+                        &json!({"name": "Contended", "description": "Contended description",
+                                  "price": price, "category": "Tests", "lowStockThreshold": 0}),
+                    )
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+            }
+            n += 1;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        d.restore_link();
+        let statuses = d.wait_settled(&ids).await;
+        assert!(
+            statuses.values().all(|s| s == "Confirmed"),
+            "round {round}: {statuses:?}"
+        );
+    }
+    // Books: every edge order in the hub once, reserved == Σ confirmed, the catalog caught up.
+    d.wait_hub_has(&ids).await;
+    let confirmed: i64 = quantities.values().sum();
+    assert_eq!(d.hub_product(&p).await["reservedQuantity"], confirmed);
+    wait_for(
+        "the edge snapshot to equal the hub catalog",
+        EDGE_WAIT,
+        || async {
+            let (hub, edge) = (d.hub_product(&p).await, d.edge_snapshot(&p).await);
+            (hub["version"] == edge["version"] && hub["price"] == edge["price"]).then_some(())
+        },
+    )
+    .await;
+    crate::assert_books_agree(&d.product.http).await;
+    eprintln!(
+        "FIGURES edge: 3 cuts of {outage:?}: {} orders accepted at the edge (202), all Confirmed, each once in the hub's ORDERS; reserved {confirmed}; {} price changes caught up",
+        ids.len(),
+        hub_version - 1
+    );
+    d.stop().await;
+}
