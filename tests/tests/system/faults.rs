@@ -81,10 +81,12 @@ async fn snapshot_catalog(http: &str) -> Catalog {
 }
 
 async fn wait_snapshot_matches(product_http: &str, order_http: &str) -> usize {
-    let expected = product_catalog(product_http).await;
     let mut last_diff;
     let deadline = Instant::now() + LONG;
     loop {
+        // Both sides read afresh each round: a catalog read while product-svc was still
+        // settling must not be the fixed target.
+        let expected = product_catalog(product_http).await;
         let got = snapshot_catalog(order_http).await;
         if got == expected {
             return expected.len();
@@ -95,8 +97,9 @@ async fn wait_snapshot_matches(product_http: &str, order_http: &str) -> usize {
             .count();
         assert!(
             Instant::now() < deadline,
-            "snapshot never matched the catalog: {last_diff} rows differ of {}",
-            expected.len()
+            "snapshot never matched the catalog: {last_diff} rows differ of {}, snapshot has {}",
+            expected.len(),
+            got.len()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -5,8 +5,11 @@
 //! Scenarios: 1 projection rate vs a raw fetch→sled→flush→ack loop; 2 cold start to ready (with
 //! and without 100k orders); 3 outbox relay vs raw pipelined publish; 4 CreateOrder (snapshot vs
 //! grpc catalog, one and two instances, `sync_interval: always`) vs a raw tonic round-trip, and
-//! the cross-instance listing lag; 5 footprint (binary size, RSS, sled on disk).
+//! the cross-instance listing lag; 5 footprint (binary size, RSS, sled on disk); 6 the cost of
+//! API keys; 7 an edge site across a simulated WAN (`edge.rs`).
 #![allow(clippy::print_stdout)]
+
+mod edge;
 
 use std::{
     collections::HashMap,
@@ -697,7 +700,7 @@ async fn auth_overhead(report: &mut Report, dir: &Path, orders_1: usize, orders_
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    // `--only projection|coldstart|relay|orders|durable|auth` runs one group.
+    // `--only projection|coldstart|relay|orders|durable|auth|edge` runs one group.
     let only = std::env::args().skip_while(|a| a != "--only").nth(1);
     let run = |group: &str| only.as_deref().is_none_or(|o| o == group);
     let products = env_or("BENCH_PRODUCTS", quick, 100_000, 10_000);
@@ -1168,6 +1171,21 @@ async fn main() {
                 "≤ 5 MB",
             );
         }
+    }
+
+    // 7. An edge site across a 10 ms WAN.
+    if run("edge") {
+        let outage = Duration::from_secs(env_or("BENCH_EDGE_OUTAGE_SECS", quick, 30, 10) as u64);
+        let outage_orders = env_or("BENCH_EDGE_OUTAGE_ORDERS", quick, 1_000, 200);
+        edge::run(
+            &mut report,
+            dir.path(),
+            orders_1 / 4,
+            orders_64 / 8,
+            outage_orders,
+            outage,
+        )
+        .await;
     }
 
     // 6. The cost of authentication on CreateOrder.
