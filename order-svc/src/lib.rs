@@ -304,6 +304,9 @@ impl App {
             config.orders_subject_prefix.clone(),
             budget,
         );
+        store
+            .orders_view()
+            .set_own_prefix(&config.orders_subject_prefix);
         let orders = orders::Orders {
             log,
             view: store.orders_view(),

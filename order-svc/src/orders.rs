@@ -196,14 +196,18 @@ impl Orders {
     }
 
     /// The order's current state, read from the stream (read-your-writes on every instance);
-    /// from the view if the stream cannot be reached.
+    /// from the view if the stream cannot be reached, or for an order on another site's
+    /// subjects (a hub lists and reads the orders its stream sources from edge sites).
     pub async fn get(&self, id: Uuid) -> Result<Order> {
         match self.log.read(id).await {
             Ok(Some(stored)) => {
                 self.view.record(&stored).await?;
                 Ok(stored.order)
             }
-            Ok(None) => Err(Error::NotFound(id)),
+            Ok(None) => match self.view.get(id)? {
+                Some(stored) => Ok(stored.order),
+                None => Err(Error::NotFound(id)),
+            },
             Err(Error::OrderStoreUnavailable(why)) => match self.view.get(id)? {
                 Some(stored) => {
                     tracing::debug!(order_id = %id, why, "Order stream unreachable; answered from the view.");

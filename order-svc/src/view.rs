@@ -105,9 +105,18 @@ pub struct OrdersView {
     /// Stops the record writer (it holds the database open) and waits for it.
     stop: CancellationToken,
     writer_task: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    /// `<prefix>.`: subjects of the orders this instance's site owns. A hub's order stream also
+    /// holds edge sites' orders (sourced): they are listed and read here, but settled, released
+    /// and committed by their own site, so they never enter the work lists. Unset: all are own.
+    own_subjects: Arc<std::sync::OnceLock<String>>,
 }
 
 impl OrdersView {
+    /// Orders on subjects under `prefix` are this site's own (see `own_subjects`).
+    pub fn set_own_prefix(&self, prefix: &str) {
+        let _ = self.own_subjects.set(format!("{prefix}."));
+    }
+
     /// Opens the view and starts its record writer (on the current runtime).
     pub fn open(db: &sled::Db) -> Result<Self> {
         let tree = db.open_tree("orders_view")?;
@@ -127,6 +136,7 @@ impl OrdersView {
             records,
             stop,
             writer_task: Arc::new(Mutex::new(Some(task))),
+            own_subjects: Arc::default(),
         })
     }
 
@@ -270,7 +280,15 @@ impl Projection for OrdersView {
             serde_json::from_slice(&msg.payload).map_err(|e| format!("undecodable: {e}"))?;
         domain::check_order_event(&event, crate::projector::subject_id(&msg.subject))?;
         let seq = msg.info().map(|i| i.stream_sequence).unwrap_or_default();
-        Ok(OrderUpdate::of(&event, seq, msg.payload.to_vec()))
+        let mut update = OrderUpdate::of(&event, seq, msg.payload.to_vec());
+        let own = self
+            .own_subjects
+            .get()
+            .is_none_or(|prefix| msg.subject.starts_with(prefix.as_str()));
+        if !own {
+            update.flags = 0; // another site's order: its site does the work
+        }
+        Ok(update)
     }
 
     async fn apply(&self, updates: Vec<OrderUpdate>, checkpoint: Option<u64>) -> Result<Applied> {

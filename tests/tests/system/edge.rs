@@ -195,6 +195,19 @@ async fn with_the_link_up_the_catalog_reaches_the_edge_and_edge_orders_reach_the
     assert_eq!(d.hub_product(&p).await["reservedQuantity"], 2);
     // The hub's ledger follows the site's orders like its own.
     crate::assert_books_agree(&d.product.http).await;
+    // An order-svc at the hub lists and reads the site's order (its site settles it).
+    let hub_orders = OrderService::start(
+        &d.edge.hub.url(),
+        &d.product.grpc,
+        &dir.path().join("hub-order"),
+    )
+    .await;
+    hub_orders.wait_ready(EDGE_WAIT).await;
+    let (status, read) = get_json(&format!("{}/api/orders/{id}", hub_orders.http)).await;
+    assert_eq!((status, read["status"].as_str()), (200, Some("Confirmed")));
+    let (_, listed) = get_json(&format!("{}/api/orders", hub_orders.http)).await;
+    assert_eq!(listed["totalCount"], 1);
+    hub_orders.stop().await;
     d.stop().await;
 }
 
