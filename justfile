@@ -216,12 +216,14 @@ scale *args:
 test *args: setup build
     cargo nextest run --workspace --profile "${NEXTEST_PROFILE:-default}" {{args}}
 
-# The fault suite at soak sizes (override any FAULT_* variable), one scenario at a time.
+# The fault suite, the edge tests and the stock-loop load test at soak sizes (override any
+# FAULT_*, EDGE_OUTAGE_SECS or STOCK_LOOP_ORDERS variable), one scenario at a time.
 soak: setup build
     FAULT_REPLAY_PRODUCTS="${FAULT_REPLAY_PRODUCTS:-100000}" FAULT_WRITES="${FAULT_WRITES:-20000}" \
     FAULT_CLIENTS="${FAULT_CLIENTS:-16}" FAULT_CONTENDERS="${FAULT_CONTENDERS:-256}" FAULT_UNITS="${FAULT_UNITS:-200}" \
     FAULT_OUTAGE_SECS="${FAULT_OUTAGE_SECS:-30}" FAULT_LOSSY_ORDERS="${FAULT_LOSSY_ORDERS:-100}" \
-    cargo nextest run -p tests --no-capture --test-threads 1 -E 'test(/^faults::/)'
+    EDGE_OUTAGE_SECS="${EDGE_OUTAGE_SECS:-30}" STOCK_LOOP_ORDERS="${STOCK_LOOP_ORDERS:-20000}" \
+    cargo nextest run -p tests --no-capture --test-threads 1 -E 'test(/^(faults|edge)::/) | test(/exact_books/)'
 
 # fmt check, clippy with warnings as errors, and cargo-deny (licenses, bans, sources; advisories
 # when the advisory database can be fetched: see deny.toml).

@@ -346,6 +346,7 @@ async fn three_uplink_cuts_under_order_load_and_hub_price_changes_end_with_exact
     .await;
     let mut ids = HashSet::new();
     let mut quantities: HashMap<String, i64> = HashMap::new();
+    let mut cancelled = HashSet::new();
     let mut hub_version = 1;
     for round in 0..3 {
         let edge_price = d.edge_snapshot(&p).await["price"]
@@ -365,8 +366,20 @@ async fn three_uplink_cuts_under_order_load_and_hub_price_changes_end_with_exact
                 "priced from the edge snapshot"
             );
             let id = order["id"].as_str().unwrap().to_owned();
-            quantities.insert(id.clone(), i64::from(1 + n % 3));
-            ids.insert(id);
+            ids.insert(id.clone());
+            if n == 1 {
+                // Cancels work at the site too; the release is owed until the link is back.
+                let r = http_client()
+                    .post(format!("{}/api/orders/{id}/cancel", d.order.http))
+                    .json(&json!({"reason": "cut off"}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200, "round {round}: cancelled while cut off");
+                cancelled.insert(id);
+            } else {
+                quantities.insert(id, i64::from(1 + n % 3));
+            }
             if n.is_multiple_of(8) {
                 hub_version += 1;
                 let price = format!("{}.00", 1 + hub_version);
@@ -387,14 +400,19 @@ async fn three_uplink_cuts_under_order_load_and_hub_price_changes_end_with_exact
         d.restore_link();
         let statuses = d.wait_settled(&ids).await;
         assert!(
-            statuses.values().all(|s| s == "Confirmed"),
+            statuses
+                .iter()
+                .all(|(id, s)| s == if cancelled.contains(id) { "Cancelled" } else { "Confirmed" }),
             "round {round}: {statuses:?}"
         );
     }
     // Books: every edge order in the hub once, reserved == Σ confirmed, the catalog caught up.
     d.wait_hub_has(&ids).await;
     let confirmed: i64 = quantities.values().sum();
-    assert_eq!(d.hub_product(&p).await["reservedQuantity"], confirmed);
+    wait_for("reserved == the confirmed orders' units (cancels released)", EDGE_WAIT, || async {
+        (d.hub_product(&p).await["reservedQuantity"] == confirmed).then_some(())
+    })
+    .await;
     wait_for(
         "the edge snapshot to equal the hub catalog",
         EDGE_WAIT,
@@ -406,8 +424,9 @@ async fn three_uplink_cuts_under_order_load_and_hub_price_changes_end_with_exact
     .await;
     crate::assert_books_agree(&d.product.http).await;
     eprintln!(
-        "FIGURES edge: 3 cuts of {outage:?}: {} orders accepted at the edge (202), all Confirmed, each once in the hub's ORDERS; reserved {confirmed}; {} price changes caught up",
+        "FIGURES edge: 3 cuts of {outage:?}: {} orders accepted at the edge (202), {} cancelled while cut off, the rest Confirmed, each once in the hub's ORDERS; reserved {confirmed}; {} price changes caught up",
         ids.len(),
+        cancelled.len(),
         hub_version - 1
     );
     d.stop().await;
