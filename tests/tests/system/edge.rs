@@ -400,18 +400,23 @@ async fn three_uplink_cuts_under_order_load_and_hub_price_changes_end_with_exact
         d.restore_link();
         let statuses = d.wait_settled(&ids).await;
         assert!(
-            statuses
-                .iter()
-                .all(|(id, s)| s == if cancelled.contains(id) { "Cancelled" } else { "Confirmed" }),
+            statuses.iter().all(|(id, s)| s
+                == if cancelled.contains(id) {
+                    "Cancelled"
+                } else {
+                    "Confirmed"
+                }),
             "round {round}: {statuses:?}"
         );
     }
     // Books: every edge order in the hub once, reserved == Σ confirmed, the catalog caught up.
     d.wait_hub_has(&ids).await;
     let confirmed: i64 = quantities.values().sum();
-    wait_for("reserved == the confirmed orders' units (cancels released)", EDGE_WAIT, || async {
-        (d.hub_product(&p).await["reservedQuantity"] == confirmed).then_some(())
-    })
+    wait_for(
+        "reserved == the confirmed orders' units (cancels released)",
+        EDGE_WAIT,
+        || async { (d.hub_product(&p).await["reservedQuantity"] == confirmed).then_some(()) },
+    )
     .await;
     wait_for(
         "the edge snapshot to equal the hub catalog",
