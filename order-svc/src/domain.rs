@@ -9,6 +9,7 @@ use shared::{
     events::{ORDER_SCHEMA_VERSION, OrderEvent, OrderEventType, ProductEvent},
     problem::FieldErrors,
 };
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 pub const MAX_ITEMS: usize = 100;
@@ -268,19 +269,40 @@ pub fn check_order_event(e: &OrderEvent, subject_id: Option<Uuid>) -> Result<(),
 // ---------------------------------------------------------------------------------------------
 // Create-order validation and pricing
 
-#[derive(Debug, Default, Clone, Deserialize)]
+/// A create-order request as received: every field optional, so that a missing one is reported
+/// by name with the others (the schema attributes are what the OpenAPI document states).
+#[derive(Debug, Default, Clone, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = CreateOrder)]
 pub struct CreateOrderInput {
+    #[schema(value_type = Uuid, required = true)]
     pub customer_id: Option<String>,
+    #[schema(value_type = String, required = true, format = Email, max_length = 320)]
     pub customer_email: Option<String>,
+    /// Lines of the same product are merged; their total must stay within 10000 (else 422).
+    #[schema(value_type = Vec<ItemInput>, required = true, min_items = 1, max_items = 100)]
     pub items: Option<Vec<ItemInput>>,
 }
 
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = OrderLine)]
 pub struct ItemInput {
+    #[schema(value_type = Uuid, required = true)]
     pub product_id: Option<String>,
+    #[schema(value_type = u32, required = true, minimum = 1, maximum = 10000)]
+    #[serde(default, deserialize_with = "shared::problem::json_integer")]
     pub quantity: Option<i64>,
+}
+
+/// Why a create request is refused before pricing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// Not what the schema allows (400).
+    Invalid(FieldErrors),
+    /// Well-formed, but against a rule the schema cannot state (422): the merged quantity of one
+    /// product over the limit.
+    Unprocessable(FieldErrors),
 }
 
 /// A validated request: duplicate product ids merged (quantities summed), sorted by id.
@@ -300,16 +322,16 @@ impl OrderRequest {
     }
 }
 
-pub fn validate_create(input: CreateOrderInput) -> Result<OrderRequest, FieldErrors> {
+pub fn validate_create(input: CreateOrderInput) -> Result<OrderRequest, Refused> {
     let mut errors = FieldErrors::new();
     let customer_id = match input.customer_id.as_deref().map(Uuid::parse_str) {
         None => {
             errors.add("customerId", "customerId is required.");
             None
         }
-        Some(Ok(id)) if !id.is_nil() => Some(id),
+        Some(Ok(id)) => Some(id),
         Some(_) => {
-            errors.add("customerId", "customerId must be a non-nil UUID.");
+            errors.add("customerId", "customerId must be a UUID.");
             None
         }
     };
@@ -319,7 +341,6 @@ pub fn validate_create(input: CreateOrderInput) -> Result<OrderRequest, FieldErr
             None
         }
         Some(e) => {
-            let e = e.trim().to_owned();
             if e.chars().count() > MAX_EMAIL {
                 errors.add(
                     "customerEmail",
@@ -354,12 +375,9 @@ pub fn validate_create(input: CreateOrderInput) -> Result<OrderRequest, FieldErr
                         errors.add(format!("items[{i}].productId"), "productId is required.");
                         None
                     }
-                    Some(Ok(id)) if !id.is_nil() => Some(id),
+                    Some(Ok(id)) => Some(id),
                     Some(_) => {
-                        errors.add(
-                            format!("items[{i}].productId"),
-                            "productId must be a non-nil UUID.",
-                        );
+                        errors.add(format!("items[{i}].productId"), "productId must be a UUID.");
                         None
                     }
                 };
@@ -381,19 +399,19 @@ pub fn validate_create(input: CreateOrderInput) -> Result<OrderRequest, FieldErr
                     *merged.entry(id).or_default() += q;
                 }
             }
-            for (id, q) in &merged {
-                if *q > u64::from(MAX_QUANTITY) {
-                    errors.add(
-                        "items",
-                        format!(
-                            "the total quantity of product {id} must be at most {MAX_QUANTITY}."
-                        ),
-                    );
-                }
-            }
         }
     }
-    errors.into_result()?;
+    errors.into_result().map_err(Refused::Invalid)?;
+    let mut over = FieldErrors::new();
+    for (id, q) in &merged {
+        if *q > u64::from(MAX_QUANTITY) {
+            over.add(
+                "items",
+                format!("the total quantity of product {id} must be at most {MAX_QUANTITY}."),
+            );
+        }
+    }
+    over.into_result().map_err(Refused::Unprocessable)?;
     Ok(OrderRequest {
         customer_id: customer_id.expect("validated"),
         customer_email: email.expect("validated"),
@@ -417,7 +435,7 @@ pub fn is_email(e: &str) -> bool {
 
 pub fn validate_reason(reason: Option<String>) -> Result<String, FieldErrors> {
     let mut errors = FieldErrors::new();
-    let reason = reason.map(|r| r.trim().to_owned()).unwrap_or_default();
+    let reason = reason.unwrap_or_default();
     if reason.is_empty() {
         errors.add("reason", "reason is required.");
     } else if reason.chars().count() > MAX_REASON {
@@ -657,8 +675,8 @@ mod tests {
         assert_eq!(ok.items.len(), 1);
         assert_eq!(ok.items[0].1, 5);
 
-        let errors = validate_create(CreateOrderInput {
-            customer_id: Some(Uuid::nil().to_string()),
+        let Err(Refused::Invalid(errors)) = validate_create(CreateOrderInput {
+            customer_id: Some("not-a-uuid".into()),
             customer_email: Some("invalid@".into()),
             items: Some(vec![
                 ItemInput {
@@ -670,8 +688,9 @@ mod tests {
                     quantity: Some(10_001),
                 },
             ]),
-        })
-        .unwrap_err();
+        }) else {
+            panic!("shape errors are Invalid");
+        };
         for field in [
             "customerId",
             "customerEmail",
@@ -682,7 +701,7 @@ mod tests {
         ] {
             assert!(errors.contains(field), "no error for {field}: {errors:?}");
         }
-        let too_many = validate_create(CreateOrderInput {
+        let Err(Refused::Invalid(too_many)) = validate_create(CreateOrderInput {
             customer_id: Some(Uuid::new_v4().to_string()),
             customer_email: Some("x@y.com".into()),
             items: Some(
@@ -693,10 +712,12 @@ mod tests {
                     })
                     .collect(),
             ),
-        })
-        .unwrap_err();
+        }) else {
+            panic!("101 items is Invalid");
+        };
         assert!(too_many.contains("items"));
-        let merged_too_big = validate_create(CreateOrderInput {
+        // Each line within the schema's limit, their sum over it: a business rule (422).
+        let Err(Refused::Unprocessable(merged_too_big)) = validate_create(CreateOrderInput {
             customer_id: Some(Uuid::new_v4().to_string()),
             customer_email: Some("x@y.com".into()),
             items: Some(vec![
@@ -709,8 +730,9 @@ mod tests {
                     quantity: Some(6000),
                 },
             ]),
-        })
-        .unwrap_err();
+        }) else {
+            panic!("an over-limit merged quantity is Unprocessable");
+        };
         assert!(merged_too_big.contains("items"));
     }
 
@@ -805,8 +827,10 @@ mod tests {
     #[test]
     fn reason_rules() {
         assert!(validate_reason(None).is_err());
-        assert!(validate_reason(Some("  ".into())).is_err());
+        assert!(validate_reason(Some(String::new())).is_err());
         assert!(validate_reason(Some("x".repeat(501))).is_err());
-        assert_eq!(validate_reason(Some(" ok ".into())).unwrap(), "ok");
+        // What the schema allows is accepted as given (minLength 1).
+        assert_eq!(validate_reason(Some(" ".into())).unwrap(), " ");
+        assert_eq!(validate_reason(Some(" ok ".into())).unwrap(), " ok ");
     }
 }

@@ -1,4 +1,4 @@
-//! The crate's one error type, mapped once to problem+json in `http.rs`.
+//! The crate's one error type, mapped once to problem+json in `http/mod.rs`.
 use shared::problem::FieldErrors;
 use uuid::Uuid;
 
@@ -13,6 +13,12 @@ pub enum Error {
     Forbidden(String),
     #[error("order {0} was not found")]
     NotFound(Uuid),
+    /// A path id that is not a UUID names no order.
+    #[error("no order has this id")]
+    NoSuchId,
+    /// Well-formed, but against a rule the schema cannot state (422).
+    #[error("the request breaks a business rule")]
+    Unprocessable(FieldErrors),
     #[error("unknown or discontinued products")]
     UnknownProducts(Vec<Uuid>),
     #[error("the Idempotency-Key was already used with a different request")]

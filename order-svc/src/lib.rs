@@ -12,7 +12,6 @@ mod domain;
 mod error;
 mod http;
 mod metrics;
-mod openapi;
 mod order_log;
 mod orders;
 mod projector;

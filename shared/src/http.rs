@@ -84,6 +84,9 @@ pub fn with_callers<S: Clone + Send + Sync + 'static>(
         ))
 }
 
+/// The last page a listing accepts (the documents state it as the maximum).
+pub const MAX_PAGE: usize = 1_000_000;
+
 /// page ≥ 1 (default 1), pageSize 1..=max (default 20); errors keyed `page` / `pageSize`.
 pub fn paging(
     page: Option<&str>,
@@ -91,17 +94,28 @@ pub fn paging(
     max: usize,
 ) -> Result<(usize, usize), FieldErrors> {
     let mut errors = FieldErrors::new();
-    let page = match page.map(str::parse::<usize>) {
+    // Digits only: `str::parse` would also take a sign ("+5"), which the documents do not allow.
+    let number = |s: &str| {
+        if s.bytes().all(|b| b.is_ascii_digit()) {
+            s.parse::<usize>().ok()
+        } else {
+            None
+        }
+    };
+    let page = match page.map(number) {
         None => 1,
-        Some(Ok(p)) if (1..=1_000_000).contains(&p) => p,
+        Some(Some(p)) if (1..=MAX_PAGE).contains(&p) => p,
         Some(_) => {
-            errors.add("page", "page must be an integer of at least 1.");
+            errors.add(
+                "page",
+                format!("page must be an integer between 1 and {MAX_PAGE}."),
+            );
             1
         }
     };
-    let page_size = match page_size.map(str::parse::<usize>) {
+    let page_size = match page_size.map(number) {
         None => 20,
-        Some(Ok(s)) if (1..=max).contains(&s) => s,
+        Some(Some(s)) if (1..=max).contains(&s) => s,
         Some(_) => {
             errors.add(
                 "pageSize",

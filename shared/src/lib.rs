@@ -19,6 +19,7 @@ pub mod events;
 pub mod http;
 pub mod metrics;
 pub mod nats;
+pub mod openapi;
 pub mod outbox;
 pub mod problem;
 pub mod ratelimit;

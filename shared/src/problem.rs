@@ -218,3 +218,54 @@ fn clean_serde_message(err: &serde_json::Error) -> String {
         None => text,
     }
 }
+
+/// Deserializes an optional JSON integer the way JSON Schema counts one: `3` and `3.0` are the
+/// same integer (serde would refuse the second as a float); `3.5` is refused.
+pub fn json_integer<'de, D>(deserializer: D) -> Result<Option<i64>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::Deserialize;
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    if let Some(i) = number.as_i64() {
+        return Ok(Some(i));
+    }
+    match number.as_f64() {
+        Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(Some(f as i64)),
+        Some(f) if f.fract() == 0.0 => Ok(Some(if f > 0.0 { i64::MAX } else { i64::MIN })),
+        _ => Err(serde::de::Error::custom(format!(
+            "invalid type: {number}, expected an integer"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize)]
+    struct Q {
+        #[serde(default, deserialize_with = "json_integer")]
+        q: Option<i64>,
+    }
+
+    #[test]
+    fn integers_with_a_zero_fraction_are_integers() {
+        let q = |text: &str| parse_json::<Q>(text.as_bytes()).map(|q| q.q);
+        assert_eq!(q(r#"{"q": 3}"#).unwrap(), Some(3));
+        assert_eq!(q(r#"{"q": 3.0}"#).unwrap(), Some(3));
+        assert_eq!(q(r#"{"q": 1e2}"#).unwrap(), Some(100));
+        assert_eq!(q(r#"{"q": -2.0}"#).unwrap(), Some(-2));
+        assert_eq!(
+            q(r#"{"q": 1e300}"#).unwrap(),
+            Some(i64::MAX),
+            "out of range stays out of range"
+        );
+        assert_eq!(q(r#"{"q": null}"#).unwrap(), None);
+        assert_eq!(q(r#"{}"#).unwrap(), None);
+        assert!(q(r#"{"q": 3.5}"#).is_err());
+        assert!(q(r#"{"q": "3"}"#).is_err());
+    }
+}

@@ -183,7 +183,7 @@ async fn an_order_for_a_product_missing_from_the_snapshot_reads_through() {
             &order_body(Uuid::new_v4(), &[(&id, 1), (&unknown, 1)]),
         )
         .await,
-        400,
+        422,
     )
     .await;
     assert_eq!(problem["unknownProductIds"], json!([unknown]));
@@ -447,8 +447,8 @@ async fn every_invalid_order_request_is_a_keyed_problem_and_creates_nothing() {
             "customerId",
         ),
         (
-            json!({"customerId": Uuid::nil(), "customerEmail": "a@b.co", "items": [{"productId": p, "quantity": 1}]}),
-            "customerId",
+            json!({"customerId": c, "customerEmail": " a@b.co", "items": [{"productId": p, "quantity": 1}]}),
+            "customerEmail",
         ),
         (
             json!({"customerId": "nope", "customerEmail": "a@b.co", "items": [{"productId": p, "quantity": 1}]}),
@@ -515,6 +515,11 @@ async fn every_invalid_order_request_is_a_keyed_problem_and_creates_nothing() {
             "no error keyed `{field}`: {problem}"
         );
     }
+    // Each line within the schema, their merged quantity over it: a business rule, 422.
+    let merged = json!({"customerId": c, "customerEmail": "a@b.co",
+        "items": [{"productId": p, "quantity": 6000}, {"productId": p, "quantity": 6000.0}]});
+    let problem = expect_problem(place(&order.http, &merged).await, 422).await;
+    assert!(problem["errors"]["items"].is_array(), "{problem}");
     let client = http_client();
     let raw = |b: &'static str| {
         client

@@ -1,0 +1,177 @@
+//! The JSON shapes of the order API, as served and as documented: the OpenAPI schemas are
+//! derived from these types, so the document cannot drift from what the handlers send.
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use shared::events::OrderStatus;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::domain::{Order, OrderItem, ProductView};
+
+/// An order as served: money as decimal strings.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = Order)]
+pub struct OrderBody {
+    id: Uuid,
+    /// 1 when placed, +1 per change.
+    #[schema(minimum = 1)]
+    version: u64,
+    customer_id: Uuid,
+    customer_email: String,
+    #[schema(value_type = OrderStatusBody)]
+    status: OrderStatus,
+    #[schema(value_type = String, example = "149.99")]
+    total_amount: String,
+    /// Why it was rejected or cancelled.
+    reason: Option<String>,
+    /// The products that had too little stock (a Rejected order).
+    failed_product_ids: Vec<Uuid>,
+    items: Vec<ItemBody>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+/// Pending until product-svc has answered the reservation; Shipped is final.
+#[derive(ToSchema)]
+#[schema(as = OrderStatus)]
+#[allow(dead_code)]
+pub enum OrderStatusBody {
+    Pending,
+    Confirmed,
+    Rejected,
+    Cancelled,
+    Shipped,
+}
+
+/// One line of an order, priced from the catalog when the order was placed.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = OrderItem)]
+pub struct ItemBody {
+    product_id: Uuid,
+    product_name: String,
+    quantity: u32,
+    #[schema(value_type = String, example = "49.90")]
+    unit_price: String,
+    #[schema(value_type = String, example = "99.80")]
+    line_total: String,
+}
+
+impl From<&OrderItem> for ItemBody {
+    fn from(i: &OrderItem) -> Self {
+        Self {
+            product_id: i.product_id,
+            product_name: i.product_name.clone(),
+            quantity: i.quantity,
+            unit_price: i.unit_price.to_string(),
+            line_total: i.line_total.to_string(),
+        }
+    }
+}
+
+impl From<&Order> for OrderBody {
+    fn from(o: &Order) -> Self {
+        Self {
+            id: o.id,
+            version: o.version,
+            customer_id: o.customer_id,
+            customer_email: o.customer_email.clone(),
+            status: o.status,
+            total_amount: o.total_amount.to_string(),
+            reason: o.reason.clone(),
+            failed_product_ids: o.failed_product_ids.clone(),
+            items: o.items.iter().map(ItemBody::from).collect(),
+            created_at: o.created_at,
+            updated_at: o.updated_at,
+        }
+    }
+}
+
+/// A page of orders, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderPage {
+    pub items: Vec<OrderBody>,
+    pub page: usize,
+    pub page_size: usize,
+    pub total_count: usize,
+    pub total_pages: usize,
+}
+
+/// A product as this instance's snapshot holds it (projected from the catalog's events).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = SnapshotProduct)]
+pub struct SnapshotRow {
+    id: Uuid,
+    name: String,
+    description: String,
+    #[schema(value_type = String, example = "49.90")]
+    price: String,
+    category: String,
+    /// The catalog version this row reflects.
+    version: u64,
+    /// Discontinued: kept so a late, older event cannot bring it back.
+    deleted: bool,
+    updated_at: DateTime<Utc>,
+}
+
+impl SnapshotRow {
+    pub fn new(id: Uuid, view: ProductView) -> Self {
+        Self {
+            id,
+            name: view.name,
+            description: view.description,
+            price: view.price.to_string(),
+            category: view.category,
+            version: view.version,
+            deleted: view.deleted,
+            updated_at: view.updated_at,
+        }
+    }
+}
+
+/// A page of the snapshot, by product id.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotPage {
+    pub items: Vec<SnapshotRow>,
+    pub page: usize,
+    pub page_size: usize,
+    pub total_count: usize,
+    pub total_pages: usize,
+}
+
+/// Cancelling needs a reason (kept on the order).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelBody {
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 500)]
+    pub reason: Option<String>,
+}
+
+/// Query of the order listing. Values are parsed by hand so a bad one is a 400 naming the field.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Only this customer's orders (required unless the key has orders:admin).
+    #[param(value_type = Option<Uuid>)]
+    pub customer_id: Option<String>,
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1_000_000)]
+    pub page: Option<String>,
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
+    pub page_size: Option<String>,
+}
+
+/// Query of the snapshot listing.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct SnapshotParams {
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1_000_000)]
+    pub page: Option<String>,
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    pub page_size: Option<String>,
+}

@@ -1,0 +1,164 @@
+//! The HTTP JSON API for order clients: the router, the readiness probe and the one mapping of
+//! the crate's errors to problem+json. The routes live in `orders.rs` and `snapshot.rs`, the
+//! JSON shapes in `body.rs`, the OpenAPI document they generate in `openapi.rs`.
+mod body;
+mod openapi;
+mod orders;
+mod snapshot;
+
+use std::sync::atomic::Ordering;
+
+use axum::{
+    Router,
+    extract::State,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use shared::{auth::Caller, problem::Problem};
+use uuid::Uuid;
+
+use crate::{AppState, ProjectionStatus, error::Error};
+
+pub fn router(state: AppState) -> Router {
+    let routes = Router::new()
+        .route("/api/orders", post(orders::create).get(orders::list))
+        .route("/api/orders/{id}", get(orders::fetch))
+        .route("/api/orders/{id}/cancel", post(orders::cancel))
+        .route("/api/orders/{id}/ship", post(orders::ship))
+        .route("/api/snapshot/products", get(snapshot::list))
+        .route("/api/snapshot/products/{id}", get(snapshot::get_one))
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .route("/openapi.json", get(openapi::serve));
+    let routes = shared::http::with_callers(routes, state.auth.clone(), state.limiter.clone());
+    shared::http::with_defaults(routes, state.metrics.clone()).with_state(state)
+}
+
+fn projection_details(s: &ProjectionStatus) -> serde_json::Value {
+    serde_json::json!({
+        "ready": s.ready.load(Ordering::SeqCst),
+        "connected": s.connected.load(Ordering::SeqCst),
+        "lag": s.lag.load(Ordering::Relaxed),
+        "checkpoint": s.checkpoint.load(Ordering::Relaxed),
+        "target": s.target.load(Ordering::Relaxed),
+        "applied": s.applied.load(Ordering::Relaxed),
+        "poison": s.poison.load(Ordering::Relaxed),
+    })
+}
+
+/// Alive: the process answers.
+#[utoipa::path(get, path = "/health/live", tag = "health", responses((status = 200, description = "Alive")))]
+async fn live() -> StatusCode {
+    StatusCode::OK
+}
+
+/// Ready once both read models (the product snapshot and the orders view) have caught up with
+/// their streams; independent of product-svc.
+#[utoipa::path(get, path = "/health/ready", tag = "health",
+    responses(
+        (status = 200, description = "Ready; `details` shows both projections, pending orders and owed stock work", body = serde_json::Value),
+        (status = 503, description = "Still catching up (`details` says where)", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
+    ))]
+async fn ready(State(state): State<AppState>) -> Response {
+    let orders = &state.orders;
+    let mut snapshot = projection_details(&state.snapshot);
+    snapshot["products"] = orders.snapshot.snapshot_len().unwrap_or_default().into();
+    let mut view = projection_details(&state.orders_view);
+    view["orders"] = orders.view.count().unwrap_or_default().into();
+    let body = serde_json::json!({
+        "snapshot": snapshot,
+        "ordersView": view,
+        "pendingOrders": orders.view.pending_count().unwrap_or_default(),
+        "owedStockWork": orders.view.owed_count().unwrap_or_default(),
+        "casConflicts": orders.counters.conflicts.load(Ordering::Relaxed),
+        "duplicateWork": orders.counters.duplicate_work.load(Ordering::Relaxed),
+        "stockCircuitOpen": orders.stock.breaker_open(),
+    });
+    let ready = state.snapshot.ready.load(Ordering::SeqCst)
+        && state.orders_view.ready.load(Ordering::SeqCst);
+    if ready {
+        axum::Json(serde_json::json!({"status": "ready", "details": body})).into_response()
+    } else {
+        Problem::unavailable(
+            "The product snapshot or the orders view is still catching up with its stream.",
+            1,
+        )
+        .with_extension("details", body)
+        .into_response()
+    }
+}
+
+/// `orders:admin` allows everything the other scopes do.
+fn need(caller: &Caller, scope: &str) -> Result<(), Error> {
+    if caller.has(scope) || caller.has("orders:admin") {
+        Ok(())
+    } else {
+        Err(Error::Forbidden(format!(
+            "This API key lacks the scope {scope}."
+        )))
+    }
+}
+
+/// A path id that is not a UUID cannot name an order: 404, like an unknown one.
+fn parse_id(raw: &str) -> Result<Uuid, Error> {
+    shared::http::path_uuid(raw).ok_or(Error::NoSuchId)
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let problem = match &self {
+            Error::Validation(errors) => Problem::validation(errors.clone()),
+            Error::Forbidden(why) => Problem::new(StatusCode::FORBIDDEN, why.clone()),
+            Error::NoSuchId => Problem::not_found("No order has this id."),
+            Error::NotFound(id) => Problem::not_found(format!("Order {id} was not found.")),
+            Error::Unprocessable(errors) => {
+                let mut p = Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "The request is well-formed but breaks a business rule.",
+                );
+                p.errors = Some(errors.0.clone());
+                p
+            }
+            Error::UnknownProducts(ids) => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Some products are unknown or discontinued.",
+            )
+            .with_extension("unknownProductIds", serde_json::json!(ids)),
+            Error::IdempotencyMismatch => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "This Idempotency-Key was already used with a different request body.",
+            ),
+            Error::NotCancellable { status, .. } => Problem::conflict(format!(
+                "The order is {status:?}; only Pending or Confirmed orders can be cancelled."
+            ))
+            .with_extension("orderStatus", serde_json::json!(status)),
+            Error::NotShippable { status, .. } => Problem::conflict(format!(
+                "The order is {status:?}; only Confirmed orders can be shipped."
+            ))
+            .with_extension("orderStatus", serde_json::json!(status)),
+            Error::Transition(t) => Problem::conflict(format!("{t}.")),
+            Error::CatalogUnavailable(_) => {
+                tracing::warn!(error = %self, "Catalog read-through failed.");
+                Problem::unavailable("Product data is temporarily unavailable; retry shortly.", 2)
+            }
+            Error::OrderStoreUnavailable(_) => {
+                tracing::warn!(error = %self, "The order stream is unreachable.");
+                Problem::unavailable(
+                    "The order store is temporarily unavailable; retry shortly (a retry with the \
+                     same Idempotency-Key never creates a second order).",
+                    1,
+                )
+            }
+            Error::Contended(_) => {
+                tracing::warn!(error = %self, "An order kept changing under a request.");
+                Problem::unavailable("The order is changing too often; retry shortly.", 1)
+            }
+            Error::Storage(_) | Error::Corrupt(_) | Error::Flush(_) => {
+                tracing::error!(error = %self, cause = ?self, "Request failed on storage.");
+                Problem::internal()
+            }
+        };
+        problem.into_response()
+    }
+}

@@ -1,0 +1,217 @@
+//! The order routes: place, list, read, cancel, ship. Each handler checks the caller's scope,
+//! parses what the schema cannot (ids, paging), and hands a typed request to `orders.rs`.
+use axum::{
+    extract::{Path, Query, State, rejection::QueryRejection},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use shared::{
+    auth::Caller,
+    openapi::ProblemBody,
+    problem::{FieldErrors, JsonBody},
+};
+use uuid::Uuid;
+
+use super::{
+    body::{CancelBody, ListParams, OrderBody, OrderPage},
+    need, parse_id,
+};
+use crate::{
+    AppState,
+    domain::{self, CreateOrderInput, Order, Refused},
+    error::Error,
+    orders::Placed,
+};
+
+const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+
+fn order_response(status: StatusCode, order: &Order) -> Response {
+    let location = format!("/api/orders/{}", order.id);
+    let mut response = (status, axum::Json(OrderBody::from(order))).into_response();
+    response.headers_mut().insert(
+        header::LOCATION,
+        HeaderValue::from_str(&location).expect("ascii path"),
+    );
+    response
+}
+
+/// Place an order: priced from this instance's product snapshot, its stock reserved on
+/// product-svc. Confirmed or Rejected → 201; product-svc slow or unreachable → 202 Pending
+/// (settled in the background). A retry with the same Idempotency-Key answers the same order.
+#[utoipa::path(post, path = "/api/orders", tag = "orders", operation_id = "createOrder",
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$",
+        description = "Makes a retry safe: the same key and body answer the same order")),
+    request_body = CreateOrderInput,
+    responses(
+        (status = 201, description = "Confirmed or Rejected", body = OrderBody),
+        (status = 202, description = "Pending: product-svc did not answer in time", body = OrderBody),
+        (status = 403, description = "The key lacks orders:write, or acts for another customer", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown or discontinued products (`unknownProductIds`), a product's merged quantity over 10000, or an Idempotency-Key reused with another body", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "The catalog or the order store (NATS) is unavailable; retry with the same Idempotency-Key", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    JsonBody(input): JsonBody<CreateOrderInput>,
+) -> Result<Response, Error> {
+    need(&caller, "orders:write")?;
+    let key = idempotency_key(&headers)?;
+    let request = domain::validate_create(input).map_err(|refused| match refused {
+        Refused::Invalid(errors) => Error::Validation(errors),
+        Refused::Unprocessable(errors) => Error::Unprocessable(errors),
+    })?;
+    if let Some(bound) = caller.customer
+        && bound != request.customer_id
+    {
+        return Err(Error::Forbidden(format!(
+            "This API key acts for customer {bound} only."
+        )));
+    }
+    Ok(match state.orders.place(request, key).await? {
+        Placed::Final(order) => order_response(StatusCode::CREATED, &order),
+        Placed::Pending(order) => order_response(StatusCode::ACCEPTED, &order),
+    })
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Error> {
+    let Some(value) = headers.get(IDEMPOTENCY_HEADER) else {
+        return Ok(None);
+    };
+    let key = value.to_str().unwrap_or("");
+    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        let mut errors = FieldErrors::new();
+        errors.add(
+            "Idempotency-Key",
+            "Idempotency-Key must be 1 to 255 visible ASCII characters.",
+        );
+        return Err(Error::Validation(errors));
+    }
+    Ok(Some(key.to_owned()))
+}
+
+/// List orders, newest first, from this instance's orders view (eventually consistent). A key
+/// bound to a customer lists that customer's orders; without `customerId` it needs orders:admin.
+#[utoipa::path(get, path = "/api/orders", tag = "orders", operation_id = "listOrders", params(ListParams),
+    responses(
+        (status = 200, description = "A page of orders", body = OrderPage),
+        (status = 403, description = "Unfiltered listing without orders:admin, or another customer's listing", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Response, Error> {
+    need(&caller, "orders:read")?;
+    let mut errors = FieldErrors::new();
+    let Query(params) = params.map_err(|e| Error::Validation(shared::http::query_errors(&e)))?;
+    let customer = match params.customer_id.as_deref().map(Uuid::parse_str) {
+        None => None,
+        Some(Ok(id)) => Some(id),
+        Some(Err(_)) => {
+            errors.add("customerId", "customerId must be a UUID.");
+            None
+        }
+    };
+    let paging = shared::http::paging(params.page.as_deref(), params.page_size.as_deref(), 100);
+    let (page, page_size) = paging.unwrap_or_else(|more| {
+        errors.extend(more);
+        (1, 20)
+    });
+    errors.into_result().map_err(Error::Validation)?;
+    let customer = match (caller.customer, customer) {
+        (Some(bound), None) => Some(bound),
+        (Some(bound), Some(asked)) if asked != bound => {
+            return Err(Error::Forbidden(format!(
+                "This API key acts for customer {bound} only."
+            )));
+        }
+        (None, None) => {
+            need(&caller, "orders:admin")?;
+            None
+        }
+        (_, asked) => asked,
+    };
+    let (items, total) = state.orders.view.list(customer, page, page_size)?;
+    Ok(axum::Json(OrderPage {
+        items: items.iter().map(OrderBody::from).collect(),
+        page,
+        page_size,
+        total_count: total,
+        total_pages: total.div_ceil(page_size),
+    })
+    .into_response())
+}
+
+/// Read an order from the order stream (its latest state), falling back to this instance's
+/// view when the stream is unreachable.
+#[utoipa::path(get, path = "/api/orders/{id}", tag = "orders", operation_id = "getOrder",
+    params(("id" = String, Path, description = "The order id (a UUID; anything else is unknown)")),
+    responses(
+        (status = 200, description = "The order", body = OrderBody),
+        (status = 403, description = "The key lacks orders:read", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown order (or another customer's, for a key bound to a customer)", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+pub async fn fetch(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, Error> {
+    need(&caller, "orders:read")?;
+    let id = parse_id(&id)?;
+    let order = state.orders.get(id).await?;
+    // Another customer's order does not exist for a key bound to a customer.
+    if caller.customer.is_some_and(|c| c != order.customer_id) {
+        return Err(Error::NotFound(id));
+    }
+    Ok(axum::Json(OrderBody::from(&order)).into_response())
+}
+
+/// Cancel a Pending or Confirmed order; its stock is released in the background (owed durably).
+/// Cancelling a Cancelled order answers it as it is.
+#[utoipa::path(post, path = "/api/orders/{id}/cancel", tag = "orders", operation_id = "cancelOrder",
+    params(("id" = String, Path, description = "The order id")),
+    request_body = CancelBody,
+    responses(
+        (status = 200, description = "Cancelled", body = OrderBody),
+        (status = 403, description = "The key lacks orders:write", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown order", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "Not cancellable in its status (`orderStatus` names it)", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<CancelBody>,
+) -> Result<Response, Error> {
+    need(&caller, "orders:write")?;
+    let id = parse_id(&id)?;
+    let reason = domain::validate_reason(body.reason).map_err(Error::Validation)?;
+    let order = state.orders.cancel(id, reason, caller.customer).await?;
+    Ok(axum::Json(OrderBody::from(&order)).into_response())
+}
+
+/// Confirmed → Shipped; the reservation is committed (an on-hand decrement) in the background,
+/// owed durably. Shipping a Shipped order answers it as it is.
+#[utoipa::path(post, path = "/api/orders/{id}/ship", tag = "orders", operation_id = "shipOrder",
+    params(("id" = String, Path, description = "The order id")),
+    responses(
+        (status = 200, description = "Shipped", body = OrderBody),
+        (status = 403, description = "The key lacks orders:admin", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown order", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "Not shippable in its status (`orderStatus` names it)", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+pub async fn ship(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, Error> {
+    if !caller.has("orders:admin") {
+        return Err(Error::Forbidden(
+            "This API key lacks the scope orders:admin.".into(),
+        ));
+    }
+    let id = parse_id(&id)?;
+    let order = state.orders.ship(id).await?;
+    Ok(axum::Json(OrderBody::from(&order)).into_response())
+}
