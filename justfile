@@ -6,12 +6,13 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 export PATH := `python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null || echo /usr/local/bin` + ":" + env_var("HOME") + "/.cargo/bin:" + env_var("PATH")
 
 nats_version := "2.15.1"
+schemathesis_version := "4.32.5"
 
 # List the recipes.
 default:
     @just --list
 
-# Install what is missing: nats-server (>= 2.12, pinned 2.15.1) and cargo-nextest.
+# Install what is missing: nats-server (>= 2.12, pinned 2.15.1), cargo-nextest, schemathesis.
 setup:
     #!/usr/bin/env bash
     set -euo pipefail
@@ -23,6 +24,17 @@ setup:
     if ! cargo nextest --version >/dev/null 2>&1; then
         echo "installing cargo-nextest"
         cargo install cargo-nextest --locked
+    fi
+    # schemathesis (pinned) for `just contract`, in a venv of its own under .venv/.
+    if ! .venv/bin/schemathesis --version 2>/dev/null | grep -q "{{schemathesis_version}}"; then
+        echo "installing schemathesis {{schemathesis_version}} into .venv"
+        if ! python3 -m venv .venv 2>/dev/null; then
+            # Debian's python3 needs python3-venv for ensurepip; else virtualenv from pip.
+            rm -rf .venv
+            (apt-get update -qq && apt-get install -y -qq python3-venv) >/dev/null 2>&1 || true
+            python3 -m venv .venv 2>/dev/null || { rm -rf .venv; python3 -m pip install --quiet virtualenv && python3 -m virtualenv -q .venv; }
+        fi
+        .venv/bin/python -m pip install --quiet "schemathesis=={{schemathesis_version}}"
     fi
 
 # Build both services (debug).
@@ -224,6 +236,18 @@ soak: setup build
     FAULT_OUTAGE_SECS="${FAULT_OUTAGE_SECS:-30}" FAULT_LOSSY_ORDERS="${FAULT_LOSSY_ORDERS:-100}" \
     EDGE_OUTAGE_SECS="${EDGE_OUTAGE_SECS:-30}" STOCK_LOOP_ORDERS="${STOCK_LOOP_ORDERS:-20000}" \
     cargo nextest run -p tests --no-capture --test-threads 1 -E 'test(/^(faults|edge)::/) | test(/exact_books/)'
+
+# The HTTP contract: both services' /openapi.json exercised by schemathesis (--checks all) on a
+# running system; any finding fails. CONTRACT_EXAMPLES (default 40 per operation) and
+# CONTRACT_SEED (default fixed, so CI is repeatable; `CONTRACT_SEED=random` explores).
+contract: setup build
+    CONTRACT_SEED="${CONTRACT_SEED:-20261126}" tests/contract/run.sh
+
+# Regenerate the OpenAPI documents (order-svc/openapi.json, product-svc/openapi.json) from the
+# handlers, after changing a route, a body or a status code. `just test` fails until they match.
+openapi:
+    UPDATE_OPENAPI=1 cargo nextest run -p order-svc -p product-svc -E 'test(the_served_document_is_the_one_the_handlers_generate)'
+    git status --short -- '*/openapi.json'
 
 # fmt check, clippy with warnings as errors, and cargo-deny (licenses, bans, sources; advisories
 # when the advisory database can be fetched: see deny.toml).

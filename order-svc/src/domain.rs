@@ -301,7 +301,7 @@ pub enum Refused {
     /// Not what the schema allows (400).
     Invalid(FieldErrors),
     /// Well-formed, but against a rule the schema cannot state (422): the merged quantity of one
-    /// product over the limit.
+    /// product over the limit, or the nil UUID as a product id.
     Unprocessable(FieldErrors),
 }
 
@@ -403,6 +403,9 @@ pub fn validate_create(input: CreateOrderInput) -> Result<OrderRequest, Refused>
     }
     errors.into_result().map_err(Refused::Invalid)?;
     let mut over = FieldErrors::new();
+    if merged.contains_key(&Uuid::nil()) {
+        over.add("items", "the nil UUID names no product.");
+    }
     for (id, q) in &merged {
         if *q > u64::from(MAX_QUANTITY) {
             over.add(

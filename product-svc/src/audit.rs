@@ -30,19 +30,23 @@ use crate::{
 /// How many order ids each mismatch kind lists.
 const SAMPLE: usize = 10;
 
-#[derive(Debug, Default, Serialize)]
+/// What `GET /api/stock/audit` answers.
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditReport {
     pub reservations_checked: u64,
     pub orders_checked: u64,
     /// Mismatches in all.
     pub mismatches: u64,
-    /// Per kind: how many, and the first order ids.
+    /// Per kind (heldForCancelled, heldForShipped, missingForConfirmed, missingForShipped,
+    /// committedNotShipped, heldWithoutOrder): how many, and the first order ids.
+    #[schema(value_type = BTreeMap<String, Kind>)]
     pub kinds: BTreeMap<Mismatch, Kind>,
 }
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = MismatchKind)]
 pub struct Kind {
     pub count: u64,
     pub order_ids: Vec<Uuid>,

@@ -7,6 +7,7 @@ use shared::{
     events::{ProductEvent, ProductEventType, SCHEMA_VERSION},
     problem::FieldErrors,
 };
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 pub const MAX_NAME: usize = 200;
@@ -90,26 +91,58 @@ pub fn adjust(stock: Stock, delta: i64) -> Result<Stock, StockError> {
 // ---------------------------------------------------------------------------------------------
 // Catalog input validation
 
+// The documents state these rules as patterns (ECMA-262, as JSON Schema uses); `text` and
+// `validate_price` enforce exactly the same ones, so a schema-valid value is never refused.
+// Name and category: no control characters, at least one non-space character.
+// Description: no control characters but newline and tab.
+// Price: a decimal string, > 0, at most 1000000000, at most two decimals, no leading zeros.
+
 /// Create body as it arrives; every field optional so a missing one is a keyed validation error.
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = CreateProduct)]
 pub struct CreateInput {
+    #[schema(value_type = String, required = true, max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$")]
     pub name: Option<String>,
+    #[schema(value_type = String, required = true, max_length = 2000,
+        pattern = r"^[^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*$")]
     pub description: Option<String>,
+    /// A decimal string such as "149.99".
+    #[schema(value_type = String, required = true, example = "149.99",
+        pattern = r"^(?:(?:0|[1-9][0-9]{0,8})\.(?:[0-9][1-9]|[1-9][0-9]?)|[1-9][0-9]{0,8}(?:\.[0-9]{1,2})?|1000000000(?:\.00?)?)$")]
     pub price: Option<serde_json::Value>,
+    #[schema(value_type = String, required = true, max_length = 100,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$")]
     pub category: Option<String>,
+    #[schema(value_type = u32, required = true, minimum = 0, maximum = 1_000_000_000)]
+    #[serde(default, deserialize_with = "shared::problem::json_integer")]
     pub stock_quantity: Option<i64>,
+    /// Available stock below this publishes one StockLow; 0 never warns.
+    #[schema(value_type = u32, required = true, minimum = 0, maximum = 1_000_000_000)]
+    #[serde(default, deserialize_with = "shared::problem::json_integer")]
     pub low_stock_threshold: Option<i64>,
 }
 
 /// Update body: the catalog fields and the threshold (stock changes go through `/stock`).
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = UpdateProduct)]
 pub struct UpdateInput {
+    #[schema(value_type = String, required = true, max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$")]
     pub name: Option<String>,
+    #[schema(value_type = String, required = true, max_length = 2000,
+        pattern = r"^[^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*$")]
     pub description: Option<String>,
+    #[schema(value_type = String, required = true, example = "149.99",
+        pattern = r"^(?:(?:0|[1-9][0-9]{0,8})\.(?:[0-9][1-9]|[1-9][0-9]?)|[1-9][0-9]{0,8}(?:\.[0-9]{1,2})?|1000000000(?:\.00?)?)$")]
     pub price: Option<serde_json::Value>,
+    #[schema(value_type = String, required = true, max_length = 100,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$")]
     pub category: Option<String>,
+    #[schema(value_type = u32, required = true, minimum = 0, maximum = 1_000_000_000)]
+    #[serde(default, deserialize_with = "shared::problem::json_integer")]
     pub low_stock_threshold: Option<i64>,
 }
 
@@ -198,11 +231,11 @@ fn text(
         errors.add(field, format!("{field} must not be empty."));
         return None;
     }
-    if trimmed.chars().count() > max {
+    if value.chars().count() > max {
         errors.add(field, format!("{field} must be at most {max} characters."));
         return None;
     }
-    if trimmed
+    if value
         .chars()
         .any(|c| c.is_control() && !(field == "description" && (c == '\n' || c == '\t')))
     {
@@ -233,8 +266,8 @@ fn quantity(field: &str, value: Option<i64>, errors: &mut FieldErrors) -> i64 {
     }
 }
 
-/// Money is a decimal string on the wire ("149.99"); a JSON number is accepted by its literal
-/// text. Positive, at most two decimals, normalised to two decimals.
+/// Money is a decimal string on the wire ("149.99"): > 0, at most 1000000000, at most two
+/// decimals, no sign, exponent, spaces or leading zeros (the documents' pattern, exactly).
 pub fn validate_price(
     value: Option<serde_json::Value>,
     errors: &mut FieldErrors,
@@ -245,7 +278,6 @@ pub fn validate_price(
             return None;
         }
         Some(serde_json::Value::String(s)) => s,
-        Some(serde_json::Value::Number(n)) => n.to_string(),
         Some(_) => {
             errors.add(
                 "price",
@@ -254,24 +286,22 @@ pub fn validate_price(
             return None;
         }
     };
-    let parsed = text
-        .trim()
-        .parse::<Decimal>()
-        .ok()
-        .filter(|_| !text.contains(['e', 'E']));
-    let Some(price) = parsed else {
+    let (whole, cents) = text.split_once('.').unwrap_or((&text, "0"));
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let well_formed = digits(whole)
+        && digits(cents)
+        && cents.len() <= 2
+        && whole.len() <= 10
+        && (whole == "0" || !whole.starts_with('0'));
+    let Some(price) = well_formed.then(|| text.parse::<Decimal>().ok()).flatten() else {
         errors.add(
             "price",
-            "price must be a decimal string such as \"149.99\".",
+            "price must be a decimal string such as \"149.99\" (at most two decimals).",
         );
         return None;
     };
     if price <= Decimal::ZERO {
         errors.add("price", "price must be greater than 0.");
-        return None;
-    }
-    if price.normalize().scale() > 2 {
-        errors.add("price", "price must have at most 2 decimal places.");
         return None;
     }
     if price > Decimal::from(1_000_000_000u64) {
@@ -666,9 +696,32 @@ mod tests {
         };
         assert_eq!(check(serde_json::json!("149.99")), Some("149.99".into()));
         assert_eq!(check(serde_json::json!("12.5")), Some("12.50".into()));
-        assert_eq!(check(serde_json::json!(7)), Some("7.00".into()));
-        assert_eq!(check(serde_json::json!(0.1)), Some("0.10".into()));
-        assert_eq!(check(serde_json::json!("0")), None);
+        assert_eq!(check(serde_json::json!("7")), Some("7.00".into()));
+        assert_eq!(check(serde_json::json!("0.1")), Some("0.10".into()));
+        assert_eq!(check(serde_json::json!("0.01")), Some("0.01".into()));
+        assert_eq!(
+            check(serde_json::json!("1000000000.00")),
+            Some("1000000000.00".into())
+        );
+        for refused in [
+            "0",
+            "0.00",
+            "1000000000.01",
+            "01.5",
+            "1.500",
+            "+1",
+            " 1",
+            "1_000",
+            "1.",
+            ".5",
+        ] {
+            assert_eq!(check(serde_json::json!(refused)), None, "{refused}");
+        }
+        assert_eq!(
+            check(serde_json::json!(7)),
+            None,
+            "a JSON number is not money"
+        );
         assert_eq!(check(serde_json::json!("-1")), None);
         assert_eq!(check(serde_json::json!("1.001")), None);
         assert_eq!(check(serde_json::json!("1e3")), None);

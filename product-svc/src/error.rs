@@ -1,4 +1,4 @@
-//! The crate's one error type. HTTP (`http.rs`) and gRPC (`grpc.rs`) each map it exactly once.
+//! The crate's one error type. HTTP (`http/mod.rs`) and gRPC (`grpc.rs`) each map it exactly once.
 use shared::problem::FieldErrors;
 use uuid::Uuid;
 
@@ -13,6 +13,9 @@ pub enum Error {
     Forbidden(String),
     #[error("product {0} was not found")]
     NotFound(Uuid),
+    /// A path id that is not a UUID names no product.
+    #[error("no product has this id")]
+    NoSuchId,
     #[error("product {id} is at version {current}, not the expected {expected}")]
     VersionMismatch {
         id: Uuid,

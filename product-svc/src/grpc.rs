@@ -195,6 +195,7 @@ impl From<Error> for Status {
         match error {
             Error::Validation(_) => Status::invalid_argument(error.to_string()),
             Error::NotFound(_)
+            | Error::NoSuchId
             | Error::NotCommittable {
                 why: CommitRefusal::Unknown,
                 ..

@@ -260,7 +260,7 @@ impl Store {
     }
 
     /// Discontinues a product: kept, marked deleted, no longer orderable. Idempotent.
-    pub async fn delete(&self, id: Uuid, if_match: Option<u64>) -> Result<Entry> {
+    pub async fn discontinue(&self, id: Uuid, if_match: Option<u64>) -> Result<Entry> {
         let cid = correlation::current_or_new();
         let (entry, changed) = self
             .transact(move |t| {

@@ -13,8 +13,8 @@ use utoipa::{
     Modify, ToSchema,
     openapi::{
         Content, HeaderBuilder, OpenApi, RefOr, ResponseBuilder,
-        path::Operation,
-        schema::{Object, Ref, Type},
+        path::{Operation, ParameterIn},
+        schema::{Object, Ref, Schema, SchemaType, Type},
         security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme},
     },
 };
@@ -123,6 +123,23 @@ const COMMON: &[(&str, &str, bool)] = &[
 ];
 
 fn add_common(op: &mut Operation, open: bool) {
+    // An absent header is how an optional header is left out; it is never `null` (utoipa types
+    // every optional header parameter as nullable).
+    for param in op.parameters.iter_mut().flatten() {
+        if matches!(param.parameter_in, ParameterIn::Header)
+            && let Some(RefOr::T(Schema::Object(schema))) = &mut param.schema
+            && let SchemaType::Array(types) = &schema.schema_type
+        {
+            let types: Vec<Type> = types
+                .iter()
+                .filter(|t| **t != Type::Null)
+                .cloned()
+                .collect();
+            if let [only] = types.as_slice() {
+                schema.schema_type = SchemaType::Type(only.clone());
+            }
+        }
+    }
     let mut add = |status: &str, name: &str| {
         op.responses
             .responses

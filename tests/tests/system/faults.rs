@@ -1012,7 +1012,6 @@ async fn bad_input_sweep_gets_4xx_problems_and_changes_nothing() {
         serde_json::to_vec(&many).unwrap(),
     ));
     for delta in [
-        json!(0),
         json!(2_000_000_000),
         json!(-2_000_000_000),
         json!("5"),

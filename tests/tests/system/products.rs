@@ -151,7 +151,7 @@ async fn update_and_delete_publish_full_state_with_growing_versions() {
     assert_eq!(problem["currentVersion"], 2);
 
     let deleted = client
-        .delete(format!("{}/api/products/{id}", svc.http))
+        .post(format!("{}/api/products/{id}/discontinue", svc.http))
         .header("If-Match", "\"2\"")
         .send()
         .await
@@ -593,6 +593,8 @@ async fn bad_http_input_gets_a_problem_and_changes_nothing() {
         (json!({}).to_string(), 400, Some("name")),
         (json!({"name": "n", "description": "", "price": "-1", "category": "c", "stockQuantity": 1, "lowStockThreshold": 0}).to_string(), 400, Some("price")),
         (json!({"name": "n", "description": "", "price": "1.005", "category": "c", "stockQuantity": 1, "lowStockThreshold": 0}).to_string(), 400, Some("price")),
+        (json!({"name": "n", "description": "", "price": 7, "category": "c", "stockQuantity": 1, "lowStockThreshold": 0}).to_string(), 400, Some("price")),
+        (json!({"name": " ", "description": "", "price": "1", "category": "c", "stockQuantity": 1, "lowStockThreshold": 0}).to_string(), 400, Some("name")),
         (json!({"name": "n", "description": "", "price": "1", "category": "c", "stockQuantity": -1, "lowStockThreshold": 0}).to_string(), 400, Some("stockQuantity")),
         (json!({"name": "n", "description": "", "price": "1", "category": "c", "stockQuantity": 1e30, "lowStockThreshold": 0}).to_string(), 400, Some("stockQuantity")),
         (json!({"name": "n".repeat(201), "description": "", "price": "1", "category": "c", "stockQuantity": 1, "lowStockThreshold": 0}).to_string(), 400, Some("name")),
@@ -652,13 +654,25 @@ async fn bad_http_input_gets_a_problem_and_changes_nothing() {
     expect_problem(
         client
             .post(format!("{}/api/products/{id}/stock", svc.http))
-            .json(&json!({"delta": 0}))
+            .json(&json!({"delta": 1.5}))
             .send()
             .await
             .unwrap(),
         400,
     )
     .await;
+    // A malformed If-Match is a 400 naming the header (not a 412 against a made-up version).
+    let problem = expect_problem(
+        client
+            .post(format!("{}/api/products/{id}/discontinue", svc.http))
+            .header("If-Match", "W/3")
+            .send()
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
+    assert!(problem["errors"]["If-Match"].is_array(), "{problem}");
     expect_problem(
         client
             .post(format!("{}/api/products/{id}/stock", svc.http))

@@ -1,0 +1,215 @@
+//! The HTTP JSON API for catalog admins: the router, the audit and readiness routes, and the one
+//! mapping of the crate's errors to problem+json. The catalog routes live in `products.rs`, the
+//! JSON shapes in `body.rs`, the OpenAPI document they generate in `openapi.rs`. Nothing here
+//! knows about sled.
+mod body;
+mod openapi;
+mod products;
+
+use std::sync::atomic::Ordering;
+
+use axum::{
+    Router,
+    extract::State,
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use shared::{
+    auth::Caller,
+    openapi::ProblemBody,
+    problem::{FieldErrors, Problem},
+};
+use uuid::Uuid;
+
+use crate::{AppState, audit::AuditReport, domain::StockError, error::Error};
+
+pub fn router(state: AppState) -> Router {
+    let routes = Router::new()
+        .route("/api/products", post(products::create).get(products::list))
+        .route(
+            "/api/products/{id}",
+            get(products::fetch).put(products::update),
+        )
+        .route(
+            "/api/products/{id}/discontinue",
+            post(products::discontinue),
+        )
+        .route("/api/products/{id}/stock", post(products::adjust_stock))
+        .route("/api/stock/audit", get(audit))
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .route("/openapi.json", get(openapi::serve));
+    let routes = shared::http::with_callers(routes, state.auth.clone(), state.limiter.clone());
+    shared::http::with_defaults(routes, state.metrics.clone()).with_state(state)
+}
+
+/// `catalog:write` also allows reading.
+fn need(caller: &Caller, scope: &str) -> Result<(), Error> {
+    if caller.has(scope) || caller.has("catalog:write") {
+        Ok(())
+    } else {
+        Err(Error::Forbidden(scope.into()))
+    }
+}
+
+/// Alive: the process answers.
+#[utoipa::path(get, path = "/health/live", tag = "health", responses((status = 200, description = "Alive")))]
+async fn live() -> StatusCode {
+    StatusCode::OK
+}
+
+/// Every reservation against its order's latest state in the order stream, and every order
+/// against its reservation: mismatches by kind, with the first order ids.
+#[utoipa::path(get, path = "/api/stock/audit", tag = "stock", operation_id = "auditStock",
+    responses(
+        (status = 200, description = "The report; `mismatches` 0 when the two services' books agree", body = AuditReport),
+        (status = 403, description = "The key lacks catalog:write", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+async fn audit(State(state): State<AppState>, caller: Caller) -> Result<Response, Error> {
+    if !caller.has("catalog:write") {
+        return Err(Error::Forbidden("catalog:write".into()));
+    }
+    let js = shared::nats::jetstream(state.nats.clone());
+    let report = tokio::time::timeout(
+        std::time::Duration::from_secs(25),
+        crate::audit::audit(&js, &state.orders_stream, &state.store, state.retention),
+    )
+    .await
+    .map_err(|_| Error::OrdersUnavailable("the audit timed out".into()))??;
+    Ok(axum::Json(report).into_response())
+}
+
+/// Ready while connected to NATS; shows the order follower's counters.
+#[utoipa::path(get, path = "/health/ready", tag = "health",
+    responses(
+        (status = 200, description = "Ready", body = serde_json::Value),
+        (status = 503, description = "Not connected to NATS", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+async fn ready(State(state): State<AppState>) -> Response {
+    if shared::nats::is_connected(&state.nats) {
+        let f = &state.follower;
+        let follower = serde_json::json!({
+            "applied": f.applied.load(Ordering::Relaxed),
+            "releases": f.releases.load(Ordering::Relaxed),
+            "commits": f.commits.load(Ordering::Relaxed),
+            "unrepairable": f.unrepairable.load(Ordering::Relaxed),
+            "poison": f.poison.load(Ordering::Relaxed),
+        });
+        axum::Json(serde_json::json!({"status": "ready", "nats": "connected", "products": state.store.product_count().unwrap_or_default(), "orderFollower": follower}))
+            .into_response()
+    } else {
+        Problem::unavailable("Not connected to NATS.", 2).into_response()
+    }
+}
+
+/// A path id that is not a UUID cannot name a product: 404, like an unknown one.
+fn parse_id(raw: &str) -> Result<Uuid, Error> {
+    shared::http::path_uuid(raw).ok_or(Error::NoSuchId)
+}
+
+/// `If-Match: "<version>"`, `W/"<version>"`, a bare `<version>` or `*` (any version); anything
+/// else is a 400 naming the header.
+fn if_match(headers: &HeaderMap) -> Result<Option<u64>, Error> {
+    let Some(value) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let text = value.to_str().unwrap_or("");
+    if text == "*" {
+        return Ok(None);
+    }
+    let tag = text.strip_prefix("W/").unwrap_or(text);
+    let quoted = tag.strip_prefix('"').and_then(|t| t.strip_suffix('"'));
+    let version = quoted
+        .or((tag.len() == text.len()).then_some(text))
+        .filter(|v| (1..=19).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|v| v.parse::<u64>().ok());
+    match version {
+        Some(v) => Ok(Some(v)),
+        None => {
+            let mut errors = FieldErrors::new();
+            errors.add(
+                "If-Match",
+                "If-Match must be an entity tag such as \"3\" (the product's version) or *.",
+            );
+            Err(Error::Validation(errors))
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let problem = match &self {
+            Error::Validation(errors) => Problem::validation(errors.clone()),
+            Error::Forbidden(scope) => Problem::new(
+                StatusCode::FORBIDDEN,
+                format!("This API key lacks the scope {scope}."),
+            ),
+            Error::NoSuchId => Problem::not_found("No product has this id."),
+            Error::NotFound(id) => Problem::not_found(format!("Product {id} was not found.")),
+            Error::VersionMismatch {
+                current, expected, ..
+            } => Problem::new(
+                StatusCode::PRECONDITION_FAILED,
+                format!(
+                    "If-Match does not match: the product is at version {current}, not {expected}."
+                ),
+            )
+            .with_extension("currentVersion", (*current).into()),
+            Error::Discontinued(id) => Problem::conflict(format!(
+                "Product {id} is discontinued and cannot be changed."
+            )),
+            Error::Stock(e @ StockError::BelowReserved { .. }) => {
+                Problem::conflict(format!("{e}."))
+            }
+            Error::Stock(e @ StockError::TooLarge) => Problem::conflict(format!("{e}.")),
+            Error::NotCommittable { .. } => Problem::conflict(format!("{self}.")),
+            Error::OrdersUnavailable(_) => {
+                tracing::warn!(error = %self, "The audit could not read the order stream.");
+                Problem::unavailable(
+                    "The order stream is temporarily unavailable; retry shortly.",
+                    2,
+                )
+            }
+            Error::Storage(_) | Error::Corrupt(_) | Error::Flush(_) => {
+                tracing::error!(error = %self, cause = ?self, "Request failed on storage.");
+                Problem::internal()
+            }
+        };
+        problem.into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tag(value: &str) -> Result<Option<u64>, Error> {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::IF_MATCH, value.parse().unwrap());
+        if_match(&headers)
+    }
+
+    #[test]
+    fn if_match_takes_the_documented_forms_and_names_the_header_otherwise() {
+        assert_eq!(if_match(&HeaderMap::new()).unwrap(), None);
+        assert_eq!(tag("*").unwrap(), None);
+        assert_eq!(tag("\"3\"").unwrap(), Some(3));
+        assert_eq!(tag("W/\"3\"").unwrap(), Some(3));
+        assert_eq!(tag("3").unwrap(), Some(3));
+        for bad in [
+            "W/3",
+            "\"\"",
+            "\"3",
+            "abc",
+            "\"-1\"",
+            "\"99999999999999999999\"",
+            " 3",
+        ] {
+            match tag(bad) {
+                Err(Error::Validation(e)) => assert!(e.contains("If-Match"), "{bad}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! The OpenAPI document of the catalog API, generated from the handlers' `#[utoipa::path]`
+//! attributes and the body types; `shared::openapi` adds the answers of the common layers. The
+//! test below keeps `product-svc/openapi.json` equal to it, and the service serves that file.
+use axum::http::header;
+use utoipa::OpenApi;
+
+// Only the test builds the document; the binary serves the file it wrote.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "eshop product-svc", description = "The catalog and stock of the eshop; every change is published to the PRODUCTS stream."),
+    paths(
+        super::products::create, super::products::list, super::products::fetch,
+        super::products::update, super::products::discontinue, super::products::adjust_stock,
+        super::audit, super::live, super::ready, shared::openapi::metrics,
+        shared::openapi::document,
+    ),
+    modifiers(&CONVENTIONS)
+)]
+#[cfg_attr(not(test), allow(dead_code))]
+struct ApiDoc;
+
+#[cfg_attr(not(test), allow(dead_code))]
+const CONVENTIONS: shared::openapi::Conventions = shared::openapi::Conventions {
+    keys: "An API key from product-svc's key file: scopes catalog:read, catalog:write",
+    open: &["/health/", "/metrics", "/openapi.json"],
+};
+
+const DOCUMENT: &str = include_str!("../../openapi.json");
+
+pub async fn serve() -> impl axum::response::IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], DOCUMENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_served_document_is_the_one_the_handlers_generate() {
+        let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi.json");
+        shared::openapi::assert_current(&ApiDoc::openapi(), &file);
+    }
+}

@@ -1,0 +1,208 @@
+//! The catalog routes: create, list, read, update, discontinue, adjust stock. Each handler checks
+//! the caller's scope, parses ids and If-Match, and hands typed input to the store.
+use axum::{
+    extract::{Path, Query, State, rejection::QueryRejection},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use shared::{
+    auth::Caller,
+    openapi::ProblemBody,
+    problem::{FieldErrors, JsonBody},
+};
+
+use super::{
+    body::{ListParams, ProductBody, ProductPage, StockBody},
+    if_match, need, parse_id,
+};
+use crate::{
+    AppState,
+    domain::{self, CreateInput, MAX_QUANTITY, UpdateInput},
+    error::Error,
+    store::Entry,
+};
+
+/// The product and its `ETag: "<version>"`.
+fn product_response(status: StatusCode, entry: Entry) -> Response {
+    let etag = format!("\"{}\"", entry.product.version);
+    let mut response = (status, axum::Json(ProductBody::from(entry))).into_response();
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        response.headers_mut().insert(header::ETAG, v);
+    }
+    response
+}
+
+/// Create a product; its ProductCreated event is published through the outbox.
+#[utoipa::path(post, path = "/api/products", tag = "catalog", operation_id = "createProduct",
+    request_body = CreateInput,
+    responses(
+        (status = 201, description = "Created (Location and ETag headers)", body = ProductBody),
+        (status = 403, description = "The key lacks catalog:write", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(input): JsonBody<CreateInput>,
+) -> Result<Response, Error> {
+    need(&caller, "catalog:write")?;
+    let new = domain::validate_create(input).map_err(Error::Validation)?;
+    let entry = state.store.create(&new).await?;
+    let location = format!("/api/products/{}", entry.product.id);
+    let mut response = product_response(StatusCode::CREATED, entry);
+    response.headers_mut().insert(
+        header::LOCATION,
+        HeaderValue::from_str(&location).expect("ascii path"),
+    );
+    Ok(response)
+}
+
+/// Read a product (discontinued ones too).
+#[utoipa::path(get, path = "/api/products/{id}", tag = "catalog", operation_id = "getProduct",
+    params(("id" = String, Path, description = "The product id (a UUID; anything else is unknown)")),
+    responses(
+        (status = 200, description = "The product (ETag header)", body = ProductBody),
+        (status = 403, description = "The key lacks catalog:read", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown product", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+pub async fn fetch(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, Error> {
+    need(&caller, "catalog:read")?;
+    let id = parse_id(&id)?;
+    let entry = state.store.get(id)?.ok_or(Error::NotFound(id))?;
+    Ok(product_response(StatusCode::OK, entry))
+}
+
+/// List products by id, a page at a time, optionally of one category.
+#[utoipa::path(get, path = "/api/products", tag = "catalog", operation_id = "listProducts", params(ListParams),
+    responses(
+        (status = 200, description = "A page of products", body = ProductPage),
+        (status = 403, description = "The key lacks catalog:read", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Response, Error> {
+    need(&caller, "catalog:read")?;
+    let Query(params) = params.map_err(|e| Error::Validation(shared::http::query_errors(&e)))?;
+    let (page, page_size) =
+        shared::http::paging(params.page.as_deref(), params.page_size.as_deref(), 100)
+            .map_err(Error::Validation)?;
+    let category = params
+        .category
+        .as_deref()
+        .map(str::trim)
+        .filter(|c| !c.is_empty());
+    let (items, total) = state.store.list(category, page, page_size)?;
+    Ok(axum::Json(ProductPage {
+        items: items.into_iter().map(ProductBody::from).collect(),
+        page,
+        page_size,
+        total_count: total,
+        total_pages: total.div_ceil(page_size),
+    })
+    .into_response())
+}
+
+/// Replace the catalog fields; the version grows only when something changed.
+#[utoipa::path(put, path = "/api/products/{id}", tag = "catalog", operation_id = "updateProduct",
+    params(("id" = String, Path, description = "The product id"), IfMatch),
+    request_body = UpdateInput,
+    responses(
+        (status = 200, description = "Updated (ETag header)", body = ProductBody),
+        (status = 403, description = "The key lacks catalog:write", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown product", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "Discontinued: read-only", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match names another version (`currentVersion` says which)", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+pub async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    JsonBody(input): JsonBody<UpdateInput>,
+) -> Result<Response, Error> {
+    need(&caller, "catalog:write")?;
+    let id = parse_id(&id)?;
+    let if_match = if_match(&headers)?;
+    let fields = domain::validate_update(input).map_err(Error::Validation)?;
+    let entry = state.store.update(id, &fields, if_match).await?;
+    Ok(product_response(StatusCode::OK, entry))
+}
+
+/// Discontinue a product: kept and readable with `deleted: true`, read-only, no longer sold
+/// (ProductDeleted in the changelog). An action rather than `DELETE`: the product stays.
+#[utoipa::path(post, path = "/api/products/{id}/discontinue", tag = "catalog", operation_id = "discontinueProduct",
+    params(("id" = String, Path, description = "The product id"), IfMatch),
+    responses(
+        (status = 200, description = "Discontinued (or already was)", body = ProductBody),
+        (status = 403, description = "The key lacks catalog:write", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown product", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match names another version", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+pub async fn discontinue(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, Error> {
+    need(&caller, "catalog:write")?;
+    let id = parse_id(&id)?;
+    let if_match = if_match(&headers)?;
+    let entry = state.store.discontinue(id, if_match).await?;
+    Ok(product_response(StatusCode::OK, entry))
+}
+
+/// Restock (+) or write off (−) on-hand stock.
+#[utoipa::path(post, path = "/api/products/{id}/stock", tag = "catalog", operation_id = "adjustStock",
+    params(("id" = String, Path, description = "The product id")),
+    request_body = StockBody,
+    responses(
+        (status = 200, description = "Adjusted", body = ProductBody),
+        (status = 403, description = "The key lacks catalog:write", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown product", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "On hand would drop below what is reserved, or exceed 1000000000", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+pub async fn adjust_stock(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<StockBody>,
+) -> Result<Response, Error> {
+    need(&caller, "catalog:write")?;
+    let id = parse_id(&id)?;
+    let mut errors = FieldErrors::new();
+    let delta = match body.delta {
+        None => {
+            errors.add("delta", "delta is required.");
+            0
+        }
+        Some(d) if !(-MAX_QUANTITY..=MAX_QUANTITY).contains(&d) => {
+            errors.add(
+                "delta",
+                format!("delta must be between -{MAX_QUANTITY} and {MAX_QUANTITY}."),
+            );
+            0
+        }
+        Some(d) => d,
+    };
+    errors.into_result().map_err(Error::Validation)?;
+    let entry = state.store.adjust_stock(id, delta).await?;
+    Ok(product_response(StatusCode::OK, entry))
+}
+
+/// `If-Match: "<version>"` (or `W/"<version>"`, a bare `<version>`, or `*`): change only
+/// that version.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct IfMatch {
+    #[param(
+        rename = "If-Match",
+        pattern = r#"^(?:\*|(?:W/)?"[0-9]{1,19}"|[0-9]{1,19})$"#
+    )]
+    if_match: Option<String>,
+}
