@@ -1,0 +1,253 @@
+//! A create request from JSON to a priced order: field validation (400), the rules the schema
+//! cannot state (422), and pricing from the snapshot.
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use shared::problem::FieldErrors;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::{Order, OrderItem, OrderStatus, ProductView};
+
+/// Namespace of request fingerprints (a digest, so the event need not carry the whole request).
+const FINGERPRINT_NAMESPACE: Uuid = Uuid::from_u128(0x0e7c_55d1_93b8_4f62_a4c0_17d9_3e2b_8a41);
+
+pub const MAX_ITEMS: usize = 100;
+pub const MAX_QUANTITY: u32 = 10_000;
+pub const MAX_EMAIL: usize = 320;
+pub const MAX_REASON: usize = 500;
+
+/// A create-order request as received: every field optional, so that a missing one is reported
+/// by name with the others (the schema attributes are what the OpenAPI document states).
+#[derive(Debug, Default, Clone, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = CreateOrder)]
+pub struct CreateOrderInput {
+    #[schema(value_type = Uuid, required = true)]
+    pub customer_id: Option<String>,
+    #[schema(value_type = String, required = true, format = Email, max_length = 320)]
+    pub customer_email: Option<String>,
+    /// Lines of the same product are merged; their total must stay within 10000 (else 422).
+    #[schema(value_type = Vec<ItemInput>, required = true, min_items = 1, max_items = 100)]
+    pub items: Option<Vec<ItemInput>>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = OrderLine)]
+pub struct ItemInput {
+    #[schema(value_type = Uuid, required = true)]
+    pub product_id: Option<String>,
+    #[schema(value_type = u32, required = true, minimum = 1, maximum = 10000)]
+    #[serde(default, deserialize_with = "shared::problem::json_integer")]
+    pub quantity: Option<i64>,
+}
+
+/// Why a create request is refused before pricing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// Not what the schema allows (400).
+    Invalid(FieldErrors),
+    /// Well-formed, but against a rule the schema cannot state (422): the merged quantity of one
+    /// product over the limit, or the nil UUID as a product id.
+    Unprocessable(FieldErrors),
+}
+
+/// A validated request: duplicate product ids merged (quantities summed), sorted by id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderRequest {
+    pub customer_id: Uuid,
+    pub customer_email: String,
+    pub items: Vec<(Uuid, u32)>,
+}
+
+impl OrderRequest {
+    /// A digest of the request, compared when an Idempotency-Key is reused.
+    pub fn fingerprint(&self) -> String {
+        let text = serde_json::to_vec(self).expect("serializes");
+        Uuid::new_v5(&FINGERPRINT_NAMESPACE, &text).to_string()
+    }
+}
+
+pub fn validate_create(input: CreateOrderInput) -> Result<OrderRequest, Refused> {
+    let mut errors = FieldErrors::new();
+    let customer_id = match input.customer_id.as_deref().map(Uuid::parse_str) {
+        None => {
+            errors.add("customerId", "customerId is required.");
+            None
+        }
+        Some(Ok(id)) => Some(id),
+        Some(_) => {
+            errors.add("customerId", "customerId must be a UUID.");
+            None
+        }
+    };
+    let email = match input.customer_email {
+        None => {
+            errors.add("customerEmail", "customerEmail is required.");
+            None
+        }
+        Some(e) => {
+            if e.chars().count() > MAX_EMAIL {
+                errors.add(
+                    "customerEmail",
+                    format!("customerEmail must be at most {MAX_EMAIL} characters."),
+                );
+                None
+            } else if !is_email(&e) {
+                errors.add(
+                    "customerEmail",
+                    "customerEmail must be a valid email address.",
+                );
+                None
+            } else {
+                Some(e)
+            }
+        }
+    };
+    let mut merged: BTreeMap<Uuid, u64> = BTreeMap::new();
+    match input.items {
+        None => errors.add("items", "items is required."),
+        Some(items) if items.is_empty() => {
+            errors.add("items", "items must contain at least one item.")
+        }
+        Some(items) if items.len() > MAX_ITEMS => errors.add(
+            "items",
+            format!("items must contain at most {MAX_ITEMS} items."),
+        ),
+        Some(items) => {
+            for (i, item) in items.into_iter().enumerate() {
+                let id = match item.product_id.as_deref().map(Uuid::parse_str) {
+                    None => {
+                        errors.add(format!("items[{i}].productId"), "productId is required.");
+                        None
+                    }
+                    Some(Ok(id)) => Some(id),
+                    Some(_) => {
+                        errors.add(format!("items[{i}].productId"), "productId must be a UUID.");
+                        None
+                    }
+                };
+                let qty = match item.quantity {
+                    None => {
+                        errors.add(format!("items[{i}].quantity"), "quantity is required.");
+                        None
+                    }
+                    Some(q) if (1..=i64::from(MAX_QUANTITY)).contains(&q) => Some(q as u64),
+                    Some(_) => {
+                        errors.add(
+                            format!("items[{i}].quantity"),
+                            format!("quantity must be between 1 and {MAX_QUANTITY}."),
+                        );
+                        None
+                    }
+                };
+                if let (Some(id), Some(q)) = (id, qty) {
+                    *merged.entry(id).or_default() += q;
+                }
+            }
+        }
+    }
+    errors.into_result().map_err(Refused::Invalid)?;
+    let mut over = FieldErrors::new();
+    if merged.contains_key(&Uuid::nil()) {
+        over.add("items", "the nil UUID names no product.");
+    }
+    for (id, q) in &merged {
+        if *q > u64::from(MAX_QUANTITY) {
+            over.add(
+                "items",
+                format!("the total quantity of product {id} must be at most {MAX_QUANTITY}."),
+            );
+        }
+    }
+    over.into_result().map_err(Refused::Unprocessable)?;
+    Ok(OrderRequest {
+        customer_id: customer_id.expect("validated"),
+        customer_email: email.expect("validated"),
+        items: merged.into_iter().map(|(id, q)| (id, q as u32)).collect(),
+    })
+}
+
+/// Pragmatic address check: one `@`, non-empty local part, a dotted domain, no spaces or controls.
+pub fn is_email(e: &str) -> bool {
+    let Some((local, domain)) = e.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && !domain.is_empty()
+        && !domain.contains('@')
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !e.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+pub fn validate_reason(reason: Option<String>) -> Result<String, FieldErrors> {
+    let mut errors = FieldErrors::new();
+    let reason = reason.unwrap_or_default();
+    if reason.is_empty() {
+        errors.add("reason", "reason is required.");
+    } else if reason.chars().count() > MAX_REASON {
+        errors.add(
+            "reason",
+            format!("reason must be at most {MAX_REASON} characters."),
+        );
+    }
+    errors.into_result()?;
+    Ok(reason)
+}
+
+/// Builds a Pending order (version 1) priced from the catalog (name and unit price captured on
+/// each item). Unknown or discontinued products are returned as the error.
+pub fn price_order(
+    id: Uuid,
+    request: &OrderRequest,
+    catalog: &HashMap<Uuid, ProductView>,
+    now: DateTime<Utc>,
+    request_fingerprint: Option<String>,
+) -> Result<Order, Vec<Uuid>> {
+    let unknown: Vec<Uuid> = request
+        .items
+        .iter()
+        .filter(|(pid, _)| catalog.get(pid).is_none_or(|p| p.deleted))
+        .map(|(pid, _)| *pid)
+        .collect();
+    if !unknown.is_empty() {
+        return Err(unknown);
+    }
+    let items: Vec<OrderItem> = request
+        .items
+        .iter()
+        .map(|(pid, qty)| {
+            let p = &catalog[pid];
+            OrderItem {
+                product_id: *pid,
+                product_name: p.name.clone(),
+                quantity: *qty,
+                unit_price: p.price,
+                line_total: p.price * Decimal::from(*qty),
+            }
+        })
+        .collect();
+    let total_amount = items.iter().map(|i| i.line_total).sum();
+    Ok(Order {
+        id,
+        version: 1,
+        customer_id: request.customer_id,
+        customer_email: request.customer_email.clone(),
+        status: OrderStatus::Pending,
+        total_amount,
+        reason: None,
+        failed_product_ids: Vec::new(),
+        items,
+        created_at: now,
+        updated_at: now,
+        release_owed: false,
+        commit_owed: false,
+        request_fingerprint,
+    })
+}
