@@ -1,0 +1,223 @@
+//! The product rules, as plain unit tests.
+use chrono::Utc;
+use rust_decimal::Decimal;
+use shared::problem::FieldErrors;
+use uuid::Uuid;
+
+use super::*;
+
+#[test]
+fn committing_moves_held_units_out_of_on_hand_and_is_idempotent() {
+    let held = Reservation {
+        items: vec![(Uuid::new_v4(), 3)],
+        status: ReservationStatus::Active,
+        failure: None,
+        closed_at: None,
+    };
+    assert_eq!(commit_decision(Some(&held)), Ok(true));
+    let committed = Reservation {
+        status: ReservationStatus::Committed,
+        ..held.clone()
+    };
+    assert_eq!(
+        commit_decision(Some(&committed)),
+        Ok(false),
+        "a repeat changes nothing"
+    );
+    assert_eq!(commit_decision(None), Err(CommitRefusal::Unknown));
+    for status in [ReservationStatus::Released, ReservationStatus::Failed] {
+        let r = Reservation {
+            status,
+            ..held.clone()
+        };
+        assert_eq!(
+            commit_decision(Some(&r)),
+            Err(CommitRefusal::NotHeld(status))
+        );
+    }
+    let before = Stock {
+        on_hand: 10,
+        reserved: 4,
+        low: false,
+    };
+    let after = commit_units(before, 3);
+    assert_eq!((after.on_hand, after.reserved), (7, 1));
+    assert_eq!(
+        after.available(),
+        before.available(),
+        "available does not move"
+    );
+}
+
+fn product(threshold: i64) -> Product {
+    let now = Utc::now();
+    Product {
+        id: Uuid::new_v4(),
+        name: "n".into(),
+        description: String::new(),
+        price: Decimal::ONE,
+        category: "c".into(),
+        low_stock_threshold: threshold,
+        version: 1,
+        deleted: false,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+fn stock(on_hand: i64, reserved: i64) -> Stock {
+    Stock {
+        on_hand,
+        reserved,
+        low: false,
+    }
+}
+
+#[test]
+fn adjust_never_drops_on_hand_below_reserved() {
+    assert_eq!(adjust(stock(10, 4), -6).unwrap().on_hand, 4);
+    assert_eq!(
+        adjust(stock(10, 4), -7),
+        Err(StockError::BelowReserved {
+            requested: 3,
+            reserved: 4
+        })
+    );
+    assert_eq!(adjust(stock(10, 0), 5).unwrap().on_hand, 15);
+    assert_eq!(
+        adjust(stock(10, 0), MAX_QUANTITY),
+        Err(StockError::TooLarge)
+    );
+}
+
+#[test]
+fn low_stock_fires_once_per_crossing() {
+    let mut s = stock(12, 0);
+    assert!(!update_low_flag(&mut s, 10));
+    s.reserved = 3; // available 9 < 10
+    assert!(update_low_flag(&mut s, 10));
+    s.reserved = 5; // still low: no second event
+    assert!(!update_low_flag(&mut s, 10));
+    s.reserved = 0; // back above
+    assert!(!update_low_flag(&mut s, 10));
+    s.reserved = 4;
+    assert!(update_low_flag(&mut s, 10), "a new crossing fires again");
+    let mut zero = stock(0, 0);
+    assert!(!update_low_flag(&mut zero, 0), "threshold 0 never warns");
+}
+
+#[test]
+fn merge_sums_duplicates_and_sorts() {
+    let a = Uuid::from_u128(2);
+    let b = Uuid::from_u128(1);
+    assert_eq!(merge_items([(a, 1), (b, 2), (a, 3)]), vec![(b, 2), (a, 4)]);
+}
+
+#[test]
+fn reservation_is_all_or_nothing_and_reports_every_failure() {
+    let ok = (product(0), stock(10, 0));
+    let short = (product(0), stock(3, 1));
+    let mut gone = (product(0), stock(10, 0));
+    gone.0.deleted = true;
+    let unknown = Uuid::new_v4();
+    let items = vec![(ok.0.id, 5), (short.0.id, 3), (gone.0.id, 1), (unknown, 1)];
+    let state = vec![
+        Some(ok.clone()),
+        Some(short.clone()),
+        Some(gone.clone()),
+        None,
+    ];
+    let failure = plan_reservation(&items, &state).unwrap_err();
+    assert_eq!(failure.code, FailureCode::ProductNotFound);
+    assert_eq!(failure.failed_product_ids.len(), 3);
+    assert!(failure.failed_product_ids.contains(&short.0.id));
+    assert!(failure.failed_product_ids.contains(&gone.0.id));
+    assert!(failure.failed_product_ids.contains(&unknown));
+
+    let only_short = plan_reservation(&items[1..2], &state[1..2]).unwrap_err();
+    assert_eq!(only_short.code, FailureCode::InsufficientStock);
+
+    let planned = plan_reservation(&items[..1], &state[..1]).unwrap();
+    assert_eq!(planned[0].reserved, 5);
+    assert_eq!(planned[0].available(), 5);
+}
+
+#[test]
+fn validation_keys_errors_by_json_field() {
+    let errors = validate_create(CreateInput {
+        name: Some("  ".into()),
+        description: Some("x".repeat(2001)),
+        price: Some(serde_json::json!("1.234")),
+        category: None,
+        stock_quantity: Some(-1),
+        low_stock_threshold: Some(0),
+    })
+    .unwrap_err();
+    for field in ["name", "description", "price", "category", "stockQuantity"] {
+        assert!(
+            errors.contains(field),
+            "missing error for {field}: {errors:?}"
+        );
+    }
+    assert!(!errors.contains("lowStockThreshold"));
+}
+
+#[test]
+fn price_rules() {
+    let check = |v: serde_json::Value| {
+        let mut e = FieldErrors::new();
+        validate_price(Some(v), &mut e).map(|p| p.to_string())
+    };
+    assert_eq!(check(serde_json::json!("149.99")), Some("149.99".into()));
+    assert_eq!(check(serde_json::json!("12.5")), Some("12.50".into()));
+    assert_eq!(check(serde_json::json!("7")), Some("7.00".into()));
+    assert_eq!(check(serde_json::json!("0.1")), Some("0.10".into()));
+    assert_eq!(check(serde_json::json!("0.01")), Some("0.01".into()));
+    assert_eq!(
+        check(serde_json::json!("1000000000.00")),
+        Some("1000000000.00".into())
+    );
+    for refused in [
+        "0",
+        "0.00",
+        "1000000000.01",
+        "01.5",
+        "1.500",
+        "+1",
+        " 1",
+        "1_000",
+        "1.",
+        ".5",
+    ] {
+        assert_eq!(check(serde_json::json!(refused)), None, "{refused}");
+    }
+    assert_eq!(
+        check(serde_json::json!(7)),
+        None,
+        "a JSON number is not money"
+    );
+    assert_eq!(check(serde_json::json!("-1")), None);
+    assert_eq!(check(serde_json::json!("1.001")), None);
+    assert_eq!(check(serde_json::json!("1e3")), None);
+    assert_eq!(check(serde_json::json!("abc")), None);
+    assert_eq!(check(serde_json::json!(true)), None);
+}
+
+#[test]
+fn update_bumps_version_only_when_something_changed() {
+    let p = product(10);
+    let same = CatalogFields {
+        name: p.name.clone(),
+        description: p.description.clone(),
+        price: p.price,
+        category: p.category.clone(),
+        low_stock_threshold: 10,
+    };
+    assert!(apply_update(&p, &same, Utc::now()).is_none());
+    let renamed = CatalogFields {
+        name: "new".into(),
+        ..same
+    };
+    let next = apply_update(&p, &renamed, Utc::now()).unwrap();
+    assert_eq!(next.version, 2);
+}
