@@ -19,6 +19,7 @@ pub mod events;
 pub mod http;
 pub mod metrics;
 pub mod nats;
+#[cfg(feature = "openapi")]
 pub mod openapi;
 pub mod outbox;
 pub mod problem;

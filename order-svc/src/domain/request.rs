@@ -6,7 +6,6 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use shared::problem::FieldErrors;
-use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{Order, OrderItem, OrderStatus, ProductView};
@@ -21,26 +20,28 @@ pub const MAX_REASON: usize = 500;
 
 /// A create-order request as received: every field optional, so that a missing one is reported
 /// by name with the others (the schema attributes are what the OpenAPI document states).
-#[derive(Debug, Default, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Default, Clone, Deserialize)]
+#[cfg_attr(test, derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[schema(as = CreateOrder)]
+#[cfg_attr(test, schema(as = CreateOrder))]
 pub struct CreateOrderInput {
-    #[schema(value_type = Uuid, required = true)]
+    #[cfg_attr(test, schema(value_type = Uuid, required = true))]
     pub customer_id: Option<String>,
-    #[schema(value_type = String, required = true, format = Email, max_length = 320)]
+    #[cfg_attr(test, schema(value_type = String, required = true, format = Email, max_length = 320))]
     pub customer_email: Option<String>,
     /// Lines of the same product are merged; their total must stay within 10000 (else 422).
-    #[schema(value_type = Vec<ItemInput>, required = true, min_items = 1, max_items = 100)]
+    #[cfg_attr(test, schema(value_type = Vec<ItemInput>, required = true, min_items = 1, max_items = 100))]
     pub items: Option<Vec<ItemInput>>,
 }
 
-#[derive(Debug, Default, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Default, Clone, Deserialize)]
+#[cfg_attr(test, derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[schema(as = OrderLine)]
+#[cfg_attr(test, schema(as = OrderLine))]
 pub struct ItemInput {
-    #[schema(value_type = Uuid, required = true)]
+    #[cfg_attr(test, schema(value_type = Uuid, required = true))]
     pub product_id: Option<String>,
-    #[schema(value_type = u32, required = true, minimum = 1, maximum = 10000)]
+    #[cfg_attr(test, schema(value_type = u32, required = true, minimum = 1, maximum = 10000))]
     #[serde(default, deserialize_with = "shared::problem::json_integer")]
     pub quantity: Option<i64>,
 }

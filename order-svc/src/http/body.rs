@@ -3,25 +3,25 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use shared::events::OrderStatus;
-use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::domain::{Order, OrderItem, ProductView};
 
 /// An order as served: money as decimal strings.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize)]
+#[cfg_attr(test, derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
-#[schema(as = Order)]
+#[cfg_attr(test, schema(as = Order))]
 pub struct OrderBody {
     id: Uuid,
     /// 1 when placed, +1 per change.
-    #[schema(minimum = 1)]
+    #[cfg_attr(test, schema(minimum = 1))]
     version: u64,
     customer_id: Uuid,
     customer_email: String,
-    #[schema(value_type = OrderStatusBody)]
+    #[cfg_attr(test, schema(value_type = OrderStatusBody))]
     status: OrderStatus,
-    #[schema(value_type = String, example = "149.99")]
+    #[cfg_attr(test, schema(value_type = String, example = "149.99"))]
     total_amount: String,
     /// Why it was rejected or cancelled.
     reason: Option<String>,
@@ -33,8 +33,9 @@ pub struct OrderBody {
 }
 
 /// Pending until product-svc has answered the reservation; Shipped is final.
-#[derive(ToSchema)]
-#[schema(as = OrderStatus)]
+#[cfg(test)]
+#[derive(utoipa::ToSchema)]
+#[cfg_attr(test, schema(as = OrderStatus))]
 #[allow(dead_code)]
 pub enum OrderStatusBody {
     Pending,
@@ -45,16 +46,17 @@ pub enum OrderStatusBody {
 }
 
 /// One line of an order, priced from the catalog when the order was placed.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize)]
+#[cfg_attr(test, derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
-#[schema(as = OrderItem)]
+#[cfg_attr(test, schema(as = OrderItem))]
 pub struct ItemBody {
     product_id: Uuid,
     product_name: String,
     quantity: u32,
-    #[schema(value_type = String, example = "49.90")]
+    #[cfg_attr(test, schema(value_type = String, example = "49.90"))]
     unit_price: String,
-    #[schema(value_type = String, example = "99.80")]
+    #[cfg_attr(test, schema(value_type = String, example = "99.80"))]
     line_total: String,
 }
 
@@ -89,7 +91,8 @@ impl From<&Order> for OrderBody {
 }
 
 /// A page of orders, newest first.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize)]
+#[cfg_attr(test, derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct OrderPage {
     pub items: Vec<OrderBody>,
@@ -100,14 +103,15 @@ pub struct OrderPage {
 }
 
 /// A product as this instance's snapshot holds it (projected from the catalog's events).
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize)]
+#[cfg_attr(test, derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
-#[schema(as = SnapshotProduct)]
+#[cfg_attr(test, schema(as = SnapshotProduct))]
 pub struct SnapshotRow {
     id: Uuid,
     name: String,
     description: String,
-    #[schema(value_type = String, example = "49.90")]
+    #[cfg_attr(test, schema(value_type = String, example = "49.90"))]
     price: String,
     category: String,
     /// The catalog version this row reflects.
@@ -133,7 +137,8 @@ impl SnapshotRow {
 }
 
 /// A page of the snapshot, by product id.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize)]
+#[cfg_attr(test, derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SnapshotPage {
     pub items: Vec<SnapshotRow>,
@@ -144,34 +149,37 @@ pub struct SnapshotPage {
 }
 
 /// Cancelling needs a reason (kept on the order).
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CancelBody {
-    #[schema(value_type = String, required = true, min_length = 1, max_length = 500)]
+    #[cfg_attr(test, schema(value_type = String, required = true, min_length = 1, max_length = 500))]
     pub reason: Option<String>,
 }
 
 /// Query of the order listing. Values are parsed by hand so a bad one is a 400 naming the field.
-#[derive(Debug, Deserialize, IntoParams)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(utoipa::IntoParams))]
 #[serde(rename_all = "camelCase")]
-#[into_params(parameter_in = Query)]
+#[cfg_attr(test, into_params(parameter_in = Query))]
 pub struct ListParams {
     /// Only this customer's orders (required unless the key has orders:admin).
-    #[param(value_type = Option<Uuid>)]
+    #[cfg_attr(test, param(value_type = Option<Uuid>))]
     pub customer_id: Option<String>,
-    #[param(value_type = Option<u32>, minimum = 1, maximum = 1_000_000)]
+    #[cfg_attr(test, param(value_type = Option<u32>, minimum = 1, maximum = 1_000_000))]
     pub page: Option<String>,
-    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
+    #[cfg_attr(test, param(value_type = Option<u32>, minimum = 1, maximum = 100))]
     pub page_size: Option<String>,
 }
 
 /// Query of the snapshot listing.
-#[derive(Debug, Deserialize, IntoParams)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(utoipa::IntoParams))]
 #[serde(rename_all = "camelCase")]
-#[into_params(parameter_in = Query)]
+#[cfg_attr(test, into_params(parameter_in = Query))]
 pub struct SnapshotParams {
-    #[param(value_type = Option<u32>, minimum = 1, maximum = 1_000_000)]
+    #[cfg_attr(test, param(value_type = Option<u32>, minimum = 1, maximum = 1_000_000))]
     pub page: Option<String>,
-    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    #[cfg_attr(test, param(value_type = Option<u32>, minimum = 1, maximum = 1000))]
     pub page_size: Option<String>,
 }

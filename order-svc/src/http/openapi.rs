@@ -2,10 +2,10 @@
 //! attributes and the body types; `shared::openapi` adds the answers of the common layers. The
 //! test below keeps `order-svc/openapi.json` equal to it, and the service serves that file.
 use axum::http::header;
-use utoipa::OpenApi;
 
 // Only the test builds the document; the binary serves the file it wrote.
-#[derive(OpenApi)]
+#[cfg(test)]
+#[derive(utoipa::OpenApi)]
 #[openapi(
     info(title = "eshop order-svc", description = "Orders of the eshop: placed against the local product snapshot, stock reserved on product-svc."),
     paths(
@@ -15,10 +15,9 @@ use utoipa::OpenApi;
     ),
     modifiers(&CONVENTIONS)
 )]
-#[cfg_attr(not(test), allow(dead_code))]
 struct ApiDoc;
 
-#[cfg_attr(not(test), allow(dead_code))]
+#[cfg(test)]
 const CONVENTIONS: shared::openapi::Conventions = shared::openapi::Conventions {
     keys: "An API key from order-svc's key file: scopes orders:read, orders:write, orders:admin; optionally bound to one customer",
     open: &["/health/", "/metrics", "/openapi.json"],
@@ -32,6 +31,8 @@ pub async fn serve() -> impl axum::response::IntoResponse {
 
 #[cfg(test)]
 mod tests {
+    use utoipa::OpenApi;
+
     use super::*;
 
     #[test]

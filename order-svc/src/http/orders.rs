@@ -7,7 +7,6 @@ use axum::{
 };
 use shared::{
     auth::Caller,
-    openapi::ProblemBody,
     problem::{FieldErrors, JsonBody},
 };
 use uuid::Uuid;
@@ -38,17 +37,17 @@ fn order_response(status: StatusCode, order: &Order) -> Response {
 /// Place an order: priced from this instance's product snapshot, its stock reserved on
 /// product-svc. Confirmed or Rejected → 201; product-svc slow or unreachable → 202 Pending
 /// (settled in the background). A retry with the same Idempotency-Key answers the same order.
-#[utoipa::path(post, path = "/api/orders", tag = "orders", operation_id = "createOrder",
+#[cfg_attr(test, utoipa::path(post, path = "/api/orders", tag = "orders", operation_id = "createOrder",
     params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$",
         description = "Makes a retry safe: the same key and body answer the same order")),
     request_body = CreateOrderInput,
     responses(
         (status = 201, description = "Confirmed or Rejected", body = OrderBody),
         (status = 202, description = "Pending: product-svc did not answer in time", body = OrderBody),
-        (status = 403, description = "The key lacks orders:write, or acts for another customer", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 422, description = "Unknown or discontinued products (`unknownProductIds`), a product's merged quantity over 10000, or an Idempotency-Key reused with another body", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 503, description = "The catalog or the order store (NATS) is unavailable; retry with the same Idempotency-Key", body = ProblemBody, content_type = "application/problem+json"),
-    ))]
+        (status = 403, description = "The key lacks orders:write, or acts for another customer", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown or discontinued products (`unknownProductIds`), a product's merged quantity over 10000, or an Idempotency-Key reused with another body", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "The catalog or the order store (NATS) is unavailable; retry with the same Idempotency-Key", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
+    )))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -92,11 +91,11 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Error> {
 
 /// List orders, newest first, from this instance's orders view (eventually consistent). A key
 /// bound to a customer lists that customer's orders; without `customerId` it needs orders:admin.
-#[utoipa::path(get, path = "/api/orders", tag = "orders", operation_id = "listOrders", params(ListParams),
+#[cfg_attr(test, utoipa::path(get, path = "/api/orders", tag = "orders", operation_id = "listOrders", params(ListParams),
     responses(
         (status = 200, description = "A page of orders", body = OrderPage),
-        (status = 403, description = "Unfiltered listing without orders:admin, or another customer's listing", body = ProblemBody, content_type = "application/problem+json"),
-    ))]
+        (status = 403, description = "Unfiltered listing without orders:admin, or another customer's listing", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
+    )))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -145,13 +144,13 @@ pub async fn list(
 
 /// Read an order from the order stream (its latest state), falling back to this instance's
 /// view when the stream is unreachable.
-#[utoipa::path(get, path = "/api/orders/{id}", tag = "orders", operation_id = "getOrder",
+#[cfg_attr(test, utoipa::path(get, path = "/api/orders/{id}", tag = "orders", operation_id = "getOrder",
     params(("id" = String, Path, description = "The order id (a UUID; anything else is unknown)")),
     responses(
         (status = 200, description = "The order", body = OrderBody),
-        (status = 403, description = "The key lacks orders:read", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 404, description = "Unknown order (or another customer's, for a key bound to a customer)", body = ProblemBody, content_type = "application/problem+json"),
-    ))]
+        (status = 403, description = "The key lacks orders:read", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown order (or another customer's, for a key bound to a customer)", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
+    )))]
 pub async fn fetch(
     State(state): State<AppState>,
     caller: Caller,
@@ -169,15 +168,15 @@ pub async fn fetch(
 
 /// Cancel a Pending or Confirmed order; its stock is released in the background (owed durably).
 /// Cancelling a Cancelled order answers it as it is.
-#[utoipa::path(post, path = "/api/orders/{id}/cancel", tag = "orders", operation_id = "cancelOrder",
+#[cfg_attr(test, utoipa::path(post, path = "/api/orders/{id}/cancel", tag = "orders", operation_id = "cancelOrder",
     params(("id" = String, Path, description = "The order id")),
     request_body = CancelBody,
     responses(
         (status = 200, description = "Cancelled", body = OrderBody),
-        (status = 403, description = "The key lacks orders:write", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 404, description = "Unknown order", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 409, description = "Not cancellable in its status (`orderStatus` names it)", body = ProblemBody, content_type = "application/problem+json"),
-    ))]
+        (status = 403, description = "The key lacks orders:write", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown order", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "Not cancellable in its status (`orderStatus` names it)", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
+    )))]
 pub async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
@@ -193,14 +192,14 @@ pub async fn cancel(
 
 /// Confirmed → Shipped; the reservation is committed (an on-hand decrement) in the background,
 /// owed durably. Shipping a Shipped order answers it as it is.
-#[utoipa::path(post, path = "/api/orders/{id}/ship", tag = "orders", operation_id = "shipOrder",
+#[cfg_attr(test, utoipa::path(post, path = "/api/orders/{id}/ship", tag = "orders", operation_id = "shipOrder",
     params(("id" = String, Path, description = "The order id")),
     responses(
         (status = 200, description = "Shipped", body = OrderBody),
-        (status = 403, description = "The key lacks orders:admin", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 404, description = "Unknown order", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 409, description = "Not shippable in its status (`orderStatus` names it)", body = ProblemBody, content_type = "application/problem+json"),
-    ))]
+        (status = 403, description = "The key lacks orders:admin", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown order", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "Not shippable in its status (`orderStatus` names it)", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
+    )))]
 pub async fn ship(
     State(state): State<AppState>,
     caller: Caller,

@@ -3,7 +3,7 @@ use axum::{
     extract::{Path, Query, State, rejection::QueryRejection},
     response::{IntoResponse, Response},
 };
-use shared::{auth::Caller, openapi::ProblemBody, problem::Problem};
+use shared::{auth::Caller, problem::Problem};
 
 use super::{
     body::{SnapshotPage, SnapshotParams, SnapshotRow},
@@ -12,13 +12,13 @@ use super::{
 use crate::{AppState, error::Error};
 
 /// One product as this instance's snapshot holds it.
-#[utoipa::path(get, path = "/api/snapshot/products/{id}", tag = "snapshot", operation_id = "getSnapshotProduct",
+#[cfg_attr(test, utoipa::path(get, path = "/api/snapshot/products/{id}", tag = "snapshot", operation_id = "getSnapshotProduct",
     params(("id" = String, Path, description = "The product id")),
     responses(
         (status = 200, description = "The snapshot row", body = SnapshotRow),
-        (status = 403, description = "The key lacks orders:read", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 404, description = "Not in the snapshot", body = ProblemBody, content_type = "application/problem+json"),
-    ))]
+        (status = 403, description = "The key lacks orders:read", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "Not in the snapshot", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
+    )))]
 pub async fn get_one(
     State(state): State<AppState>,
     caller: Caller,
@@ -37,11 +37,11 @@ pub async fn get_one(
 }
 
 /// The snapshot, a page at a time, by product id.
-#[utoipa::path(get, path = "/api/snapshot/products", tag = "snapshot", operation_id = "listSnapshotProducts", params(SnapshotParams),
+#[cfg_attr(test, utoipa::path(get, path = "/api/snapshot/products", tag = "snapshot", operation_id = "listSnapshotProducts", params(SnapshotParams),
     responses(
         (status = 200, description = "A page of the snapshot", body = SnapshotPage),
-        (status = 403, description = "The key lacks orders:read", body = ProblemBody, content_type = "application/problem+json"),
-    ))]
+        (status = 403, description = "The key lacks orders:read", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
+    )))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,

@@ -3,7 +3,6 @@
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use shared::problem::FieldErrors;
-use utoipa::ToSchema;
 
 use super::{MAX_CATEGORY, MAX_DESCRIPTION, MAX_NAME, MAX_QUANTITY};
 
@@ -14,50 +13,52 @@ use super::{MAX_CATEGORY, MAX_DESCRIPTION, MAX_NAME, MAX_QUANTITY};
 // Price: a decimal string, > 0, at most 1000000000, at most two decimals, no leading zeros.
 
 /// Create body as it arrives; every field optional so a missing one is a keyed validation error.
-#[derive(Debug, Default, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Default, Clone, Deserialize)]
+#[cfg_attr(test, derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[schema(as = CreateProduct)]
+#[cfg_attr(test, schema(as = CreateProduct))]
 pub struct CreateInput {
-    #[schema(value_type = String, required = true, max_length = 200,
-        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$")]
+    #[cfg_attr(test, schema(value_type = String, required = true, max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"))]
     pub name: Option<String>,
-    #[schema(value_type = String, required = true, max_length = 2000,
-        pattern = r"^[^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*$")]
+    #[cfg_attr(test, schema(value_type = String, required = true, max_length = 2000,
+        pattern = r"^[^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*$"))]
     pub description: Option<String>,
     /// A decimal string such as "149.99".
-    #[schema(value_type = String, required = true, example = "149.99",
-        pattern = r"^(?:(?:0|[1-9][0-9]{0,8})\.(?:[0-9][1-9]|[1-9][0-9]?)|[1-9][0-9]{0,8}(?:\.[0-9]{1,2})?|1000000000(?:\.00?)?)$")]
+    #[cfg_attr(test, schema(value_type = String, required = true, example = "149.99",
+        pattern = r"^(?:(?:0|[1-9][0-9]{0,8})\.(?:[0-9][1-9]|[1-9][0-9]?)|[1-9][0-9]{0,8}(?:\.[0-9]{1,2})?|1000000000(?:\.00?)?)$"))]
     pub price: Option<serde_json::Value>,
-    #[schema(value_type = String, required = true, max_length = 100,
-        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$")]
+    #[cfg_attr(test, schema(value_type = String, required = true, max_length = 100,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"))]
     pub category: Option<String>,
-    #[schema(value_type = u32, required = true, minimum = 0, maximum = 1_000_000_000)]
+    #[cfg_attr(test, schema(value_type = u32, required = true, minimum = 0, maximum = 1_000_000_000))]
     #[serde(default, deserialize_with = "shared::problem::json_integer")]
     pub stock_quantity: Option<i64>,
     /// Available stock below this publishes one StockLow; 0 never warns.
-    #[schema(value_type = u32, required = true, minimum = 0, maximum = 1_000_000_000)]
+    #[cfg_attr(test, schema(value_type = u32, required = true, minimum = 0, maximum = 1_000_000_000))]
     #[serde(default, deserialize_with = "shared::problem::json_integer")]
     pub low_stock_threshold: Option<i64>,
 }
 
 /// Update body: the catalog fields and the threshold (stock changes go through `/stock`).
-#[derive(Debug, Default, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Default, Clone, Deserialize)]
+#[cfg_attr(test, derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[schema(as = UpdateProduct)]
+#[cfg_attr(test, schema(as = UpdateProduct))]
 pub struct UpdateInput {
-    #[schema(value_type = String, required = true, max_length = 200,
-        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$")]
+    #[cfg_attr(test, schema(value_type = String, required = true, max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"))]
     pub name: Option<String>,
-    #[schema(value_type = String, required = true, max_length = 2000,
-        pattern = r"^[^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*$")]
+    #[cfg_attr(test, schema(value_type = String, required = true, max_length = 2000,
+        pattern = r"^[^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*$"))]
     pub description: Option<String>,
-    #[schema(value_type = String, required = true, example = "149.99",
-        pattern = r"^(?:(?:0|[1-9][0-9]{0,8})\.(?:[0-9][1-9]|[1-9][0-9]?)|[1-9][0-9]{0,8}(?:\.[0-9]{1,2})?|1000000000(?:\.00?)?)$")]
+    #[cfg_attr(test, schema(value_type = String, required = true, example = "149.99",
+        pattern = r"^(?:(?:0|[1-9][0-9]{0,8})\.(?:[0-9][1-9]|[1-9][0-9]?)|[1-9][0-9]{0,8}(?:\.[0-9]{1,2})?|1000000000(?:\.00?)?)$"))]
     pub price: Option<serde_json::Value>,
-    #[schema(value_type = String, required = true, max_length = 100,
-        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$")]
+    #[cfg_attr(test, schema(value_type = String, required = true, max_length = 100,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"))]
     pub category: Option<String>,
-    #[schema(value_type = u32, required = true, minimum = 0, maximum = 1_000_000_000)]
+    #[cfg_attr(test, schema(value_type = u32, required = true, minimum = 0, maximum = 1_000_000_000))]
     #[serde(default, deserialize_with = "shared::problem::json_integer")]
     pub low_stock_threshold: Option<i64>,
 }

@@ -2,20 +2,20 @@
 //! derived from these types, so the document cannot drift from what the handlers send.
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::store::Entry;
 
 /// A product with its stock; `ETag: "<version>"` comes with it.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize)]
+#[cfg_attr(test, derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
-#[schema(as = Product)]
+#[cfg_attr(test, schema(as = Product))]
 pub struct ProductBody {
     id: Uuid,
     name: String,
     description: String,
-    #[schema(example = "149.99")]
+    #[cfg_attr(test, schema(example = "149.99"))]
     price: String,
     category: String,
     /// On hand.
@@ -55,7 +55,8 @@ impl From<Entry> for ProductBody {
 }
 
 /// A page of products, by id.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize)]
+#[cfg_attr(test, derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ProductPage {
     pub items: Vec<ProductBody>,
@@ -66,24 +67,26 @@ pub struct ProductPage {
 }
 
 /// A restock (+) or write-off (−) of on-hand stock; 0 changes nothing.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
-#[schema(as = StockAdjustment)]
+#[cfg_attr(test, schema(as = StockAdjustment))]
 pub struct StockBody {
-    #[schema(value_type = i32, required = true, minimum = -1_000_000_000, maximum = 1_000_000_000)]
+    #[cfg_attr(test, schema(value_type = i32, required = true, minimum = -1_000_000_000, maximum = 1_000_000_000))]
     #[serde(default, deserialize_with = "shared::problem::json_integer")]
     pub delta: Option<i64>,
 }
 
 /// Query of the product listing. Values are parsed by hand so a bad one is a 400 naming it.
-#[derive(Debug, Deserialize, IntoParams)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(utoipa::IntoParams))]
 #[serde(rename_all = "camelCase")]
-#[into_params(parameter_in = Query)]
+#[cfg_attr(test, into_params(parameter_in = Query))]
 pub struct ListParams {
     /// Only this category (exact match; blank means every category).
     pub category: Option<String>,
-    #[param(value_type = Option<u32>, minimum = 1, maximum = 1_000_000)]
+    #[cfg_attr(test, param(value_type = Option<u32>, minimum = 1, maximum = 1_000_000))]
     pub page: Option<String>,
-    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
+    #[cfg_attr(test, param(value_type = Option<u32>, minimum = 1, maximum = 100))]
     pub page_size: Option<String>,
 }

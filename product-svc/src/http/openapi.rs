@@ -2,10 +2,10 @@
 //! attributes and the body types; `shared::openapi` adds the answers of the common layers. The
 //! test below keeps `product-svc/openapi.json` equal to it, and the service serves that file.
 use axum::http::header;
-use utoipa::OpenApi;
 
 // Only the test builds the document; the binary serves the file it wrote.
-#[derive(OpenApi)]
+#[cfg(test)]
+#[derive(utoipa::OpenApi)]
 #[openapi(
     info(title = "eshop product-svc", description = "The catalog and stock of the eshop; every change is published to the PRODUCTS stream."),
     paths(
@@ -16,10 +16,9 @@ use utoipa::OpenApi;
     ),
     modifiers(&CONVENTIONS)
 )]
-#[cfg_attr(not(test), allow(dead_code))]
 struct ApiDoc;
 
-#[cfg_attr(not(test), allow(dead_code))]
+#[cfg(test)]
 const CONVENTIONS: shared::openapi::Conventions = shared::openapi::Conventions {
     keys: "An API key from product-svc's key file: scopes catalog:read, catalog:write",
     open: &["/health/", "/metrics", "/openapi.json"],
@@ -33,6 +32,8 @@ pub async fn serve() -> impl axum::response::IntoResponse {
 
 #[cfg(test)]
 mod tests {
+    use utoipa::OpenApi;
+
     use super::*;
 
     #[test]

@@ -7,7 +7,6 @@ use axum::{
 };
 use shared::{
     auth::Caller,
-    openapi::ProblemBody,
     problem::{FieldErrors, JsonBody},
 };
 
@@ -33,12 +32,12 @@ fn product_response(status: StatusCode, entry: Entry) -> Response {
 }
 
 /// Create a product; its ProductCreated event is published through the outbox.
-#[utoipa::path(post, path = "/api/products", tag = "catalog", operation_id = "createProduct",
+#[cfg_attr(test, utoipa::path(post, path = "/api/products", tag = "catalog", operation_id = "createProduct",
     request_body = CreateInput,
     responses(
         (status = 201, description = "Created (Location and ETag headers)", body = ProductBody),
-        (status = 403, description = "The key lacks catalog:write", body = ProblemBody, content_type = "application/problem+json"),
-    ))]
+        (status = 403, description = "The key lacks catalog:write", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
+    )))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -57,13 +56,13 @@ pub async fn create(
 }
 
 /// Read a product (discontinued ones too).
-#[utoipa::path(get, path = "/api/products/{id}", tag = "catalog", operation_id = "getProduct",
+#[cfg_attr(test, utoipa::path(get, path = "/api/products/{id}", tag = "catalog", operation_id = "getProduct",
     params(("id" = String, Path, description = "The product id (a UUID; anything else is unknown)")),
     responses(
         (status = 200, description = "The product (ETag header)", body = ProductBody),
-        (status = 403, description = "The key lacks catalog:read", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 404, description = "Unknown product", body = ProblemBody, content_type = "application/problem+json"),
-    ))]
+        (status = 403, description = "The key lacks catalog:read", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown product", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
+    )))]
 pub async fn fetch(
     State(state): State<AppState>,
     caller: Caller,
@@ -76,11 +75,11 @@ pub async fn fetch(
 }
 
 /// List products by id, a page at a time, optionally of one category.
-#[utoipa::path(get, path = "/api/products", tag = "catalog", operation_id = "listProducts", params(ListParams),
+#[cfg_attr(test, utoipa::path(get, path = "/api/products", tag = "catalog", operation_id = "listProducts", params(ListParams),
     responses(
         (status = 200, description = "A page of products", body = ProductPage),
-        (status = 403, description = "The key lacks catalog:read", body = ProblemBody, content_type = "application/problem+json"),
-    ))]
+        (status = 403, description = "The key lacks catalog:read", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
+    )))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -108,16 +107,16 @@ pub async fn list(
 }
 
 /// Replace the catalog fields; the version grows only when something changed.
-#[utoipa::path(put, path = "/api/products/{id}", tag = "catalog", operation_id = "updateProduct",
+#[cfg_attr(test, utoipa::path(put, path = "/api/products/{id}", tag = "catalog", operation_id = "updateProduct",
     params(("id" = String, Path, description = "The product id"), IfMatch),
     request_body = UpdateInput,
     responses(
         (status = 200, description = "Updated (ETag header)", body = ProductBody),
-        (status = 403, description = "The key lacks catalog:write", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 404, description = "Unknown product", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 409, description = "Discontinued: read-only", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 412, description = "If-Match names another version (`currentVersion` says which)", body = ProblemBody, content_type = "application/problem+json"),
-    ))]
+        (status = 403, description = "The key lacks catalog:write", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown product", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "Discontinued: read-only", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match names another version (`currentVersion` says which)", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
+    )))]
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
@@ -135,14 +134,14 @@ pub async fn update(
 
 /// Discontinue a product: kept and readable with `deleted: true`, read-only, no longer sold
 /// (ProductDeleted in the changelog). An action rather than `DELETE`: the product stays.
-#[utoipa::path(post, path = "/api/products/{id}/discontinue", tag = "catalog", operation_id = "discontinueProduct",
+#[cfg_attr(test, utoipa::path(post, path = "/api/products/{id}/discontinue", tag = "catalog", operation_id = "discontinueProduct",
     params(("id" = String, Path, description = "The product id"), IfMatch),
     responses(
         (status = 200, description = "Discontinued (or already was)", body = ProductBody),
-        (status = 403, description = "The key lacks catalog:write", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 404, description = "Unknown product", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 412, description = "If-Match names another version", body = ProblemBody, content_type = "application/problem+json"),
-    ))]
+        (status = 403, description = "The key lacks catalog:write", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown product", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match names another version", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
+    )))]
 pub async fn discontinue(
     State(state): State<AppState>,
     caller: Caller,
@@ -157,15 +156,15 @@ pub async fn discontinue(
 }
 
 /// Restock (+) or write off (−) on-hand stock.
-#[utoipa::path(post, path = "/api/products/{id}/stock", tag = "catalog", operation_id = "adjustStock",
+#[cfg_attr(test, utoipa::path(post, path = "/api/products/{id}/stock", tag = "catalog", operation_id = "adjustStock",
     params(("id" = String, Path, description = "The product id")),
     request_body = StockBody,
     responses(
         (status = 200, description = "Adjusted", body = ProductBody),
-        (status = 403, description = "The key lacks catalog:write", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 404, description = "Unknown product", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 409, description = "On hand would drop below what is reserved, or exceed 1000000000", body = ProblemBody, content_type = "application/problem+json"),
-    ))]
+        (status = 403, description = "The key lacks catalog:write", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown product", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "On hand would drop below what is reserved, or exceed 1000000000", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
+    )))]
 pub async fn adjust_stock(
     State(state): State<AppState>,
     caller: Caller,
@@ -196,13 +195,17 @@ pub async fn adjust_stock(
 
 /// `If-Match: "<version>"` (or `W/"<version>"`, a bare `<version>`, or `*`): change only
 /// that version.
+#[cfg(test)]
 #[derive(utoipa::IntoParams)]
-#[into_params(parameter_in = Header)]
+#[cfg_attr(test, into_params(parameter_in = Header))]
 #[allow(dead_code)]
 pub struct IfMatch {
-    #[param(
-        rename = "If-Match",
-        pattern = r#"^(?:\*|(?:W/)?"[0-9]{1,19}"|[0-9]{1,19})$"#
+    #[cfg_attr(
+        test,
+        param(
+            rename = "If-Match",
+            pattern = r#"^(?:\*|(?:W/)?"[0-9]{1,19}"|[0-9]{1,19})$"#
+        )
     )]
     if_match: Option<String>,
 }
