@@ -1,6 +1,6 @@
 //! The order flows over the order stream: place (price from the catalog → publish Pending →
 //! reserve → publish the final state), settle (what the reconciler runs for Pending orders),
-//! cancel, and release. HTTP and the workers call these; the rules themselves are in `domain.rs`.
+//! cancel, and release. HTTP and the workers call these; the rules themselves are in `domain/`.
 //!
 //! Every write is decided from a known state and published with a CAS on that state's stream
 //! sequence: when another instance moved the order first, the flow re-reads and re-decides, so a
