@@ -1,0 +1,159 @@
+//! Applying states to the view: the version guard, the listing indexes, the work-list flags
+//! and their counts, and the checkpoint, in one atomic sled batch.
+use super::*;
+
+/// Applies states through the version guard and moves the checkpoint, in one atomic batch.
+///
+/// A batch that changes no row (under load, mostly this instance's own writes coming back from
+/// the stream) moves the stored checkpoint only every [`CHECKPOINT_STRIDE`] sequences, so it
+/// usually writes nothing and needs no flush: a restart then redelivers at most that many
+/// already-known states, which the version guard skips.
+pub(super) fn apply_updates(
+    tree: &Tree,
+    writer: &Writer,
+    updates: &[OrderUpdate],
+    checkpoint: Option<u64>,
+) -> Result<Applied> {
+    let mut writer = writer.lock().expect("orders view writer lock");
+    let mut staged: HashMap<Uuid, RowHead> = HashMap::with_capacity(updates.len());
+    let mut batch = Batch::default();
+    let (mut changed, mut added, mut pending, mut owed) = (0usize, 0i64, 0i64, 0i64);
+    for u in updates {
+        let current = match (staged.get(&u.id), writer.as_ref()) {
+            (Some(head), _) => Some(*head),
+            (None, Some(known)) => known.get(&u.id).copied(),
+            (None, None) => tree.get(row_key(u.id))?.map(|r| row_head(&r)).transpose()?,
+        };
+        if !domain::should_apply(current.map(|(v, _)| v), u.version) {
+            continue;
+        }
+        let mut row = Vec::with_capacity(HEADER + u.payload.len());
+        row.extend_from_slice(&u.seq.to_be_bytes());
+        row.extend_from_slice(&u.version.to_be_bytes());
+        row.push(u.flags);
+        row.extend_from_slice(&u.payload);
+        batch.insert(&row_key(u.id)[..], row);
+        if current.is_none() {
+            let inverted = (u64::MAX - u.created_millis).to_be_bytes();
+            let by_customer = [&b"c"[..], u.customer.as_bytes(), &inverted, u.id.as_bytes()];
+            batch.insert(by_customer.concat(), &[]);
+            batch.insert([&b"t"[..], &inverted, u.id.as_bytes()].concat(), &[]);
+            added += 1;
+        }
+        let old = current.map_or(0, |(_, flags)| flags);
+        pending += flag_change(&mut batch, b'p', u.id, old, u.flags, FLAG_PENDING);
+        owed += flag_change(&mut batch, b'r', u.id, old, u.flags, FLAG_OWED);
+        staged.insert(u.id, (u.version, u.flags));
+        changed += 1;
+    }
+    for (key, delta) in [(COUNT, added), (PENDING, pending), (OWED, owed)] {
+        if delta != 0 {
+            let value = counter(tree, key)?.saturating_add_signed(delta);
+            batch.insert(key, &value.to_be_bytes());
+        }
+    }
+    let mut batch_moves_checkpoint = false;
+    if let Some(seq) = checkpoint {
+        let stored = read_checkpoint(tree)?;
+        let due = match stored {
+            None => true,
+            Some(c) if changed > 0 => seq > c,
+            Some(c) => seq >= c.saturating_add(CHECKPOINT_STRIDE),
+        };
+        if due {
+            batch.insert(CHECKPOINT, &seq.to_be_bytes());
+            batch_moves_checkpoint = true;
+        }
+    }
+    if changed == 0 && !batch_moves_checkpoint {
+        return Ok(Applied {
+            changed: 0,
+            wrote: false,
+        });
+    }
+    tree.apply_batch(batch)?;
+    if let Some(known) = writer.as_mut() {
+        known.extend(staged);
+    }
+    Ok(Applied {
+        changed,
+        wrote: true,
+    })
+}
+
+/// The view's writer: applies everything queued in one batch, answers, takes the next.
+pub(super) async fn record_writer(
+    tree: Tree,
+    writer: Writer,
+    mut queue: mpsc::Receiver<Record>,
+    stop: CancellationToken,
+) {
+    let mut batch = Vec::with_capacity(MAX_RECORDS);
+    loop {
+        let received = tokio::select! {
+            n = queue.recv_many(&mut batch, MAX_RECORDS) => n,
+            _ = stop.cancelled() => {
+                queue.close();
+                queue.recv_many(&mut batch, MAX_RECORDS).await
+            }
+        };
+        if received == 0 {
+            return;
+        }
+        let mut updates = Vec::new();
+        let mut checkpoint = None;
+        let mut waiting = Vec::with_capacity(batch.len());
+        for record in batch.drain(..) {
+            updates.extend(record.updates);
+            checkpoint = checkpoint.max(record.checkpoint);
+            waiting.extend(record.done);
+        }
+        let result = apply_updates(&tree, &writer, &updates, checkpoint);
+        if let Err(error) = &result {
+            tracing::error!(%error, states = updates.len(), "Writing order states to the view failed.");
+        }
+        for done in waiting {
+            let _ = done.send(match &result {
+                Ok(applied) => Ok(*applied),
+                Err(Error::Storage(e)) => Err(Error::Storage(e.clone())),
+                Err(e) => Err(Error::Corrupt(e.to_string())),
+            });
+        }
+    }
+}
+
+/// The event type that leads to a state (for states recorded without their event).
+pub(super) fn state_event_type(order: &Order) -> OrderEventType {
+    match order.status {
+        OrderStatus::Pending => OrderEventType::OrderPlaced,
+        OrderStatus::Confirmed => OrderEventType::OrderConfirmed,
+        OrderStatus::Rejected => OrderEventType::OrderRejected,
+        OrderStatus::Cancelled if order.release_owed => OrderEventType::OrderCancelled,
+        OrderStatus::Cancelled => OrderEventType::OrderStockReleased,
+        OrderStatus::Shipped if order.commit_owed => OrderEventType::OrderShipped,
+        OrderStatus::Shipped => OrderEventType::OrderStockCommitted,
+    }
+}
+
+/// Adds or removes a work-list key when `flag` changes; returns the change in its count.
+pub(super) fn flag_change(
+    batch: &mut Batch,
+    prefix: u8,
+    id: Uuid,
+    old: u8,
+    new: u8,
+    flag: u8,
+) -> i64 {
+    let key = [&[prefix][..], id.as_bytes()].concat();
+    match (old & flag != 0, new & flag != 0) {
+        (false, true) => {
+            batch.insert(key, &[]);
+            1
+        }
+        (true, false) => {
+            batch.remove(key);
+            -1
+        }
+        _ => 0,
+    }
+}

@@ -1,0 +1,301 @@
+//! The orders view: this instance's sled copy of the order stream, projected like the
+//! ProductSnapshot (same projector, checkpoint and cold start) and also fed at once with every
+//! state this instance writes or reads, so its own writes are visible to it immediately.
+//!
+//! It serves what the stream cannot answer cheaply: listings (newest first, per customer) and the
+//! work lists of the reconciler (Pending orders) and the releaser (stock work owed: releases of
+//! cancelled orders, commits of shipped ones). It is a cache:
+//! deleting it loses nothing, and every decision taken from it is re-checked by a CAS publish.
+//!
+//! One tree, so one atomic batch moves rows, indexes, counts and the checkpoint together:
+//! - `o` + order id → stream sequence (8) · version (8) · flags (1) · the event JSON;
+//! - `c` + customer id + inverted created-millis + order id, and `t` + inverted millis + order id:
+//!   the listing indexes (an order's customer and creation time never change);
+//! - `p` + order id: Pending orders; `r` + order id: orders that still owe product-svc a release
+//!   (cancelled) or a commit (shipped);
+//! - `m:checkpoint`, `m:count`, `m:pending`, `m:owed`.
+mod apply;
+mod rows;
+#[cfg(test)]
+mod tests;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use async_nats::jetstream;
+use shared::events::{OrderEvent, OrderEventType, OrderStatus};
+use sled::{Batch, Tree};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::{
+    domain::{self, Order},
+    error::{Error, Result},
+    order_log::Stored,
+    projector::{Applied, Projection},
+    store::decode_u64,
+};
+
+use apply::*;
+use rows::*;
+
+/// One order state to apply: from the stream, or written/read by this instance.
+pub struct OrderUpdate {
+    id: Uuid,
+    customer: Uuid,
+    created_millis: u64,
+    version: u64,
+    seq: u64,
+    flags: u8,
+    payload: Vec<u8>,
+}
+
+impl OrderUpdate {
+    fn of(event: &OrderEvent, seq: u64, payload: Vec<u8>) -> Self {
+        let mut flags = 0;
+        if event.status == OrderStatus::Pending {
+            flags |= FLAG_PENDING;
+        }
+        if event.release_owed || event.commit_owed {
+            flags |= FLAG_OWED;
+        }
+        Self {
+            id: event.order_id,
+            customer: event.customer_id,
+            created_millis: event.created_at.timestamp_millis().max(0) as u64,
+            version: event.version,
+            seq,
+            flags,
+            payload,
+        }
+    }
+}
+
+/// Most records applied in one batch by the record writer.
+const MAX_RECORDS: usize = 256;
+
+/// States queued for the view (one this instance wrote or read, or a projector batch with its
+/// checkpoint), and who waits for them.
+struct Record {
+    updates: Vec<OrderUpdate>,
+    checkpoint: Option<u64>,
+    done: Option<oneshot::Sender<Result<Applied>>>,
+}
+
+#[derive(Clone)]
+pub struct OrdersView {
+    tree: Tree,
+    writer: Writer,
+    /// To the view's writer: every sled batch costs two log writes (`pin_log`), so the states
+    /// this instance writes and the projector's batches are applied together, whatever is
+    /// queued during one sled batch forming the next (under load an instance's own writes come
+    /// back from the stream while their records are still queued: one batch serves both).
+    records: mpsc::Sender<Record>,
+    /// Stops the record writer (it holds the database open) and waits for it.
+    stop: CancellationToken,
+    writer_task: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    /// `<prefix>.`: subjects of the orders this instance's site owns. A hub's order stream also
+    /// holds edge sites' orders (sourced): they are listed and read here, but settled, released
+    /// and committed by their own site, so they never enter the work lists. Unset: all are own.
+    own_subjects: Arc<std::sync::OnceLock<String>>,
+}
+
+impl OrdersView {
+    /// Orders on subjects under `prefix` are this site's own (see `own_subjects`).
+    pub fn set_own_prefix(&self, prefix: &str) {
+        let _ = self.own_subjects.set(format!("{prefix}."));
+    }
+
+    /// Opens the view and starts its record writer (on the current runtime).
+    pub fn open(db: &sled::Db) -> Result<Self> {
+        let tree = db.open_tree("orders_view")?;
+        let cold = tree.get(CHECKPOINT)?.is_none() && tree.scan_prefix(b"o").next().is_none();
+        let writer: Writer = Arc::new(Mutex::new(cold.then(HashMap::new)));
+        let (records, queue) = mpsc::channel(4 * MAX_RECORDS);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(record_writer(
+            tree.clone(),
+            writer.clone(),
+            queue,
+            stop.clone(),
+        ));
+        Ok(Self {
+            tree,
+            writer,
+            records,
+            stop,
+            writer_task: Arc::new(Mutex::new(Some(task))),
+            own_subjects: Arc::default(),
+        })
+    }
+
+    /// Applies what is queued, then stops the record writer (so the database can close).
+    pub async fn close(&self) {
+        self.stop.cancel();
+        let task = self.writer_task.lock().expect("writer task lock").take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+
+    /// Records a state this instance read from the stream, and waits until it is applied (not
+    /// flushed: the stream holds it; the view only caches it).
+    pub async fn record(&self, stored: &Stored) -> Result<()> {
+        if let Some(row) = self.tree.get(row_key(stored.order.id))?
+            && row_head(&row)?.0 >= stored.order.version
+        {
+            return Ok(()); // already known (the usual case for reads)
+        }
+        let event = stored.order.to_event(state_event_type(&stored.order));
+        let payload = serde_json::to_vec(&event).map_err(|e| Error::Corrupt(e.to_string()))?;
+        self.record_written(&event, stored.seq, payload, true).await
+    }
+
+    /// Records a state this instance published (`payload` is the message it published); with
+    /// `wait`, returns once it is applied, else as soon as it is queued (later records of the
+    /// same order are applied after it).
+    pub async fn record_written(
+        &self,
+        event: &OrderEvent,
+        seq: u64,
+        payload: Vec<u8>,
+        wait: bool,
+    ) -> Result<()> {
+        let update = OrderUpdate::of(event, seq, payload);
+        self.submit(vec![update], None, wait).await.map(|_| ())
+    }
+
+    /// Queues states for the writer; with `wait`, returns what their batch did.
+    async fn submit(
+        &self,
+        updates: Vec<OrderUpdate>,
+        checkpoint: Option<u64>,
+        wait: bool,
+    ) -> Result<Option<Applied>> {
+        let (done, applied) = if wait {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let record = Record {
+            updates,
+            checkpoint,
+            done,
+        };
+        let stopped = || Error::Corrupt("the orders view writer has stopped".into());
+        self.records.send(record).await.map_err(|_| stopped())?;
+        match applied {
+            Some(rx) => rx.await.map_err(|_| stopped())?.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    pub fn get(&self, id: Uuid) -> Result<Option<Stored>> {
+        self.tree
+            .get(row_key(id))?
+            .map(|row| decode_row(&row))
+            .transpose()
+    }
+
+    /// One page of orders, newest first, optionally of one customer; and the total count.
+    pub fn list(
+        &self,
+        customer: Option<Uuid>,
+        page: usize,
+        page_size: usize,
+    ) -> Result<(Vec<Order>, usize)> {
+        let skip = (page - 1).saturating_mul(page_size);
+        let (prefix, total) = match customer {
+            Some(c) => {
+                let prefix = [&b"c"[..], c.as_bytes()].concat();
+                let total = self.tree.scan_prefix(&prefix).count();
+                (prefix, total)
+            }
+            None => (b"t".to_vec(), self.counter(COUNT)? as usize),
+        };
+        let mut orders = Vec::with_capacity(page_size.min(100));
+        for kv in self.tree.scan_prefix(&prefix).skip(skip).take(page_size) {
+            let (key, _) = kv?;
+            let id = trailing_id(&key)?;
+            if let Some(stored) = self.get(id)? {
+                orders.push(stored.order);
+            }
+        }
+        Ok((orders, total))
+    }
+
+    /// Up to `limit` Pending orders (the reconciler's work list).
+    pub fn pending(&self, limit: usize) -> Result<Vec<Stored>> {
+        self.work_list(b"p", limit)
+    }
+
+    /// Up to `limit` orders that still owe a release or a commit (the releaser's work list).
+    pub fn owed(&self, limit: usize) -> Result<Vec<Stored>> {
+        self.work_list(b"r", limit)
+    }
+
+    pub fn count(&self) -> Result<u64> {
+        self.counter(COUNT)
+    }
+    pub fn pending_count(&self) -> Result<u64> {
+        self.counter(PENDING)
+    }
+    pub fn owed_count(&self) -> Result<u64> {
+        self.counter(OWED)
+    }
+
+    fn work_list(&self, prefix: &[u8], limit: usize) -> Result<Vec<Stored>> {
+        let mut out = Vec::new();
+        for key in self.tree.scan_prefix(prefix).keys().take(limit) {
+            if let Some(stored) = self.get(trailing_id(&key?)?)? {
+                out.push(stored);
+            }
+        }
+        Ok(out)
+    }
+
+    fn counter(&self, key: &[u8]) -> Result<u64> {
+        counter(&self.tree, key)
+    }
+}
+
+impl Projection for OrdersView {
+    type Update = OrderUpdate;
+    const NAME: &'static str = "orders view";
+
+    fn decode(&self, msg: &jetstream::Message) -> std::result::Result<OrderUpdate, String> {
+        let event: OrderEvent =
+            serde_json::from_slice(&msg.payload).map_err(|e| format!("undecodable: {e}"))?;
+        domain::check_order_event(&event, crate::projector::subject_id(&msg.subject))?;
+        let seq = msg.info().map(|i| i.stream_sequence).unwrap_or_default();
+        let mut update = OrderUpdate::of(&event, seq, msg.payload.to_vec());
+        let own = self
+            .own_subjects
+            .get()
+            .is_none_or(|prefix| msg.subject.starts_with(prefix.as_str()));
+        if !own {
+            update.flags = 0; // another site's order: its site does the work
+        }
+        Ok(update)
+    }
+
+    async fn apply(&self, updates: Vec<OrderUpdate>, checkpoint: Option<u64>) -> Result<Applied> {
+        let applied = self.submit(updates, checkpoint, true).await?;
+        Ok(applied.expect("waited"))
+    }
+
+    fn checkpoint(&self) -> Result<Option<u64>> {
+        read_checkpoint(&self.tree)
+    }
+
+    fn end_cold_start(&self) {
+        let mut writer = self.writer.lock().expect("orders view writer lock");
+        if writer.take().is_some() {
+            tracing::debug!("Orders view cold start over; the version guard reads the store.");
+        }
+    }
+}

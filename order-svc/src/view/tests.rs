@@ -1,0 +1,112 @@
+//! The view against a real sled in a temp dir.
+use super::*;
+use crate::domain::{Change, OrderItem};
+use chrono::Utc;
+
+fn order(customer: Uuid) -> Order {
+    let now = Utc::now();
+    Order {
+        id: Uuid::now_v7(),
+        version: 1,
+        customer_id: customer,
+        customer_email: "a@b.io".into(),
+        status: OrderStatus::Pending,
+        total_amount: "2.00".parse().unwrap(),
+        reason: None,
+        failed_product_ids: Vec::new(),
+        items: vec![OrderItem {
+            product_id: Uuid::new_v4(),
+            product_name: "P".into(),
+            quantity: 1,
+            unit_price: "2.00".parse().unwrap(),
+            line_total: "2.00".parse().unwrap(),
+        }],
+        created_at: now,
+        updated_at: now,
+        release_owed: false,
+        commit_owed: false,
+        request_fingerprint: None,
+    }
+}
+
+/// Rows, indexes, work lists and counts move together, only forward in version, and the
+/// cold-start memory answers like sled.
+#[tokio::test]
+async fn states_apply_forward_only_and_keep_the_work_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::Config::new().path(dir.path()).open().unwrap();
+    let view = OrdersView::open(&db).unwrap();
+    let (ann, bob) = (Uuid::new_v4(), Uuid::new_v4());
+    let placed = order(ann);
+    let mut other = order(bob);
+    other.created_at = placed.created_at + chrono::Duration::seconds(1);
+    let stored = |order: &Order, seq| Stored {
+        order: order.clone(),
+        seq,
+    };
+    view.record(&stored(&placed, 1)).await.unwrap();
+    view.record(&stored(&other, 2)).await.unwrap();
+    assert_eq!(view.pending_count().unwrap(), 2);
+    let cancelled = placed
+        .apply(&Change::Cancel { reason: "r".into() }, Utc::now())
+        .unwrap();
+    view.record(&stored(&cancelled, 3)).await.unwrap();
+    // A stale state (the Pending one again) changes nothing.
+    view.record(&stored(&placed, 1)).await.unwrap();
+    view.end_cold_start();
+    view.record(&stored(&placed, 1)).await.unwrap();
+    let got = view.get(placed.id).unwrap().unwrap();
+    assert_eq!((got.order.status, got.seq), (OrderStatus::Cancelled, 3));
+    assert_eq!(view.pending_count().unwrap(), 1);
+    assert_eq!(view.owed_count().unwrap(), 1);
+    assert_eq!(view.owed(10).unwrap()[0].order.id, placed.id);
+    let released = cancelled.apply(&Change::RecordRelease, Utc::now()).unwrap();
+    view.record(&stored(&released, 4)).await.unwrap();
+    assert_eq!(view.owed_count().unwrap(), 0);
+    assert!(view.owed(10).unwrap().is_empty());
+
+    assert_eq!(view.count().unwrap(), 2);
+    let (anns, total) = view.list(Some(ann), 1, 10).unwrap();
+    assert_eq!((anns.len(), total), (1, 1));
+    assert_eq!(anns[0].version, 3);
+    let (all, total) = view.list(None, 1, 10).unwrap();
+    assert_eq!((total, all[0].id), (2, other.id), "newest first");
+}
+
+/// Batches of already-known states write nothing until the checkpoint trails by a stride;
+/// a batch that changes a row always moves it.
+#[tokio::test]
+async fn the_checkpoint_moves_with_changes_or_every_stride() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::Config::new().path(dir.path()).open().unwrap();
+    let view = OrdersView::open(&db).unwrap();
+    let first = view.apply(Vec::new(), Some(5)).await.unwrap();
+    assert!(first.wrote, "the first checkpoint is stored");
+    let idle = view.apply(Vec::new(), Some(10)).await.unwrap();
+    assert_eq!(
+        idle,
+        Applied {
+            changed: 0,
+            wrote: false
+        }
+    );
+    assert_eq!(view.checkpoint().unwrap(), Some(5));
+    let placed = order(Uuid::new_v4());
+    let event = placed.to_event(OrderEventType::OrderPlaced);
+    let payload = serde_json::to_vec(&event).unwrap();
+    let changed = view
+        .apply(vec![OrderUpdate::of(&event, 11, payload)], Some(11))
+        .await
+        .unwrap();
+    assert_eq!(
+        changed,
+        Applied {
+            changed: 1,
+            wrote: true
+        }
+    );
+    assert_eq!(view.checkpoint().unwrap(), Some(11));
+    assert!(!view.apply(Vec::new(), Some(1010)).await.unwrap().wrote);
+    assert!(view.apply(Vec::new(), Some(1011)).await.unwrap().wrote);
+    assert_eq!(view.checkpoint().unwrap(), Some(1011));
+}
