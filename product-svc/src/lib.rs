@@ -4,8 +4,10 @@
 //!
 //! `App::build(Config)` does every fallible start-up step (open sled, bind both listeners,
 //! start connecting to NATS); `App::run_until_stopped(shutdown)` serves until the future
-//! resolves, then drains: stop accepting, finish in-flight requests, drain the relay, flush.
+//! resolves, then drains in the order `shared::lifecycle` keeps: stop accepting and finish
+//! in-flight requests, stop the follower and drain the relay, flush.
 mod audit;
+mod config;
 mod domain;
 mod error;
 mod follower;
@@ -17,7 +19,7 @@ mod retention;
 mod seed;
 mod store;
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use shared::{
@@ -25,128 +27,9 @@ use shared::{
     outbox::{Relay, RelayConfig},
 };
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
+pub use config::{Config, SCOPES};
 pub use error::Error;
-
-#[derive(Debug, Clone, clap::Parser)]
-#[command(
-    name = "product-svc",
-    version,
-    about = "Catalog and stock service of eshop"
-)]
-pub struct Config {
-    /// HTTP JSON API address.
-    #[arg(long, env = "PRODUCT_HTTP_ADDR", default_value = "127.0.0.1:5001")]
-    pub http_addr: SocketAddr,
-    /// gRPC stock API address.
-    #[arg(long, env = "PRODUCT_GRPC_ADDR", default_value = "127.0.0.1:5051")]
-    pub grpc_addr: SocketAddr,
-    /// Directory of the sled database.
-    #[arg(long, env = "PRODUCT_DATA_DIR", default_value = "./data/product")]
-    pub data_dir: PathBuf,
-    /// NATS server URL(s), comma-separated.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
-    /// Replicas of the PRODUCTS and STOCK streams (3 on a cluster).
-    #[arg(long, env = "PRODUCT_STREAM_REPLICAS", default_value_t = 1)]
-    pub stream_replicas: usize,
-    /// Create this many demo products when the store is empty.
-    #[arg(long, env = "PRODUCT_SEED", default_value_t = 0)]
-    pub seed: usize,
-    /// sled page cache, MiB (small default for edge machines).
-    #[arg(long, env = "PRODUCT_CACHE_MB", default_value_t = 32)]
-    pub cache_mb: u64,
-    /// Publishes in flight per relay round.
-    #[arg(long, env = "PRODUCT_RELAY_WINDOW", default_value_t = 1000)]
-    pub relay_window: usize,
-    /// How long shutdown waits for in-flight requests and the relay.
-    #[arg(long, env = "PRODUCT_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
-    pub shutdown_grace_secs: u64,
-    /// API key file (SHA-256 digests, scopes `catalog:read`, `catalog:write`); see `just key`.
-    #[arg(long, env = "PRODUCT_API_KEYS")]
-    pub api_keys: Option<PathBuf>,
-    /// A file holding the token gRPC callers (order-svc) must send as `authorization: Bearer`.
-    #[arg(long, env = "PRODUCT_GRPC_TOKEN_FILE")]
-    pub grpc_token_file: Option<PathBuf>,
-    /// PEM certificate (chain) for gRPC over TLS; with `--grpc-tls-key`. Plaintext without.
-    #[arg(long, env = "PRODUCT_GRPC_TLS_CERT", requires = "grpc_tls_key")]
-    pub grpc_tls_cert: Option<PathBuf>,
-    /// PEM private key of `--grpc-tls-cert`.
-    #[arg(long, env = "PRODUCT_GRPC_TLS_KEY", requires = "grpc_tls_cert")]
-    pub grpc_tls_key: Option<PathBuf>,
-    /// gRPC calls one connection may have in flight; beyond it calls are refused at once with
-    /// RESOURCE_EXHAUSTED (order-svc retries those with backoff).
-    #[arg(long, env = "PRODUCT_GRPC_CONCURRENCY", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
-    pub grpc_concurrency: u32,
-    /// Serve gRPC reflection (for grpcurl); off by default.
-    #[arg(long, env = "PRODUCT_GRPC_REFLECTION", value_parser = clap::builder::BoolishValueParser::new())]
-    pub grpc_reflection: bool,
-    /// Serve the HTTP API and gRPC without authentication (refused otherwise when no key or
-    /// token file is given).
-    #[arg(long, env = "ALLOW_ANONYMOUS", value_parser = clap::builder::BoolishValueParser::new())]
-    pub allow_anonymous: bool,
-    /// NATS credentials and TLS.
-    #[command(flatten)]
-    pub nats_auth: shared::nats::NatsAuth,
-    /// Requests a second each API key (or, anonymous, each client IP) may make; 0 turns the
-    /// limit off. Beyond it: 429 with Retry-After.
-    #[arg(long, env = "PRODUCT_RATE_LIMIT", default_value_t = 1000)]
-    pub rate_limit: u32,
-    /// The order stream product-svc follows to keep its reservations in step (and audits).
-    #[arg(long, env = "PRODUCT_ORDERS_STREAM", default_value = shared::streams::ORDERS)]
-    pub orders_stream: String,
-    /// Edge sites whose order streams the hub's order stream sources (comma-separated site
-    /// names, each a JetStream domain): product-svc then creates or converges `ORDERS` (on
-    /// `eshop.orders.*`) with a source per site, so the ledger follows every site's orders.
-    #[arg(long, env = "PRODUCT_EDGE_SITES", value_delimiter = ',')]
-    pub edge_sites: Vec<String>,
-    /// How long after an order's last change its reservation may still disagree before the
-    /// follower repairs it (order-svc's own release or commit normally comes first).
-    #[arg(long, env = "PRODUCT_REPAIR_GRACE_SECS", default_value_t = 30)]
-    pub repair_grace_secs: u64,
-    /// How long a closed reservation (released, committed, failed, tombstone) is kept before it
-    /// is compacted away; held ones are kept forever. 0 keeps everything.
-    #[arg(long, env = "PRODUCT_RESERVATION_RETENTION_SECS", default_value_t = 7 * 24 * 3600)]
-    pub reservation_retention_secs: u64,
-    /// Burst above the rate a caller may use at once.
-    #[arg(long, env = "PRODUCT_RATE_BURST", default_value_t = 2000)]
-    pub rate_burst: u32,
-}
-
-/// The scopes product-svc's API keys may hold.
-pub const SCOPES: &[&str] = &["catalog:read", "catalog:write"];
-
-impl Config {
-    /// Loopback on random ports, for tests.
-    pub fn for_tests(data_dir: PathBuf, nats_url: &str) -> Self {
-        Self {
-            http_addr: "127.0.0.1:0".parse().expect("addr"),
-            grpc_addr: "127.0.0.1:0".parse().expect("addr"),
-            data_dir,
-            nats_url: nats_url.into(),
-            stream_replicas: 1,
-            seed: 0,
-            cache_mb: 16,
-            relay_window: 1000,
-            shutdown_grace_secs: 5,
-            api_keys: None,
-            grpc_token_file: None,
-            grpc_tls_cert: None,
-            grpc_tls_key: None,
-            grpc_concurrency: 256,
-            grpc_reflection: false,
-            allow_anonymous: false,
-            rate_limit: 0,
-            rate_burst: 1,
-            nats_auth: Default::default(),
-            orders_stream: shared::streams::ORDERS.into(),
-            repair_grace_secs: 30,
-            edge_sites: Vec::new(),
-            reservation_retention_secs: 7 * 24 * 3600,
-        }
-    }
-}
 
 #[derive(Clone)]
 pub(crate) struct AppState {
@@ -259,8 +142,7 @@ impl App {
         let http_addr = self.http_addr();
         let grpc_addr = self.grpc_addr();
         let grace = Duration::from_secs(self.config.shutdown_grace_secs);
-        let servers_stop = CancellationToken::new();
-        let relay_stop = CancellationToken::new();
+        let mut tasks = shared::lifecycle::Tasks::new();
 
         let relay = Relay {
             tree: self.store.outbox_tree(),
@@ -277,7 +159,7 @@ impl App {
             },
             publish_latency: self.metrics.outbox_publish.clone(),
         };
-        let relay_task = tokio::spawn(relay.run(relay_stop.clone()));
+        tasks.worker(relay.run(tasks.workers_stop.clone()));
         let follower_counters = Arc::new(follower::FollowerCounters::default());
         let follower = follower::Follower {
             js: shared::nats::jetstream(self.nats.clone()),
@@ -296,15 +178,12 @@ impl App {
             grace: Duration::from_secs(self.config.repair_grace_secs),
             counters: follower_counters.clone(),
         };
-        let follower_task = tokio::spawn(follower.run(relay_stop.clone()));
+        tasks.worker(follower.run(tasks.workers_stop.clone()));
         let retention = Duration::from_secs(self.config.reservation_retention_secs);
-        let retention_task = (!retention.is_zero()).then(|| {
-            tokio::spawn(retention::run(
-                self.store.clone(),
-                retention,
-                relay_stop.clone(),
-            ))
-        });
+        if !retention.is_zero() {
+            let stop = tasks.workers_stop.clone();
+            tasks.worker(retention::run(self.store.clone(), retention, stop));
+        }
 
         let limiter =
             shared::ratelimit::Limiter::new(self.config.rate_limit, self.config.rate_burst);
@@ -320,15 +199,16 @@ impl App {
             retention,
         };
         let router = http::router(state);
-        let stop = servers_stop.clone();
-        let mut http_task = tokio::spawn(async move {
+        let stop = tasks.servers_stop.clone();
+        tasks.server(
+            "HTTP",
             axum::serve(
                 self.http,
                 router.into_make_service_with_connect_info::<SocketAddr>(),
             )
             .with_graceful_shutdown(stop.cancelled_owned())
-            .await
-        });
+            .into_future(),
+        );
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter
@@ -351,7 +231,7 @@ impl App {
             },
             grpc::RequireToken(self.grpc_token),
         );
-        let stop = servers_stop.clone();
+        let stop = tasks.servers_stop.clone();
         let tls = self.grpc_tls.is_some();
         let incoming =
             tonic::transport::server::TcpIncoming::from(self.grpc).with_nodelay(Some(true));
@@ -361,7 +241,8 @@ impl App {
                 .tls_config(tls)
                 .context("invalid gRPC TLS certificate or key")?;
         }
-        let mut grpc_task = tokio::spawn(async move {
+        tasks.server(
+            "gRPC",
             builder
                 .timeout(Duration::from_secs(30))
                 .concurrency_limit_per_connection(self.config.grpc_concurrency as usize)
@@ -370,40 +251,15 @@ impl App {
                 .add_service(health_service)
                 .add_optional_service(reflection)
                 .add_service(service)
-                .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
-                .await
-        });
+                .serve_with_incoming_shutdown(incoming, stop.cancelled_owned()),
+        );
         tracing::info!(http.addr = %http_addr, grpc.addr = %grpc_addr, grpc.tls = tls, data_dir = %self.config.data_dir.display(), "product-svc started.");
 
-        let mut failure = None;
-        tokio::select! {
-            _ = shutdown => {}
-            r = &mut http_task => failure = Some(format!("HTTP server stopped: {r:?}")),
-            r = &mut grpc_task => failure = Some(format!("gRPC server stopped: {r:?}")),
-        }
-        servers_stop.cancel();
-        let drained = tokio::time::timeout(grace, async {
-            let _ = (&mut http_task).await;
-            let _ = (&mut grpc_task).await;
-        })
-        .await;
-        if drained.is_err() {
-            tracing::warn!("In-flight requests did not finish within the grace period.");
-            http_task.abort();
-            grpc_task.abort();
-        }
-        relay_stop.cancel();
-        let _ = tokio::join!(relay_task, follower_task);
-        if let Some(task) = retention_task {
-            let _ = task.await;
-        }
+        let outcome = tasks.run_until(shutdown, grace).await;
         self.store.close().await;
         let _ = tokio::time::timeout(Duration::from_secs(1), self.nats.flush()).await;
         tracing::info!("product-svc stopped.");
-        match failure {
-            Some(f) => Err(anyhow::anyhow!(f)),
-            None => Ok(()),
-        }
+        outcome.map_err(|f| anyhow::anyhow!(f))
     }
 }
 

@@ -17,6 +17,7 @@ pub mod correlation;
 pub mod durability;
 pub mod events;
 pub mod http;
+pub mod lifecycle;
 pub mod metrics;
 pub mod nats;
 #[cfg(feature = "openapi")]

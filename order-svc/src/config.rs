@@ -1,0 +1,146 @@
+//! order-svc's configuration: every flag with its environment variable and default (clap), and
+//! the loopback configuration the tests start from.
+use std::{net::SocketAddr, path::PathBuf};
+
+/// Where create-order reads catalog data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CatalogMode {
+    /// The local ProductSnapshot, reading through to product-svc on a miss (Phase 15).
+    Snapshot,
+    /// Always ask product-svc's GetProducts (the original Phase-6 design; for comparison).
+    Grpc,
+}
+
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "order-svc", version, about = "Order service of eshop")]
+pub struct Config {
+    /// HTTP JSON API address.
+    #[arg(long, env = "ORDER_HTTP_ADDR", default_value = "127.0.0.1:5002")]
+    pub http_addr: SocketAddr,
+    /// Directory of the sled database.
+    #[arg(long, env = "ORDER_DATA_DIR", default_value = "./data/order")]
+    pub data_dir: PathBuf,
+    /// NATS server URL(s), comma-separated.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// product-svc's gRPC endpoint.
+    #[arg(
+        long,
+        env = "PRODUCT_GRPC_URL",
+        default_value = "http://127.0.0.1:5051"
+    )]
+    pub product_grpc_url: String,
+    /// Names this instance's durable consumers. Default: an id generated on first start and
+    /// kept in the data dir (so every instance has its own durables, and a wiped data dir
+    /// starts as a new instance).
+    #[arg(long, env = "ORDER_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+    /// The order stream (created if missing; an edge site runs its own).
+    #[arg(long, env = "ORDER_STREAM", default_value = shared::streams::ORDERS)]
+    pub orders_stream: String,
+    /// Subject prefix of the order stream: order `<id>` is published on `<prefix>.<id>`.
+    #[arg(long, env = "ORDER_SUBJECT_PREFIX", default_value = shared::events::ORDER_SUBJECT_PREFIX)]
+    pub orders_subject_prefix: String,
+    /// This instance runs at edge site SITE (its nats-server a leaf node in JetStream domain
+    /// SITE): orders go to the site's own stream (`ORDERS_<SITE>` on `eshop.<site>.orders.*`),
+    /// which the hub's `ORDERS` sources. Conflicts with a non-default --orders-stream/-prefix.
+    #[arg(long, env = "ORDER_SITE")]
+    pub site: Option<String>,
+    /// The JetStream domain that owns the catalog (e.g. `hub`): the local `PRODUCTS` is then a
+    /// mirror of that domain's `PRODUCTS`, projected locally, so the catalog is read with the
+    /// uplink down. Unset: `PRODUCTS` is local (one box, or a cluster).
+    #[arg(long, env = "ORDER_CATALOG_DOMAIN")]
+    pub catalog_domain: Option<String>,
+    /// Catalog source for create-order.
+    #[arg(long, env = "ORDER_CATALOG", value_enum, default_value = "snapshot")]
+    pub catalog: CatalogMode,
+    /// How long a create request waits for product-svc before answering 202 Pending.
+    #[arg(long, env = "ORDER_REQUEST_BUDGET_MS", default_value_t = 2000)]
+    pub request_budget_ms: u64,
+    /// Deadline of one gRPC attempt.
+    #[arg(long, env = "ORDER_STOCK_ATTEMPT_TIMEOUT_MS", default_value_t = 1000)]
+    pub stock_attempt_timeout_ms: u64,
+    /// Retries of a transient gRPC failure (backoff 100 ms ×2, capped at 5 s, with jitter).
+    #[arg(long, env = "ORDER_STOCK_RETRIES", default_value_t = 3)]
+    pub stock_retries: usize,
+    /// Consecutive transient failures that open the circuit breaker.
+    #[arg(long, env = "ORDER_BREAKER_THRESHOLD", default_value_t = 5)]
+    pub breaker_threshold: u32,
+    /// How long the breaker stays open.
+    #[arg(long, env = "ORDER_BREAKER_COOLDOWN_MS", default_value_t = 2000)]
+    pub breaker_cooldown_ms: u64,
+    /// How often the reconciler and the releaser look for work (jittered by ±50 %).
+    #[arg(long, env = "ORDER_WORKER_INTERVAL_MS", default_value_t = 1000)]
+    pub worker_interval_ms: u64,
+    /// Replicas of the streams this service creates if missing (3 on a cluster).
+    #[arg(long, env = "ORDER_STREAM_REPLICAS", default_value_t = 1)]
+    pub stream_replicas: usize,
+    /// sled page cache, MiB.
+    #[arg(long, env = "ORDER_CACHE_MB", default_value_t = 32)]
+    pub cache_mb: u64,
+    /// How long shutdown waits for in-flight requests.
+    #[arg(long, env = "ORDER_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    pub shutdown_grace_secs: u64,
+    /// API key file (SHA-256 digests, scopes `orders:read`, `orders:write`, `orders:admin`,
+    /// optionally bound to a customer); see `just key`.
+    #[arg(long, env = "ORDER_API_KEYS")]
+    pub api_keys: Option<PathBuf>,
+    /// A file holding the token product-svc's gRPC API expects (`authorization: Bearer`).
+    #[arg(long, env = "ORDER_GRPC_TOKEN_FILE")]
+    pub grpc_token_file: Option<PathBuf>,
+    /// PEM CA certificate(s) to verify product-svc's gRPC certificate; needs an `https://`
+    /// `--product-grpc-url`.
+    #[arg(long, env = "ORDER_GRPC_TLS_CA")]
+    pub grpc_tls_ca: Option<PathBuf>,
+    /// Serve the HTTP API without authentication and call product-svc without a token
+    /// (refused otherwise when no key or token file is given).
+    #[arg(long, env = "ALLOW_ANONYMOUS", value_parser = clap::builder::BoolishValueParser::new())]
+    pub allow_anonymous: bool,
+    /// NATS credentials and TLS.
+    #[command(flatten)]
+    pub nats_auth: shared::nats::NatsAuth,
+    /// Requests a second each API key (or, anonymous, each client IP) may make; 0 turns the
+    /// limit off. Beyond it: 429 with Retry-After.
+    #[arg(long, env = "ORDER_RATE_LIMIT", default_value_t = 1000)]
+    pub rate_limit: u32,
+    /// Burst above the rate a caller may use at once.
+    #[arg(long, env = "ORDER_RATE_BURST", default_value_t = 2000)]
+    pub rate_burst: u32,
+}
+
+/// The scopes order-svc's API keys may hold.
+pub const SCOPES: &[&str] = &["orders:read", "orders:write", "orders:admin"];
+
+impl Config {
+    /// Loopback on a random port, for tests.
+    pub fn for_tests(data_dir: PathBuf, nats_url: &str, product_grpc_url: &str) -> Self {
+        Self {
+            http_addr: "127.0.0.1:0".parse().expect("addr"),
+            data_dir,
+            nats_url: nats_url.into(),
+            product_grpc_url: product_grpc_url.into(),
+            instance_id: None,
+            orders_stream: shared::streams::ORDERS.into(),
+            orders_subject_prefix: shared::events::ORDER_SUBJECT_PREFIX.into(),
+            site: None,
+            catalog_domain: None,
+            catalog: CatalogMode::Snapshot,
+            request_budget_ms: 2000,
+            stock_attempt_timeout_ms: 1000,
+            stock_retries: 3,
+            breaker_threshold: 5,
+            breaker_cooldown_ms: 500,
+            worker_interval_ms: 200,
+            stream_replicas: 1,
+            cache_mb: 16,
+            shutdown_grace_secs: 5,
+            api_keys: None,
+            grpc_token_file: None,
+            grpc_tls_ca: None,
+            allow_anonymous: false,
+            rate_limit: 0,
+            rate_burst: 1,
+            nats_auth: Default::default(),
+        }
+    }
+}

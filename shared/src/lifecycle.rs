@@ -1,0 +1,95 @@
+//! The one start → serve → drain → close sequence both services run, so the drain order (an
+//! invariant: nothing acknowledged is lost on a clean stop) is written once:
+//!
+//! 1. serve until the shutdown future resolves or a server stops on its own (a failure);
+//! 2. stop accepting: servers finish their in-flight requests within the grace period (then are
+//!    aborted, with a warning), so no request is answered after its work stopped;
+//! 3. stop the workers and wait for them: the relay drains the outbox, projectors ack what they
+//!    applied, the stock-work loops finish their round;
+//! 4. the caller closes what the workers wrote to (the final sled flush, the NATS flush).
+use std::{fmt::Display, future::Future, time::Duration};
+
+use futures::future::{self, FutureExt};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+type ServerTask = JoinHandle<Result<(), String>>;
+
+/// The tasks of a running service, by role.
+#[derive(Default)]
+pub struct Tasks {
+    servers: Vec<(&'static str, ServerTask)>,
+    workers: Vec<JoinHandle<()>>,
+    /// Servers stop accepting when this is cancelled (step 2).
+    pub servers_stop: CancellationToken,
+    /// Workers stop when this is cancelled (step 3).
+    pub workers_stop: CancellationToken,
+}
+
+impl Tasks {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A server (HTTP, gRPC) that stops accepting once `servers_stop` is cancelled.
+    pub fn server<E: Display>(
+        &mut self,
+        name: &'static str,
+        serve: impl Future<Output = Result<(), E>> + Send + 'static,
+    ) {
+        let task = tokio::spawn(serve.map(|r| r.map_err(|e| e.to_string())));
+        self.servers.push((name, task));
+    }
+
+    /// A background task that returns once `workers_stop` is cancelled.
+    pub fn worker(&mut self, work: impl Future<Output = ()> + Send + 'static) {
+        self.workers.push(tokio::spawn(work));
+    }
+
+    /// Steps 1 to 3. Returns why a server stopped on its own, if one did; the caller then does
+    /// step 4 whatever the answer.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+        grace: Duration,
+    ) -> Result<(), String> {
+        let Tasks {
+            servers,
+            workers,
+            servers_stop,
+            workers_stop,
+        } = self;
+        let (names, handles): (Vec<_>, Vec<_>) = servers.into_iter().unzip();
+        let mut failure = None;
+        let mut handles = if handles.is_empty() {
+            shutdown.await;
+            handles
+        } else {
+            // A finished handle must not be polled again: `select_all` hands back the others.
+            let mut running = future::select_all(handles);
+            let stopped = tokio::select! {
+                _ = shutdown => None,
+                stopped = &mut running => Some(stopped),
+            };
+            match stopped {
+                None => running.into_inner(),
+                Some((result, index, rest)) => {
+                    failure = Some(format!("{} server stopped: {result:?}", names[index]));
+                    rest
+                }
+            }
+        };
+        servers_stop.cancel();
+        let drained = tokio::time::timeout(grace, future::join_all(handles.iter_mut())).await;
+        if drained.is_err() {
+            tracing::warn!("In-flight requests did not finish within the grace period.");
+            handles.iter().for_each(JoinHandle::abort);
+        }
+        workers_stop.cancel();
+        future::join_all(workers).await;
+        match failure {
+            Some(f) => Err(f),
+            None => Ok(()),
+        }
+    }
+}
