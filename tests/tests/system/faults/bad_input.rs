@@ -1,0 +1,301 @@
+//! A sweep of malformed HTTP and gRPC input: 4xx problems, nothing changed.
+use proto::{GetProductsRequest, OrderItem, ReleaseStockRequest, ReserveStockRequest};
+use serde_json::{Value, json};
+use tests::{NatsServer, ServiceProcess, http_client, scratch};
+use uuid::Uuid;
+
+use crate::{expect_problem, get_json, wait_snapshot_version};
+
+use super::*;
+
+/// Invalid values for each field of a JSON body (every one must be refused).
+pub(super) fn invalid_values(long: &str) -> Vec<Value> {
+    vec![
+        Value::Null,
+        json!(true),
+        json!([]),
+        json!({}),
+        json!(1e300),
+        json!(-1),
+        json!(long),
+        json!("\u{0}\u{1b}[31m"),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_sweep_gets_4xx_problems_and_changes_nothing() {
+    let nats = NatsServer::start();
+    let dir = scratch();
+    let (product, grpc) =
+        ServiceProcess::product(&nats.url(), &dir.path().join("product"), dir.path());
+    let order = ServiceProcess::order(
+        &nats.url(),
+        &grpc,
+        &dir.path().join("order"),
+        dir.path(),
+        &[],
+    );
+    let id = create_products(&product.http, 1, 10, 1).await.remove(0);
+    wait_snapshot_version(&order.http, &id, 1).await;
+    let before = product_catalog(&product.http).await;
+    let long = "ж".repeat(5000);
+    let client = http_client();
+    let mut corpus: Vec<(String, String, Vec<u8>)> = Vec::new(); // (method+url, content-type, body)
+
+    let valid_product = json!({"name": "N", "description": "D", "price": "1.00", "category": "C", "stockQuantity": 1, "lowStockThreshold": 0});
+    let mut valid_update = valid_product.clone();
+    valid_update
+        .as_object_mut()
+        .unwrap()
+        .remove("stockQuantity");
+    let valid_order = json!({"customerId": Uuid::new_v4(), "customerEmail": "a@b.co", "items": [{"productId": id, "quantity": 1}]});
+    for (url, valid) in [
+        (
+            format!("POST {}/api/products", product.http),
+            &valid_product,
+        ),
+        (
+            format!("PUT {}/api/products/{id}", product.http),
+            &valid_update,
+        ),
+        (format!("POST {}/api/orders", order.http), &valid_order),
+    ] {
+        let fields: Vec<String> = valid.as_object().unwrap().keys().cloned().collect();
+        for field in &fields {
+            let mut missing = valid.clone();
+            missing.as_object_mut().unwrap().remove(field);
+            corpus.push((
+                url.clone(),
+                "application/json".into(),
+                serde_json::to_vec(&missing).unwrap(),
+            ));
+            for bad in invalid_values(&long) {
+                let mut body = valid.clone();
+                body[field] = bad;
+                corpus.push((
+                    url.clone(),
+                    "application/json".into(),
+                    serde_json::to_vec(&body).unwrap(),
+                ));
+            }
+        }
+        let mut unknown = valid.clone();
+        unknown["surprise"] = json!(1);
+        corpus.push((
+            url.clone(),
+            "application/json".into(),
+            serde_json::to_vec(&unknown).unwrap(),
+        ));
+        let text = serde_json::to_vec(valid).unwrap();
+        for cut in (1..text.len()).step_by(7) {
+            corpus.push((url.clone(), "application/json".into(), text[..cut].to_vec()));
+        }
+        corpus.push((url.clone(), "text/plain".into(), text.clone()));
+        corpus.push((
+            url.clone(),
+            "application/json".into(),
+            vec![b'['; 200 * 1024],
+        ));
+        corpus.push((
+            url.clone(),
+            "application/json".into(),
+            b"\xff\xfe\x00".to_vec(),
+        ));
+    }
+    // Order items: every per-item mutation, and too many items.
+    for bad in [
+        json!(0),
+        json!(-5),
+        json!(10_001),
+        json!(1.5),
+        json!(9_223_372_036_854_775_807i64),
+        json!("1"),
+        json!(null),
+    ] {
+        let mut body = valid_order.clone();
+        body["items"][0]["quantity"] = bad;
+        corpus.push((
+            format!("POST {}/api/orders", order.http),
+            "application/json".into(),
+            serde_json::to_vec(&body).unwrap(),
+        ));
+    }
+    for bad in [
+        json!("not-a-uuid"),
+        json!(Uuid::nil()),
+        json!(42),
+        json!(long),
+    ] {
+        let mut body = valid_order.clone();
+        body["items"][0]["productId"] = bad;
+        corpus.push((
+            format!("POST {}/api/orders", order.http),
+            "application/json".into(),
+            serde_json::to_vec(&body).unwrap(),
+        ));
+    }
+    let mut many = valid_order.clone();
+    many["items"] = json!(
+        (0..101)
+            .map(|_| json!({"productId": Uuid::new_v4(), "quantity": 1}))
+            .collect::<Vec<_>>()
+    );
+    corpus.push((
+        format!("POST {}/api/orders", order.http),
+        "application/json".into(),
+        serde_json::to_vec(&many).unwrap(),
+    ));
+    for delta in [
+        json!(2_000_000_000),
+        json!(-2_000_000_000),
+        json!("5"),
+        json!(null),
+        json!(-11),
+    ] {
+        corpus.push((
+            format!("POST {}/api/products/{id}/stock", product.http),
+            "application/json".into(),
+            serde_json::to_vec(&json!({"delta": delta})).unwrap(),
+        ));
+    }
+
+    let mut answered = 0;
+    for (target, content_type, body) in &corpus {
+        let (method, url) = target.split_once(' ').unwrap();
+        let request = match method {
+            "POST" => client.post(url),
+            _ => client.put(url),
+        };
+        let response = request
+            .header("content-type", content_type.as_str())
+            .header("x-correlation-id", "bad id\u{7f}".replace('\u{7f}', ""))
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{target} ({} bytes): {e:?}", body.len()));
+        let status = response.status().as_u16();
+        assert!(
+            (400..500).contains(&status),
+            "{target} answered {status} for {}",
+            String::from_utf8_lossy(&body[..body.len().min(120)])
+        );
+        expect_problem(response, status).await;
+        answered += 1;
+    }
+    // Paths and queries.
+    for url in [
+        format!("{}/api/products/{}", product.http, "x".repeat(300)),
+        format!("{}/api/products?page=-1", product.http),
+        format!(
+            "{}/api/products?pageSize=99999999999999999999",
+            product.http
+        ),
+        format!("{}/api/orders/%00", order.http),
+        format!("{}/api/orders?customerId=%ff", order.http),
+        format!("{}/api/orders?page=abc", order.http),
+    ] {
+        let r = client.get(&url).send().await.unwrap();
+        let status = r.status().as_u16();
+        assert!((400..500).contains(&status), "{url} answered {status}");
+        expect_problem(r, status).await;
+        answered += 1;
+    }
+    // gRPC.
+    let mut grpc_client = tests::grpc_client(&grpc).await;
+    let bad_requests = vec![
+        ReserveStockRequest {
+            order_id: String::new(),
+            items: vec![OrderItem {
+                product_id: id.clone(),
+                quantity: 1,
+            }],
+        },
+        ReserveStockRequest {
+            order_id: Uuid::new_v4().to_string(),
+            items: vec![],
+        },
+        ReserveStockRequest {
+            order_id: Uuid::new_v4().to_string(),
+            items: vec![OrderItem {
+                product_id: id.clone(),
+                quantity: i32::MIN,
+            }],
+        },
+        ReserveStockRequest {
+            order_id: Uuid::new_v4().to_string(),
+            items: vec![OrderItem {
+                product_id: long.clone(),
+                quantity: 1,
+            }],
+        },
+        ReserveStockRequest {
+            order_id: Uuid::new_v4().to_string(),
+            items: (0..1001)
+                .map(|_| OrderItem {
+                    product_id: id.clone(),
+                    quantity: 1,
+                })
+                .collect(),
+        },
+        ReserveStockRequest {
+            order_id: Uuid::new_v4().to_string(),
+            items: vec![
+                OrderItem {
+                    product_id: id.clone(),
+                    quantity: i32::MAX,
+                },
+                OrderItem {
+                    product_id: id.clone(),
+                    quantity: i32::MAX,
+                },
+            ],
+        },
+    ];
+    for request in bad_requests {
+        let status = grpc_client.reserve_stock(request).await.unwrap_err();
+        assert_eq!(
+            status.code(),
+            tonic::Code::InvalidArgument,
+            "{}",
+            status.message()
+        );
+        answered += 1;
+    }
+    assert_eq!(
+        grpc_client
+            .release_stock(ReleaseStockRequest {
+                order_id: "🦀".into()
+            })
+            .await
+            .unwrap_err()
+            .code(),
+        tonic::Code::InvalidArgument
+    );
+    assert_eq!(
+        grpc_client
+            .get_products(GetProductsRequest {
+                product_ids: vec![long.clone()]
+            })
+            .await
+            .unwrap_err()
+            .code(),
+        tonic::Code::InvalidArgument
+    );
+
+    assert_eq!(
+        product_catalog(&product.http).await,
+        before,
+        "no state change in product-svc"
+    );
+    let (_, p) = get_json(&format!("{}/api/products/{id}", product.http)).await;
+    assert_eq!(
+        (p["reservedQuantity"].as_i64(), p["stockQuantity"].as_i64()),
+        (Some(0), Some(10))
+    );
+    let (_, orders) = get_json(&format!("{}/api/orders", order.http)).await;
+    assert_eq!(orders["totalCount"], 0, "no order was created");
+    crate::assert_books_agree(&product.http).await;
+    eprintln!(
+        "FIGURES bad input: {answered} bad requests, all 4xx problem+json or INVALID_ARGUMENT; 0 5xx; no state change"
+    );
+}

@@ -1,0 +1,156 @@
+//! product-svc down under order load: every order settles, availability exact.
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use serde_json::{Value, json};
+use tests::{NatsServer, ServiceProcess, http_client, scratch, wait_for};
+
+use crate::{get_json, wait_snapshot_version};
+
+use super::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn product_svc_outage_ends_with_every_order_settled_and_exact_availability() {
+    let outage = Duration::from_secs(env_usize("FAULT_OUTAGE_SECS", 10) as u64);
+    let nats = NatsServer::start();
+    let dir = scratch();
+    let (mut product, grpc) =
+        ServiceProcess::product(&nats.url(), &dir.path().join("product"), dir.path());
+    let order = ServiceProcess::order(
+        &nats.url(),
+        &grpc,
+        &dir.path().join("order"),
+        dir.path(),
+        &[],
+    );
+    let ids = create_products(&product.http, 5, 10_000, 5).await;
+    for id in &ids {
+        wait_snapshot_version(&order.http, id, 1).await;
+    }
+    // Orders confirmed before the outage, to cancel during it.
+    let mut to_cancel = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let o: Value = http_client()
+            .post(format!("{}/api/orders", order.http))
+            .json(&order_body(id, 1 + i as i64))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(o["status"], "Confirmed");
+        to_cancel.push(o["id"].as_str().unwrap().to_owned());
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let placed: Arc<Mutex<Vec<(String, u16)>>> = Arc::default();
+    let mut load = Vec::new();
+    for c in 0..4 {
+        let (http, ids, stop, placed) = (
+            order.http.clone(),
+            ids.clone(),
+            stop.clone(),
+            placed.clone(),
+        );
+        load.push(tokio::spawn(async move {
+            let mut i = c;
+            while !stop.load(Ordering::SeqCst) {
+                let r = http_client()
+                    .post(format!("{http}/api/orders"))
+                    .json(&order_body(&ids[i % ids.len()], 1 + (i % 3) as i64))
+                    .send()
+                    .await
+                    .unwrap();
+                let status = r.status().as_u16();
+                let o: Value = r.json().await.unwrap();
+                placed
+                    .lock()
+                    .unwrap()
+                    .push((o["id"].as_str().unwrap().to_owned(), status));
+                i += 4;
+                // Pacing of the load generator (about 80 orders/s in all), not synchronisation.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }));
+    }
+    wait_for("some orders before the outage", LONG, || async {
+        (placed.lock().unwrap().len() >= 20).then_some(())
+    })
+    .await;
+    product.kill9();
+    let outage_started = Instant::now();
+    for id in &to_cancel {
+        let r = http_client()
+            .post(format!("{}/api/orders/{id}/cancel", order.http))
+            .json(&json!({"reason": "outage"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "cancel works while product-svc is down");
+    }
+    tokio::time::sleep(outage.saturating_sub(outage_started.elapsed())).await; // the outage itself, not a synchronisation
+    product.start();
+    let after_outage = placed.lock().unwrap().len();
+    wait_for("orders after the outage", LONG, || async {
+        (placed.lock().unwrap().len() >= after_outage + 20).then_some(())
+    })
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    for t in load {
+        t.await.unwrap();
+    }
+    let placed = placed.lock().unwrap().clone();
+    let accepted_pending = placed.iter().filter(|(_, s)| *s == 202).count();
+    assert!(
+        accepted_pending > 0,
+        "the outage produced 202 Pending answers"
+    );
+    assert!(
+        placed.iter().all(|(_, s)| *s == 201 || *s == 202),
+        "only 201/202 answers"
+    );
+
+    // Every order ends Confirmed or Rejected; stock reserved equals what Confirmed orders hold.
+    let mut expected: HashMap<String, i64> = HashMap::new();
+    for (id, _) in &placed {
+        let o = wait_for("the order to settle", LONG, || async {
+            let (_, o) = get_json(&format!("{}/api/orders/{id}", order.http)).await;
+            (o["status"] != "Pending").then_some(o)
+        })
+        .await;
+        assert!(
+            o["status"] == "Confirmed" || o["status"] == "Rejected",
+            "{o}"
+        );
+        if o["status"] == "Confirmed" {
+            let item = &o["items"][0];
+            *expected
+                .entry(item["productId"].as_str().unwrap().to_owned())
+                .or_default() += item["quantity"].as_i64().unwrap();
+        }
+    }
+    for id in &ids {
+        let want = expected.get(id).copied().unwrap_or(0);
+        wait_for(
+            "availability to return exactly to its expected value",
+            LONG,
+            || async {
+                let (_, p) = get_json(&format!("{}/api/products/{id}", product.http)).await;
+                (p["reservedQuantity"].as_i64() == Some(want)).then_some(())
+            },
+        )
+        .await;
+    }
+    crate::assert_books_agree(&product.http).await;
+    eprintln!(
+        "FIGURES outage: {} orders during a {outage:?} outage ({accepted_pending} answered 202 Pending), all settled; {} cancels released; availability exact",
+        placed.len(),
+        to_cancel.len()
+    );
+}
