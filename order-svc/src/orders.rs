@@ -26,7 +26,7 @@ use crate::{
     domain::{self, Change, Order, OrderRequest, OrderStatus, ProductView},
     error::{Error, Result},
     order_log::{Appended, OrderLog, Stored},
-    stock::{FailCode, Reservation, StockClient, StockError},
+    stock::{FailureCode, Reservation, StockClient, StockError},
     store::{SnapshotUpdate, Store},
     view::OrdersView,
 };
@@ -163,7 +163,7 @@ impl Orders {
             }) => {
                 tracing::info!(order_id = %order.id, ?code, "Stock reservation refused; rejecting the order.");
                 let reason = match code {
-                    FailCode::RequestMismatch => {
+                    FailureCode::RequestMismatch => {
                         format!("the reservation for this order conflicts: {reason}")
                     }
                     _ => reason,

@@ -39,6 +39,7 @@ use std::{
 use async_nats::jetstream::{
     self, AckKind,
     consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull},
+    context::{ConsumerInfoError, ConsumerInfoErrorKind},
     stream::Stream,
 };
 use futures::StreamExt;
@@ -477,10 +478,10 @@ struct Written {
     wrote: bool,
 }
 
-/// The server's "consumer not found" (JetStream error 10014), whatever the client's error type.
-fn is_not_found<E: std::fmt::Display>(error: &E) -> bool {
-    let text = error.to_string().to_lowercase();
-    text.contains("consumer not found") || text.contains("10014")
+/// The server said the consumer does not exist (JetStream error 10014; the client maps that
+/// code to this kind).
+fn is_not_found(error: &ConsumerInfoError) -> bool {
+    error.kind() == ConsumerInfoErrorKind::NotFound
 }
 
 /// Runs the projector with a span naming the durable.

@@ -54,14 +54,16 @@ pub enum StockError {
 pub enum Reservation {
     Reserved,
     Failed {
-        code: FailCode,
+        code: FailureCode,
         reason: String,
         failed_product_ids: Vec<Uuid>,
     },
 }
 
+/// Why product-svc refused a reservation: its `FailureCode` as the proto carries it, plus
+/// `Other` for a code this client does not know (a newer server).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailCode {
+pub enum FailureCode {
     InsufficientStock,
     ProductNotFound,
     RequestMismatch,
@@ -261,10 +263,10 @@ impl StockClient {
             return Ok(Reservation::Reserved);
         }
         let code = match ErrorCode::try_from(resp.error_code) {
-            Ok(ErrorCode::InsufficientStock) => FailCode::InsufficientStock,
-            Ok(ErrorCode::ProductNotFound) => FailCode::ProductNotFound,
-            Ok(ErrorCode::RequestMismatch) => FailCode::RequestMismatch,
-            _ => FailCode::Other,
+            Ok(ErrorCode::InsufficientStock) => FailureCode::InsufficientStock,
+            Ok(ErrorCode::ProductNotFound) => FailureCode::ProductNotFound,
+            Ok(ErrorCode::RequestMismatch) => FailureCode::RequestMismatch,
+            _ => FailureCode::Other,
         };
         Ok(Reservation::Failed {
             code,

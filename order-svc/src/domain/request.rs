@@ -14,7 +14,8 @@ use super::{Order, OrderItem, OrderStatus, ProductView};
 const FINGERPRINT_NAMESPACE: Uuid = Uuid::from_u128(0x0e7c_55d1_93b8_4f62_a4c0_17d9_3e2b_8a41);
 
 pub const MAX_ITEMS: usize = 100;
-pub const MAX_QUANTITY: u32 = 10_000;
+/// Most units of one product in one order (after merging its lines).
+pub const MAX_ORDER_QUANTITY: u32 = 10_000;
 pub const MAX_EMAIL: usize = 320;
 pub const MAX_REASON: usize = 500;
 
@@ -137,11 +138,11 @@ pub fn validate_create(input: CreateOrderInput) -> Result<OrderRequest, Refused>
                         errors.add(format!("items[{i}].quantity"), "quantity is required.");
                         None
                     }
-                    Some(q) if (1..=i64::from(MAX_QUANTITY)).contains(&q) => Some(q as u64),
+                    Some(q) if (1..=i64::from(MAX_ORDER_QUANTITY)).contains(&q) => Some(q as u64),
                     Some(_) => {
                         errors.add(
                             format!("items[{i}].quantity"),
-                            format!("quantity must be between 1 and {MAX_QUANTITY}."),
+                            format!("quantity must be between 1 and {MAX_ORDER_QUANTITY}."),
                         );
                         None
                     }
@@ -158,10 +159,10 @@ pub fn validate_create(input: CreateOrderInput) -> Result<OrderRequest, Refused>
         over.add("items", "the nil UUID names no product.");
     }
     for (id, q) in &merged {
-        if *q > u64::from(MAX_QUANTITY) {
+        if *q > u64::from(MAX_ORDER_QUANTITY) {
             over.add(
                 "items",
-                format!("the total quantity of product {id} must be at most {MAX_QUANTITY}."),
+                format!("the total quantity of product {id} must be at most {MAX_ORDER_QUANTITY}."),
             );
         }
     }
