@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use tests::{FaultyProxy, ServiceProcess, edge::EdgeNats, wait_for};
 use uuid::Uuid;
 
-use super::{Report, create_orders, http_ready, latency_rows, seed_catalog};
+use crate::{Path, Report, Sizes, create_orders, env_or, http_ready, latency_rows, seed_catalog};
 
 const WAN: Duration = Duration::from_millis(10);
 
@@ -185,4 +185,25 @@ pub async fn run(
         None,
         "",
     );
+}
+
+/// 7. An edge site across a 10 ms WAN.
+pub(crate) async fn edge_site(report: &mut Report, dir: &Path, s: Sizes) {
+    let Sizes {
+        quick,
+        orders_1,
+        orders_64,
+        ..
+    } = s;
+    let outage = Duration::from_secs(env_or("BENCH_EDGE_OUTAGE_SECS", quick, 30, 10) as u64);
+    let outage_orders = env_or("BENCH_EDGE_OUTAGE_ORDERS", quick, 1_000, 200);
+    run(
+        report,
+        dir,
+        orders_1 / 4,
+        orders_64 / 8,
+        outage_orders,
+        outage,
+    )
+    .await;
 }
