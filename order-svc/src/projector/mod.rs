@@ -26,6 +26,11 @@
 //! - **Supervision.** A vanished consumer makes async-nats' `messages()` yield errors forever;
 //!   persistent errors end the session, and the next session recreates the durable from the
 //!   checkpoint.
+mod batch;
+mod consumer;
+
+use consumer::is_not_found;
+
 use std::{
     future::Future,
     pin::Pin,
@@ -36,12 +41,7 @@ use std::{
     time::Duration,
 };
 
-use async_nats::jetstream::{
-    self, AckKind,
-    consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull},
-    context::{ConsumerInfoError, ConsumerInfoErrorKind},
-    stream::Stream,
-};
+use async_nats::jetstream::{self};
 use futures::StreamExt;
 use shared::durability::GroupCommit;
 use tokio_util::sync::CancellationToken;
@@ -266,223 +266,10 @@ impl<P: Projection> Projector<P> {
             }
         }
     }
-
-    /// Picks up the durable, or (re)creates it so that delivery starts right after the checkpoint.
-    async fn ensure_consumer(&self, stream: &Stream) -> Result<PullConsumer, SessionError> {
-        let checkpoint = self.projection.checkpoint()?;
-        let existing = stream.consumer_info(&self.durable).await.ok();
-        let start = match (checkpoint, &existing) {
-            (None, Some(_)) => {
-                tracing::info!(durable = %self.durable, stream = %self.stream.name, "Cold start: empty {}; replaying the stream from the first sequence.", P::NAME);
-                Some(DeliverPolicy::All)
-            }
-            (None, None) => Some(DeliverPolicy::All),
-            (Some(c), Some(info)) if info.ack_floor.stream_sequence > c => {
-                tracing::info!(
-                    checkpoint = c,
-                    ack_floor = info.ack_floor.stream_sequence,
-                    "Checkpoint is behind the consumer's ack floor (applied rows lost in a crash, or \
-                     already-known states acked before the checkpoint moved); redelivering from \
-                     checkpoint + 1."
-                );
-                Some(DeliverPolicy::ByStartSequence {
-                    start_sequence: c + 1,
-                })
-            }
-            // Delivered past the checkpoint: those messages were never applied, and with
-            // ack-all the next ack would acknowledge them; so delivery restarts after the
-            // checkpoint. (Also upgrades a durable created with one-by-one acks.)
-            (Some(c), Some(info))
-                if info.delivered.stream_sequence > c
-                    || info.config.ack_policy != AckPolicy::All =>
-            {
-                tracing::info!(
-                    checkpoint = c,
-                    delivered = info.delivered.stream_sequence,
-                    "Restarting delivery right after the checkpoint."
-                );
-                Some(DeliverPolicy::ByStartSequence {
-                    start_sequence: c + 1,
-                })
-            }
-            (Some(_), Some(_)) => None,
-            (Some(c), None) => Some(DeliverPolicy::ByStartSequence {
-                start_sequence: c + 1,
-            }),
-        };
-        if let Some(deliver_policy) = start {
-            if existing.is_some() {
-                stream.delete_consumer(&self.durable).await.map_err(nats)?;
-            }
-            stream
-                .create_consumer(pull::Config {
-                    durable_name: Some(self.durable.clone()),
-                    deliver_policy,
-                    ack_policy: AckPolicy::All,
-                    ack_wait: Duration::from_secs(10),
-                    max_deliver: 20,
-                    max_ack_pending: (BATCH * 4) as i64,
-                    // A durable whose instance is gone for good (its data dir wiped, so it got a
-                    // new instance id) is removed by the server; an instance that returns after
-                    // this long recreates its durable from the checkpoint.
-                    inactive_threshold: INACTIVE_THRESHOLD,
-                    ..Default::default()
-                })
-                .await
-                .map_err(nats)?;
-        }
-        stream.get_consumer(&self.durable).await.map_err(nats)
-    }
-
-    /// Updates lag; marks ready when nothing is pending (covers a target that was compacted away).
-    /// Fails only when the server says the consumer is gone (deleted, or lost with its store).
-    async fn check_caught_up(&self, consumer: &PullConsumer) -> Result<(), SessionError> {
-        match consumer.get_info().await {
-            Ok(info) => {
-                // Lag = messages not yet delivered (acks in flight are not lag).
-                self.status.lag.store(info.num_pending, Ordering::Relaxed);
-                if info.num_pending == 0 && info.num_ack_pending == 0 {
-                    self.status
-                        .mark_ready(&self.projection, "consumer has nothing pending");
-                }
-                Ok(())
-            }
-            Err(e) if is_not_found(&e) => Err(SessionError::Nats(format!("consumer lost: {e}"))),
-            Err(_) => Ok(()), // disconnected: the client reconnects and the pull resumes by itself
-        }
-    }
-
-    /// Decodes a batch and writes it (rows and checkpoint, atomically; not yet flushed).
-    /// A gap in the delivery numbers fails before anything is written.
-    async fn write(
-        &self,
-        batch: Vec<jetstream::Message>,
-        next_delivery: &mut u64,
-    ) -> Result<Written, SessionError> {
-        let mut updates = Vec::with_capacity(batch.len());
-        let mut poison = Vec::new();
-        let mut last_seq = None;
-        let mut pending_after = None;
-        for (i, msg) in batch.iter().enumerate() {
-            let (seq, pending, delivery) = msg
-                .info()
-                .map(|info| (info.stream_sequence, info.pending, info.consumer_sequence))
-                .unwrap_or((0, 0, *next_delivery));
-            if delivery != *next_delivery {
-                return Err(SessionError::Nats(format!(
-                    "deliveries lost on the way: expected delivery {next_delivery}, got {delivery}"
-                )));
-            }
-            *next_delivery += 1;
-            last_seq = last_seq.max(Some(seq));
-            pending_after = Some(pending);
-            match self.projection.decode(msg) {
-                Ok(update) => updates.push(update),
-                Err(reason) => {
-                    tracing::warn!(stream_sequence = seq, subject = %msg.subject, reason, "Terminating a poison event.");
-                    poison.push(i);
-                }
-            }
-        }
-        let applied_count = updates.len();
-        let applied = self.projection.apply(updates, last_seq).await?;
-        // Keep only the messages still to be acked: poison is terminated one by one, and one
-        // ack of the last good message acks the rest (the others are dropped now, which halves
-        // what a replay holds while the next batch is decoded).
-        let messages = batch.len();
-        let poisoned = poison.len();
-        let last_good = (0..batch.len()).rev().find(|i| !poison.contains(i));
-        let acks = batch
-            .into_iter()
-            .enumerate()
-            .filter_map(|(i, msg)| {
-                if poison.contains(&i) {
-                    Some((msg, AckKind::Term))
-                } else if Some(i) == last_good {
-                    Some((msg, AckKind::Ack))
-                } else {
-                    None
-                }
-            })
-            .collect();
-        Ok(Written {
-            applied: applied_count,
-            acks,
-            messages,
-            poisoned,
-            last_seq,
-            pending_after,
-            changed: applied.changed,
-            wrote: applied.wrote,
-        })
-    }
-
-    /// Flushes a written batch, then acks it and publishes the progress.
-    async fn finish(&self, w: Written) -> Result<(), SessionError> {
-        if w.wrote {
-            self.commit
-                .flush()
-                .await
-                .map_err(crate::error::Error::from)?;
-        }
-        for (msg, kind) in &w.acks {
-            if let Err(error) = msg.ack_with(*kind).await {
-                // The data is applied and flushed; a lost ack only means a harmless redelivery.
-                tracing::debug!(%error, "Ack failed.");
-            }
-        }
-        if let Some(seq) = w.last_seq {
-            self.status.checkpoint.fetch_max(seq, Ordering::SeqCst);
-        }
-        if let Some(pending) = w.pending_after {
-            // Messages the server still holds for us after this batch (free: from the ack subject).
-            self.status.lag.store(pending, Ordering::Relaxed);
-        }
-        self.status
-            .applied
-            .fetch_add(w.applied as u64, Ordering::Relaxed);
-        self.status
-            .poison
-            .fetch_add(w.poisoned as u64, Ordering::Relaxed);
-        tracing::debug!(
-            messages = w.messages,
-            changed = w.changed,
-            poison = w.poisoned,
-            "Applied a batch of events."
-        );
-        let checkpoint = self.status.checkpoint.load(Ordering::SeqCst);
-        if checkpoint >= self.status.target.load(Ordering::SeqCst) {
-            self.status.mark_ready(
-                &self.projection,
-                "checkpoint reached the start-up stream sequence",
-            );
-        }
-        Ok(())
-    }
 }
 
 /// A batch's flush and ack, in flight.
 type Finishing<'a> = Pin<Box<dyn Future<Output = Result<(), SessionError>> + Send + 'a>>;
-
-/// A batch written to sled, waiting for its flush and ack.
-struct Written {
-    /// In stream order: the poison to terminate and the last good message to ack.
-    acks: Vec<(jetstream::Message, AckKind)>,
-    messages: usize,
-    poisoned: usize,
-    last_seq: Option<u64>,
-    pending_after: Option<u64>,
-    applied: usize,
-    changed: usize,
-    /// Anything written to sled (a batch of already-known states may write nothing).
-    wrote: bool,
-}
-
-/// The server said the consumer does not exist (JetStream error 10014; the client maps that
-/// code to this kind).
-fn is_not_found(error: &ConsumerInfoError) -> bool {
-    error.kind() == ConsumerInfoErrorKind::NotFound
-}
 
 /// Runs the projector with a span naming the durable.
 pub async fn run<P: Projection>(projector: Projector<P>, cancel: CancellationToken) {

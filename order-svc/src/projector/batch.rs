@@ -1,0 +1,131 @@
+//! One batch: applied through the version guard with the checkpoint, flushed, then acked with
+//! one ack (poison terminated first), and the status figures moved.
+use std::sync::atomic::Ordering;
+
+use async_nats::jetstream::{self, AckKind};
+
+use super::*;
+
+impl<P: Projection> Projector<P> {
+    /// Decodes a batch and writes it (rows and checkpoint, atomically; not yet flushed).
+    /// A gap in the delivery numbers fails before anything is written.
+    pub(super) async fn write(
+        &self,
+        batch: Vec<jetstream::Message>,
+        next_delivery: &mut u64,
+    ) -> Result<Written, SessionError> {
+        let mut updates = Vec::with_capacity(batch.len());
+        let mut poison = Vec::new();
+        let mut last_seq = None;
+        let mut pending_after = None;
+        for (i, msg) in batch.iter().enumerate() {
+            let (seq, pending, delivery) = msg
+                .info()
+                .map(|info| (info.stream_sequence, info.pending, info.consumer_sequence))
+                .unwrap_or((0, 0, *next_delivery));
+            if delivery != *next_delivery {
+                return Err(SessionError::Nats(format!(
+                    "deliveries lost on the way: expected delivery {next_delivery}, got {delivery}"
+                )));
+            }
+            *next_delivery += 1;
+            last_seq = last_seq.max(Some(seq));
+            pending_after = Some(pending);
+            match self.projection.decode(msg) {
+                Ok(update) => updates.push(update),
+                Err(reason) => {
+                    tracing::warn!(stream_sequence = seq, subject = %msg.subject, reason, "Terminating a poison event.");
+                    poison.push(i);
+                }
+            }
+        }
+        let applied_count = updates.len();
+        let applied = self.projection.apply(updates, last_seq).await?;
+        // Keep only the messages still to be acked: poison is terminated one by one, and one
+        // ack of the last good message acks the rest (the others are dropped now, which halves
+        // what a replay holds while the next batch is decoded).
+        let messages = batch.len();
+        let poisoned = poison.len();
+        let last_good = (0..batch.len()).rev().find(|i| !poison.contains(i));
+        let acks = batch
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, msg)| {
+                if poison.contains(&i) {
+                    Some((msg, AckKind::Term))
+                } else if Some(i) == last_good {
+                    Some((msg, AckKind::Ack))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        Ok(Written {
+            applied: applied_count,
+            acks,
+            messages,
+            poisoned,
+            last_seq,
+            pending_after,
+            changed: applied.changed,
+            wrote: applied.wrote,
+        })
+    }
+
+    /// Flushes a written batch, then acks it and publishes the progress.
+    pub(super) async fn finish(&self, w: Written) -> Result<(), SessionError> {
+        if w.wrote {
+            self.commit
+                .flush()
+                .await
+                .map_err(crate::error::Error::from)?;
+        }
+        for (msg, kind) in &w.acks {
+            if let Err(error) = msg.ack_with(*kind).await {
+                // The data is applied and flushed; a lost ack only means a harmless redelivery.
+                tracing::debug!(%error, "Ack failed.");
+            }
+        }
+        if let Some(seq) = w.last_seq {
+            self.status.checkpoint.fetch_max(seq, Ordering::SeqCst);
+        }
+        if let Some(pending) = w.pending_after {
+            // Messages the server still holds for us after this batch (free: from the ack subject).
+            self.status.lag.store(pending, Ordering::Relaxed);
+        }
+        self.status
+            .applied
+            .fetch_add(w.applied as u64, Ordering::Relaxed);
+        self.status
+            .poison
+            .fetch_add(w.poisoned as u64, Ordering::Relaxed);
+        tracing::debug!(
+            messages = w.messages,
+            changed = w.changed,
+            poison = w.poisoned,
+            "Applied a batch of events."
+        );
+        let checkpoint = self.status.checkpoint.load(Ordering::SeqCst);
+        if checkpoint >= self.status.target.load(Ordering::SeqCst) {
+            self.status.mark_ready(
+                &self.projection,
+                "checkpoint reached the start-up stream sequence",
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A batch written to sled, waiting for its flush and ack.
+pub(super) struct Written {
+    /// In stream order: the poison to terminate and the last good message to ack.
+    acks: Vec<(jetstream::Message, AckKind)>,
+    messages: usize,
+    poisoned: usize,
+    last_seq: Option<u64>,
+    pending_after: Option<u64>,
+    applied: usize,
+    changed: usize,
+    /// Anything written to sled (a batch of already-known states may write nothing).
+    wrote: bool,
+}
