@@ -1,11 +1,8 @@
 //! The gRPC client for product-svc's stock API: deadline per attempt, retries with exponential
 //! backoff and jitter on transient codes only, a circuit breaker so a dead product-svc costs
 //! nothing per request while open, lazy connect, and the correlation id in metadata.
-//! Only this file (and nowhere else in order-svc) names proto types.
-use std::{
-    sync::Mutex,
-    time::{Duration, Instant},
-};
+//! Only this module (and nowhere else in order-svc) names proto types.
+use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
 use proto::{
@@ -18,6 +15,10 @@ use tonic::{Code, Request, Status, transport::Channel};
 use uuid::Uuid;
 
 use crate::domain::ProductView;
+
+mod breaker;
+
+use breaker::Breaker;
 
 #[derive(Debug, Clone)]
 pub struct StockConfig {
@@ -345,84 +346,9 @@ impl StockClient {
     }
 }
 
-/// Consecutive transient failures open the breaker for a cool-down; then calls may try again
-/// (half-open), and one success closes it.
-struct Breaker {
-    threshold: u32,
-    cooldown: Duration,
-    state: Mutex<BreakerState>,
-}
-
-#[derive(Default)]
-struct BreakerState {
-    failures: u32,
-    open_until: Option<Instant>,
-}
-
-impl Breaker {
-    fn new(threshold: u32, cooldown: Duration) -> Self {
-        Self {
-            threshold: threshold.max(1),
-            cooldown,
-            state: Mutex::default(),
-        }
-    }
-
-    fn allow(&self) -> bool {
-        let state = self.state.lock().expect("breaker lock");
-        state.open_until.is_none_or(|until| Instant::now() >= until)
-    }
-
-    fn is_open(&self) -> bool {
-        !self.allow()
-    }
-
-    fn success(&self) {
-        let mut state = self.state.lock().expect("breaker lock");
-        if state.open_until.is_some() {
-            tracing::info!("Stock circuit breaker closed.");
-        }
-        *state = BreakerState::default();
-    }
-
-    fn failure(&self) {
-        let mut state = self.state.lock().expect("breaker lock");
-        state.failures += 1;
-        if state.failures >= self.threshold {
-            if state.open_until.is_none_or(|until| Instant::now() >= until) {
-                tracing::warn!(
-                    failures = state.failures,
-                    cooldown_ms = self.cooldown.as_millis() as u64,
-                    "Stock circuit breaker opened."
-                );
-            }
-            state.open_until = Some(Instant::now() + self.cooldown);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn breaker_opens_after_threshold_and_closes_on_success() {
-        let b = Breaker::new(3, Duration::from_secs(60));
-        b.failure();
-        b.failure();
-        assert!(b.allow());
-        b.failure();
-        assert!(!b.allow(), "open after 3 consecutive failures");
-        b.success();
-        assert!(b.allow());
-    }
-
-    #[test]
-    fn breaker_half_opens_after_cooldown() {
-        let b = Breaker::new(1, Duration::ZERO);
-        b.failure();
-        assert!(b.allow(), "cool-down of zero lets the next call try");
-    }
 
     #[test]
     fn only_transient_codes_are_retried() {
