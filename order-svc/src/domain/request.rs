@@ -76,83 +76,9 @@ impl OrderRequest {
 
 pub fn validate_create(input: CreateOrderInput) -> Result<OrderRequest, Refused> {
     let mut errors = FieldErrors::new();
-    let customer_id = match input.customer_id.as_deref().map(Uuid::parse_str) {
-        None => {
-            errors.add("customerId", "customerId is required.");
-            None
-        }
-        Some(Ok(id)) => Some(id),
-        Some(_) => {
-            errors.add("customerId", "customerId must be a UUID.");
-            None
-        }
-    };
-    let email = match input.customer_email {
-        None => {
-            errors.add("customerEmail", "customerEmail is required.");
-            None
-        }
-        Some(e) => {
-            if e.chars().count() > MAX_EMAIL {
-                errors.add(
-                    "customerEmail",
-                    format!("customerEmail must be at most {MAX_EMAIL} characters."),
-                );
-                None
-            } else if !is_email(&e) {
-                errors.add(
-                    "customerEmail",
-                    "customerEmail must be a valid email address.",
-                );
-                None
-            } else {
-                Some(e)
-            }
-        }
-    };
-    let mut merged: BTreeMap<Uuid, u64> = BTreeMap::new();
-    match input.items {
-        None => errors.add("items", "items is required."),
-        Some(items) if items.is_empty() => {
-            errors.add("items", "items must contain at least one item.")
-        }
-        Some(items) if items.len() > MAX_ITEMS => errors.add(
-            "items",
-            format!("items must contain at most {MAX_ITEMS} items."),
-        ),
-        Some(items) => {
-            for (i, item) in items.into_iter().enumerate() {
-                let id = match item.product_id.as_deref().map(Uuid::parse_str) {
-                    None => {
-                        errors.add(format!("items[{i}].productId"), "productId is required.");
-                        None
-                    }
-                    Some(Ok(id)) => Some(id),
-                    Some(_) => {
-                        errors.add(format!("items[{i}].productId"), "productId must be a UUID.");
-                        None
-                    }
-                };
-                let qty = match item.quantity {
-                    None => {
-                        errors.add(format!("items[{i}].quantity"), "quantity is required.");
-                        None
-                    }
-                    Some(q) if (1..=i64::from(MAX_ORDER_QUANTITY)).contains(&q) => Some(q as u64),
-                    Some(_) => {
-                        errors.add(
-                            format!("items[{i}].quantity"),
-                            format!("quantity must be between 1 and {MAX_ORDER_QUANTITY}."),
-                        );
-                        None
-                    }
-                };
-                if let (Some(id), Some(q)) = (id, qty) {
-                    *merged.entry(id).or_default() += q;
-                }
-            }
-        }
-    }
+    let customer_id = uuid_field("customerId", input.customer_id.as_deref(), &mut errors);
+    let email = email_field(input.customer_email, &mut errors);
+    let merged = items_field(input.items, &mut errors);
     errors.into_result().map_err(Refused::Invalid)?;
     let mut over = FieldErrors::new();
     if merged.contains_key(&Uuid::nil()) {
@@ -172,6 +98,91 @@ pub fn validate_create(input: CreateOrderInput) -> Result<OrderRequest, Refused>
         customer_email: email.expect("validated"),
         items: merged.into_iter().map(|(id, q)| (id, q as u32)).collect(),
     })
+}
+
+/// A required UUID field (`field` names it in the errors).
+fn uuid_field(field: &str, value: Option<&str>, errors: &mut FieldErrors) -> Option<Uuid> {
+    match value.map(Uuid::parse_str) {
+        None => {
+            errors.add(field, format!("{field} is required."));
+            None
+        }
+        Some(Ok(id)) => Some(id),
+        Some(_) => {
+            errors.add(field, format!("{field} must be a UUID."));
+            None
+        }
+    }
+}
+
+fn email_field(value: Option<String>, errors: &mut FieldErrors) -> Option<String> {
+    let Some(e) = value else {
+        errors.add("customerEmail", "customerEmail is required.");
+        return None;
+    };
+    if e.chars().count() > MAX_EMAIL {
+        errors.add(
+            "customerEmail",
+            format!("customerEmail must be at most {MAX_EMAIL} characters."),
+        );
+        None
+    } else if !is_email(&e) {
+        errors.add(
+            "customerEmail",
+            "customerEmail must be a valid email address.",
+        );
+        None
+    } else {
+        Some(e)
+    }
+}
+
+/// The items, each checked and keyed by its index; lines of the same product merged.
+fn items_field(value: Option<Vec<ItemInput>>, errors: &mut FieldErrors) -> BTreeMap<Uuid, u64> {
+    let mut merged: BTreeMap<Uuid, u64> = BTreeMap::new();
+    let items = match value {
+        None => {
+            errors.add("items", "items is required.");
+            return merged;
+        }
+        Some(items) if items.is_empty() => {
+            errors.add("items", "items must contain at least one item.");
+            return merged;
+        }
+        Some(items) if items.len() > MAX_ITEMS => {
+            errors.add(
+                "items",
+                format!("items must contain at most {MAX_ITEMS} items."),
+            );
+            return merged;
+        }
+        Some(items) => items,
+    };
+    for (i, item) in items.into_iter().enumerate() {
+        let id = uuid_field(
+            &format!("items[{i}].productId"),
+            item.product_id.as_deref(),
+            errors,
+        );
+        let qty = match item.quantity {
+            None => {
+                errors.add(format!("items[{i}].quantity"), "quantity is required.");
+                None
+            }
+            Some(q) if (1..=i64::from(MAX_ORDER_QUANTITY)).contains(&q) => Some(q as u64),
+            Some(_) => {
+                errors.add(
+                    format!("items[{i}].quantity"),
+                    format!("quantity must be between 1 and {MAX_ORDER_QUANTITY}."),
+                );
+                None
+            }
+        };
+        if let (Some(id), Some(q)) = (id, qty) {
+            *merged.entry(id).or_default() += q;
+        }
+    }
+    merged
 }
 
 /// Pragmatic address check: one `@`, non-empty local part, a dotted domain, no spaces or controls.
