@@ -299,3 +299,62 @@ where
         )
     }
 }
+
+/// The gRPC server: health, reflection when asked for, and the stock service behind the token
+/// check, with a deadline per call, a per-connection concurrency limit that sheds the excess
+/// (RESOURCE_EXHAUSTED) and the observe layer.
+pub struct Server {
+    pub store: Store,
+    pub token: Option<[u8; 32]>,
+    pub tls: Option<tonic::transport::ServerTlsConfig>,
+    pub reflection: bool,
+    pub concurrency: u32,
+    pub metrics: shared::metrics::Rpc,
+}
+
+impl Server {
+    /// Checks the TLS identity and reflection set-up, then returns the serving future (it stops
+    /// accepting when `stop` is cancelled).
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> anyhow::Result<impl Future<Output = Result<(), tonic::transport::Error>> + Send> {
+        use anyhow::Context;
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_serving::<proto::product_service_server::ProductServiceServer<StockService>>()
+            .await;
+        let reflection = if self.reflection {
+            Some(
+                tonic_reflection::server::Builder::configure()
+                    .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+                    .build_v1()
+                    .context("failed to build gRPC reflection")?,
+            )
+        } else {
+            None
+        };
+        let service = proto::product_service_server::ProductServiceServer::with_interceptor(
+            StockService { store: self.store },
+            RequireToken(self.token),
+        );
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = self.tls {
+            builder = builder
+                .tls_config(tls)
+                .context("invalid gRPC TLS certificate or key")?;
+        }
+        Ok(builder
+            .timeout(std::time::Duration::from_secs(30))
+            .concurrency_limit_per_connection(self.concurrency as usize)
+            .load_shed(true)
+            .layer(ObserveLayer(self.metrics))
+            .add_service(health_service)
+            .add_optional_service(reflection)
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, stop.cancelled_owned()))
+    }
+}

@@ -144,46 +144,9 @@ impl App {
         let grace = Duration::from_secs(self.config.shutdown_grace_secs);
         let mut tasks = shared::lifecycle::Tasks::new();
 
-        let relay = Relay {
-            tree: self.store.outbox_tree(),
-            js: shared::nats::jetstream(self.nats.clone()),
-            wake: self.store.relay_wake(),
-            config: RelayConfig {
-                window: self.config.relay_window.max(1),
-                streams: vec![
-                    shared::streams::products(self.config.stream_replicas),
-                    shared::streams::stock(self.config.stream_replicas),
-                ],
-                max_backoff: Duration::from_secs(5),
-                drain_timeout: grace,
-            },
-            publish_latency: self.metrics.outbox_publish.clone(),
-        };
-        tasks.worker(relay.run(tasks.workers_stop.clone()));
         let follower_counters = Arc::new(follower::FollowerCounters::default());
-        let follower = follower::Follower {
-            js: shared::nats::jetstream(self.nats.clone()),
-            store: self.store.clone(),
-            stream: self.config.orders_stream.clone(),
-            // With edge sites, product-svc owns the sourcing: it converges the stream's config.
-            converge: (!self.config.edge_sites.is_empty()).then(|| {
-                shared::streams::orders_with_sites(
-                    &self.config.orders_stream,
-                    shared::events::ORDER_SUBJECT_PREFIX,
-                    self.config.stream_replicas,
-                    &self.config.edge_sites,
-                )
-            }),
-            durable: "product-svc-orders".into(),
-            grace: Duration::from_secs(self.config.repair_grace_secs),
-            counters: follower_counters.clone(),
-        };
-        tasks.worker(follower.run(tasks.workers_stop.clone()));
         let retention = Duration::from_secs(self.config.reservation_retention_secs);
-        if !retention.is_zero() {
-            let stop = tasks.workers_stop.clone();
-            tasks.worker(retention::run(self.store.clone(), retention, stop));
-        }
+        self.spawn_workers(&mut tasks, grace, retention, &follower_counters);
 
         let limiter =
             shared::ratelimit::Limiter::new(self.config.rate_limit, self.config.rate_burst);
@@ -210,49 +173,17 @@ impl App {
             .into_future(),
         );
 
-        let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        health_reporter
-            .set_serving::<proto::product_service_server::ProductServiceServer<grpc::StockService>>(
-            )
-            .await;
-        let reflection = if self.config.grpc_reflection {
-            Some(
-                tonic_reflection::server::Builder::configure()
-                    .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-                    .build_v1()
-                    .context("failed to build gRPC reflection")?,
-            )
-        } else {
-            None
-        };
-        let service = proto::product_service_server::ProductServiceServer::with_interceptor(
-            grpc::StockService {
-                store: self.store.clone(),
-            },
-            grpc::RequireToken(self.grpc_token),
-        );
-        let stop = tasks.servers_stop.clone();
         let tls = self.grpc_tls.is_some();
-        let incoming =
-            tonic::transport::server::TcpIncoming::from(self.grpc).with_nodelay(Some(true));
-        let mut builder = tonic::transport::Server::builder();
-        if let Some(tls) = self.grpc_tls {
-            builder = builder
-                .tls_config(tls)
-                .context("invalid gRPC TLS certificate or key")?;
-        }
-        tasks.server(
-            "gRPC",
-            builder
-                .timeout(Duration::from_secs(30))
-                .concurrency_limit_per_connection(self.config.grpc_concurrency as usize)
-                .load_shed(true)
-                .layer(grpc::ObserveLayer(self.metrics.grpc_server.clone()))
-                .add_service(health_service)
-                .add_optional_service(reflection)
-                .add_service(service)
-                .serve_with_incoming_shutdown(incoming, stop.cancelled_owned()),
-        );
+        let grpc = grpc::Server {
+            store: self.store.clone(),
+            token: self.grpc_token,
+            tls: self.grpc_tls,
+            reflection: self.config.grpc_reflection,
+            concurrency: self.config.grpc_concurrency,
+            metrics: self.metrics.grpc_server.clone(),
+        };
+        let stop = tasks.servers_stop.clone();
+        tasks.server("gRPC", grpc.serve(self.grpc, stop).await?);
         tracing::info!(http.addr = %http_addr, grpc.addr = %grpc_addr, grpc.tls = tls, data_dir = %self.config.data_dir.display(), "product-svc started.");
 
         let outcome = tasks.run_until(shutdown, grace).await;
@@ -260,6 +191,54 @@ impl App {
         let _ = tokio::time::timeout(Duration::from_secs(1), self.nats.flush()).await;
         tracing::info!("product-svc stopped.");
         outcome.map_err(|f| anyhow::anyhow!(f))
+    }
+
+    /// The workers: the outbox relay, the follower of the order stream, and retention.
+    fn spawn_workers(
+        &self,
+        tasks: &mut shared::lifecycle::Tasks,
+        grace: Duration,
+        retention: Duration,
+        follower_counters: &Arc<follower::FollowerCounters>,
+    ) {
+        let relay = Relay {
+            tree: self.store.outbox_tree(),
+            js: shared::nats::jetstream(self.nats.clone()),
+            wake: self.store.relay_wake(),
+            config: RelayConfig {
+                window: self.config.relay_window.max(1),
+                streams: vec![
+                    shared::streams::products(self.config.stream_replicas),
+                    shared::streams::stock(self.config.stream_replicas),
+                ],
+                max_backoff: Duration::from_secs(5),
+                drain_timeout: grace,
+            },
+            publish_latency: self.metrics.outbox_publish.clone(),
+        };
+        tasks.worker(relay.run(tasks.workers_stop.clone()));
+        let follower = follower::Follower {
+            js: shared::nats::jetstream(self.nats.clone()),
+            store: self.store.clone(),
+            stream: self.config.orders_stream.clone(),
+            // With edge sites, product-svc owns the sourcing: it converges the stream's config.
+            converge: (!self.config.edge_sites.is_empty()).then(|| {
+                shared::streams::orders_with_sites(
+                    &self.config.orders_stream,
+                    shared::events::ORDER_SUBJECT_PREFIX,
+                    self.config.stream_replicas,
+                    &self.config.edge_sites,
+                )
+            }),
+            durable: "product-svc-orders".into(),
+            grace: Duration::from_secs(self.config.repair_grace_secs),
+            counters: follower_counters.clone(),
+        };
+        tasks.worker(follower.run(tasks.workers_stop.clone()));
+        if !retention.is_zero() {
+            let stop = tasks.workers_stop.clone();
+            tasks.worker(retention::run(self.store.clone(), retention, stop));
+        }
     }
 }
 
