@@ -1,6 +1,11 @@
 //! order-svc's configuration: every flag with its environment variable and default (clap), and
-//! the loopback configuration the tests start from.
+//! the loopback configuration the tests start from, and the checks across flags (names, the
+//! gRPC credentials) that `App::build` runs before anything is opened.
 use std::{net::SocketAddr, path::PathBuf};
+
+use anyhow::Context;
+
+use crate::is_token;
 
 /// Where create-order reads catalog data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -142,5 +147,75 @@ impl Config {
             rate_burst: 1,
             nats_auth: Default::default(),
         }
+    }
+}
+
+impl Config {
+    /// Checks the stream, subject and site names, and derives a site's own order stream and
+    /// subjects from `--site`.
+    pub(crate) fn settle_names(&mut self) -> anyhow::Result<()> {
+        if let Some(site) = self.site.clone() {
+            anyhow::ensure!(
+                shared::streams::is_site_name(&site),
+                "--site must be 1-32 characters of [A-Za-z0-9_-]"
+            );
+            anyhow::ensure!(
+                self.orders_stream == shared::streams::ORDERS
+                    && self.orders_subject_prefix == shared::events::ORDER_SUBJECT_PREFIX,
+                "--site names the order stream and subjects itself; drop --orders-stream/--orders-subject-prefix"
+            );
+            self.orders_stream = shared::streams::site_orders_stream(&site);
+            self.orders_subject_prefix = shared::streams::site_orders_prefix(&site);
+        }
+        if let Some(domain) = &self.catalog_domain {
+            anyhow::ensure!(
+                shared::streams::is_site_name(domain),
+                "--catalog-domain must be 1-32 characters of [A-Za-z0-9_-]"
+            );
+        }
+        anyhow::ensure!(
+            is_token(&self.orders_stream),
+            "--orders-stream must be 1-64 characters of [A-Za-z0-9_-]"
+        );
+        anyhow::ensure!(
+            self.orders_subject_prefix.len() <= 128
+                && self.orders_subject_prefix.split('.').all(|t| !t.is_empty()
+                    && t.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')),
+            "--orders-subject-prefix must be dot-separated tokens of [A-Za-z0-9_-]"
+        );
+        Ok(())
+    }
+
+    /// The gRPC token order-svc sends (`None` when anonymous) and the CA to trust for an https:// URL.
+    pub(crate) fn grpc_credentials(&self) -> anyhow::Result<(Option<String>, Option<Vec<u8>>)> {
+        let token = match (&self.grpc_token_file, self.allow_anonymous) {
+            (Some(path), _) => Some(
+                shared::auth::read_token(path)
+                    .map_err(anyhow::Error::msg)?
+                    .1,
+            ),
+            (None, true) => None,
+            (None, false) => anyhow::bail!(
+                "order-svc needs --grpc-token-file FILE (the token product-svc expects), or --allow-anonymous"
+            ),
+        };
+        let tls_ca = match (
+            &self.grpc_tls_ca,
+            self.product_grpc_url.starts_with("https://"),
+        ) {
+            (Some(path), true) => Some(
+                std::fs::read(path)
+                    .with_context(|| format!("failed to read --grpc-tls-ca {}", path.display()))?,
+            ),
+            (Some(_), false) => {
+                anyhow::bail!("--grpc-tls-ca needs an https:// --product-grpc-url")
+            }
+            (None, true) => anyhow::bail!(
+                "an https:// --product-grpc-url needs --grpc-tls-ca FILE (the CA that signed product-svc's certificate)"
+            ),
+            (None, false) => None,
+        };
+        Ok((token, tls_ca))
     }
 }

@@ -55,25 +55,7 @@ pub struct App {
 
 impl App {
     pub async fn build(mut config: Config) -> anyhow::Result<Self> {
-        if let Some(site) = config.site.clone() {
-            anyhow::ensure!(
-                shared::streams::is_site_name(&site),
-                "--site must be 1-32 characters of [A-Za-z0-9_-]"
-            );
-            anyhow::ensure!(
-                config.orders_stream == shared::streams::ORDERS
-                    && config.orders_subject_prefix == shared::events::ORDER_SUBJECT_PREFIX,
-                "--site names the order stream and subjects itself; drop --orders-stream/--orders-subject-prefix"
-            );
-            config.orders_stream = shared::streams::site_orders_stream(&site);
-            config.orders_subject_prefix = shared::streams::site_orders_prefix(&site);
-        }
-        if let Some(domain) = &config.catalog_domain {
-            anyhow::ensure!(
-                shared::streams::is_site_name(domain),
-                "--catalog-domain must be 1-32 characters of [A-Za-z0-9_-]"
-            );
-        }
+        config.settle_names()?;
         let auth = shared::auth::Auth::from_config(
             config.api_keys.as_deref(),
             config.allow_anonymous,
@@ -81,47 +63,7 @@ impl App {
             "order-svc",
         )
         .map_err(anyhow::Error::msg)?;
-        anyhow::ensure!(
-            is_token(&config.orders_stream),
-            "--orders-stream must be 1-64 characters of [A-Za-z0-9_-]"
-        );
-        anyhow::ensure!(
-            config.orders_subject_prefix.len() <= 128
-                && config
-                    .orders_subject_prefix
-                    .split('.')
-                    .all(|t| !t.is_empty()
-                        && t.bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')),
-            "--orders-subject-prefix must be dot-separated tokens of [A-Za-z0-9_-]"
-        );
-        let token = match (&config.grpc_token_file, config.allow_anonymous) {
-            (Some(path), _) => Some(
-                shared::auth::read_token(path)
-                    .map_err(anyhow::Error::msg)?
-                    .1,
-            ),
-            (None, true) => None,
-            (None, false) => anyhow::bail!(
-                "order-svc needs --grpc-token-file FILE (the token product-svc expects), or --allow-anonymous"
-            ),
-        };
-        let tls_ca = match (
-            &config.grpc_tls_ca,
-            config.product_grpc_url.starts_with("https://"),
-        ) {
-            (Some(path), true) => Some(
-                std::fs::read(path)
-                    .with_context(|| format!("failed to read --grpc-tls-ca {}", path.display()))?,
-            ),
-            (Some(_), false) => {
-                anyhow::bail!("--grpc-tls-ca needs an https:// --product-grpc-url")
-            }
-            (None, true) => anyhow::bail!(
-                "an https:// --product-grpc-url needs --grpc-tls-ca FILE (the CA that signed product-svc's certificate)"
-            ),
-            (None, false) => None,
-        };
+        let (token, tls_ca) = config.grpc_credentials()?;
         // NATS first: refused credentials must stop the start before anything is opened.
         let nats = shared::nats::connect(&config.nats_url, "order-svc", &config.nats_auth)
             .await
@@ -297,7 +239,7 @@ fn orders_stream_config(config: &Config) -> async_nats::jetstream::stream::Confi
     )
 }
 
-fn is_token(s: &str) -> bool {
+pub(crate) fn is_token(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && s.bytes()
