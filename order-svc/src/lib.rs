@@ -151,8 +151,52 @@ impl App {
     ) -> anyhow::Result<()> {
         let http_addr = self.http_addr();
         let grace = Duration::from_secs(self.config.shutdown_grace_secs);
-        let interval = Duration::from_millis(self.config.worker_interval_ms);
         let mut tasks = shared::lifecycle::Tasks::new();
+        self.spawn_workers(&mut tasks);
+
+        let limiter =
+            shared::ratelimit::Limiter::new(self.config.rate_limit, self.config.rate_burst);
+        metrics::sample_state(
+            &self.metrics,
+            self.orders.clone(),
+            [
+                ("products", self.snapshot.clone()),
+                ("orders", self.orders_view.clone()),
+            ],
+            limiter.clone(),
+        );
+        let state = AppState {
+            auth: self.auth.clone(),
+            limiter,
+            metrics: self.metrics.clone(),
+            orders: self.orders.clone(),
+            snapshot: self.snapshot.clone(),
+            orders_view: self.orders_view.clone(),
+        };
+        let router = http::router(state);
+        let stop = tasks.servers_stop.clone();
+        tasks.server(
+            "HTTP",
+            axum::serve(
+                self.http,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .into_future(),
+        );
+        tracing::info!(http.addr = %http_addr, data_dir = %self.config.data_dir.display(), catalog = ?self.config.catalog, catalog_domain = ?self.config.catalog_domain, instance = %self.instance_id, orders_stream = %self.config.orders_stream, "order-svc started.");
+
+        let outcome = tasks.run_until(shutdown, grace).await;
+        self.orders.snapshot.close().await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.nats.flush()).await;
+        tracing::info!("order-svc stopped.");
+        outcome.map_err(|f| anyhow::anyhow!(f))
+    }
+
+    /// The workers: both projectors (the product snapshot from `PRODUCTS` or its mirror, the
+    /// orders view from the order stream), the reconciler and the stock-work releaser.
+    fn spawn_workers(&self, tasks: &mut shared::lifecycle::Tasks) {
+        let interval = Duration::from_millis(self.config.worker_interval_ms);
         let workers_stop = tasks.workers_stop.clone();
         let js = shared::nats::jetstream(self.nats.clone());
         let store = self.orders.snapshot.clone();
@@ -190,44 +234,6 @@ impl App {
             interval,
             workers_stop,
         ));
-
-        let limiter =
-            shared::ratelimit::Limiter::new(self.config.rate_limit, self.config.rate_burst);
-        metrics::sample_state(
-            &self.metrics,
-            self.orders.clone(),
-            [
-                ("products", self.snapshot.clone()),
-                ("orders", self.orders_view.clone()),
-            ],
-            limiter.clone(),
-        );
-        let state = AppState {
-            auth: self.auth.clone(),
-            limiter,
-            metrics: self.metrics.clone(),
-            orders: self.orders.clone(),
-            snapshot: self.snapshot.clone(),
-            orders_view: self.orders_view.clone(),
-        };
-        let router = http::router(state);
-        let stop = tasks.servers_stop.clone();
-        tasks.server(
-            "HTTP",
-            axum::serve(
-                self.http,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .into_future(),
-        );
-        tracing::info!(http.addr = %http_addr, data_dir = %self.config.data_dir.display(), catalog = ?self.config.catalog, catalog_domain = ?self.config.catalog_domain, instance = %self.instance_id, orders_stream = %self.config.orders_stream, "order-svc started.");
-
-        let outcome = tasks.run_until(shutdown, grace).await;
-        store.close().await;
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.nats.flush()).await;
-        tracing::info!("order-svc stopped.");
-        outcome.map_err(|f| anyhow::anyhow!(f))
     }
 }
 
