@@ -84,6 +84,16 @@ pub fn with_callers<S: Clone + Send + Sync + 'static>(
         ))
 }
 
+/// A JSON document kept as text (the committed OpenAPI document), served as `application/json`.
+pub fn json_text(text: &'static str) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        text,
+    )
+        .into_response()
+}
+
 /// The last page a listing accepts (the documents state it as the maximum).
 pub const MAX_PAGE: usize = 1_000_000;
 

@@ -41,12 +41,11 @@ pub struct ProblemBody {
     correlation_id: Option<String>,
 }
 
-/// Adds the common answers, the bearer scheme, and marks `open` paths as needing no key.
+/// Adds the common answers and the bearer scheme, and marks the paths `auth::is_open` lets
+/// through as needing no key (the same rule the middleware applies).
 pub struct Conventions {
     /// What the bearer key is, for the security scheme's description.
     pub keys: &'static str,
-    /// Path prefixes that are open (no key, no rate limit).
-    pub open: &'static [&'static str],
 }
 
 impl Modify for Conventions {
@@ -71,7 +70,7 @@ impl Modify for Conventions {
             Vec::<String>::new(),
         )]);
         for (path, item) in doc.paths.paths.iter_mut() {
-            let open = self.open.iter().any(|p| path.starts_with(p));
+            let open = crate::auth::is_open(path);
             for op in [
                 &mut item.get,
                 &mut item.post,
@@ -157,7 +156,13 @@ fn add_common(op: &mut Operation, open: bool) {
         add("413", "TooLarge");
         add("415", "NotJson");
     }
-    if op.parameters.as_ref().is_some_and(|p| !p.is_empty()) {
+    // A bad query or header value is a 400; a path id that names nothing is the route's 404.
+    let parsed_params = op
+        .parameters
+        .iter()
+        .flatten()
+        .any(|p| matches!(p.parameter_in, ParameterIn::Query | ParameterIn::Header));
+    if parsed_params {
         add("400", "Invalid");
     }
     if open {

@@ -30,7 +30,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/snapshot/products/{id}", get(snapshot::get_one))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
-        .route("/openapi.json", get(openapi::serve));
+        .route(
+            "/openapi.json",
+            get(|| async { shared::http::json_text(openapi::DOCUMENT) }),
+        );
     let routes = shared::http::with_callers(routes, state.auth.clone(), state.limiter.clone());
     shared::http::with_defaults(routes, state.metrics.clone()).with_state(state)
 }

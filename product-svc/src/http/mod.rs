@@ -38,7 +38,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/stock/audit", get(audit))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
-        .route("/openapi.json", get(openapi::serve));
+        .route(
+            "/openapi.json",
+            get(|| async { shared::http::json_text(openapi::DOCUMENT) }),
+        );
     let routes = shared::http::with_callers(routes, state.auth.clone(), state.limiter.clone());
     shared::http::with_defaults(routes, state.metrics.clone()).with_state(state)
 }
@@ -117,12 +120,16 @@ fn if_match(headers: &HeaderMap) -> Result<Option<u64>, Error> {
     if text == "*" {
         return Ok(None);
     }
-    let tag = text.strip_prefix("W/").unwrap_or(text);
-    let quoted = tag.strip_prefix('"').and_then(|t| t.strip_suffix('"'));
-    let version = quoted
-        .or((tag.len() == text.len()).then_some(text))
-        .filter(|v| (1..=19).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_digit()))
-        .and_then(|v| v.parse::<u64>().ok());
+    fn unquote(t: &str) -> Option<&str> {
+        t.strip_prefix('"')?.strip_suffix('"')
+    }
+    // A weak tag must be quoted; a strong one may also be the bare version.
+    let version = match text.strip_prefix("W/") {
+        Some(weak) => unquote(weak),
+        None => unquote(text).or(Some(text)),
+    }
+    .filter(|v| (1..=19).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_digit()))
+    .and_then(|v| v.parse::<u64>().ok());
     match version {
         Some(v) => Ok(Some(v)),
         None => {
