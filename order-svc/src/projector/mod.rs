@@ -41,7 +41,7 @@ use std::{
     time::Duration,
 };
 
-use async_nats::jetstream::{self};
+use async_nats::jetstream::{self, consumer::PullConsumer};
 use futures::StreamExt;
 use shared::durability::GroupCommit;
 use tokio_util::sync::CancellationToken;
@@ -185,7 +185,7 @@ impl<P: Projection> Projector<P> {
         // deliveries lost on the way (a cut connection), which the next ack-all would
         // acknowledge unapplied. So a gap ends the session, and the next one restarts delivery
         // right after the checkpoint.
-        let mut next_delivery = consumer
+        let next_delivery = consumer
             .info()
             .await
             .map_err(nats)?
@@ -195,7 +195,7 @@ impl<P: Projection> Projector<P> {
         self.status.connected.store(true, Ordering::SeqCst);
         self.check_caught_up(&consumer).await?;
 
-        let mut messages = consumer
+        let messages = consumer
             .stream()
             .max_messages_per_batch(BATCH)
             .heartbeat(Duration::from_secs(5))
@@ -204,30 +204,56 @@ impl<P: Projection> Projector<P> {
             .await
             .map_err(nats)?
             .ready_chunks(BATCH);
+        // The previous batch's flush and ack, running while the next batch is decoded and
+        // written (a flush is mostly waiting on the disk).
+        let mut finishing = None;
+        let pumped = self
+            .pump(
+                cancel,
+                &stream,
+                &consumer,
+                messages,
+                next_delivery,
+                &mut finishing,
+            )
+            .await;
+        // However the session ends, a batch already written is still flushed, acked (a no-op
+        // when its consumer is gone) and counted: dropping it would leave the figures short.
+        if let Some(finish) = finishing {
+            let finished = finish.await;
+            pumped?;
+            return finished;
+        }
+        pumped
+    }
+
+    /// Applies batches as they arrive until cancelled or the consumer fails; the batch in
+    /// flight is left in `finishing` for the caller.
+    async fn pump<'a>(
+        &'a self,
+        cancel: &CancellationToken,
+        stream: &jetstream::stream::Stream,
+        consumer: &PullConsumer,
+        mut messages: Messages,
+        mut next_delivery: u64,
+        finishing: &mut Option<Finishing<'a>>,
+    ) -> Result<(), SessionError> {
         // Consumer info is a JetStream API call: every 0.5 s while catching up (readiness),
         // every 5 s once ready (lag and lost-consumer detection; batches report lag for free).
         let mut lag_tick = tokio::time::interval(Duration::from_millis(500));
         let mut ticks = 0u32;
         let mut consecutive_errors = 0u32;
-        // The previous batch's flush and ack, running while the next batch is decoded and
-        // written (a flush is mostly waiting on the disk).
-        let mut finishing: Option<Finishing<'_>> = None;
         loop {
             tokio::select! {
-                _ = cancel.cancelled() => {
-                    if let Some(finish) = finishing.take() {
-                        finish.await?;
-                    }
-                    return Ok(());
-                }
+                _ = cancel.cancelled() => return Ok(()),
                 result = async { finishing.as_mut().expect("guarded").await }, if finishing.is_some() => {
-                    finishing = None;
+                    *finishing = None;
                     result?;
                 }
                 _ = lag_tick.tick() => {
                     ticks = ticks.wrapping_add(1);
                     if !self.status.ready.load(Ordering::SeqCst) || ticks.is_multiple_of(10) {
-                        self.check_caught_up(&consumer).await?;
+                        self.check_caught_up(consumer).await?;
                     }
                 }
                 chunk = messages.next() => {
@@ -260,13 +286,16 @@ impl<P: Projection> Projector<P> {
                         if let Some(previous) = finishing.take() {
                             previous.await?;
                         }
-                        finishing = Some(Box::pin(self.finish(written)));
+                        *finishing = Some(Box::pin(self.finish(written)));
                     }
                 }
             }
         }
     }
 }
+
+/// The consumer's deliveries, in chunks of whatever is ready.
+type Messages = futures::stream::ReadyChunks<jetstream::consumer::pull::Stream>;
 
 /// A batch's flush and ack, in flight.
 type Finishing<'a> = Pin<Box<dyn Future<Output = Result<(), SessionError>> + Send + 'a>>;
