@@ -72,19 +72,13 @@ impl<P: Projection> Projector<P> {
         })
     }
 
-    /// Flushes a written batch, then acks it and publishes the progress.
+    /// Flushes a written batch, publishes the progress, then acks it.
     pub(super) async fn finish(&self, w: Written) -> Result<(), SessionError> {
         if w.wrote {
             self.commit
                 .flush()
                 .await
                 .map_err(crate::error::Error::from)?;
-        }
-        for (msg, kind) in &w.acks {
-            if let Err(error) = msg.ack_with(*kind).await {
-                // The data is applied and flushed; a lost ack only means a harmless redelivery.
-                tracing::debug!(%error, "Ack failed.");
-            }
         }
         if let Some(seq) = w.last_seq {
             self.status.checkpoint.fetch_max(seq, Ordering::SeqCst);
@@ -99,6 +93,13 @@ impl<P: Projection> Projector<P> {
         self.status
             .poison
             .fetch_add(w.poisoned as u64, Ordering::Relaxed);
+        // The figures move before the ack: once the server sees nothing pending, they are final.
+        for (msg, kind) in &w.acks {
+            if let Err(error) = msg.ack_with(*kind).await {
+                // The data is applied and flushed; a lost ack only means a harmless redelivery.
+                tracing::debug!(%error, "Ack failed.");
+            }
+        }
         tracing::debug!(
             messages = w.messages,
             changed = w.changed,
