@@ -1,5 +1,5 @@
 //! The crate's one error type, mapped once to problem+json in `http/mod.rs`.
-use shared::problem::FieldErrors;
+use shared::fields::FieldErrors;
 use uuid::Uuid;
 
 use crate::domain::{InvalidTransition, OrderStatus};

@@ -1,5 +1,5 @@
 //! The crate's one error type. HTTP (`http/mod.rs`) and gRPC (`grpc.rs`) each map it exactly once.
-use shared::problem::FieldErrors;
+use shared::fields::FieldErrors;
 use uuid::Uuid;
 
 use crate::domain::StockError;

@@ -9,10 +9,7 @@ use axum::{
 };
 use uuid::Uuid;
 
-use crate::{
-    metrics::Metrics,
-    problem::{FieldErrors, Problem},
-};
+use crate::{fields::FieldErrors, metrics::Metrics, problem::Problem};
 
 /// Request body limit of both APIs (the 413 message in `problem.rs` says 64 KiB).
 pub const BODY_LIMIT: usize = 64 * 1024;

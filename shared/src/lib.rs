@@ -4,6 +4,7 @@
 //! - [`streams`]: the one definition of each JetStream stream, used by publisher and consumer.
 //! - [`auth`]: API keys (digests, scopes, customer binding) and the HTTP middleware.
 //! - [`correlation`]: validated correlation ids carried across HTTP, gRPC and NATS.
+//! - [`fields`]: validation errors keyed by JSON field, free of HTTP.
 //! - [`problem`]: the `application/problem+json` body and the JSON body extractor.
 //! - [`http`]: router defaults (fallbacks, body limit, correlation layer), paging, path ids.
 //! - [`metrics`]: Prometheus families, the HTTP middleware and the scrape-time samplers.
@@ -16,6 +17,7 @@ pub mod auth;
 pub mod correlation;
 pub mod durability;
 pub mod events;
+pub mod fields;
 pub mod http;
 pub mod lifecycle;
 pub mod metrics;

@@ -1,11 +1,11 @@
-//! A create request from JSON to a priced order: field validation (400), the rules the schema
+//! A create request from its draft to a priced order: field validation (400), the rules the schema
 //! cannot state (422), and pricing from the snapshot.
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use serde::{Deserialize, Serialize};
-use shared::problem::FieldErrors;
+use serde::Serialize;
+use shared::fields::FieldErrors;
 use uuid::Uuid;
 
 use super::{Order, OrderItem, OrderStatus, ProductView};
@@ -19,31 +19,19 @@ pub const MAX_ORDER_QUANTITY: u32 = 10_000;
 pub const MAX_EMAIL: usize = 320;
 pub const MAX_REASON: usize = 500;
 
-/// A create-order request as received: every field optional, so that a missing one is reported
-/// by name with the others (the schema attributes are what the OpenAPI document states).
-#[derive(Debug, Default, Clone, Deserialize)]
-#[cfg_attr(test, derive(utoipa::ToSchema))]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[cfg_attr(test, schema(as = CreateOrder))]
-pub struct CreateOrderInput {
-    #[cfg_attr(test, schema(value_type = Uuid, required = true))]
+/// A create-order request as received, before any rule: every field optional, so that a
+/// missing one is reported by name with the others.
+#[derive(Debug, Default, Clone)]
+pub struct OrderDraft {
     pub customer_id: Option<String>,
-    #[cfg_attr(test, schema(value_type = String, required = true, format = Email, max_length = 320))]
     pub customer_email: Option<String>,
-    /// Lines of the same product are merged; their total must stay within 10000 (else 422).
-    #[cfg_attr(test, schema(value_type = Vec<ItemInput>, required = true, min_items = 1, max_items = 100))]
-    pub items: Option<Vec<ItemInput>>,
+    pub items: Option<Vec<LineDraft>>,
 }
 
-#[derive(Debug, Default, Clone, Deserialize)]
-#[cfg_attr(test, derive(utoipa::ToSchema))]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[cfg_attr(test, schema(as = OrderLine))]
-pub struct ItemInput {
-    #[cfg_attr(test, schema(value_type = Uuid, required = true))]
+/// One line of a draft.
+#[derive(Debug, Default, Clone)]
+pub struct LineDraft {
     pub product_id: Option<String>,
-    #[cfg_attr(test, schema(value_type = u32, required = true, minimum = 1, maximum = 10000))]
-    #[serde(default, deserialize_with = "shared::problem::json_integer")]
     pub quantity: Option<i64>,
 }
 
@@ -74,7 +62,7 @@ impl OrderRequest {
     }
 }
 
-pub fn validate_create(input: CreateOrderInput) -> Result<OrderRequest, Refused> {
+pub fn validate_create(input: OrderDraft) -> Result<OrderRequest, Refused> {
     let mut errors = FieldErrors::new();
     let customer_id = uuid_field("customerId", input.customer_id.as_deref(), &mut errors);
     let email = email_field(input.customer_email, &mut errors);
@@ -138,7 +126,7 @@ fn email_field(value: Option<String>, errors: &mut FieldErrors) -> Option<String
 }
 
 /// The items, each checked and keyed by its index; lines of the same product merged.
-fn items_field(value: Option<Vec<ItemInput>>, errors: &mut FieldErrors) -> BTreeMap<Uuid, u64> {
+fn items_field(value: Option<Vec<LineDraft>>, errors: &mut FieldErrors) -> BTreeMap<Uuid, u64> {
     let mut merged: BTreeMap<Uuid, u64> = BTreeMap::new();
     let items = match value {
         None => {

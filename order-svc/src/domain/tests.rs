@@ -160,15 +160,15 @@ fn pricing_reports_unknown_and_deleted_products() {
 #[test]
 fn validation_merges_duplicates_and_keys_errors() {
     let p = Uuid::new_v4().to_string();
-    let ok = validate_create(CreateOrderInput {
+    let ok = validate_create(OrderDraft {
         customer_id: Some(Uuid::new_v4().to_string()),
         customer_email: Some("x@y.com".into()),
         items: Some(vec![
-            ItemInput {
+            LineDraft {
                 product_id: Some(p.clone()),
                 quantity: Some(2),
             },
-            ItemInput {
+            LineDraft {
                 product_id: Some(p.clone()),
                 quantity: Some(3),
             },
@@ -178,15 +178,15 @@ fn validation_merges_duplicates_and_keys_errors() {
     assert_eq!(ok.items.len(), 1);
     assert_eq!(ok.items[0].1, 5);
 
-    let Err(Refused::Invalid(errors)) = validate_create(CreateOrderInput {
+    let Err(Refused::Invalid(errors)) = validate_create(OrderDraft {
         customer_id: Some("not-a-uuid".into()),
         customer_email: Some("invalid@".into()),
         items: Some(vec![
-            ItemInput {
+            LineDraft {
                 product_id: Some("nope".into()),
                 quantity: Some(0),
             },
-            ItemInput {
+            LineDraft {
                 product_id: None,
                 quantity: Some(10_001),
             },
@@ -204,12 +204,12 @@ fn validation_merges_duplicates_and_keys_errors() {
     ] {
         assert!(errors.contains(field), "no error for {field}: {errors:?}");
     }
-    let Err(Refused::Invalid(too_many)) = validate_create(CreateOrderInput {
+    let Err(Refused::Invalid(too_many)) = validate_create(OrderDraft {
         customer_id: Some(Uuid::new_v4().to_string()),
         customer_email: Some("x@y.com".into()),
         items: Some(
             (0..101)
-                .map(|_| ItemInput {
+                .map(|_| LineDraft {
                     product_id: Some(Uuid::new_v4().to_string()),
                     quantity: Some(1),
                 })
@@ -220,15 +220,15 @@ fn validation_merges_duplicates_and_keys_errors() {
     };
     assert!(too_many.contains("items"));
     // Each line within the schema's limit, their sum over it: a business rule (422).
-    let Err(Refused::Unprocessable(merged_too_big)) = validate_create(CreateOrderInput {
+    let Err(Refused::Unprocessable(merged_too_big)) = validate_create(OrderDraft {
         customer_id: Some(Uuid::new_v4().to_string()),
         customer_email: Some("x@y.com".into()),
         items: Some(vec![
-            ItemInput {
+            LineDraft {
                 product_id: Some(p.clone()),
                 quantity: Some(6000),
             },
-            ItemInput {
+            LineDraft {
                 product_id: Some(p),
                 quantity: Some(6000),
             },

@@ -5,7 +5,54 @@ use serde::{Deserialize, Serialize};
 use shared::events::OrderStatus;
 use uuid::Uuid;
 
-use crate::domain::{Order, OrderItem, ProductView};
+use crate::domain::{LineDraft, Order, OrderDraft, OrderItem, ProductView};
+
+/// An order to place: who orders, and which products in what quantities.
+// Every field is optional in Rust, so that a missing one is reported by name with the others;
+// the schema attributes state what the document requires.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[cfg_attr(test, derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(test, schema(as = CreateOrder))]
+pub struct CreateOrderBody {
+    #[cfg_attr(test, schema(value_type = Uuid, required = true))]
+    customer_id: Option<String>,
+    #[cfg_attr(test, schema(value_type = String, required = true, format = Email, max_length = 320))]
+    customer_email: Option<String>,
+    /// Lines of the same product are merged; their total must stay within 10000 (else 422).
+    #[cfg_attr(test, schema(value_type = Vec<OrderLineBody>, required = true, min_items = 1, max_items = 100))]
+    items: Option<Vec<OrderLineBody>>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[cfg_attr(test, derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(test, schema(as = OrderLine))]
+pub struct OrderLineBody {
+    #[cfg_attr(test, schema(value_type = Uuid, required = true))]
+    product_id: Option<String>,
+    #[cfg_attr(test, schema(value_type = u32, required = true, minimum = 1, maximum = 10000))]
+    #[serde(default, deserialize_with = "shared::problem::json_integer")]
+    quantity: Option<i64>,
+}
+
+impl From<CreateOrderBody> for OrderDraft {
+    fn from(body: CreateOrderBody) -> Self {
+        Self {
+            customer_id: body.customer_id,
+            customer_email: body.customer_email,
+            items: body.items.map(|items| {
+                items
+                    .into_iter()
+                    .map(|line| LineDraft {
+                        product_id: line.product_id,
+                        quantity: line.quantity,
+                    })
+                    .collect()
+            }),
+        }
+    }
+}
 
 /// An order as served: money as decimal strings.
 #[derive(Debug, Serialize)]

@@ -5,19 +5,16 @@ use axum::{
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use shared::{
-    auth::Caller,
-    problem::{FieldErrors, JsonBody},
-};
+use shared::{auth::Caller, fields::FieldErrors, problem::JsonBody};
 use uuid::Uuid;
 
 use super::{
-    body::{CancelBody, ListParams, OrderBody, OrderPage},
+    body::{CancelBody, CreateOrderBody, ListParams, OrderBody, OrderPage},
     need, parse_id,
 };
 use crate::{
     AppState,
-    domain::{self, CreateOrderInput, Order, Refused},
+    domain::{self, Order, Refused},
     error::Error,
     orders::Placed,
 };
@@ -40,7 +37,7 @@ fn order_response(status: StatusCode, order: &Order) -> Response {
 #[cfg_attr(test, utoipa::path(post, path = "/api/orders", tag = "orders", operation_id = "createOrder",
     params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$",
         description = "Makes a retry safe: the same key and body answer the same order")),
-    request_body = CreateOrderInput,
+    request_body = CreateOrderBody,
     responses(
         (status = 201, description = "Confirmed or Rejected", body = OrderBody),
         (status = 202, description = "Pending: product-svc did not answer in time", body = OrderBody),
@@ -52,11 +49,11 @@ pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    JsonBody(input): JsonBody<CreateOrderInput>,
+    JsonBody(body): JsonBody<CreateOrderBody>,
 ) -> Result<Response, Error> {
     need(&caller, "orders:write")?;
     let key = idempotency_key(&headers)?;
-    let request = domain::validate_create(input).map_err(|refused| match refused {
+    let request = domain::validate_create(body.into()).map_err(|refused| match refused {
         Refused::Invalid(errors) => Error::Validation(errors),
         Refused::Unprocessable(errors) => Error::Unprocessable(errors),
     })?;

@@ -1,8 +1,7 @@
-//! Catalog input from JSON to typed fields: every rule the OpenAPI document states, enforced
+//! Catalog input from its draft to typed fields: every rule the OpenAPI document states, enforced
 //! exactly as stated, with errors keyed by JSON field.
 use rust_decimal::Decimal;
-use serde::Deserialize;
-use shared::problem::FieldErrors;
+use shared::fields::FieldErrors;
 
 use super::{MAX_CATEGORY, MAX_DESCRIPTION, MAX_NAME, MAX_QUANTITY};
 
@@ -12,55 +11,22 @@ use super::{MAX_CATEGORY, MAX_DESCRIPTION, MAX_NAME, MAX_QUANTITY};
 // Description: no control characters but newline and tab.
 // Price: a decimal string, > 0, at most 1000000000, at most two decimals, no leading zeros.
 
-/// Create body as it arrives; every field optional so a missing one is a keyed validation error.
-#[derive(Debug, Default, Clone, Deserialize)]
-#[cfg_attr(test, derive(utoipa::ToSchema))]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[cfg_attr(test, schema(as = CreateProduct))]
-pub struct CreateInput {
-    #[cfg_attr(test, schema(value_type = String, required = true, max_length = 200,
-        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"))]
+/// The catalog fields as received, before any rule: every field optional, so that a missing
+/// one is reported by name with the others.
+#[derive(Debug, Default, Clone)]
+pub struct CatalogDraft {
     pub name: Option<String>,
-    #[cfg_attr(test, schema(value_type = String, required = true, max_length = 2000,
-        pattern = r"^[^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*$"))]
     pub description: Option<String>,
-    /// A decimal string such as "149.99".
-    #[cfg_attr(test, schema(value_type = String, required = true, example = "149.99",
-        pattern = r"^(?:(?:0|[1-9][0-9]{0,8})\.(?:[0-9][1-9]|[1-9][0-9]?)|[1-9][0-9]{0,8}(?:\.[0-9]{1,2})?|1000000000(?:\.00?)?)$"))]
-    pub price: Option<serde_json::Value>,
-    #[cfg_attr(test, schema(value_type = String, required = true, max_length = 100,
-        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"))]
+    pub price: Option<PriceDraft>,
     pub category: Option<String>,
-    #[cfg_attr(test, schema(value_type = u32, required = true, minimum = 0, maximum = 1_000_000_000))]
-    #[serde(default, deserialize_with = "shared::problem::json_integer")]
-    pub stock_quantity: Option<i64>,
-    /// Available stock below this publishes one StockLow; 0 never warns.
-    #[cfg_attr(test, schema(value_type = u32, required = true, minimum = 0, maximum = 1_000_000_000))]
-    #[serde(default, deserialize_with = "shared::problem::json_integer")]
     pub low_stock_threshold: Option<i64>,
 }
 
-/// Update body: the catalog fields and the threshold (stock changes go through `/stock`).
-#[derive(Debug, Default, Clone, Deserialize)]
-#[cfg_attr(test, derive(utoipa::ToSchema))]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[cfg_attr(test, schema(as = UpdateProduct))]
-pub struct UpdateInput {
-    #[cfg_attr(test, schema(value_type = String, required = true, max_length = 200,
-        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"))]
-    pub name: Option<String>,
-    #[cfg_attr(test, schema(value_type = String, required = true, max_length = 2000,
-        pattern = r"^[^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*$"))]
-    pub description: Option<String>,
-    #[cfg_attr(test, schema(value_type = String, required = true, example = "149.99",
-        pattern = r"^(?:(?:0|[1-9][0-9]{0,8})\.(?:[0-9][1-9]|[1-9][0-9]?)|[1-9][0-9]{0,8}(?:\.[0-9]{1,2})?|1000000000(?:\.00?)?)$"))]
-    pub price: Option<serde_json::Value>,
-    #[cfg_attr(test, schema(value_type = String, required = true, max_length = 100,
-        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"))]
-    pub category: Option<String>,
-    #[cfg_attr(test, schema(value_type = u32, required = true, minimum = 0, maximum = 1_000_000_000))]
-    #[serde(default, deserialize_with = "shared::problem::json_integer")]
-    pub low_stock_threshold: Option<i64>,
+/// A price as received: money travels as a decimal string, so anything else is refused by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PriceDraft {
+    Text(String),
+    NotText,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -78,17 +44,13 @@ pub struct NewProduct {
     pub stock_quantity: i64,
 }
 
-pub fn validate_create(input: CreateInput) -> Result<NewProduct, FieldErrors> {
+pub fn validate_create(
+    draft: CatalogDraft,
+    stock_quantity: Option<i64>,
+) -> Result<NewProduct, FieldErrors> {
     let mut errors = FieldErrors::new();
-    let fields = validate_fields(
-        input.name,
-        input.description,
-        input.price,
-        input.category,
-        input.low_stock_threshold,
-        &mut errors,
-    );
-    let stock_quantity = quantity("stockQuantity", input.stock_quantity, &mut errors);
+    let fields = validate_fields(draft, &mut errors);
+    let stock_quantity = quantity("stockQuantity", stock_quantity, &mut errors);
     errors.into_result()?;
     Ok(NewProduct {
         fields: fields.expect("no errors means every field is present"),
@@ -96,33 +58,25 @@ pub fn validate_create(input: CreateInput) -> Result<NewProduct, FieldErrors> {
     })
 }
 
-pub fn validate_update(input: UpdateInput) -> Result<CatalogFields, FieldErrors> {
+pub fn validate_update(draft: CatalogDraft) -> Result<CatalogFields, FieldErrors> {
     let mut errors = FieldErrors::new();
-    let fields = validate_fields(
-        input.name,
-        input.description,
-        input.price,
-        input.category,
-        input.low_stock_threshold,
-        &mut errors,
-    );
+    let fields = validate_fields(draft, &mut errors);
     errors.into_result()?;
     Ok(fields.expect("no errors means every field is present"))
 }
 
-fn validate_fields(
-    name: Option<String>,
-    description: Option<String>,
-    price: Option<serde_json::Value>,
-    category: Option<String>,
-    low_stock_threshold: Option<i64>,
-    errors: &mut FieldErrors,
-) -> Option<CatalogFields> {
-    let name = text("name", name, true, MAX_NAME, errors);
-    let description = text("description", description, false, MAX_DESCRIPTION, errors);
-    let category = text("category", category, true, MAX_CATEGORY, errors);
-    let price = validate_price(price, errors);
-    let threshold = quantity("lowStockThreshold", low_stock_threshold, errors);
+fn validate_fields(draft: CatalogDraft, errors: &mut FieldErrors) -> Option<CatalogFields> {
+    let name = text("name", draft.name, true, MAX_NAME, errors);
+    let description = text(
+        "description",
+        draft.description,
+        false,
+        MAX_DESCRIPTION,
+        errors,
+    );
+    let category = text("category", draft.category, true, MAX_CATEGORY, errors);
+    let price = validate_price(draft.price, errors);
+    let threshold = quantity("lowStockThreshold", draft.low_stock_threshold, errors);
     Some(CatalogFields {
         name: name?,
         description: description?,
@@ -185,17 +139,14 @@ fn quantity(field: &str, value: Option<i64>, errors: &mut FieldErrors) -> i64 {
 
 /// Money is a decimal string on the wire ("149.99"): > 0, at most 1000000000, at most two
 /// decimals, no sign, exponent, spaces or leading zeros (the documents' pattern, exactly).
-pub fn validate_price(
-    value: Option<serde_json::Value>,
-    errors: &mut FieldErrors,
-) -> Option<Decimal> {
+pub fn validate_price(value: Option<PriceDraft>, errors: &mut FieldErrors) -> Option<Decimal> {
     let text = match value {
-        None | Some(serde_json::Value::Null) => {
+        None => {
             errors.add("price", "price is required.");
             return None;
         }
-        Some(serde_json::Value::String(s)) => s,
-        Some(_) => {
+        Some(PriceDraft::Text(s)) => s,
+        Some(PriceDraft::NotText) => {
             errors.add(
                 "price",
                 "price must be a decimal string such as \"149.99\".",

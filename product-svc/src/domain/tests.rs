@@ -1,7 +1,7 @@
 //! The product rules, as plain unit tests.
 use chrono::Utc;
 use rust_decimal::Decimal;
-use shared::problem::FieldErrors;
+use shared::fields::FieldErrors;
 use uuid::Uuid;
 
 use super::*;
@@ -144,14 +144,16 @@ fn reservation_is_all_or_nothing_and_reports_every_failure() {
 
 #[test]
 fn validation_keys_errors_by_json_field() {
-    let errors = validate_create(CreateInput {
-        name: Some("  ".into()),
-        description: Some("x".repeat(2001)),
-        price: Some(serde_json::json!("1.234")),
-        category: None,
-        stock_quantity: Some(-1),
-        low_stock_threshold: Some(0),
-    })
+    let errors = validate_create(
+        CatalogDraft {
+            name: Some("  ".into()),
+            description: Some("x".repeat(2001)),
+            price: Some(PriceDraft::Text("1.234".into())),
+            category: None,
+            low_stock_threshold: Some(0),
+        },
+        Some(-1),
+    )
     .unwrap_err();
     for field in ["name", "description", "price", "category", "stockQuantity"] {
         assert!(
@@ -164,19 +166,17 @@ fn validation_keys_errors_by_json_field() {
 
 #[test]
 fn price_rules() {
-    let check = |v: serde_json::Value| {
+    let check = |v: PriceDraft| {
         let mut e = FieldErrors::new();
         validate_price(Some(v), &mut e).map(|p| p.to_string())
     };
-    assert_eq!(check(serde_json::json!("149.99")), Some("149.99".into()));
-    assert_eq!(check(serde_json::json!("12.5")), Some("12.50".into()));
-    assert_eq!(check(serde_json::json!("7")), Some("7.00".into()));
-    assert_eq!(check(serde_json::json!("0.1")), Some("0.10".into()));
-    assert_eq!(check(serde_json::json!("0.01")), Some("0.01".into()));
-    assert_eq!(
-        check(serde_json::json!("1000000000.00")),
-        Some("1000000000.00".into())
-    );
+    let text = |s: &str| PriceDraft::Text(s.into());
+    assert_eq!(check(text("149.99")), Some("149.99".into()));
+    assert_eq!(check(text("12.5")), Some("12.50".into()));
+    assert_eq!(check(text("7")), Some("7.00".into()));
+    assert_eq!(check(text("0.1")), Some("0.10".into()));
+    assert_eq!(check(text("0.01")), Some("0.01".into()));
+    assert_eq!(check(text("1000000000.00")), Some("1000000000.00".into()));
     for refused in [
         "0",
         "0.00",
@@ -189,18 +189,18 @@ fn price_rules() {
         "1.",
         ".5",
     ] {
-        assert_eq!(check(serde_json::json!(refused)), None, "{refused}");
+        assert_eq!(check(text(refused)), None, "{refused}");
     }
     assert_eq!(
-        check(serde_json::json!(7)),
+        check(PriceDraft::NotText),
         None,
         "a JSON number is not money"
     );
-    assert_eq!(check(serde_json::json!("-1")), None);
-    assert_eq!(check(serde_json::json!("1.001")), None);
-    assert_eq!(check(serde_json::json!("1e3")), None);
-    assert_eq!(check(serde_json::json!("abc")), None);
-    assert_eq!(check(serde_json::json!(true)), None);
+    assert_eq!(check(text("-1")), None);
+    assert_eq!(check(text("1.001")), None);
+    assert_eq!(check(text("1e3")), None);
+    assert_eq!(check(text("abc")), None);
+    assert_eq!(check(PriceDraft::NotText), None);
 }
 
 #[test]

@@ -4,7 +4,97 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::store::Entry;
+use crate::{
+    domain::{CatalogDraft, PriceDraft},
+    store::Entry,
+};
+
+/// A new product: its catalog fields and the stock on hand.
+// Every field is optional in Rust, so that a missing one is reported by name with the others.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[cfg_attr(test, derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(test, schema(as = CreateProduct))]
+pub struct CreateProductBody {
+    #[cfg_attr(test, schema(value_type = String, required = true, max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"))]
+    name: Option<String>,
+    #[cfg_attr(test, schema(value_type = String, required = true, max_length = 2000,
+        pattern = r"^[^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*$"))]
+    description: Option<String>,
+    /// A decimal string such as "149.99".
+    #[cfg_attr(test, schema(value_type = String, required = true, example = "149.99",
+        pattern = r"^(?:(?:0|[1-9][0-9]{0,8})\.(?:[0-9][1-9]|[1-9][0-9]?)|[1-9][0-9]{0,8}(?:\.[0-9]{1,2})?|1000000000(?:\.00?)?)$"))]
+    price: Option<serde_json::Value>,
+    #[cfg_attr(test, schema(value_type = String, required = true, max_length = 100,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"))]
+    category: Option<String>,
+    #[cfg_attr(test, schema(value_type = u32, required = true, minimum = 0, maximum = 1_000_000_000))]
+    #[serde(default, deserialize_with = "shared::problem::json_integer")]
+    stock_quantity: Option<i64>,
+    /// Available stock below this publishes one StockLow; 0 never warns.
+    #[cfg_attr(test, schema(value_type = u32, required = true, minimum = 0, maximum = 1_000_000_000))]
+    #[serde(default, deserialize_with = "shared::problem::json_integer")]
+    low_stock_threshold: Option<i64>,
+}
+
+/// Update body: the catalog fields and the threshold (stock changes go through `/stock`).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[cfg_attr(test, derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(test, schema(as = UpdateProduct))]
+pub struct UpdateProductBody {
+    #[cfg_attr(test, schema(value_type = String, required = true, max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"))]
+    name: Option<String>,
+    #[cfg_attr(test, schema(value_type = String, required = true, max_length = 2000,
+        pattern = r"^[^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*$"))]
+    description: Option<String>,
+    #[cfg_attr(test, schema(value_type = String, required = true, example = "149.99",
+        pattern = r"^(?:(?:0|[1-9][0-9]{0,8})\.(?:[0-9][1-9]|[1-9][0-9]?)|[1-9][0-9]{0,8}(?:\.[0-9]{1,2})?|1000000000(?:\.00?)?)$"))]
+    price: Option<serde_json::Value>,
+    #[cfg_attr(test, schema(value_type = String, required = true, max_length = 100,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"))]
+    category: Option<String>,
+    #[cfg_attr(test, schema(value_type = u32, required = true, minimum = 0, maximum = 1_000_000_000))]
+    #[serde(default, deserialize_with = "shared::problem::json_integer")]
+    low_stock_threshold: Option<i64>,
+}
+
+impl CreateProductBody {
+    /// The catalog fields, and the stock on hand.
+    pub fn into_draft(self) -> (CatalogDraft, Option<i64>) {
+        let draft = CatalogDraft {
+            name: self.name,
+            description: self.description,
+            price: price_draft(self.price),
+            category: self.category,
+            low_stock_threshold: self.low_stock_threshold,
+        };
+        (draft, self.stock_quantity)
+    }
+}
+
+impl From<UpdateProductBody> for CatalogDraft {
+    fn from(body: UpdateProductBody) -> Self {
+        Self {
+            name: body.name,
+            description: body.description,
+            price: price_draft(body.price),
+            category: body.category,
+            low_stock_threshold: body.low_stock_threshold,
+        }
+    }
+}
+
+/// JSON null counts as missing; any JSON but a string is not a price.
+fn price_draft(value: Option<serde_json::Value>) -> Option<PriceDraft> {
+    match value? {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(s) => Some(PriceDraft::Text(s)),
+        _ => Some(PriceDraft::NotText),
+    }
+}
 
 /// A product with its stock; `ETag: "<version>"` comes with it.
 #[derive(Debug, Serialize)]
@@ -27,7 +117,7 @@ pub struct ProductBody {
     low_stock_threshold: i64,
     /// 1 when created, +1 per catalog change; the ETag.
     version: u64,
-    /// Discontinued (`DELETE`): kept, read-only, no longer sold.
+    /// Discontinued (`POST .../discontinue`): kept, read-only, no longer sold.
     deleted: bool,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,

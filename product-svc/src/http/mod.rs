@@ -15,10 +15,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use shared::{
-    auth::Caller,
-    problem::{FieldErrors, Problem},
-};
+use shared::{auth::Caller, fields::FieldErrors, problem::Problem};
 use uuid::Uuid;
 
 use crate::{AppState, domain::StockError, error::Error};

@@ -5,18 +5,15 @@ use axum::{
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use shared::{
-    auth::Caller,
-    problem::{FieldErrors, JsonBody},
-};
+use shared::{auth::Caller, fields::FieldErrors, problem::JsonBody};
 
 use super::{
-    body::{ListParams, ProductBody, ProductPage, StockBody},
+    body::{CreateProductBody, ListParams, ProductBody, ProductPage, StockBody, UpdateProductBody},
     if_match, need, parse_id,
 };
 use crate::{
     AppState,
-    domain::{self, CreateInput, MAX_QUANTITY, UpdateInput},
+    domain::{self, MAX_QUANTITY},
     error::Error,
     store::Entry,
 };
@@ -33,7 +30,7 @@ fn product_response(status: StatusCode, entry: Entry) -> Response {
 
 /// Create a product; its ProductCreated event is published through the outbox.
 #[cfg_attr(test, utoipa::path(post, path = "/api/products", tag = "catalog", operation_id = "createProduct",
-    request_body = CreateInput,
+    request_body = CreateProductBody,
     responses(
         (status = 201, description = "Created (Location and ETag headers)", body = ProductBody),
         (status = 403, description = "The key lacks catalog:write", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
@@ -41,10 +38,11 @@ fn product_response(status: StatusCode, entry: Entry) -> Response {
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
-    JsonBody(input): JsonBody<CreateInput>,
+    JsonBody(body): JsonBody<CreateProductBody>,
 ) -> Result<Response, Error> {
     need(&caller, "catalog:write")?;
-    let new = domain::validate_create(input).map_err(Error::Validation)?;
+    let (draft, stock_quantity) = body.into_draft();
+    let new = domain::validate_create(draft, stock_quantity).map_err(Error::Validation)?;
     let entry = state.store.create(&new).await?;
     let location = format!("/api/products/{}", entry.product.id);
     let mut response = product_response(StatusCode::CREATED, entry);
@@ -109,7 +107,7 @@ pub async fn list(
 /// Replace the catalog fields; the version grows only when something changed.
 #[cfg_attr(test, utoipa::path(put, path = "/api/products/{id}", tag = "catalog", operation_id = "updateProduct",
     params(("id" = String, Path, description = "The product id"), IfMatch),
-    request_body = UpdateInput,
+    request_body = UpdateProductBody,
     responses(
         (status = 200, description = "Updated (ETag header)", body = ProductBody),
         (status = 403, description = "The key lacks catalog:write", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
@@ -122,12 +120,12 @@ pub async fn update(
     caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
-    JsonBody(input): JsonBody<UpdateInput>,
+    JsonBody(body): JsonBody<UpdateProductBody>,
 ) -> Result<Response, Error> {
     need(&caller, "catalog:write")?;
     let id = parse_id(&id)?;
     let if_match = if_match(&headers)?;
-    let fields = domain::validate_update(input).map_err(Error::Validation)?;
+    let fields = domain::validate_update(body.into()).map_err(Error::Validation)?;
     let entry = state.store.update(id, &fields, if_match).await?;
     Ok(product_response(StatusCode::OK, entry))
 }
