@@ -9,10 +9,9 @@
 //!   read from the same atomics `/health/ready` reads, so the two cannot disagree.
 //!
 //! Every name carries the `eshop_` prefix; counters get `_total` from the encoder.
-use std::{
-    sync::{Arc, RwLock},
-    time::Duration,
-};
+mod samplers;
+
+use std::{sync::Arc, time::Duration};
 
 use axum::{
     extract::{MatchedPath, Request, State},
@@ -20,17 +19,16 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use prometheus_client::{
-    collector::Collector,
-    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder},
+    encoding::EncodeLabelSet,
     metrics::{
-        MetricType,
-        counter::{ConstCounter, Counter},
+        counter::Counter,
         family::Family,
-        gauge::ConstGauge,
         histogram::{Histogram, exponential_buckets},
     },
     registry::Registry,
 };
+use samplers::Samplers;
+pub use samplers::Samples;
 
 /// Latency buckets: 250 µs to ~8 s, doubling (16 buckets).
 fn latency_histogram() -> Histogram {
@@ -249,132 +247,6 @@ pub async fn serve(State(metrics): State<Arc<Metrics>>) -> Response {
         metrics.render(),
     )
         .into_response()
-}
-
-type Sampler = Arc<dyn Fn(&mut Samples) + Send + Sync>;
-
-/// The registered samplers, encoded as one collector.
-#[derive(Clone, Default)]
-struct Samplers(Arc<RwLock<Vec<Sampler>>>);
-
-impl Samplers {
-    fn add(&self, sampler: impl Fn(&mut Samples) + Send + Sync + 'static) {
-        self.0
-            .write()
-            .expect("samplers lock")
-            .push(Arc::new(sampler));
-    }
-}
-
-impl std::fmt::Debug for Samplers {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Samplers")
-    }
-}
-
-impl Collector for Samplers {
-    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let samplers: Vec<Sampler> = self.0.read().expect("samplers lock").clone();
-        let mut samples = Samples::default();
-        for sampler in &samplers {
-            sampler(&mut samples);
-        }
-        // One descriptor per name (in first-seen order), then every label set of that name.
-        let mut names: Vec<&'static str> = Vec::new();
-        for sample in &samples.0 {
-            if !names.contains(&sample.name) {
-                names.push(sample.name);
-            }
-        }
-        for name in names {
-            let group: Vec<&Sample> = samples.0.iter().filter(|s| s.name == name).collect();
-            let kind = match group[0].value {
-                Value::Counter(_) => MetricType::Counter,
-                Value::Gauge(_) => MetricType::Gauge,
-            };
-            let mut metric = encoder.encode_descriptor(name, group[0].help, None, kind)?;
-            if let [only] = group.as_slice()
-                && only.labels.is_empty()
-            {
-                // Through `encode_family` an empty label set would print as `name{}`.
-                only.value.encode(metric)?;
-                continue;
-            }
-            for sample in group {
-                let labels: Vec<(&str, &str)> = sample
-                    .labels
-                    .iter()
-                    .map(|(k, v)| (*k, v.as_str()))
-                    .collect();
-                sample.value.encode(metric.encode_family(&labels)?)?;
-            }
-        }
-        Ok(())
-    }
-}
-
-enum Value {
-    Counter(u64),
-    Gauge(f64),
-}
-
-impl Value {
-    fn encode(&self, encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
-        match *self {
-            Value::Counter(v) => ConstCounter::new(v).encode(encoder),
-            Value::Gauge(v) => ConstGauge::new(v).encode(encoder),
-        }
-    }
-}
-
-struct Sample {
-    name: &'static str,
-    help: &'static str,
-    labels: Vec<(&'static str, String)>,
-    value: Value,
-}
-
-/// What samplers write into on each scrape.
-#[derive(Default)]
-pub struct Samples(Vec<Sample>);
-
-impl Samples {
-    /// A figure that only grows (named without `_total`; the encoder adds it).
-    pub fn counter(
-        &mut self,
-        name: &'static str,
-        help: &'static str,
-        labels: &[(&'static str, &str)],
-        value: u64,
-    ) {
-        self.push(name, help, labels, Value::Counter(value));
-    }
-
-    /// A figure that goes up and down.
-    pub fn gauge(
-        &mut self,
-        name: &'static str,
-        help: &'static str,
-        labels: &[(&'static str, &str)],
-        value: f64,
-    ) {
-        self.push(name, help, labels, Value::Gauge(value));
-    }
-
-    fn push(
-        &mut self,
-        name: &'static str,
-        help: &'static str,
-        labels: &[(&'static str, &str)],
-        value: Value,
-    ) {
-        self.0.push(Sample {
-            name,
-            help,
-            labels: labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect(),
-            value,
-        });
-    }
 }
 
 #[cfg(test)]
