@@ -37,6 +37,7 @@ pub(crate) struct AppState {
     limiter: Arc<shared::ratelimit::Limiter>,
     metrics: Arc<shared::metrics::Metrics>,
     orders: orders::Orders,
+    store: store::Store,
     snapshot: Arc<ProjectionStatus>,
     orders_view: Arc<ProjectionStatus>,
 }
@@ -47,6 +48,8 @@ pub struct App {
     instance_id: String,
     metrics: Arc<shared::metrics::Metrics>,
     orders: orders::Orders,
+    /// The sled database: the ProductSnapshot and the orders view.
+    store: store::Store,
     nats: async_nats::Client,
     http: TcpListener,
     snapshot: Arc<ProjectionStatus>,
@@ -102,23 +105,14 @@ impl App {
         store
             .orders_view()
             .set_own_prefix(&config.orders_subject_prefix);
-        let orders = orders::Orders {
-            log,
-            view: store.orders_view(),
-            snapshot: store,
-            stock: Arc::new(stock),
-            catalog: config.catalog,
-            budget,
-            counters: Arc::default(),
-            stock_work_wake: Arc::default(),
-            own_stock_work: Arc::default(),
-        };
+        let orders = orders::Orders::new(log, store.clone(), stock, config.catalog, budget);
         Ok(Self {
             config,
             auth,
             instance_id,
             metrics,
             orders,
+            store,
             nats,
             http,
             snapshot: Arc::default(),
@@ -159,6 +153,7 @@ impl App {
         metrics::sample_state(
             &self.metrics,
             self.orders.clone(),
+            self.store.clone(),
             [
                 ("products", self.snapshot.clone()),
                 ("orders", self.orders_view.clone()),
@@ -170,6 +165,7 @@ impl App {
             limiter,
             metrics: self.metrics.clone(),
             orders: self.orders.clone(),
+            store: self.store.clone(),
             snapshot: self.snapshot.clone(),
             orders_view: self.orders_view.clone(),
         };
@@ -187,7 +183,7 @@ impl App {
         tracing::info!(http.addr = %http_addr, data_dir = %self.config.data_dir.display(), catalog = ?self.config.catalog, catalog_domain = ?self.config.catalog_domain, instance = %self.instance_id, orders_stream = %self.config.orders_stream, "order-svc started.");
 
         let outcome = tasks.run_until(shutdown, grace).await;
-        self.orders.snapshot.close().await;
+        self.store.close().await;
         let _ = tokio::time::timeout(Duration::from_secs(1), self.nats.flush()).await;
         tracing::info!("order-svc stopped.");
         outcome.map_err(|f| anyhow::anyhow!(f))
@@ -199,7 +195,7 @@ impl App {
         let interval = Duration::from_millis(self.config.worker_interval_ms);
         let workers_stop = tasks.workers_stop.clone();
         let js = shared::nats::jetstream(self.nats.clone());
-        let store = self.orders.snapshot.clone();
+        let store = self.store.clone();
 
         let products = projector::Projector {
             js: js.clone(),
@@ -216,7 +212,7 @@ impl App {
         };
         let orders_view = projector::Projector {
             js,
-            projection: self.orders.view.clone(),
+            projection: store.orders_view(),
             commit: store.commit(),
             stream: orders_stream_config(&self.config),
             durable: format!("order-svc-{}-orders", self.instance_id),

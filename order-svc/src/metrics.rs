@@ -4,11 +4,12 @@ use std::sync::{Arc, atomic::Ordering};
 
 use shared::{metrics::Samples, ratelimit::Limiter};
 
-use crate::{ProjectionStatus, orders::Orders};
+use crate::{ProjectionStatus, orders::Orders, store::Store};
 
 pub fn sample_state(
     metrics: &shared::metrics::Metrics,
     orders: Orders,
+    store: Store,
     projections: [(&'static str, Arc<ProjectionStatus>); 2],
     limiter: Arc<Limiter>,
 ) {
@@ -16,42 +17,42 @@ pub fn sample_state(
         for (name, status) in &projections {
             projection(s, name, status);
         }
-        let view = &orders.view;
+        let figures = orders.figures();
         s.gauge(
             "orders_pending",
             "Orders waiting for product-svc's answer (settled by the reconciler)",
             &[],
-            view.pending_count().unwrap_or_default() as f64,
+            figures.pending as f64,
         );
         s.gauge(
             "stock_work_owed",
             "Cancelled orders whose release, or shipped orders whose commit, product-svc has not confirmed",
             &[],
-            view.owed_count().unwrap_or_default() as f64,
+            figures.owed_stock_work as f64,
         );
         s.gauge(
             "orders_view_rows",
             "Orders in this instance's view",
             &[],
-            view.count().unwrap_or_default() as f64,
+            figures.view_rows as f64,
         );
         s.gauge(
             "stock_breaker_open",
             "1 while the circuit breaker in front of product-svc is open",
             &[],
-            f64::from(u8::from(orders.stock.breaker_open())),
+            f64::from(u8::from(figures.breaker_open)),
         );
         s.counter(
             "order_cas_conflicts",
             "Order publishes that lost their compare-and-set and were re-decided",
             &[],
-            orders.counters.conflicts.load(Ordering::Relaxed),
+            figures.cas_conflicts,
         );
         s.counter(
             "order_duplicate_work",
             "Reservations or releases repeated by an instance after another had recorded them",
             &[],
-            orders.counters.duplicate_work.load(Ordering::Relaxed),
+            figures.duplicate_work,
         );
         s.counter(
             "http_rate_limited",
@@ -63,7 +64,7 @@ pub fn sample_state(
             "sled_size_bytes",
             "Size of the sled database on disk",
             &[],
-            orders.snapshot.size_on_disk() as f64,
+            store.size_on_disk() as f64,
         );
     });
 }

@@ -10,12 +10,11 @@
 //! rarely do the same work, and when they do, the CAS lets one record it and the other counts it.
 use std::time::Duration;
 
-use chrono::Utc;
 use futures::StreamExt;
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
-use crate::{domain::OrderStatus, orders::Orders};
+use crate::orders::Orders;
 
 /// Owed stock work (releases, commits) read per scan.
 const OWED_SCAN: usize = 256;
@@ -31,23 +30,15 @@ pub async fn reconciler(orders: Orders, interval: Duration, cancel: Cancellation
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(jittered(interval)) => {}
         }
-        if orders.stock.breaker_open() {
-            continue;
-        }
-        let pending = match orders.view.pending(512) {
+        // Orders still inside their create request's budget belong to that request.
+        let pending = match orders.overdue_pending(512) {
             Ok(pending) => pending,
             Err(error) => {
                 tracing::error!(%error, "Reading pending orders failed.");
                 continue;
             }
         };
-        // Orders still inside their create request's budget belong to that request.
-        let cutoff = Utc::now() - chrono::Duration::from_std(orders.budget).unwrap_or_default();
         futures::stream::iter(pending)
-            .filter(|s| {
-                let due = s.order.status == OrderStatus::Pending && s.order.created_at <= cutoff;
-                async move { due }
-            })
             .for_each_concurrent(8, |stored| {
                 let orders = orders.clone();
                 async move {
@@ -66,28 +57,20 @@ pub async fn reconciler(orders: Orders, interval: Duration, cancel: Cancellation
 }
 
 pub async fn releaser(orders: Orders, interval: Duration, cancel: CancellationToken) {
-    let wake = orders.stock_work_wake.clone();
+    let wake = orders.stock_work_wake();
     let mut backoff = interval;
     loop {
-        let owed = match orders.view.owed(OWED_SCAN) {
-            Ok(owed) => owed,
+        // Another instance's work waits for the budget: the instance that cancelled is on it.
+        let due = match orders.due_stock_work(OWED_SCAN) {
+            Ok(due) => due,
             Err(error) => {
                 tracing::error!(%error, "Reading owed stock work failed.");
                 Vec::new()
             }
         };
-        let takeover = Utc::now() - chrono::Duration::from_std(orders.budget).unwrap_or_default();
-        if owed.len() < OWED_SCAN {
-            // All owed work is in this scan: forget own work another instance did.
-            let ids: std::collections::HashSet<_> = owed.iter().map(|s| s.order.id).collect();
-            orders.forget_own_stock_work_except(&ids);
-        }
         let mut failed = false;
-        for stored in owed {
+        for stored in due {
             let id = stored.order.id;
-            if !orders.owns_stock_work(id) && stored.order.updated_at > takeover {
-                continue; // the instance that cancelled it is on it
-            }
             let cid = shared::correlation::current_or_new();
             let commit = stored.order.commit_owed;
             let work = orders.finish_stock_work(stored);

@@ -64,19 +64,19 @@ async fn live() -> StatusCode {
         (status = 503, description = "Still catching up (`details` says where)", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
     )))]
 async fn ready(State(state): State<AppState>) -> Response {
-    let orders = &state.orders;
+    let figures = state.orders.figures();
     let mut snapshot = projection_details(&state.snapshot);
-    snapshot["products"] = orders.snapshot.snapshot_len().unwrap_or_default().into();
+    snapshot["products"] = state.store.snapshot_len().unwrap_or_default().into();
     let mut view = projection_details(&state.orders_view);
-    view["orders"] = orders.view.count().unwrap_or_default().into();
+    view["orders"] = figures.view_rows.into();
     let body = serde_json::json!({
         "snapshot": snapshot,
         "ordersView": view,
-        "pendingOrders": orders.view.pending_count().unwrap_or_default(),
-        "owedStockWork": orders.view.owed_count().unwrap_or_default(),
-        "casConflicts": orders.counters.conflicts.load(Ordering::Relaxed),
-        "duplicateWork": orders.counters.duplicate_work.load(Ordering::Relaxed),
-        "stockCircuitOpen": orders.stock.breaker_open(),
+        "pendingOrders": figures.pending,
+        "owedStockWork": figures.owed_stock_work,
+        "casConflicts": figures.cas_conflicts,
+        "duplicateWork": figures.duplicate_work,
+        "stockCircuitOpen": figures.breaker_open,
     });
     let ready = state.snapshot.ready.load(Ordering::SeqCst)
         && state.orders_view.ready.load(Ordering::SeqCst);

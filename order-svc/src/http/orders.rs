@@ -128,7 +128,7 @@ pub async fn list(
         }
         (_, asked) => asked,
     };
-    let (items, total) = state.orders.view.list(customer, page, page_size)?;
+    let (items, total) = state.orders.list(customer, page, page_size)?;
     Ok(axum::Json(OrderPage {
         items: items.iter().map(OrderBody::from).collect(),
         page,
