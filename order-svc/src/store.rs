@@ -4,7 +4,7 @@
 //! Trees:
 //! - `snapshot`: the ProductSnapshot rows (`p` + id) **and** the projection checkpoint
 //!   (`m:checkpoint`) and row count (`m:rows`), in one tree so one atomic batch moves them all;
-//! - `orders_view`: this instance's copy of the order stream (see `view.rs`).
+//! - `orders_view`: this instance's copy of the order stream (see `view/`).
 //!
 //! Both projections flush through one group commit before they ack, so an ack never runs ahead
 //! of what a restart finds.

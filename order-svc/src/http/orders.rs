@@ -1,5 +1,5 @@
 //! The order routes: place, list, read, cancel, ship. Each handler checks the caller's scope,
-//! parses what the schema cannot (ids, paging), and hands a typed request to `orders.rs`.
+//! parses what the schema cannot (ids, paging), and hands a typed request to `crate::orders`.
 use axum::{
     extract::{Path, Query, State, rejection::QueryRejection},
     http::{HeaderMap, HeaderValue, StatusCode, header},
