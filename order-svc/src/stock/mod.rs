@@ -86,6 +86,21 @@ enum CallError {
     Open,
 }
 
+impl From<CallError> for StockError {
+    fn from(e: CallError) -> Self {
+        match e {
+            CallError::Open => StockError::Unavailable("circuit breaker open".into()),
+            CallError::Status(s) if transient(&s) => {
+                StockError::Unavailable(format!("{:?}: {}", s.code(), s.message()))
+            }
+            CallError::Status(s) if permanent(&s) => {
+                StockError::Refused(format!("{:?}: {}", s.code(), s.message()))
+            }
+            CallError::Status(s) => StockError::Failed(format!("{:?}: {}", s.code(), s.message())),
+        }
+    }
+}
+
 /// Worth retrying at once: the call may not have reached product-svc, or its reply was lost
 /// (tonic reports a connection cut mid-call as UNKNOWN "transport error").
 fn transient(status: &Status) -> bool {
@@ -168,44 +183,13 @@ impl StockClient {
                 return Err(CallError::Open);
             }
             let n = attempt.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-            let mut request = Request::new(req.clone());
-            request.set_timeout(self.config.attempt_timeout);
-            if let Ok(v) = cid.parse() {
-                request
-                    .metadata_mut()
-                    .insert(shared::correlation::HEADER, v);
-            }
-            if let Some(token) = &self.config.token
-                && let Ok(v) = format!("Bearer {token}").parse()
-            {
-                request.metadata_mut().insert("authorization", v);
-            }
+            let request = self.request(req.clone(), &cid);
             let started = Instant::now();
             let result =
                 tokio::time::timeout(self.config.attempt_timeout, f(self.client.clone(), request))
                     .await
                     .unwrap_or_else(|_| Err(Status::deadline_exceeded("client deadline exceeded")));
-            let micros = started.elapsed().as_micros() as u64;
-            match &result {
-                Ok(_) => {
-                    self.breaker.success();
-                    tracing::debug!(
-                        method,
-                        attempt = n,
-                        status = "OK",
-                        micros,
-                        "Stock call done."
-                    );
-                }
-                Err(s) if transient(s) => {
-                    self.breaker.failure();
-                    tracing::warn!(method, attempt = n, status = ?s.code(), micros, message = s.message(), "Stock call failed (transient).");
-                }
-                Err(s) => {
-                    self.breaker.success();
-                    tracing::warn!(method, attempt = n, status = ?s.code(), micros, message = s.message(), "Stock call failed.");
-                }
-            }
+            self.attempted(method, n, started.elapsed(), result.as_ref().err());
             result
                 .map(tonic::Response::into_inner)
                 .map_err(CallError::Status)
@@ -228,16 +212,43 @@ impl StockClient {
             Err(CallError::Status(s)) => format!("{:?}", s.code()),
         };
         self.metrics.observe(&path, &code, call_started.elapsed());
-        result.map_err(|e| match e {
-            CallError::Open => StockError::Unavailable("circuit breaker open".into()),
-            CallError::Status(s) if transient(&s) => {
-                StockError::Unavailable(format!("{:?}: {}", s.code(), s.message()))
+        result.map_err(StockError::from)
+    }
+
+    /// One attempt's request: its deadline, the correlation id and the token.
+    fn request<Req>(&self, req: Req, cid: &str) -> Request<Req> {
+        let mut request = Request::new(req);
+        request.set_timeout(self.config.attempt_timeout);
+        if let Ok(v) = cid.parse() {
+            request
+                .metadata_mut()
+                .insert(shared::correlation::HEADER, v);
+        }
+        if let Some(token) = &self.config.token
+            && let Ok(v) = format!("Bearer {token}").parse()
+        {
+            request.metadata_mut().insert("authorization", v);
+        }
+        request
+    }
+
+    /// Feeds one attempt's outcome to the breaker (only transient failures count) and the log.
+    fn attempted(&self, method: &str, attempt: u32, took: Duration, failure: Option<&Status>) {
+        let micros = took.as_micros() as u64;
+        match failure {
+            None => {
+                self.breaker.success();
+                tracing::debug!(method, attempt, status = "OK", micros, "Stock call done.");
             }
-            CallError::Status(s) if permanent(&s) => {
-                StockError::Refused(format!("{:?}: {}", s.code(), s.message()))
+            Some(s) if transient(s) => {
+                self.breaker.failure();
+                tracing::warn!(method, attempt, status = ?s.code(), micros, message = s.message(), "Stock call failed (transient).");
             }
-            CallError::Status(s) => StockError::Failed(format!("{:?}: {}", s.code(), s.message())),
-        })
+            Some(s) => {
+                self.breaker.success();
+                tracing::warn!(method, attempt, status = ?s.code(), micros, message = s.message(), "Stock call failed.");
+            }
+        }
     }
 
     pub async fn reserve(
