@@ -10,6 +10,7 @@
 #![allow(clippy::print_stdout)]
 
 mod auth;
+mod create;
 mod edge;
 mod load;
 mod orders;
@@ -23,6 +24,7 @@ use std::path::Path;
 use tests::scratch;
 
 use auth::*;
+use create::*;
 use edge::*;
 use load::*;
 use orders::*;
