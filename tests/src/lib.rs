@@ -9,15 +9,20 @@ use std::{
 };
 
 use tempfile::TempDir;
+pub mod api;
 pub mod edge;
 mod inproc;
 pub mod nats;
 mod process;
 pub mod proxy;
+pub use api::{Answer, OrderApi, ProductApi, order_body, product_body};
 pub use inproc::*;
 pub use nats::{NatsCluster, NatsServer};
 pub use process::*;
 pub use proxy::FaultyProxy;
+
+/// How long a test waits for something the system should do promptly.
+pub const WAIT: Duration = Duration::from_secs(30);
 
 /// The workspace root (for `nats/test.conf` and the service binaries).
 pub fn workspace_root() -> PathBuf {

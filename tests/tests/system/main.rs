@@ -13,10 +13,9 @@ mod transport;
 use std::time::Duration;
 
 use async_nats::jetstream;
-use serde_json::{Value, json};
-use tests::{http_client, wait_for};
-
-pub const WAIT: Duration = Duration::from_secs(30);
+use serde_json::Value;
+use tests::{OrderApi, ProductApi, http_client, wait_for};
+pub use tests::{WAIT, product_body};
 
 /// A JetStream context on `url` (one URL or a comma-separated list, as the services take it).
 pub async fn js(url: &str) -> jetstream::Context {
@@ -52,27 +51,10 @@ pub async fn last_message(
     Some((msg.headers, body))
 }
 
-pub fn product_body(name: &str, price: &str, stock: i64, threshold: i64) -> Value {
-    json!({
-        "name": name,
-        "description": format!("{name} description"),
-        "price": price,
-        "category": "Tests",
-        "stockQuantity": stock,
-        "lowStockThreshold": threshold,
-    })
-}
-
 /// Creates a product over HTTP and returns its JSON (asserting 201).
 pub async fn create_product(http: &str, name: &str, price: &str, stock: i64) -> Value {
-    let response = http_client()
-        .post(format!("{http}/api/products"))
-        .json(&product_body(name, price, stock, 0))
-        .send()
-        .await
-        .expect("POST /api/products");
-    assert_eq!(response.status(), 201, "create product");
-    response.json().await.expect("json")
+    let body = product_body(name, price, stock, 0);
+    ProductApi::new(http).create(&body).await.expect(201)
 }
 
 pub async fn get_json(url: &str) -> (u16, Value) {
@@ -83,34 +65,12 @@ pub async fn get_json(url: &str) -> (u16, Value) {
 
 /// Asserts a problem+json answer with `status`, returns the body.
 pub async fn expect_problem(response: reqwest::Response, status: u16) -> Value {
-    assert_eq!(response.status().as_u16(), status, "status");
-    let ct = response
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    assert_eq!(ct, "application/problem+json", "content type");
-    let body: Value = response.json().await.expect("problem body");
-    assert_eq!(body["status"], status);
-    assert!(
-        body["correlationId"].is_string(),
-        "problem carries the correlation id: {body}"
-    );
-    body
+    tests::Answer::read(response).await.problem(status)
 }
 
 /// Waits until order-svc's snapshot holds `id` at `version`.
 pub async fn wait_snapshot_version(http: &str, id: &str, version: u64) {
-    let url = format!("{http}/api/snapshot/products/{id}");
-    wait_for(
-        &format!("{id} at version {version} in the snapshot"),
-        WAIT,
-        || async {
-            let (status, body) = get_json(&url).await;
-            (status == 200 && body["version"].as_u64() == Some(version)).then_some(())
-        },
-    )
-    .await
+    OrderApi::new(http).wait_snapshot_version(id, version).await
 }
 
 /// product-svc in-process on a fixed gRPC port (so a restart keeps the address order-svc calls).

@@ -1,0 +1,286 @@
+//! Typed clients of the two HTTP APIs, so that a test reads as the spec it checks:
+//! `orders.cancel(id, "changed my mind")` rather than a reqwest chain, and every answer is an
+//! [`Answer`] whose problem bodies are checked the same way everywhere.
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::{WAIT, http_client, wait_for};
+
+/// One HTTP answer: its status, the headers tests look at, and the JSON body (`Null` if none).
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub location: Option<String>,
+    pub etag: Option<String>,
+    pub content_type: Option<String>,
+    pub body: Value,
+}
+
+impl Answer {
+    /// Reads a response (for requests the typed clients do not make: raw bodies, other keys).
+    pub async fn read(response: reqwest::Response) -> Self {
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let (location, etag, content_type) =
+            (header("location"), header("etag"), header("content-type"));
+        let status = response.status().as_u16();
+        let body = response.json().await.unwrap_or(Value::Null);
+        Self {
+            status,
+            location,
+            etag,
+            content_type,
+            body,
+        }
+    }
+
+    /// The body's `id`.
+    pub fn id(&self) -> String {
+        self.body["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("an id in {}", self.body))
+            .to_owned()
+    }
+
+    /// Asserts `status` and returns the body.
+    pub fn expect(self, status: u16) -> Value {
+        assert_eq!(self.status, status, "status; body: {}", self.body);
+        self.body
+    }
+
+    /// Asserts a problem+json answer with `status` carrying the correlation id; returns it.
+    pub fn problem(self, status: u16) -> Value {
+        assert_eq!(self.status, status, "status; body: {}", self.body);
+        assert_eq!(
+            self.content_type.as_deref(),
+            Some("application/problem+json"),
+            "content type"
+        );
+        assert_eq!(self.body["status"], status);
+        assert!(
+            self.body["correlationId"].is_string(),
+            "problem carries the correlation id: {}",
+            self.body
+        );
+        self.body
+    }
+}
+
+/// A create-product body with a description and category the tests do not care about.
+pub fn product_body(name: &str, price: &str, stock: i64, threshold: i64) -> Value {
+    json!({
+        "name": name,
+        "description": format!("{name} description"),
+        "price": price,
+        "category": "Tests",
+        "stockQuantity": stock,
+        "lowStockThreshold": threshold,
+    })
+}
+
+/// A create-order body for `customer` with `(product id, quantity)` lines.
+pub fn order_body(customer: Uuid, items: &[(&str, i64)]) -> Value {
+    json!({
+        "customerId": customer,
+        "customerEmail": "ann@example.com",
+        "items": items.iter().map(|(id, q)| json!({"productId": id, "quantity": q})).collect::<Vec<_>>(),
+    })
+}
+
+/// product-svc's catalog API, with the test key.
+#[derive(Clone)]
+pub struct ProductApi {
+    base: String,
+    client: reqwest::Client,
+}
+
+impl ProductApi {
+    pub fn new(base: &str) -> Self {
+        Self::with_client(base, http_client())
+    }
+
+    /// With another client (another key, or none).
+    pub fn with_client(base: &str, client: reqwest::Client) -> Self {
+        Self {
+            base: base.to_owned(),
+            client,
+        }
+    }
+
+    pub async fn create(&self, body: &Value) -> Answer {
+        self.send(self.client.post(self.url("/api/products")).json(body))
+            .await
+    }
+
+    /// Creates a product (asserting 201) and returns its id.
+    pub async fn create_product(&self, name: &str, price: &str, stock: i64) -> String {
+        self.create(&product_body(name, price, stock, 0))
+            .await
+            .expect(201)["id"]
+            .as_str()
+            .expect("an id")
+            .to_owned()
+    }
+
+    pub async fn get(&self, id: &str) -> Answer {
+        self.send(self.client.get(self.url(&format!("/api/products/{id}"))))
+            .await
+    }
+
+    /// One integer field of a product (`reservedQuantity`, `availableQuantity`, ...).
+    pub async fn field(&self, id: &str, field: &str) -> i64 {
+        self.get(id).await.expect(200)[field]
+            .as_i64()
+            .unwrap_or_else(|| panic!("{field} of {id}"))
+    }
+
+    pub async fn update(&self, id: &str, body: &Value, if_match: Option<&str>) -> Answer {
+        let request = self.client.put(self.url(&format!("/api/products/{id}")));
+        self.send(with_if_match(request, if_match).json(body)).await
+    }
+
+    pub async fn discontinue(&self, id: &str, if_match: Option<&str>) -> Answer {
+        let url = self.url(&format!("/api/products/{id}/discontinue"));
+        self.send(with_if_match(self.client.post(url), if_match))
+            .await
+    }
+
+    pub async fn adjust_stock(&self, id: &str, delta: i64) -> Answer {
+        let url = self.url(&format!("/api/products/{id}/stock"));
+        self.send(self.client.post(url).json(&json!({ "delta": delta })))
+            .await
+    }
+
+    /// `GET /api/products?{query}`.
+    pub async fn list(&self, query: &str) -> Answer {
+        self.send(self.client.get(self.url(&format!("/api/products?{query}"))))
+            .await
+    }
+
+    pub async fn audit(&self) -> Answer {
+        self.send(self.client.get(self.url("/api/stock/audit")))
+            .await
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Answer {
+        Answer::read(request.send().await.expect("product-svc answers")).await
+    }
+}
+
+fn with_if_match(
+    request: reqwest::RequestBuilder,
+    if_match: Option<&str>,
+) -> reqwest::RequestBuilder {
+    match if_match {
+        Some(v) => request.header("if-match", v),
+        None => request,
+    }
+}
+
+/// order-svc's order and snapshot API, with the test key.
+#[derive(Clone)]
+pub struct OrderApi {
+    base: String,
+    client: reqwest::Client,
+}
+
+impl OrderApi {
+    pub fn new(base: &str) -> Self {
+        Self::with_client(base, http_client())
+    }
+
+    /// With another client (another key, or none).
+    pub fn with_client(base: &str, client: reqwest::Client) -> Self {
+        Self {
+            base: base.to_owned(),
+            client,
+        }
+    }
+
+    pub async fn place(&self, body: &Value) -> Answer {
+        self.send(self.client.post(self.url("/api/orders")).json(body))
+            .await
+    }
+
+    /// Places with an `Idempotency-Key`.
+    pub async fn place_keyed(&self, body: &Value, key: &str) -> Answer {
+        let request = self.client.post(self.url("/api/orders"));
+        self.send(request.header("idempotency-key", key).json(body))
+            .await
+    }
+
+    pub async fn get(&self, id: &str) -> Answer {
+        self.send(self.client.get(self.url(&format!("/api/orders/{id}"))))
+            .await
+    }
+
+    /// An order's status (`Pending`, `Confirmed`, ...), asserting it is found.
+    pub async fn status(&self, id: &str) -> String {
+        self.get(id).await.expect(200)["status"]
+            .as_str()
+            .expect("a status")
+            .to_owned()
+    }
+
+    pub async fn cancel(&self, id: &str, reason: &str) -> Answer {
+        let url = self.url(&format!("/api/orders/{id}/cancel"));
+        self.send(self.client.post(url).json(&json!({ "reason": reason })))
+            .await
+    }
+
+    pub async fn ship(&self, id: &str) -> Answer {
+        let url = self.url(&format!("/api/orders/{id}/ship"));
+        self.send(self.client.post(url)).await
+    }
+
+    /// `GET /api/orders?{query}`.
+    pub async fn list(&self, query: &str) -> Answer {
+        self.send(self.client.get(self.url(&format!("/api/orders?{query}"))))
+            .await
+    }
+
+    pub async fn snapshot_product(&self, id: &str) -> Answer {
+        let url = self.url(&format!("/api/snapshot/products/{id}"));
+        self.send(self.client.get(url)).await
+    }
+
+    /// Products in the snapshot.
+    pub async fn snapshot_count(&self) -> u64 {
+        let url = self.url("/api/snapshot/products?pageSize=1");
+        self.send(self.client.get(url)).await.body["totalCount"]
+            .as_u64()
+            .unwrap_or(0)
+    }
+
+    /// Waits until the snapshot holds product `id` at `version`.
+    pub async fn wait_snapshot_version(&self, id: &str, version: u64) {
+        let what = format!("{id} at version {version} in the snapshot");
+        wait_for(&what, WAIT, || async {
+            let row = self.snapshot_product(id).await;
+            (row.status == 200 && row.body["version"].as_u64() == Some(version)).then_some(())
+        })
+        .await
+    }
+
+    /// `/health/ready` (200 or 503; `details` either way).
+    pub async fn ready(&self) -> Answer {
+        self.send(self.client.get(self.url("/health/ready"))).await
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Answer {
+        Answer::read(request.send().await.expect("order-svc answers")).await
+    }
+}
