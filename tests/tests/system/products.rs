@@ -86,9 +86,8 @@ async fn update_and_delete_publish_full_state_with_growing_versions() {
     let nats = NatsServer::start();
     let dir = scratch();
     let svc = ProductService::start(&nats.url(), dir.path()).await;
-    let client = http_client();
-    let product = create_product(&svc.http, "Kettle", "20.00", 10).await;
-    let id = product["id"].as_str().unwrap();
+    let products = svc.api();
+    let id = &products.create_product("Kettle", "20.00", 10).await;
     let subject = format!("eshop.products.{id}");
     let js = js(&nats.url()).await;
     wait_for("created event", WAIT, || async {
@@ -100,15 +99,9 @@ async fn update_and_delete_publish_full_state_with_growing_versions() {
 
     let mut update = crate::product_body("Kettle Pro", "25.5", 0, 0);
     update.as_object_mut().unwrap().remove("stockQuantity");
-    let response = client
-        .put(format!("{}/api/products/{id}", svc.http))
-        .json(&update)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()["etag"], "\"2\"");
-    let updated: Value = response.json().await.unwrap();
+    let response = products.update(id, &update, None).await;
+    assert_eq!(response.etag.as_deref(), Some("\"2\""));
+    let updated = response.expect(200);
     assert_eq!(updated["version"], 2);
     assert_eq!(updated["price"], "25.50");
     assert_eq!(updated["stockQuantity"], 10, "PUT does not touch stock");
@@ -122,41 +115,19 @@ async fn update_and_delete_publish_full_state_with_growing_versions() {
     assert_eq!(body["name"], "Kettle Pro");
 
     // The same body again changes nothing: no new version, no event.
-    let same = client
-        .put(format!("{}/api/products/{id}", svc.http))
-        .json(&update)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(same.json::<Value>().await.unwrap()["version"], 2);
+    let same = products.update(id, &update, None).await.expect(200);
+    assert_eq!(same["version"], 2);
 
     // If-Match with a stale version is refused and changes nothing.
-    let stale = client
-        .put(format!("{}/api/products/{id}", svc.http))
-        .header("If-Match", "\"1\"")
-        .json(
-            &crate::product_body("X", "1", 0, 0)
-                .as_object()
-                .map(|o| {
-                    let mut o = o.clone();
-                    o.remove("stockQuantity");
-                    Value::Object(o)
-                })
-                .unwrap(),
-        )
-        .send()
+    let mut other = crate::product_body("X", "1", 0, 0);
+    other.as_object_mut().unwrap().remove("stockQuantity");
+    let problem = products
+        .update(id, &other, Some("\"1\""))
         .await
-        .unwrap();
-    let problem = expect_problem(stale, 412).await;
+        .problem(412);
     assert_eq!(problem["currentVersion"], 2);
 
-    let deleted = client
-        .post(format!("{}/api/products/{id}/discontinue", svc.http))
-        .header("If-Match", "\"2\"")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(deleted.status(), 200);
+    products.discontinue(id, Some("\"2\"")).await.expect(200);
     let (headers, body) = wait_for("deleted event", WAIT, || async {
         last_message(&js, "PRODUCTS", &subject)
             .await
@@ -178,16 +149,8 @@ async fn update_and_delete_publish_full_state_with_growing_versions() {
         (stream_messages(&js, "PRODUCTS").await == 1).then_some(())
     })
     .await;
-    let (status, after) = get_json(&format!("{}/api/products/{id}", svc.http)).await;
-    assert_eq!(status, 200);
-    assert_eq!(after["deleted"], true);
-    let change = client
-        .put(format!("{}/api/products/{id}", svc.http))
-        .json(&update)
-        .send()
-        .await
-        .unwrap();
-    expect_problem(change, 409).await;
+    assert_eq!(products.get(id).await.expect(200)["deleted"], true);
+    products.update(id, &update, None).await.problem(409);
     svc.stop().await;
 }
 
@@ -438,17 +401,11 @@ async fn stock_adjustments_respect_reservations_and_low_stock_fires_once_per_cro
     let nats = NatsServer::start();
     let dir = scratch();
     let svc = ProductService::start(&nats.url(), dir.path()).await;
-    let client = http_client();
-    let created = client
-        .post(format!("{}/api/products", svc.http))
-        .json(&crate::product_body("Low", "1.00", 12, 10))
-        .send()
+    let products = svc.api();
+    let id = products
+        .create(&crate::product_body("Low", "1.00", 12, 10))
         .await
-        .unwrap();
-    let id = created.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+        .id();
     let mut grpc = svc.grpc_client().await;
     assert!(
         grpc.reserve_stock(reserve(Uuid::new_v4(), &[(&id, 3)]))
@@ -473,21 +430,8 @@ async fn stock_adjustments_respect_reservations_and_low_stock_fires_once_per_cro
     );
 
     // On hand 12, reserved 5: writing off 8 would leave 4 < 5 reserved.
-    let too_much = client
-        .post(format!("{}/api/products/{id}/stock", svc.http))
-        .json(&json!({"delta": -8}))
-        .send()
-        .await
-        .unwrap();
-    expect_problem(too_much, 409).await;
-    let ok = client
-        .post(format!("{}/api/products/{id}/stock", svc.http))
-        .json(&json!({"delta": -7}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ok.status(), 200);
-    let body: Value = ok.json().await.unwrap();
+    products.adjust_stock(&id, -8).await.problem(409);
+    let body = products.adjust_stock(&id, -7).await.expect(200);
     assert_eq!(
         (
             body["stockQuantity"].as_i64(),
@@ -496,13 +440,7 @@ async fn stock_adjustments_respect_reservations_and_low_stock_fires_once_per_cro
         (Some(5), Some(0))
     );
     // Restock above the threshold, then a new crossing fires again.
-    let restock = client
-        .post(format!("{}/api/products/{id}/stock", svc.http))
-        .json(&json!({"delta": 20}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(restock.status(), 200);
+    products.adjust_stock(&id, 20).await.expect(200);
     assert!(
         grpc.reserve_stock(reserve(Uuid::new_v4(), &[(&id, 15)]))
             .await
@@ -530,23 +468,17 @@ async fn catalog_lists_sort_by_name_filter_by_category_and_page() {
     let nats = NatsServer::start();
     let dir = scratch();
     let svc = ProductService::start(&nats.url(), dir.path()).await;
+    let products = svc.api();
     for name in ["Cherry", "apple", "Banana", "Date", "Elder"] {
-        create_product(&svc.http, name, "1.00", 1).await;
+        products.create_product(name, "1.00", 1).await;
     }
     let mut other = crate::product_body("Zeta", "1.00", 1, 0);
     other["category"] = json!("Other");
-    http_client()
-        .post(format!("{}/api/products", svc.http))
-        .json(&other)
-        .send()
+    products.create(&other).await.expect(201);
+    let page = products
+        .list("category=Tests&page=2&pageSize=2")
         .await
-        .unwrap();
-    let (status, page) = get_json(&format!(
-        "{}/api/products?category=Tests&page=2&pageSize=2",
-        svc.http
-    ))
-    .await;
-    assert_eq!(status, 200);
+        .expect(200);
     assert_eq!(page["totalCount"], 5);
     assert_eq!(page["totalPages"], 3);
     let names: Vec<&str> = page["items"]
@@ -560,10 +492,10 @@ async fn catalog_lists_sort_by_name_filter_by_category_and_page() {
         ["Date", "Elder"],
         "byte order: upper case sorts before lower case"
     );
-    let (_, all) = get_json(&format!("{}/api/products", svc.http)).await;
+    let all = products.list("").await.expect(200);
     assert_eq!(all["totalCount"], 6);
     assert_eq!(all["pageSize"], 20);
-    let (_, past) = get_json(&format!("{}/api/products?page=9", svc.http)).await;
+    let past = products.list("page=9").await.expect(200);
     assert_eq!(past["items"].as_array().unwrap().len(), 0);
     let (_, ready) = get_json(&format!("{}/health/ready", svc.http)).await;
     assert_eq!(ready["products"], 6, "readiness counts the catalog");
