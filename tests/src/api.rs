@@ -13,6 +13,7 @@ pub struct Answer {
     pub location: Option<String>,
     pub etag: Option<String>,
     pub content_type: Option<String>,
+    pub www_authenticate: Option<String>,
     pub body: Value,
 }
 
@@ -26,8 +27,8 @@ impl Answer {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
         };
-        let (location, etag, content_type) =
-            (header("location"), header("etag"), header("content-type"));
+        let (location, etag) = (header("location"), header("etag"));
+        let (content_type, www_authenticate) = (header("content-type"), header("www-authenticate"));
         let status = response.status().as_u16();
         let body = response.json().await.unwrap_or(Value::Null);
         Self {
@@ -35,6 +36,7 @@ impl Answer {
             location,
             etag,
             content_type,
+            www_authenticate,
             body,
         }
     }

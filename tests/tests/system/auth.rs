@@ -1,7 +1,9 @@
 //! API keys on both HTTP APIs: 401 without a valid key, 403 without the scope, open probes, and
 //! a key bound to a customer that sees only that customer's orders. In-process services.
 use serde_json::{Value, json};
-use tests::{NatsServer, OrderService, ProductService, TEST_KEY, scratch};
+use tests::{
+    Answer, NatsServer, OrderApi, OrderService, ProductApi, ProductService, TEST_KEY, scratch,
+};
 use uuid::Uuid;
 
 use crate::{create_product, expect_problem, wait_snapshot_version};
@@ -30,8 +32,7 @@ fn entry(name: &str, key: &str, scopes: &[&str], customer: Option<Uuid>) -> Valu
 }
 
 fn order_body(customer: Uuid, product: &str) -> Value {
-    json!({"customerId": customer, "customerEmail": "auth@example.com",
-           "items": [{"productId": product, "quantity": 1}]})
+    tests::order_body(customer, &[(product, 1)])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,11 +69,8 @@ async fn keys_scopes_and_customer_binding_decide_who_may_do_what() {
     let mut oc = order_svc::Config::for_tests(dir.path().join("order"), &nats.url(), &product.grpc);
     oc.api_keys = Some(order_keys);
     let order = OrderService::start_with(oc).await;
-    let p = create_product(&product.http, "Keyed", "1.00", 100).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    wait_snapshot_version(&order.http, &p, 1).await;
+    let p = product.api().create_product("Keyed", "1.00", 100).await;
+    order.api().wait_snapshot_version(&p, 1).await;
 
     // No key, a wrong key, a malformed header: 401 with WWW-Authenticate; probes stay open.
     for c in [client(None), client(Some("wrong"))] {
@@ -80,9 +78,9 @@ async fn keys_scopes_and_customer_binding_decide_who_may_do_what() {
             format!("{}/api/products", product.http),
             format!("{}/api/orders?customerId={ann}", order.http),
         ] {
-            let r = c.get(&url).send().await.unwrap();
-            assert_eq!(r.headers()["www-authenticate"], "Bearer");
-            expect_problem(r, 401).await;
+            let r = Answer::read(c.get(&url).send().await.unwrap()).await;
+            assert_eq!(r.www_authenticate.as_deref(), Some("Bearer"));
+            r.problem(401);
         }
         for url in [
             format!("{}/health/ready", product.http),
@@ -101,126 +99,33 @@ async fn keys_scopes_and_customer_binding_decide_who_may_do_what() {
     expect_problem(r, 401).await;
 
     // Scopes: a catalog reader reads but cannot write.
-    let reader = client(Some("catalog-reader"));
-    let r = reader
-        .get(format!("{}/api/products/{p}", product.http))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let r = reader
-        .post(format!("{}/api/products/{p}/stock", product.http))
-        .json(&json!({"delta": 5}))
-        .send()
-        .await
-        .unwrap();
-    expect_problem(r, 403).await;
+    let reader = ProductApi::with_client(&product.http, client(Some("catalog-reader")));
+    reader.get(&p).await.expect(200);
+    reader.adjust_stock(&p, 5).await.problem(403);
 
     // A key bound to ann: her orders only.
-    let ann_key = client(Some("ann-key"));
-    let r = ann_key
-        .post(format!("{}/api/orders", order.http))
-        .json(&order_body(ann, &p))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let anns: Value = r.json().await.unwrap();
-    let r = ann_key
-        .post(format!("{}/api/orders", order.http))
-        .json(&order_body(bob, &p))
-        .send()
-        .await
-        .unwrap();
-    expect_problem(r, 403).await;
-    let bobs: Value = client(Some(TEST_KEY))
-        .post(format!("{}/api/orders", order.http))
-        .json(&order_body(bob, &p))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let bob_id = bobs["id"].as_str().unwrap();
-    let r = ann_key
-        .get(format!("{}/api/orders/{bob_id}", order.http))
-        .send()
-        .await
-        .unwrap();
-    expect_problem(r, 404).await;
-    let r = ann_key
-        .post(format!("{}/api/orders/{bob_id}/cancel", order.http))
-        .json(&json!({"reason": "not mine"}))
-        .send()
-        .await
-        .unwrap();
-    expect_problem(r, 404).await;
-    let r = ann_key
-        .get(format!("{}/api/orders?customerId={bob}", order.http))
-        .send()
-        .await
-        .unwrap();
-    expect_problem(r, 403).await;
-    let page: Value = ann_key
-        .get(format!("{}/api/orders", order.http))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let as_ann = OrderApi::with_client(&order.http, client(Some("ann-key")));
+    let anns = as_ann.place(&order_body(ann, &p)).await.expect(201);
+    let ann_id = anns["id"].as_str().unwrap();
+    as_ann.place(&order_body(bob, &p)).await.problem(403);
+    let bob_id = &order.api().place(&order_body(bob, &p)).await.id();
+    as_ann.get(bob_id).await.problem(404);
+    as_ann.cancel(bob_id, "not mine").await.problem(404);
+    as_ann.list(&format!("customerId={bob}")).await.problem(403);
+    let page = as_ann.list("").await.expect(200);
     assert_eq!(page["totalCount"], 1, "an unfiltered listing is her own");
     assert_eq!(page["items"][0]["id"], anns["id"]);
-    let r = ann_key
-        .get(format!(
-            "{}/api/orders/{}",
-            order.http,
-            anns["id"].as_str().unwrap()
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    as_ann.get(ann_id).await.expect(200);
     // Shipping is an admin action, even for the customer's own order.
-    let r = ann_key
-        .post(format!(
-            "{}/api/orders/{}/ship",
-            order.http,
-            anns["id"].as_str().unwrap()
-        ))
-        .send()
-        .await
-        .unwrap();
-    expect_problem(r, 403).await;
+    as_ann.ship(ann_id).await.problem(403);
 
     // Unbound orders:read reads any order and filtered lists, but not unfiltered ones or writes.
-    let support = client(Some("support-key"));
-    let r = support
-        .get(format!("{}/api/orders/{bob_id}", order.http))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let r = support
-        .get(format!("{}/api/orders", order.http))
-        .send()
-        .await
-        .unwrap();
-    expect_problem(r, 403).await;
-    let r = support
-        .post(format!("{}/api/orders/{bob_id}/cancel", order.http))
-        .json(&json!({"reason": "no"}))
-        .send()
-        .await
-        .unwrap();
-    expect_problem(r, 403).await;
-    let (status, all) = crate::get_json(&format!("{}/api/orders", order.http)).await;
-    assert_eq!(
-        (status, all["totalCount"].as_u64()),
-        (200, Some(2)),
-        "admin sees all"
-    );
+    let support = OrderApi::with_client(&order.http, client(Some("support-key")));
+    support.get(bob_id).await.expect(200);
+    support.list("").await.problem(403);
+    support.cancel(bob_id, "no").await.problem(403);
+    let all = order.api().list("").await.expect(200);
+    assert_eq!(all["totalCount"], 2, "admin sees all");
     order.stop().await;
     product.stop().await;
 }
