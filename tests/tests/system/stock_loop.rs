@@ -3,73 +3,49 @@
 //! or cannot be cancelled any more say so.
 use proto::{CommitStockRequest, OrderItem, ReleaseStockRequest, ReserveStockRequest};
 use serde_json::{Value, json};
-use tests::{NatsServer, OrderService, ProductService, http_client, scratch, wait_for};
+use tests::{
+    NatsServer, OrderApi, OrderService, ProductApi, ProductService, System, order_body, scratch,
+    wait_for,
+};
 use tonic::Code;
 use uuid::Uuid;
 
-use crate::{WAIT, expect_problem, get_json, js, product_body, wait_snapshot_version};
+use crate::{WAIT, get_json, js, product_body, wait_snapshot_version};
 
 /// (on hand, reserved) of a product, from product-svc's HTTP API.
 async fn stock(product_http: &str, id: &str) -> (i64, i64) {
-    let (_, body) = get_json(&format!("{product_http}/api/products/{id}")).await;
+    let body = ProductApi::new(product_http).get(id).await.expect(200);
     (
         body["stockQuantity"].as_i64().unwrap(),
         body["reservedQuantity"].as_i64().unwrap(),
     )
 }
 
+/// Places an order for `quantity` of one product (asserting 201).
 async fn place(order_http: &str, id: &str, quantity: u32) -> Value {
-    let response = http_client()
-        .post(format!("{order_http}/api/orders"))
-        .json(
-            &json!({"customerId": Uuid::new_v4(), "customerEmail": "ship@example.com",
-                      "items": [{"productId": id, "quantity": quantity}]}),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    response.json().await.unwrap()
-}
-
-async fn post(url: String) -> reqwest::Response {
-    http_client()
-        .post(url)
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap()
+    let body = order_body(Uuid::new_v4(), &[(id, i64::from(quantity))]);
+    OrderApi::new(order_http).place(&body).await.expect(201)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shipping_commits_exactly_the_reserved_units_once() {
-    let nats = NatsServer::start();
-    let dir = scratch();
-    let product = ProductService::start(&nats.url(), &dir.path().join("product")).await;
-    let order = OrderService::start(&nats.url(), &product.grpc, &dir.path().join("order")).await;
+    let system = System::start().await;
+    let (product, orders) = (&system.product, &system.orders);
+    let order_http = &system.order.http;
     // Threshold 8: reserving 3 of 10 crosses below it (one StockLow); shipping does not move
     // available stock, so it must not fire another.
-    let created = http_client()
-        .post(format!("{}/api/products", product.http))
-        .json(&product_body("Shippable", "5.00", 10, 8))
-        .send()
+    let id = system
+        .products
+        .create(&product_body("Shippable", "5.00", 10, 8))
         .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
-    let id = created.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    wait_snapshot_version(&order.http, &id, 1).await;
+        .id();
+    orders.wait_snapshot_version(&id, 1).await;
 
-    let placed = place(&order.http, &id, 3).await;
+    let placed = place(order_http, &id, 3).await;
     assert_eq!(placed["status"], "Confirmed");
     assert_eq!(stock(&product.http, &id).await, (10, 3));
     let order_id = placed["id"].as_str().unwrap().to_owned();
-    let ship_url = format!("{}/api/orders/{order_id}/ship", order.http);
-    let shipped = post(ship_url.clone()).await;
-    assert_eq!(shipped.status(), 200);
-    let shipped: Value = shipped.json().await.unwrap();
+    let shipped = orders.ship(&order_id).await.expect(200);
     assert_eq!(shipped["status"], "Shipped");
     wait_for("the commit to reach product-svc", WAIT, || async {
         (stock(&product.http, &id).await == (7, 0)).then_some(())
@@ -77,28 +53,20 @@ async fn shipping_commits_exactly_the_reserved_units_once() {
     .await;
     // The commit is recorded on the order (version 4: placed, confirmed, shipped, committed).
     wait_for("the commit to be recorded", WAIT, || async {
-        let (_, body) = get_json(&format!("{}/api/orders/{order_id}", order.http)).await;
-        (body["version"] == 4).then_some(())
+        (orders.get(&order_id).await.body["version"] == 4).then_some(())
     })
     .await;
-    let again = post(ship_url).await;
+    let again = orders.ship(&order_id).await;
     assert_eq!(
-        again.status(),
-        200,
+        again.status, 200,
         "shipping twice answers the shipped order"
     );
-    assert_eq!(again.json::<Value>().await.unwrap()["status"], "Shipped");
+    assert_eq!(again.body["status"], "Shipped");
     assert_eq!(stock(&product.http, &id).await, (7, 0), "one decrement");
-    let cancel = http_client()
-        .post(format!("{}/api/orders/{order_id}/cancel", order.http))
-        .json(&json!({"reason": "too late"}))
-        .send()
-        .await
-        .unwrap();
-    let problem = expect_problem(cancel, 409).await;
+    let problem = orders.cancel(&order_id, "too late").await.problem(409);
     assert_eq!(problem["orderStatus"], "Shipped");
 
-    let jetstream = js(&nats.url()).await;
+    let jetstream = js(&system.nats.url()).await;
     let stock_stream = jetstream.get_stream("STOCK").await.unwrap();
     let low = stock_stream
         .info_with_subjects(format!("eshop.stock.{id}"))
@@ -112,35 +80,24 @@ async fn shipping_commits_exactly_the_reserved_units_once() {
     assert_eq!(count, 1, "one StockLow crossing for the whole flow");
 
     // Orders that are not Confirmed cannot ship; the problem names their state.
-    let rejected = place(&order.http, &id, 50).await;
+    let rejected = place(order_http, &id, 50).await;
     assert_eq!(rejected["status"], "Rejected");
-    let cancelled = place(&order.http, &id, 1).await;
+    let cancelled = place(order_http, &id, 1).await;
     let cancelled_id = cancelled["id"].as_str().unwrap();
-    let r = http_client()
-        .post(format!("{}/api/orders/{cancelled_id}/cancel", order.http))
-        .json(&json!({"reason": "changed my mind"}))
-        .send()
+    orders
+        .cancel(cancelled_id, "changed my mind")
         .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+        .expect(200);
     for (body, status) in [(&rejected, "Rejected"), (&cancelled, "Cancelled")] {
-        let r = post(format!(
-            "{}/api/orders/{}/ship",
-            order.http,
-            body["id"].as_str().unwrap()
-        ))
-        .await;
-        let problem = expect_problem(r, 409).await;
+        let problem = orders.ship(body["id"].as_str().unwrap()).await.problem(409);
         assert_eq!(problem["orderStatus"], status);
     }
-    let unknown = post(format!("{}/api/orders/{}/ship", order.http, Uuid::new_v4())).await;
-    expect_problem(unknown, 404).await;
+    orders.ship(&Uuid::new_v4().to_string()).await.problem(404);
     wait_for("the cancelled order's release", WAIT, || async {
         (stock(&product.http, &id).await == (7, 0)).then_some(())
     })
     .await;
-    order.stop().await;
-    product.stop().await;
+    system.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -259,17 +216,12 @@ async fn a_release_lost_with_order_svc_is_repaired_by_product_svcs_follower() {
 
     // product-svc down: the cancel is recorded, its release cannot be sent.
     product.stop().await;
-    let cancel = http_client()
-        .post(format!(
-            "{}/api/orders/{}/cancel",
-            order.http,
-            placed["id"].as_str().unwrap()
-        ))
-        .json(&json!({"reason": "lost release"}))
-        .send()
+    let placed_id = placed["id"].as_str().unwrap();
+    order
+        .api()
+        .cancel(placed_id, "lost release")
         .await
-        .unwrap();
-    assert_eq!(cancel.status(), 200);
+        .expect(200);
     // ...and order-svc is gone for good with its disk: nobody will send the release.
     order.stop().await;
     std::fs::remove_dir_all(dir.path().join("order")).unwrap();
@@ -410,21 +362,13 @@ async fn closed_reservations_are_compacted_after_retention_and_held_ones_stay() 
     let held = place(&order.http, &id, 1).await;
     let shipped = place(&order.http, &id, 2).await;
     let cancelled = place(&order.http, &id, 3).await;
-    let url = |o: &Value, action: &str| {
-        format!(
-            "{}/api/orders/{}/{action}",
-            order.http,
-            o["id"].as_str().unwrap()
-        )
-    };
-    assert_eq!(post(url(&shipped, "ship")).await.status(), 200);
-    let r = http_client()
-        .post(url(&cancelled, "cancel"))
-        .json(&json!({"reason": "compact me"}))
-        .send()
+    let orders = order.api();
+    let id_of = |o: &Value| o["id"].as_str().unwrap().to_owned();
+    orders.ship(&id_of(&shipped)).await.expect(200);
+    orders
+        .cancel(&id_of(&cancelled), "compact me")
         .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+        .expect(200);
     // A tombstone too: a release for an order product-svc never saw.
     let mut grpc = product.grpc_client().await;
     grpc.release_stock(ReleaseStockRequest {
@@ -446,13 +390,7 @@ async fn closed_reservations_are_compacted_after_retention_and_held_ones_stay() 
     );
     crate::assert_books_agree(&product.http).await;
     // The held order still releases normally after the others were compacted.
-    let r = http_client()
-        .post(url(&held, "cancel"))
-        .json(&json!({"reason": "done"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    orders.cancel(&id_of(&held), "done").await.expect(200);
     wait_for("the release", WAIT, || async {
         (stock(&product.http, &id).await == (8, 0)).then_some(())
     })
@@ -501,19 +439,14 @@ async fn orders_created_cancelled_and_shipped_across_two_instances_leave_exact_b
         .await;
     futures::stream::iter(placed.iter().filter(|(i, _)| i % 3 != 0))
         .for_each_concurrent(32, |(i, order_id)| {
-            let http = https[(i + 1) % 2].clone();
+            let other = OrderApi::new(&https[(i + 1) % 2]);
             async move {
-                let response = if i % 3 == 1 {
-                    http_client()
-                        .post(format!("{http}/api/orders/{order_id}/cancel"))
-                        .json(&json!({"reason": "load"}))
-                        .send()
-                        .await
-                        .unwrap()
+                let answer = if i % 3 == 1 {
+                    other.cancel(order_id, "load").await
                 } else {
-                    post(format!("{http}/api/orders/{order_id}/ship")).await
+                    other.ship(order_id).await
                 };
-                assert_eq!(response.status(), 200, "order {i}");
+                assert_eq!(answer.status, 200, "order {i}");
             }
         })
         .await;
