@@ -10,11 +10,11 @@ use std::{
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tests::{
-    FaultyProxy, OrderService, ProductService, edge::EdgeNats, http_client, scratch, wait_for,
+    FaultyProxy, OrderService, ProductService, edge::EdgeNats, order_body, scratch, wait_for,
 };
 use uuid::Uuid;
 
-use crate::{get_json, product_body};
+use crate::get_json;
 
 /// Mirrors and sources resume on nats-server's own retry interval after a link returns
 /// (measured 16-40 s, research notes): edge waits allow for it.
@@ -82,30 +82,13 @@ impl Deployment {
     }
 
     async fn create_product(&self, name: &str, price: &str, stock: i64) -> String {
-        let r = http_client()
-            .post(format!("{}/api/products", self.product.http))
-            .json(&product_body(name, price, stock, 0))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201);
-        r.json::<Value>().await.unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_owned()
+        self.product.api().create_product(name, price, stock).await
     }
 
     async fn place(&self, product: &str, quantity: u32) -> (u16, Value) {
-        let r = http_client()
-            .post(format!("{}/api/orders", self.order.http))
-            .json(
-                &json!({"customerId": Uuid::new_v4(), "customerEmail": "edge@example.com",
-                          "items": [{"productId": product, "quantity": quantity}]}),
-            )
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.json().await.unwrap())
+        let body = order_body(Uuid::new_v4(), &[(product, i64::from(quantity))]);
+        let answer = self.order.api().place(&body).await;
+        (answer.status, answer.body)
     }
 
     /// Edge orders in the hub's `ORDERS`: subject → messages.
@@ -243,20 +226,15 @@ async fn a_cold_edge_order_svc_with_the_link_down_serves_the_mirrored_catalog() 
         (row["version"].as_u64(), row["price"].as_str()),
         (Some(1), Some("3.50"))
     );
-    let r = http_client()
-        .post(format!("{}/api/orders", order.http))
-        .json(
-            &json!({"customerId": Uuid::new_v4(), "customerEmail": "cold@example.com",
-                      "items": [{"productId": p, "quantity": 1}]}),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202, "priced at the edge, stock owed to the hub");
-    let id = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let placed = order
+        .api()
+        .place(&order_body(Uuid::new_v4(), &[(&p, 1)]))
+        .await;
+    assert_eq!(
+        placed.status, 202,
+        "priced at the edge, stock owed to the hub"
+    );
+    let id = placed.id();
     edge.link.set_down(false);
     wan.set_down(false);
     wait_for(
@@ -291,22 +269,11 @@ async fn with_the_hub_product_svc_down_the_edge_keeps_taking_orders_that_settle_
     product.stop().await;
     let mut ids = HashSet::new();
     for _ in 0..5 {
-        let r = http_client()
-            .post(format!("{}/api/orders", order.http))
-            .json(
-                &json!({"customerId": Uuid::new_v4(), "customerEmail": "down@example.com",
-                          "items": [{"productId": p, "quantity": 2}]}),
-            )
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 202);
-        ids.insert(
-            r.json::<Value>().await.unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        );
+        let placed = order
+            .api()
+            .place(&order_body(Uuid::new_v4(), &[(&p, 2)]))
+            .await;
+        ids.insert(placed.expect(202)["id"].as_str().unwrap().to_owned());
     }
     let product = ProductService::start_with(hub_product_config(
         &edge.hub.url(),
@@ -369,13 +336,8 @@ async fn three_uplink_cuts_under_order_load_and_hub_price_changes_end_with_exact
             ids.insert(id.clone());
             if n == 1 {
                 // Cancels work at the site too; the release is owed until the link is back.
-                let r = http_client()
-                    .post(format!("{}/api/orders/{id}/cancel", d.order.http))
-                    .json(&json!({"reason": "cut off"}))
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(r.status(), 200, "round {round}: cancelled while cut off");
+                let r = d.order.api().cancel(&id, "cut off").await;
+                assert_eq!(r.status, 200, "round {round}: cancelled while cut off");
                 cancelled.insert(id);
             } else {
                 quantities.insert(id, i64::from(1 + n % 3));
@@ -383,16 +345,9 @@ async fn three_uplink_cuts_under_order_load_and_hub_price_changes_end_with_exact
             if n.is_multiple_of(8) {
                 hub_version += 1;
                 let price = format!("{}.00", 1 + hub_version);
-                let r = http_client()
-                    .put(format!("{}/api/products/{p}", d.product.http))
-                    .json(
-                        &json!({"name": "Contended", "description": "Contended description",
-                                  "price": price, "category": "Tests", "lowStockThreshold": 0}),
-                    )
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(r.status(), 200);
+                let body = json!({"name": "Contended", "description": "Contended description",
+                                  "price": price, "category": "Tests", "lowStockThreshold": 0});
+                d.product.api().update(&p, &body, None).await.expect(200);
             }
             n += 1;
             tokio::time::sleep(Duration::from_millis(200)).await;
