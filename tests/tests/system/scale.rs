@@ -9,36 +9,29 @@ use std::{
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tests::{
-    NatsServer, OrderService, ProductService, ServiceProcess, free_port, http_client, scratch,
+    Answer, NatsServer, OrderApi, OrderService, ProductService, ServiceProcess, free_port, scratch,
     wait_for,
 };
 use uuid::Uuid;
 
 use crate::{
-    WAIT, create_product, expect_problem, get_json, js, last_message, product_config,
-    wait_snapshot_version,
+    WAIT, create_product, get_json, js, last_message, product_config, wait_snapshot_version,
 };
 
 fn order_body(customer: Uuid, product: &str, quantity: i64) -> Value {
-    json!({"customerId": customer, "customerEmail": "scale@example.com",
-           "items": [{"productId": product, "quantity": quantity}]})
+    tests::order_body(customer, &[(product, quantity)])
 }
 
-async fn post_order(http: &str, body: &Value, key: Option<&str>) -> reqwest::Response {
-    let mut request = http_client().post(format!("{http}/api/orders")).json(body);
-    if let Some(key) = key {
-        request = request.header("Idempotency-Key", key);
+async fn post_order(http: &str, body: &Value, key: Option<&str>) -> Answer {
+    let orders = OrderApi::new(http);
+    match key {
+        Some(key) => orders.place_keyed(body, key).await,
+        None => orders.place(body).await,
     }
-    request.send().await.expect("POST /api/orders")
 }
 
-async fn cancel(http: &str, id: &str) -> reqwest::Response {
-    http_client()
-        .post(format!("{http}/api/orders/{id}/cancel"))
-        .json(&json!({"reason": "racing"}))
-        .send()
-        .await
-        .expect("POST cancel")
+async fn cancel(http: &str, id: &str) -> Answer {
+    OrderApi::new(http).cancel(id, "racing").await
 }
 
 async fn reserved(product_http: &str, id: &str) -> i64 {
@@ -82,8 +75,8 @@ async fn an_order_placed_on_one_instance_is_read_cancelled_and_listed_on_the_oth
 
     // Read-your-writes across instances: GET on B right after A's 201.
     let response = post_order(&a.http, &order_body(customer, &p, 2), None).await;
-    assert_eq!(response.status(), 201);
-    let placed: Value = response.json().await.unwrap();
+    assert_eq!(response.status, 201);
+    let placed = response.body;
     assert_eq!(placed["status"], "Confirmed");
     let id = placed["id"].as_str().unwrap();
     let (status, on_b) = get_json(&format!("{}/api/orders/{id}", b.http)).await;
@@ -92,8 +85,8 @@ async fn an_order_placed_on_one_instance_is_read_cancelled_and_listed_on_the_oth
 
     // Cancel on B an order placed on A: released once.
     let response = cancel(&b.http, id).await;
-    assert_eq!(response.status(), 200);
-    let cancelled: Value = response.json().await.unwrap();
+    assert_eq!(response.status, 200);
+    let cancelled = response.body;
     assert_eq!(cancelled["status"], "Cancelled");
     wait_for("the release", WAIT, || async {
         (reserved(&product.http, &p).await == 0).then_some(())
@@ -106,7 +99,7 @@ async fn an_order_placed_on_one_instance_is_read_cancelled_and_listed_on_the_oth
     let mut lags = Vec::new();
     for i in 0..20 {
         let response = post_order(&a.http, &order_body(customer, &p, 1), None).await;
-        assert_eq!(response.status(), 201);
+        assert_eq!(response.status, 201);
         let acked = Instant::now();
         let url = format!("{}/api/orders?customerId={customer}&pageSize=100", b.http);
         wait_for("B's listing to show A's order", WAIT, || async {
@@ -164,8 +157,8 @@ async fn one_idempotency_key_sent_to_two_instances_makes_one_order_and_one_reser
             let body = body.clone();
             async move {
                 let response = post_order(&http, &body, Some("same-key")).await;
-                let status = response.status().as_u16();
-                (status, response.json::<Value>().await.unwrap())
+                let status = response.status;
+                (status, response.body)
             }
         })
         .buffer_unordered(20)
@@ -192,7 +185,9 @@ async fn one_idempotency_key_sent_to_two_instances_makes_one_order_and_one_reser
     let mut other = body.clone();
     other["items"][0]["quantity"] = json!(4);
     for http in [&a.http, &b.http] {
-        expect_problem(post_order(http, &other, Some("same-key")).await, 422).await;
+        post_order(http, &other, Some("same-key"))
+            .await
+            .problem(422);
     }
     // Keys are scoped per customer: another customer's same key is another order.
     let elsewhere = post_order(
@@ -201,7 +196,7 @@ async fn one_idempotency_key_sent_to_two_instances_makes_one_order_and_one_reser
         Some("same-key"),
     )
     .await;
-    assert_eq!(elsewhere.status(), 201);
+    assert_eq!(elsewhere.status, 201);
     assert_eq!(reserved(&product.http, &p).await, 6);
     a.stop().await;
     b.stop().await;
@@ -222,7 +217,7 @@ async fn cancels_racing_on_two_instances_cancel_once_and_release_once() {
     let mut ids = Vec::new();
     for _ in 0..50 {
         let response = post_order(&a.http, &order_body(Uuid::new_v4(), &p, 2), None).await;
-        let order: Value = response.json().await.unwrap();
+        let order = response.body;
         assert_eq!(order["status"], "Confirmed");
         ids.push(order["id"].as_str().unwrap().to_owned());
     }
@@ -232,7 +227,7 @@ async fn cancels_racing_on_two_instances_cancel_once_and_release_once() {
             let (ha, hb) = (a.http.clone(), b.http.clone());
             async move {
                 let (ra, rb) = tokio::join!(cancel(&ha, &id), cancel(&hb, &id));
-                (ra.status().as_u16(), rb.status().as_u16())
+                (ra.status, rb.status)
             }
         })
         .buffer_unordered(8)
@@ -308,8 +303,8 @@ async fn pending_orders_of_an_instance_killed_for_good_are_settled_by_another() 
     let mut ids = Vec::new();
     for i in 0..30 {
         let response = post_order(&a.http, &order_body(Uuid::new_v4(), &p, 1 + i % 2), None).await;
-        assert_eq!(response.status(), 202, "product-svc is down");
-        let order: Value = response.json().await.unwrap();
+        assert_eq!(response.status, 202, "product-svc is down");
+        let order = response.body;
         ids.push(order["id"].as_str().unwrap().to_owned());
     }
     a.kill9();
@@ -362,13 +357,11 @@ async fn a_wiped_instance_rebuilds_its_orders_view_and_snapshot_from_the_streams
     for (i, p) in products.iter().enumerate() {
         let order: Value = post_order(&a.http, &order_body(customer, p, 1 + i as i64), None)
             .await
-            .json()
-            .await
-            .unwrap();
+            .body;
         placed.insert(order["id"].as_str().unwrap().to_owned(), order);
     }
     let first = placed.keys().next().unwrap().clone();
-    assert_eq!(cancel(&a.http, &first).await.status(), 200);
+    assert_eq!(cancel(&a.http, &first).await.status, 200);
     let first_state = wait_for("the release recorded", WAIT, || async {
         let (_, o) = get_json(&format!("{}/api/orders/{first}", a.http)).await;
         (o["version"] == 4).then_some(o)
@@ -458,9 +451,7 @@ async fn sixty_four_clients_on_two_instances_race_for_the_last_fifty_units() {
             async move {
                 let o: Value = post_order(&http, &order_body(Uuid::new_v4(), &p, 1), None)
                     .await
-                    .json()
-                    .await
-                    .unwrap();
+                    .body;
                 o["status"].as_str().unwrap().to_owned()
             }
         })
@@ -504,12 +495,12 @@ async fn nats_killed_under_order_load_loses_no_acknowledged_order_and_never_hang
                     let response =
                         post_order(&http, &order_body(Uuid::new_v4(), &p, 1), None).await;
                     slowest = slowest.max(started.elapsed());
-                    let status = response.status().as_u16();
+                    let status = response.status;
                     if status == 201 || status == 202 {
-                        let o: Value = response.json().await.unwrap();
+                        let o = response.body;
                         acked.push(o["id"].as_str().unwrap().to_owned());
                     } else {
-                        let problem = expect_problem(response, 503).await;
+                        let problem = response.problem(503);
                         assert!(problem["detail"].is_string());
                         refused += 1;
                         // Pacing of the load generator while NATS is down, not synchronisation.
@@ -529,13 +520,13 @@ async fn nats_killed_under_order_load_loses_no_acknowledged_order_and_never_hang
     // Refusals while it is down (the load keeps running).
     wait_for("a 503 during the outage", WAIT, || async {
         let r = post_order(&order.http, &order_body(Uuid::new_v4(), &p, 1), None).await;
-        (r.status() == 503).then_some(())
+        (r.status == 503).then_some(())
     })
     .await;
     nats.start_again();
     wait_for("orders after the restart", WAIT, || async {
         let r = post_order(&order.http, &order_body(Uuid::new_v4(), &p, 1), None).await;
-        (r.status() == 201).then_some(())
+        (r.status == 201).then_some(())
     })
     .await;
     stop.cancel();
