@@ -1,7 +1,7 @@
 //! Many clients racing for little stock never oversell.
 use futures::StreamExt;
 use serde_json::{Value, json};
-use tests::{NatsServer, ServiceProcess, http_client, scratch};
+use tests::{NatsServer, OrderApi, ServiceProcess, scratch};
 use uuid::Uuid;
 
 use crate::{get_json, wait_snapshot_version};
@@ -31,18 +31,8 @@ async fn sixty_four_clients_racing_for_fifty_units_never_oversell() {
     wait_snapshot_version(&order.http, &id, 1).await;
     let results: Vec<Value> = futures::stream::iter(0..clients)
         .map(|_| {
-            let (http, id) = (order.http.clone(), id.clone());
-            async move {
-                http_client()
-                    .post(format!("{http}/api/orders"))
-                    .json(&order_body(&id, 1))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json::<Value>()
-                    .await
-                    .unwrap()
-            }
+            let (orders, id) = (OrderApi::new(&order.http), id.clone());
+            async move { orders.place(&order_body(&id, 1)).await.body }
         })
         .buffer_unordered(clients)
         .collect()

@@ -17,7 +17,7 @@ use std::{
 
 use futures::StreamExt;
 use serde_json::{Value, json};
-use tests::http_client;
+use tests::ProductApi;
 
 use crate::get_json;
 
@@ -117,9 +117,7 @@ pub(super) async fn create_products(
         .map(|i| async move {
             let body = json!({"name": format!("Fault {i:06}"), "description": "", "price": format!("{}.{:02}", 1 + i % 400, i % 100),
                 "category": format!("C{}", i % 7), "stockQuantity": stock, "lowStockThreshold": 0});
-            let r = http_client().post(format!("{http}/api/products")).json(&body).send().await.expect("create");
-            assert_eq!(r.status(), 201);
-            r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned()
+            ProductApi::new(http).create(&body).await.expect(201)["id"].as_str().unwrap().to_owned()
         })
         .buffer_unordered(concurrency)
         .collect()

@@ -8,8 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde_json::{Value, json};
-use tests::{NatsServer, ServiceProcess, http_client, scratch, wait_for};
+use tests::{NatsServer, OrderApi, ServiceProcess, scratch, wait_for};
 
 use crate::{get_json, wait_snapshot_version};
 
@@ -29,6 +28,7 @@ async fn product_svc_outage_ends_with_every_order_settled_and_exact_availability
         dir.path(),
         &[],
     );
+    let orders = OrderApi::new(&order.http);
     let ids = create_products(&product.http, 5, 10_000, 5).await;
     for id in &ids {
         wait_snapshot_version(&order.http, id, 1).await;
@@ -36,15 +36,7 @@ async fn product_svc_outage_ends_with_every_order_settled_and_exact_availability
     // Orders confirmed before the outage, to cancel during it.
     let mut to_cancel = Vec::new();
     for (i, id) in ids.iter().enumerate() {
-        let o: Value = http_client()
-            .post(format!("{}/api/orders", order.http))
-            .json(&order_body(id, 1 + i as i64))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let o = orders.place(&order_body(id, 1 + i as i64)).await.body;
         assert_eq!(o["status"], "Confirmed");
         to_cancel.push(o["id"].as_str().unwrap().to_owned());
     }
@@ -52,27 +44,15 @@ async fn product_svc_outage_ends_with_every_order_settled_and_exact_availability
     let placed: Arc<Mutex<Vec<(String, u16)>>> = Arc::default();
     let mut load = Vec::new();
     for c in 0..4 {
-        let (http, ids, stop, placed) = (
-            order.http.clone(),
-            ids.clone(),
-            stop.clone(),
-            placed.clone(),
-        );
+        let (orders, ids, stop, placed) =
+            (orders.clone(), ids.clone(), stop.clone(), placed.clone());
         load.push(tokio::spawn(async move {
             let mut i = c;
             while !stop.load(Ordering::SeqCst) {
-                let r = http_client()
-                    .post(format!("{http}/api/orders"))
-                    .json(&order_body(&ids[i % ids.len()], 1 + (i % 3) as i64))
-                    .send()
-                    .await
-                    .unwrap();
-                let status = r.status().as_u16();
-                let o: Value = r.json().await.unwrap();
-                placed
-                    .lock()
-                    .unwrap()
-                    .push((o["id"].as_str().unwrap().to_owned(), status));
+                let r = orders
+                    .place(&order_body(&ids[i % ids.len()], 1 + (i % 3) as i64))
+                    .await;
+                placed.lock().unwrap().push((r.id(), r.status));
                 i += 4;
                 // Pacing of the load generator (about 80 orders/s in all), not synchronisation.
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -86,13 +66,8 @@ async fn product_svc_outage_ends_with_every_order_settled_and_exact_availability
     product.kill9();
     let outage_started = Instant::now();
     for id in &to_cancel {
-        let r = http_client()
-            .post(format!("{}/api/orders/{id}/cancel", order.http))
-            .json(&json!({"reason": "outage"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "cancel works while product-svc is down");
+        let r = orders.cancel(id, "outage").await;
+        assert_eq!(r.status, 200, "cancel works while product-svc is down");
     }
     tokio::time::sleep(outage.saturating_sub(outage_started.elapsed())).await; // the outage itself, not a synchronisation
     product.start();

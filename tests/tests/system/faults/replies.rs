@@ -1,8 +1,7 @@
 //! Lost and late gRPC replies are retried and never reserve twice.
 use std::time::Duration;
 
-use serde_json::Value;
-use tests::{FaultyProxy, NatsServer, ServiceProcess, http_client, scratch, wait_for};
+use tests::{FaultyProxy, NatsServer, OrderApi, ServiceProcess, scratch, wait_for};
 
 use crate::{get_json, wait_snapshot_version};
 
@@ -39,19 +38,9 @@ async fn lost_or_late_replies_are_retried_and_never_reserve_twice() {
         })
         .await;
         let q = 1 + (i % 4) as i64;
-        let r = http_client()
-            .post(format!("{}/api/orders", order.http))
-            .json(&order_body(&id, q))
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status() == 201 || r.status() == 202, "{}", r.status());
-        placed.push(
-            r.json::<Value>().await.unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        );
+        let r = OrderApi::new(&order.http).place(&order_body(&id, q)).await;
+        assert!(r.status == 201 || r.status == 202, "{}", r.status);
+        placed.push(r.id());
         total += q;
     }
     for oid in &placed {
