@@ -90,7 +90,7 @@ impl OrderLog {
         self.connected()?;
         let event_type = event.event_type;
         let msg_id = event.event_id.to_string();
-        let payload = serde_json::to_vec(event).map_err(|e| Error::Corrupt(e.to_string()))?;
+        let payload = serde_json::to_vec(event).map_err(|e| Error::corrupt(e.to_string()))?;
         let publish = PublishMessage::build()
             .payload(payload.clone().into())
             .message_id(&msg_id)
@@ -154,9 +154,9 @@ impl OrderLog {
             Err(e) => return Err(unavailable(e)),
         };
         let event: OrderEvent = serde_json::from_slice(&msg.payload)
-            .map_err(|e| Error::Corrupt(format!("order {id} at sequence {}: {e}", msg.sequence)))?;
+            .map_err(|e| Error::corrupt(format!("order {id} at sequence {}: {e}", msg.sequence)))?;
         domain::check_order_event(&event, Some(id))
-            .map_err(|why| Error::Corrupt(format!("order {id}: {why}")))?;
+            .map_err(|why| Error::corrupt(format!("order {id}: {why}")))?;
         let msg_id = msg
             .headers
             .get(events::HEADER_MSG_ID)

@@ -126,7 +126,7 @@ impl Store {
         let mut items = Vec::with_capacity(page_size.min(1000));
         for kv in self.snapshot.scan_prefix(b"p").skip(skip).take(page_size) {
             let (key, value) = kv?;
-            let id = Uuid::from_slice(&key[1..]).map_err(|e| Error::Corrupt(e.to_string()))?;
+            let id = Uuid::from_slice(&key[1..]).map_err(|e| Error::corrupt(e.to_string()))?;
             items.push((id, from_json(&value)?));
         }
         Ok((items, self.snapshot_len()? as usize))
@@ -263,7 +263,7 @@ struct StoredVersion {
 pub(crate) fn decode_u64(bytes: &[u8], key: &[u8]) -> Result<u64> {
     <[u8; 8]>::try_from(bytes)
         .map(u64::from_be_bytes)
-        .map_err(|_| Error::Corrupt(format!("{} is not a u64", String::from_utf8_lossy(key))))
+        .map_err(|_| Error::corrupt(format!("{} is not a u64", String::from_utf8_lossy(key))))
 }
 
 fn snapshot_key(id: Uuid) -> [u8; 17] {
@@ -274,11 +274,11 @@ fn snapshot_key(id: Uuid) -> [u8; 17] {
 }
 
 pub(crate) fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec(value).map_err(|e| Error::Corrupt(e.to_string()))
+    serde_json::to_vec(value).map_err(|e| Error::corrupt(e.to_string()))
 }
 
 pub(crate) fn from_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    serde_json::from_slice(bytes).map_err(|e| Error::Corrupt(e.to_string()))
+    serde_json::from_slice(bytes).map_err(|e| Error::corrupt(e.to_string()))
 }
 
 fn read<T: DeserializeOwned>(tree: &Tree, key: &[u8]) -> Result<Option<T>> {

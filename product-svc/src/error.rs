@@ -1,5 +1,5 @@
 //! The crate's one error type. HTTP (`http/mod.rs`) and gRPC (`grpc.rs`) each map it exactly once.
-use shared::fields::FieldErrors;
+use shared::{durability::FlusherStopped, fields::FieldErrors, storage::StorageError};
 use uuid::Uuid;
 
 use crate::domain::StockError;
@@ -34,12 +34,27 @@ pub enum Error {
     /// The order stream (NATS) cannot be read (the audit needs it).
     #[error("the order stream is unavailable: {0}")]
     OrdersUnavailable(String),
-    #[error("storage error")]
-    Storage(#[from] sled::Error),
-    #[error("stored data is corrupt: {0}")]
-    Corrupt(String),
-    #[error("storage flush failed")]
-    Flush(#[from] shared::durability::FlusherStopped),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl Error {
+    /// A stored value that does not decode.
+    pub fn corrupt(why: impl Into<String>) -> Self {
+        Self::Storage(StorageError::Corrupt(why.into()))
+    }
+}
+
+impl From<sled::Error> for Error {
+    fn from(e: sled::Error) -> Self {
+        Self::Storage(e.into())
+    }
+}
+
+impl From<FlusherStopped> for Error {
+    fn from(e: FlusherStopped) -> Self {
+        Self::Storage(e.into())
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -206,7 +206,7 @@ impl From<Error> for Status {
             Error::VersionMismatch { .. } | Error::Discontinued(_) | Error::Stock(_) => {
                 Status::failed_precondition(error.to_string())
             }
-            Error::Storage(_) | Error::Corrupt(_) | Error::Flush(_) => {
+            Error::Storage(_) => {
                 tracing::error!(error = %error, cause = ?error, "gRPC call failed on storage.");
                 Status::internal("internal storage error")
             }

@@ -10,6 +10,7 @@
 //! - [`metrics`]: Prometheus families, the HTTP middleware and the scrape-time samplers.
 //! - [`ratelimit`]: the per-caller token bucket of both HTTP APIs (429).
 //! - [`outbox`]: the sled outbox record format and the relay that publishes it to JetStream.
+//! - [`storage`]: the storage error both services wrap.
 //! - [`durability`]: group commit, so many concurrent writes share one `flush_async`.
 //! - [`telemetry`], [`nats`], [`shutdown`]: process plumbing.
 
@@ -28,5 +29,6 @@ pub mod outbox;
 pub mod problem;
 pub mod ratelimit;
 pub mod shutdown;
+pub mod storage;
 pub mod streams;
 pub mod telemetry;

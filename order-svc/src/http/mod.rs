@@ -157,7 +157,7 @@ impl IntoResponse for Error {
                 tracing::warn!(error = %self, "An order kept changing under a request.");
                 Problem::unavailable("The order is changing too often; retry shortly.", 1)
             }
-            Error::Storage(_) | Error::Corrupt(_) | Error::Flush(_) => {
+            Error::Storage(_) => {
                 tracing::error!(error = %self, cause = ?self, "Request failed on storage.");
                 Problem::internal()
             }

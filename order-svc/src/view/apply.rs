@@ -116,7 +116,7 @@ pub(super) async fn record_writer(
             let _ = done.send(match &result {
                 Ok(applied) => Ok(*applied),
                 Err(Error::Storage(e)) => Err(Error::Storage(e.clone())),
-                Err(e) => Err(Error::Corrupt(e.to_string())),
+                Err(e) => Err(Error::corrupt(e.to_string())),
             });
         }
     }

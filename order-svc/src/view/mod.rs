@@ -25,7 +25,10 @@ use std::{
 };
 
 use async_nats::jetstream;
-use shared::events::{OrderEvent, OrderEventType, OrderStatus};
+use shared::{
+    events::{OrderEvent, OrderEventType, OrderStatus},
+    storage::StorageError,
+};
 use sled::{Batch, Tree};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -150,7 +153,7 @@ impl OrdersView {
             return Ok(()); // already known (the usual case for reads)
         }
         let event = stored.order.to_event(state_event_type(&stored.order));
-        let payload = serde_json::to_vec(&event).map_err(|e| Error::Corrupt(e.to_string()))?;
+        let payload = serde_json::to_vec(&event).map_err(|e| Error::corrupt(e.to_string()))?;
         self.record_written(&event, stored.seq, payload, true).await
     }
 
@@ -186,7 +189,7 @@ impl OrdersView {
             checkpoint,
             done,
         };
-        let stopped = || Error::Corrupt("the orders view writer has stopped".into());
+        let stopped = || Error::Storage(StorageError::Stopped("the orders view writer"));
         self.records.send(record).await.map_err(|_| stopped())?;
         match applied {
             Some(rx) => rx.await.map_err(|_| stopped())?.map(Some),

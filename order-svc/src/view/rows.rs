@@ -41,7 +41,7 @@ pub(super) fn row_key(id: Uuid) -> [u8; 17] {
 
 pub(super) fn row_head(row: &[u8]) -> Result<RowHead> {
     if row.len() < HEADER {
-        return Err(Error::Corrupt("an orders view row is too short".into()));
+        return Err(Error::corrupt("an orders view row is too short"));
     }
     let version = decode_u64(&row[8..16], b"version")?;
     Ok((version, row[16]))
@@ -51,7 +51,7 @@ pub(super) fn decode_row(row: &[u8]) -> Result<Stored> {
     row_head(row)?;
     let seq = decode_u64(&row[..8], b"seq")?;
     let event: OrderEvent =
-        serde_json::from_slice(&row[HEADER..]).map_err(|e| Error::Corrupt(e.to_string()))?;
+        serde_json::from_slice(&row[HEADER..]).map_err(|e| Error::corrupt(e.to_string()))?;
     Ok(Stored {
         order: Order::from_event(&event),
         seq,
@@ -63,5 +63,5 @@ pub(super) fn trailing_id(key: &[u8]) -> Result<Uuid> {
     key.len()
         .checked_sub(16)
         .and_then(|start| Uuid::from_slice(&key[start..]).ok())
-        .ok_or_else(|| Error::Corrupt("an orders view key is too short".into()))
+        .ok_or_else(|| Error::corrupt("an orders view key is too short"))
 }

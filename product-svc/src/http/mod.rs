@@ -174,7 +174,7 @@ impl IntoResponse for Error {
                     2,
                 )
             }
-            Error::Storage(_) | Error::Corrupt(_) | Error::Flush(_) => {
+            Error::Storage(_) => {
                 tracing::error!(error = %self, cause = ?self, "Request failed on storage.");
                 Problem::internal()
             }

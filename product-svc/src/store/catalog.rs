@@ -32,7 +32,7 @@ impl Store {
             return Ok(None);
         };
         let stock = read::<Stock>(&self.trees.stock, id)?
-            .ok_or_else(|| Error::Corrupt(format!("stock row missing for {id}")))?;
+            .ok_or_else(|| Error::corrupt(format!("stock row missing for {id}")))?;
         Ok(Some(Entry { product, stock }))
     }
 

@@ -25,12 +25,12 @@ pub(super) fn category_key(p: &Product) -> Vec<u8> {
 pub(super) fn decode_count(bytes: &[u8]) -> Result<usize> {
     <[u8; 8]>::try_from(bytes)
         .map(|b| u64::from_be_bytes(b) as usize)
-        .map_err(|_| Error::Corrupt("the product count is not a u64".into()))
+        .map_err(|_| Error::corrupt("the product count is not a u64"))
 }
 
 pub(super) fn id_from_index_key(key: &[u8]) -> Result<Uuid> {
     key.len()
         .checked_sub(16)
         .and_then(|start| Uuid::from_slice(&key[start..]).ok())
-        .ok_or_else(|| Error::Corrupt("index key too short".into()))
+        .ok_or_else(|| Error::corrupt("index key too short"))
 }

@@ -26,9 +26,10 @@ use chrono::Utc;
 use serde::{Serialize, de::DeserializeOwned};
 use shared::{
     correlation,
-    durability::{FlusherStopped, GroupCommit},
+    durability::GroupCommit,
     events::{self, ProductEventType, SCHEMA_VERSION, STOCK_LOW, StockLowEvent},
     outbox::{self, OutboxHeader, OutboxRecord},
+    storage::StorageError,
 };
 use sled::{
     Tree,
@@ -143,8 +144,10 @@ impl Store {
         self.writes
             .send(Queued { job, reply })
             .await
-            .map_err(|_| Error::Flush(FlusherStopped))?;
-        let done = answer.await.map_err(|_| Error::Flush(FlusherStopped))??;
+            .map_err(|_| Error::Storage(StorageError::Stopped("the store's writer")))?;
+        let done = answer
+            .await
+            .map_err(|_| Error::Storage(StorageError::Stopped("the store's writer")))??;
         Ok(*done
             .downcast::<T>()
             .expect("a job answers with its own type"))

@@ -125,7 +125,7 @@ impl Store {
                 continue;
             };
             let reservation: Reservation =
-                serde_json::from_slice(&value).map_err(|e| Error::Corrupt(e.to_string()))?;
+                serde_json::from_slice(&value).map_err(|e| Error::corrupt(e.to_string()))?;
             if domain::expired(&reservation, horizon) {
                 expired.push(id);
             } else if reservation.status != ReservationStatus::Active
@@ -176,7 +176,7 @@ impl Store {
         self.trees
             .reservations
             .get(order_id.as_bytes())?
-            .map(|v| serde_json::from_slice(&v).map_err(|e| Error::Corrupt(e.to_string())))
+            .map(|v| serde_json::from_slice(&v).map_err(|e| Error::corrupt(e.to_string())))
             .transpose()
     }
 
@@ -186,9 +186,9 @@ impl Store {
     ) -> impl Iterator<Item = Result<(Uuid, ReservationStatus)>> + use<> {
         self.trees.reservations.iter().map(|entry| {
             let (key, value) = entry?;
-            let id = Uuid::from_slice(&key).map_err(|e| Error::Corrupt(e.to_string()))?;
+            let id = Uuid::from_slice(&key).map_err(|e| Error::corrupt(e.to_string()))?;
             let reservation: Reservation =
-                serde_json::from_slice(&value).map_err(|e| Error::Corrupt(e.to_string()))?;
+                serde_json::from_slice(&value).map_err(|e| Error::corrupt(e.to_string()))?;
             Ok((id, reservation.status))
         })
     }

@@ -55,7 +55,7 @@ pub(super) async fn writer(trees: Trees, mut queue: mpsc::Receiver<Queued>, comm
                 Err(TransactionError::Storage(error)) => {
                     tracing::error!(%error, writes = jobs.len(), "Writing a batch failed.");
                     for job in jobs.drain(..) {
-                        let _ = job.reply.send(Err(Error::Storage(error.clone())));
+                        let _ = job.reply.send(Err(Error::from(error.clone())));
                     }
                 }
             }
@@ -138,7 +138,7 @@ impl Tx<'_> {
         value: &T,
     ) -> TxResult<()> {
         let bytes = serde_json::to_vec(value)
-            .map_err(|e| ConflictableTransactionError::Abort(Error::Corrupt(e.to_string())))?;
+            .map_err(|e| ConflictableTransactionError::Abort(Error::corrupt(e.to_string())))?;
         tree.insert(id.as_bytes().as_slice(), bytes)?;
         Ok(())
     }
@@ -149,7 +149,7 @@ impl Tx<'_> {
 
     pub(super) fn stock_of(&self, id: Uuid) -> TxResult<Stock> {
         get_json(self.stock, id)?.ok_or_else(|| {
-            ConflictableTransactionError::Abort(Error::Corrupt(format!(
+            ConflictableTransactionError::Abort(Error::corrupt(format!(
                 "stock row missing for {id}"
             )))
         })
@@ -241,7 +241,7 @@ pub(super) fn get_json<T: DeserializeOwned>(
         None => Ok(None),
         Some(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
-            .map_err(|e| ConflictableTransactionError::Abort(Error::Corrupt(e.to_string()))),
+            .map_err(|e| ConflictableTransactionError::Abort(Error::corrupt(e.to_string()))),
     }
 }
 
@@ -250,6 +250,6 @@ pub(super) fn read<T: DeserializeOwned>(tree: &Tree, id: Uuid) -> Result<Option<
         None => Ok(None),
         Some(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
-            .map_err(|e| Error::Corrupt(e.to_string())),
+            .map_err(|e| Error::corrupt(e.to_string())),
     }
 }
