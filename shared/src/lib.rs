@@ -11,6 +11,7 @@
 //! - [`ratelimit`]: the per-caller token bucket of both HTTP APIs (429).
 //! - [`outbox`]: the sled outbox record format and the relay that publishes it to JetStream.
 //! - [`storage`]: the storage error both services wrap.
+//! - [`writer`]: the one writer task per store (queued jobs → one atomic write → answers).
 //! - [`durability`]: group commit, so many concurrent writes share one `flush_async`.
 //! - [`telemetry`], [`nats`], [`shutdown`]: process plumbing.
 
@@ -32,3 +33,4 @@ pub mod shutdown;
 pub mod storage;
 pub mod streams;
 pub mod telemetry;
+pub mod writer;

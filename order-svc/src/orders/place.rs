@@ -156,9 +156,10 @@ impl Orders {
                     view: view.clone(),
                 })
                 .collect();
-            self.snapshot.apply_events(&updates, None)?;
+            let count = updates.len();
+            self.snapshot.apply_events(updates, None).await?;
             tracing::info!(
-                count = updates.len(),
+                count,
                 "Read through to product-svc for products missing from the snapshot."
             );
         }

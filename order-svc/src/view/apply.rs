@@ -10,18 +10,18 @@ use super::*;
 /// already-known states, which the version guard skips.
 pub(super) fn apply_updates(
     tree: &Tree,
-    writer: &Writer,
+    known: &KnownHeads,
     updates: &[OrderUpdate],
     checkpoint: Option<u64>,
 ) -> Result<Applied> {
-    let mut writer = writer.lock().expect("orders view writer lock");
+    let mut known = known.lock().expect("orders view replay cache lock");
     let mut staged: HashMap<Uuid, RowHead> = HashMap::with_capacity(updates.len());
     let mut batch = Batch::default();
     let (mut changed, mut added, mut pending, mut owed) = (0usize, 0i64, 0i64, 0i64);
     for u in updates {
-        let current = match (staged.get(&u.id), writer.as_ref()) {
+        let current = match (staged.get(&u.id), known.as_ref()) {
             (Some(head), _) => Some(*head),
-            (None, Some(known)) => known.get(&u.id).copied(),
+            (None, Some(heads)) => heads.get(&u.id).copied(),
             (None, None) => tree.get(row_key(u.id))?.map(|r| row_head(&r)).transpose()?,
         };
         if !domain::should_apply(current.map(|(v, _)| v), u.version) {
@@ -72,8 +72,8 @@ pub(super) fn apply_updates(
         });
     }
     tree.apply_batch(batch)?;
-    if let Some(known) = writer.as_mut() {
-        known.extend(staged);
+    if let Some(heads) = known.as_mut() {
+        heads.extend(staged);
     }
     Ok(Applied {
         changed,
@@ -81,44 +81,27 @@ pub(super) fn apply_updates(
     })
 }
 
-/// The view's writer: applies everything queued in one batch, answers, takes the next.
-pub(super) async fn record_writer(
-    tree: Tree,
-    writer: Writer,
-    mut queue: mpsc::Receiver<Record>,
-    stop: CancellationToken,
-) {
-    let mut batch = Vec::with_capacity(MAX_RECORDS);
-    loop {
-        let received = tokio::select! {
-            n = queue.recv_many(&mut batch, MAX_RECORDS) => n,
-            _ = stop.cancelled() => {
-                queue.close();
-                queue.recv_many(&mut batch, MAX_RECORDS).await
-            }
-        };
-        if received == 0 {
-            return;
-        }
-        let mut updates = Vec::new();
-        let mut checkpoint = None;
-        let mut waiting = Vec::with_capacity(batch.len());
-        for record in batch.drain(..) {
-            updates.extend(record.updates);
-            checkpoint = checkpoint.max(record.checkpoint);
-            waiting.extend(record.done);
-        }
-        let result = apply_updates(&tree, &writer, &updates, checkpoint);
-        if let Err(error) = &result {
-            tracing::error!(%error, states = updates.len(), "Writing order states to the view failed.");
-        }
-        for done in waiting {
-            let _ = done.send(match &result {
-                Ok(applied) => Ok(*applied),
-                Err(Error::Storage(e)) => Err(Error::Storage(e.clone())),
-                Err(e) => Err(Error::corrupt(e.to_string())),
-            });
-        }
+/// One batch of the view's writer task (`shared::writer`): every queued record's states in one
+/// atomic write, then each waiting caller answered.
+pub(super) async fn apply_records(tree: Tree, known: KnownHeads, batch: Vec<Record>) {
+    let mut updates = Vec::new();
+    let mut checkpoint = None;
+    let mut waiting = Vec::with_capacity(batch.len());
+    for record in batch {
+        updates.extend(record.updates);
+        checkpoint = checkpoint.max(record.checkpoint);
+        waiting.extend(record.done);
+    }
+    let result = apply_updates(&tree, &known, &updates, checkpoint);
+    if let Err(error) = &result {
+        tracing::error!(%error, states = updates.len(), "Writing order states to the view failed.");
+    }
+    for done in waiting {
+        let _ = done.send(match &result {
+            Ok(applied) => Ok(*applied),
+            Err(Error::Storage(e)) => Err(Error::Storage(e.clone())),
+            Err(e) => Err(Error::corrupt(e.to_string())),
+        });
     }
 }
 

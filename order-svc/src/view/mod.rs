@@ -28,10 +28,10 @@ use async_nats::jetstream;
 use shared::{
     events::{OrderEvent, OrderEventType, OrderStatus},
     storage::StorageError,
+    writer::Writer,
 };
 use sled::{Batch, Tree};
-use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::{
@@ -91,15 +91,12 @@ struct Record {
 #[derive(Clone)]
 pub struct OrdersView {
     tree: Tree,
-    writer: Writer,
-    /// To the view's writer: every sled batch costs two log writes (`pin_log`), so the states
+    known: KnownHeads,
+    /// The view's writer task: every sled batch costs two log writes (`pin_log`), so the states
     /// this instance writes and the projector's batches are applied together, whatever is
     /// queued during one sled batch forming the next (under load an instance's own writes come
     /// back from the stream while their records are still queued: one batch serves both).
-    records: mpsc::Sender<Record>,
-    /// Stops the record writer (it holds the database open) and waits for it.
-    stop: CancellationToken,
-    writer_task: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    records: Writer<Record>,
     /// `<prefix>.`: subjects of the orders this instance's site owns. A hub's order stream also
     /// holds edge sites' orders (sourced): they are listed and read here, but settled, released
     /// and committed by their own site, so they never enter the work lists. Unset: all are own.
@@ -116,32 +113,24 @@ impl OrdersView {
     pub fn open(db: &sled::Db) -> Result<Self> {
         let tree = db.open_tree("orders_view")?;
         let cold = tree.get(CHECKPOINT)?.is_none() && tree.scan_prefix(b"o").next().is_none();
-        let writer: Writer = Arc::new(Mutex::new(cold.then(HashMap::new)));
-        let (records, queue) = mpsc::channel(4 * MAX_RECORDS);
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(record_writer(
-            tree.clone(),
-            writer.clone(),
-            queue,
-            stop.clone(),
-        ));
+        let known: KnownHeads = Arc::new(Mutex::new(cold.then(HashMap::new)));
+        let records = {
+            let (tree, known) = (tree.clone(), known.clone());
+            Writer::spawn(MAX_RECORDS, move |batch| {
+                apply_records(tree.clone(), known.clone(), batch)
+            })
+        };
         Ok(Self {
             tree,
-            writer,
+            known,
             records,
-            stop,
-            writer_task: Arc::new(Mutex::new(Some(task))),
             own_subjects: Arc::default(),
         })
     }
 
     /// Applies what is queued, then stops the record writer (so the database can close).
     pub async fn close(&self) {
-        self.stop.cancel();
-        let task = self.writer_task.lock().expect("writer task lock").take();
-        if let Some(task) = task {
-            let _ = task.await;
-        }
+        self.records.close().await;
     }
 
     /// Records a state this instance read from the stream, and waits until it is applied (not
@@ -296,8 +285,8 @@ impl Projection for OrdersView {
     }
 
     fn end_cold_start(&self) {
-        let mut writer = self.writer.lock().expect("orders view writer lock");
-        if writer.take().is_some() {
+        let mut known = self.known.lock().expect("orders view replay cache lock");
+        if known.take().is_some() {
             tracing::debug!("Orders view cold start over; the version guard reads the store.");
         }
     }

@@ -14,9 +14,9 @@ pub(super) const FLAG_OWED: u8 = 2;
 
 /// (version, flags) of a stored row: what the guard and the work lists need.
 pub(super) type RowHead = (u64, u8);
-/// The writer lock; during a replay into an empty view it also remembers every row's head
-/// (as the snapshot does), so the guard reads no sled. Dropped once ready.
-pub(super) type Writer = Arc<Mutex<Option<HashMap<Uuid, RowHead>>>>;
+/// During a replay into an empty view, the head of every row written since (that is every row
+/// there is), so the guard reads no sled; dropped once the view is ready.
+pub(super) type KnownHeads = Arc<Mutex<Option<HashMap<Uuid, RowHead>>>>;
 
 pub(super) fn counter(tree: &Tree, key: &[u8]) -> Result<u64> {
     Ok(tree

@@ -30,6 +30,7 @@ use shared::{
     events::{self, ProductEventType, SCHEMA_VERSION, STOCK_LOW, StockLowEvent},
     outbox::{self, OutboxHeader, OutboxRecord},
     storage::StorageError,
+    writer::Writer,
 };
 use sled::{
     Tree,
@@ -37,7 +38,7 @@ use sled::{
         ConflictableTransactionError, TransactionError, Transactional, TransactionalTree,
     },
 };
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, oneshot};
 use uuid::Uuid;
 
 use crate::{
@@ -62,7 +63,7 @@ pub struct Store {
     /// Shared with the writer task, which is the only one to write them.
     trees: Trees,
     commit: GroupCommit,
-    writes: mpsc::Sender<Queued>,
+    writes: Writer<Queued>,
     relay_wake: Arc<Notify>,
     db: sled::Db,
 }
@@ -73,7 +74,6 @@ impl Store {
             .path(path)
             .cache_capacity(cache_bytes)
             .open()?;
-        let (writes, queue) = mpsc::channel(4 * MAX_BATCH);
         let trees = Trees {
             products: db.open_tree("products")?,
             stock: db.open_tree("stock")?,
@@ -89,7 +89,12 @@ impl Store {
             trees.meta.insert(PRODUCT_COUNT_KEY, &count.to_be_bytes())?;
         }
         let commit = GroupCommit::start(db.clone());
-        tokio::spawn(writer(trees.clone(), queue, commit.clone()));
+        let writes = {
+            let (trees, commit) = (trees.clone(), commit.clone());
+            Writer::spawn(MAX_BATCH, move |jobs| {
+                write_batch(trees.clone(), jobs, commit.clone())
+            })
+        };
         Ok(Self {
             trees,
             commit,
@@ -121,8 +126,9 @@ impl Store {
         count.map_or(Ok(0), |v| decode_count(&v))
     }
 
-    /// Final flush on shutdown.
+    /// Applies the queued writes, stops the writer, final flush (on shutdown).
     pub async fn close(&self) {
+        self.writes.close().await;
         self.commit.close().await;
     }
 

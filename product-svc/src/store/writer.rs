@@ -1,5 +1,6 @@
-//! The one writer task and its transaction: every queued write runs in one sled transaction, an
-//! aborting write is taken out and the rest re-run, and each write is answered after the flush.
+//! The writer task's batch (the model is `shared::writer`): every queued write runs in one sled
+//! transaction, an aborting write is taken out and the rest re-run, and each write is answered
+//! after the flush.
 //! `Tx` carries the helpers every write uses (events into the outbox, the indexes, the count).
 use super::*;
 
@@ -32,31 +33,27 @@ pub(super) struct Trees {
     pub(super) meta: Tree,
 }
 
-/// The writer task: runs everything queued in one transaction, flushes, answers each write, and
-/// only then takes the next batch, so under load batches grow rather than their number.
-pub(super) async fn writer(trees: Trees, mut queue: mpsc::Receiver<Queued>, commit: GroupCommit) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let mut jobs = std::mem::take(&mut batch);
-        // Each round either commits every remaining job, or takes out the one that aborted.
-        while !jobs.is_empty() {
-            match run_batch(&trees, &jobs) {
-                Ok(results) => {
-                    let flushed = commit.flush().await;
-                    for (job, result) in jobs.drain(..).zip(results) {
-                        let _ = job
-                            .reply
-                            .send(flushed.map(|()| result).map_err(Error::from));
-                    }
+/// One batch of the writer task (`shared::writer`): runs the jobs in one transaction, flushes,
+/// answers each; a job that aborts is taken out and the rest run again without it.
+pub(super) async fn write_batch(trees: Trees, mut jobs: Vec<Queued>, commit: GroupCommit) {
+    // Each round either commits every remaining job, or takes out the one that aborted.
+    while !jobs.is_empty() {
+        match run_batch(&trees, &jobs) {
+            Ok(results) => {
+                let flushed = commit.flush().await;
+                for (job, result) in jobs.drain(..).zip(results) {
+                    let _ = job
+                        .reply
+                        .send(flushed.map(|()| result).map_err(Error::from));
                 }
-                Err(TransactionError::Abort((index, error))) => {
-                    let _ = jobs.remove(index).reply.send(Err(error));
-                }
-                Err(TransactionError::Storage(error)) => {
-                    tracing::error!(%error, writes = jobs.len(), "Writing a batch failed.");
-                    for job in jobs.drain(..) {
-                        let _ = job.reply.send(Err(Error::from(error.clone())));
-                    }
+            }
+            Err(TransactionError::Abort((index, error))) => {
+                let _ = jobs.remove(index).reply.send(Err(error));
+            }
+            Err(TransactionError::Storage(error)) => {
+                tracing::error!(%error, writes = jobs.len(), "Writing a batch failed.");
+                for job in jobs.drain(..) {
+                    let _ = job.reply.send(Err(Error::from(error.clone())));
                 }
             }
         }
