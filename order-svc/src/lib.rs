@@ -31,17 +31,6 @@ pub use config::{CatalogMode, Config, SCOPES};
 pub use error::Error;
 pub use projector::ProjectionStatus;
 
-#[derive(Clone)]
-pub(crate) struct AppState {
-    auth: shared::auth::Auth,
-    limiter: Arc<shared::ratelimit::Limiter>,
-    metrics: Arc<shared::metrics::Metrics>,
-    orders: orders::Orders,
-    store: store::Store,
-    snapshot: Arc<ProjectionStatus>,
-    orders_view: Arc<ProjectionStatus>,
-}
-
 pub struct App {
     config: Config,
     auth: shared::auth::Auth,
@@ -160,7 +149,7 @@ impl App {
             ],
             limiter.clone(),
         );
-        let state = AppState {
+        let state = http::AppState {
             auth: self.auth.clone(),
             limiter,
             metrics: self.metrics.clone(),

@@ -31,19 +31,6 @@ use tokio::net::TcpListener;
 pub use config::{Config, SCOPES};
 pub use error::Error;
 
-#[derive(Clone)]
-pub(crate) struct AppState {
-    store: store::Store,
-    nats: async_nats::Client,
-    auth: shared::auth::Auth,
-    limiter: std::sync::Arc<shared::ratelimit::Limiter>,
-    metrics: Arc<Metrics>,
-    follower: Arc<follower::FollowerCounters>,
-    orders_stream: String,
-    /// Closed reservations older than this may be gone (zero: kept forever).
-    retention: Duration,
-}
-
 pub struct App {
     config: Config,
     auth: shared::auth::Auth,
@@ -151,7 +138,7 @@ impl App {
         let limiter =
             shared::ratelimit::Limiter::new(self.config.rate_limit, self.config.rate_burst);
         metrics::sample_state(&self.metrics, &self.store, &limiter, &follower_counters);
-        let state = AppState {
+        let state = http::AppState {
             store: self.store.clone(),
             nats: self.nats.clone(),
             auth: self.auth.clone(),

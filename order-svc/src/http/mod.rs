@@ -18,7 +18,19 @@ use axum::{
 use shared::{auth::Caller, problem::Problem};
 use uuid::Uuid;
 
-use crate::{AppState, ProjectionStatus, error::Error};
+use crate::{ProjectionStatus, error::Error};
+
+/// What every handler gets: the use cases, the store reads, and the common layers' state.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub(crate) auth: shared::auth::Auth,
+    pub(crate) limiter: std::sync::Arc<shared::ratelimit::Limiter>,
+    pub(crate) metrics: std::sync::Arc<shared::metrics::Metrics>,
+    pub(crate) orders: crate::orders::Orders,
+    pub(crate) store: crate::store::Store,
+    pub(crate) snapshot: std::sync::Arc<ProjectionStatus>,
+    pub(crate) orders_view: std::sync::Arc<ProjectionStatus>,
+}
 
 pub fn router(state: AppState) -> Router {
     let routes = Router::new()

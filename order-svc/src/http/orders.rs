@@ -9,11 +9,11 @@ use shared::{auth::Caller, fields::FieldErrors, problem::JsonBody};
 use uuid::Uuid;
 
 use super::{
+    AppState,
     body::{CancelBody, CreateOrderBody, ListParams, OrderBody, OrderPage},
     need, parse_id,
 };
 use crate::{
-    AppState,
     domain::{self, Order, Refused},
     error::Error,
     orders::Placed,

@@ -6,10 +6,11 @@ use axum::{
 use shared::{auth::Caller, problem::Problem};
 
 use super::{
+    AppState,
     body::{SnapshotPage, SnapshotParams, SnapshotRow},
     need,
 };
-use crate::{AppState, error::Error};
+use crate::error::Error;
 
 /// One product as this instance's snapshot holds it.
 #[cfg_attr(test, utoipa::path(get, path = "/api/snapshot/products/{id}", tag = "snapshot", operation_id = "getSnapshotProduct",

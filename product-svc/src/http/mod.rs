@@ -18,7 +18,21 @@ use axum::{
 use shared::{auth::Caller, fields::FieldErrors, problem::Problem};
 use uuid::Uuid;
 
-use crate::{AppState, domain::StockError, error::Error};
+use crate::{domain::StockError, error::Error};
+
+/// What every handler gets: the use cases, the store reads, and the common layers' state.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub(crate) store: crate::store::Store,
+    pub(crate) nats: async_nats::Client,
+    pub(crate) auth: shared::auth::Auth,
+    pub(crate) limiter: std::sync::Arc<shared::ratelimit::Limiter>,
+    pub(crate) metrics: std::sync::Arc<shared::metrics::Metrics>,
+    pub(crate) follower: std::sync::Arc<crate::follower::FollowerCounters>,
+    pub(crate) orders_stream: String,
+    /// Closed reservations older than this may be gone (zero: kept forever).
+    pub(crate) retention: std::time::Duration,
+}
 
 pub fn router(state: AppState) -> Router {
     let routes = Router::new()

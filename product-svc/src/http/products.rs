@@ -8,11 +8,11 @@ use axum::{
 use shared::{auth::Caller, fields::FieldErrors, problem::JsonBody};
 
 use super::{
+    AppState,
     body::{CreateProductBody, ListParams, ProductBody, ProductPage, StockBody, UpdateProductBody},
     if_match, need, parse_id,
 };
 use crate::{
-    AppState,
     domain::{self, MAX_QUANTITY},
     error::Error,
     store::Entry,
