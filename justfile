@@ -76,19 +76,7 @@ up *args: setup build
     done
     mkdir -p data
     # A dev API key (every scope of each service), generated once and kept under data/.
-    if [ ! -f data/dev-api-key ]; then
-        python3 - <<'PY'
-    import hashlib, json, secrets
-    key = secrets.token_urlsafe(24)
-    digest = hashlib.sha256(key.encode()).hexdigest()
-    def keyfile(scopes):
-        return json.dumps({"keys": [{"name": "dev", "sha256": digest, "scopes": scopes}]}, indent=2)
-    open("data/product-keys.json", "w").write(keyfile(["catalog:read", "catalog:write"]))
-    open("data/order-keys.json", "w").write(keyfile(["orders:read", "orders:write", "orders:admin"]))
-    open("data/dev-api-key", "w").write(key)
-    open("data/grpc-token", "w").write(secrets.token_urlsafe(24))
-    PY
-    fi
+    python3 scripts/dev-keys.py data
     KEY=$(cat data/dev-api-key)
     if [ "$conf" = nats/secure/server.conf ]; then
         [ -f data/nats-passwords ] || python3 -c 'import secrets; print("\n".join(f"{n}={secrets.token_urlsafe(18)}" for n in ["PRODUCT_NATS_PASSWORD", "ORDER_NATS_PASSWORD", "ADMIN_NATS_PASSWORD"]))' > data/nats-passwords
@@ -160,19 +148,7 @@ edge seed="20": setup build
     #!/usr/bin/env bash
     set -euo pipefail
     mkdir -p data/edge
-    if [ ! -f data/edge/dev-api-key ]; then
-        python3 - <<'PY'
-    import hashlib, json, secrets
-    key = secrets.token_urlsafe(24)
-    digest = hashlib.sha256(key.encode()).hexdigest()
-    def keyfile(scopes):
-        return json.dumps({"keys": [{"name": "dev", "sha256": digest, "scopes": scopes}]}, indent=2)
-    open("data/edge/product-keys.json", "w").write(keyfile(["catalog:read", "catalog:write"]))
-    open("data/edge/order-keys.json", "w").write(keyfile(["orders:read", "orders:write", "orders:admin"]))
-    open("data/edge/dev-api-key", "w").write(key)
-    open("data/edge/grpc-token", "w").write(secrets.token_urlsafe(24))
-    PY
-    fi
+    python3 scripts/dev-keys.py data/edge
     KEY=$(cat data/edge/dev-api-key)
     pids=()
     cleanup() {

@@ -27,17 +27,8 @@ wait_http() {
 }
 
 nats=$(free_port); nats_http=$(free_port); product=$(free_port); grpc=$(free_port); order=$(free_port)
-key=$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')
-python3 - "$work" "$key" <<'PY'
-import hashlib, json, sys
-work, key = sys.argv[1], sys.argv[2]
-digest = hashlib.sha256(key.encode()).hexdigest()
-def keyfile(name, scopes):
-    json.dump({"keys": [{"name": "contract", "sha256": digest, "scopes": scopes}]}, open(f"{work}/{name}", "w"))
-keyfile("product-keys.json", ["catalog:read", "catalog:write"])
-keyfile("order-keys.json", ["orders:read", "orders:write", "orders:admin"])
-PY
-python3 -c 'import secrets; print(secrets.token_urlsafe(24))' > "$work/grpc-token"
+python3 scripts/dev-keys.py "$work" contract
+key=$(cat "$work/dev-api-key")
 
 nats-server -js -sd "$work/nats" -a 127.0.0.1 -p "$nats" -m "$nats_http" > "$work/nats.log" 2>&1 & pids+=($!)
 wait_http "http://127.0.0.1:$nats_http/healthz"
