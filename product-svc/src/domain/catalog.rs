@@ -73,6 +73,17 @@ pub fn apply_update(
     })
 }
 
+/// Discontinues a product: its next version, marked deleted; `None` when it already is (no new
+/// version, no event: discontinuing is idempotent).
+pub fn discontinue(current: &Product, now: DateTime<Utc>) -> Option<Product> {
+    (!current.deleted).then(|| Product {
+        deleted: true,
+        version: current.version + 1,
+        updated_at: now,
+        ..current.clone()
+    })
+}
+
 pub fn event_for(
     product: &Product,
     event_type: ProductEventType,

@@ -45,6 +45,77 @@ pub struct Reservation {
     pub closed_at: Option<DateTime<Utc>>,
 }
 
+impl Reservation {
+    /// Stock held for `items`.
+    pub fn held(items: &[(Uuid, i64)]) -> Self {
+        Self {
+            items: items.to_vec(),
+            status: ReservationStatus::Active,
+            failure: None,
+            closed_at: None,
+        }
+    }
+
+    /// A refused request: nothing held, kept so a retry gets the same answer.
+    pub fn failed(items: &[(Uuid, i64)], failure: Failure, now: DateTime<Utc>) -> Self {
+        Self {
+            items: items.to_vec(),
+            status: ReservationStatus::Failed,
+            failure: Some(failure),
+            closed_at: Some(now),
+        }
+    }
+
+    /// What a release for an order that never reserved leaves behind: a released reservation of
+    /// nothing, so a late (retried) reserve for it cannot hold stock that nobody will release.
+    pub fn tombstone(now: DateTime<Utc>) -> Self {
+        Self {
+            items: Vec::new(),
+            status: ReservationStatus::Released,
+            failure: None,
+            closed_at: Some(now),
+        }
+    }
+
+    /// Stops holding stock (`Released` or `Committed`); retention counts from `now`.
+    pub fn close(&mut self, status: ReservationStatus, now: DateTime<Utc>) {
+        self.status = status;
+        self.closed_at = Some(now);
+    }
+}
+
+/// The answer to a reserve call for an order id that already has a reservation: the stored
+/// outcome for the same request; for a different one, a `RequestMismatch` failure (which is not
+/// stored: the existing reservation stays as it is).
+pub fn replay_reserve(existing: Reservation, order_id: Uuid, items: &[(Uuid, i64)]) -> Reservation {
+    if existing.items == items {
+        return existing;
+    }
+    let reason = if existing.status == ReservationStatus::Released && existing.items.is_empty() {
+        format!("order {order_id} was already released; it cannot reserve stock")
+    } else {
+        format!("order {order_id} already reserved a different set of items")
+    };
+    Reservation {
+        items: items.to_vec(),
+        status: ReservationStatus::Failed,
+        failure: Some(Failure {
+            code: FailureCode::RequestMismatch,
+            reason,
+            failed_product_ids: Vec::new(),
+        }),
+        closed_at: None,
+    }
+}
+
+/// Stock after an order's `quantity` held units are given back (never below zero held).
+pub fn release_units(stock: Stock, quantity: i64) -> Stock {
+    Stock {
+        reserved: (stock.reserved - quantity).max(0),
+        ..stock
+    }
+}
+
 /// Whether a reservation may be compacted away: it holds nothing and closed before `horizon`.
 /// Active reservations are kept forever (they are stock).
 pub fn expired(reservation: &Reservation, horizon: DateTime<Utc>) -> bool {

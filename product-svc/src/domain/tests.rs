@@ -221,3 +221,50 @@ fn update_bumps_version_only_when_something_changed() {
     let next = apply_update(&p, &renamed, Utc::now()).unwrap();
     assert_eq!(next.version, 2);
 }
+
+#[test]
+fn discontinuing_is_one_new_version_once() {
+    let p = product(0);
+    let gone = discontinue(&p, Utc::now()).unwrap();
+    assert_eq!((gone.deleted, gone.version), (true, p.version + 1));
+    assert_eq!(gone.name, p.name, "the full state is kept");
+    assert!(
+        discontinue(&gone, Utc::now()).is_none(),
+        "idempotent: no new version"
+    );
+}
+
+#[test]
+fn a_repeated_reserve_replays_and_a_different_one_is_a_mismatch() {
+    let (order, a, b) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let held = Reservation::held(&[(a, 2)]);
+    assert_eq!(replay_reserve(held.clone(), order, &[(a, 2)]), held);
+    let other = replay_reserve(held, order, &[(b, 1)]);
+    assert_eq!(other.status, ReservationStatus::Failed);
+    assert_eq!(
+        other.failure.unwrap().code,
+        FailureCode::RequestMismatch,
+        "a different request under a known order id"
+    );
+    // A release that came first left a tombstone: a late reserve holds nothing.
+    let late = replay_reserve(Reservation::tombstone(Utc::now()), order, &[(a, 2)]);
+    let failure = late.failure.unwrap();
+    assert_eq!(failure.code, FailureCode::RequestMismatch);
+    assert!(failure.reason.contains("already released"), "{failure:?}");
+}
+
+#[test]
+fn releasing_gives_back_held_units_and_never_goes_below_zero() {
+    let stock = Stock {
+        on_hand: 10,
+        reserved: 3,
+        low: false,
+    };
+    let released = release_units(stock, 2);
+    assert_eq!((released.on_hand, released.reserved), (10, 1));
+    assert_eq!(release_units(stock, 5).reserved, 0);
+    let mut r = Reservation::held(&[(Uuid::new_v4(), 2)]);
+    r.close(ReservationStatus::Released, Utc::now());
+    assert_eq!(r.status, ReservationStatus::Released);
+    assert!(r.closed_at.is_some(), "retention counts from the release");
+}

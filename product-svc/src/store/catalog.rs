@@ -125,7 +125,7 @@ impl Store {
                 let current = t.product(id)?;
                 check_version(&current, if_match)?;
                 let stock = t.stock_of(id)?;
-                if current.deleted {
+                let Some(next) = domain::discontinue(&current, Utc::now()) else {
                     return Ok((
                         Entry {
                             product: current,
@@ -133,12 +133,6 @@ impl Store {
                         },
                         false,
                     ));
-                }
-                let next = Product {
-                    deleted: true,
-                    version: current.version + 1,
-                    updated_at: Utc::now(),
-                    ..current
                 };
                 t.put(t.products, id, &next)?;
                 t.product_event(&next, ProductEventType::ProductDeleted, &cid)?;

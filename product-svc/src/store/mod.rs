@@ -42,9 +42,7 @@ use tokio::sync::{Notify, oneshot};
 use uuid::Uuid;
 
 use crate::{
-    domain::{
-        self, Failure, FailureCode, NewProduct, Product, Reservation, ReservationStatus, Stock,
-    },
+    domain::{self, NewProduct, Product, Reservation, ReservationStatus, Stock},
     error::{Error, Result},
 };
 

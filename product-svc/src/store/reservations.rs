@@ -11,26 +11,7 @@ impl Store {
             .transact(move |t| {
                 let items = items.as_slice();
                 if let Some(existing) = get_json::<Reservation>(t.reservations, order_id)? {
-                    if existing.items == items {
-                        return Ok(existing);
-                    }
-                    let reason = if existing.status == ReservationStatus::Released
-                        && existing.items.is_empty()
-                    {
-                        format!("order {order_id} was already released; it cannot reserve stock")
-                    } else {
-                        format!("order {order_id} already reserved a different set of items")
-                    };
-                    return Ok(Reservation {
-                        items: items.to_vec(),
-                        status: ReservationStatus::Failed,
-                        failure: Some(Failure {
-                            code: FailureCode::RequestMismatch,
-                            reason,
-                            failed_product_ids: Vec::new(),
-                        }),
-                        closed_at: None,
-                    });
+                    return Ok(domain::replay_reserve(existing, order_id, items));
                 }
                 let mut state = Vec::with_capacity(items.len());
                 for (id, _) in items {
@@ -50,19 +31,9 @@ impl Store {
                             }
                             t.put(t.stock, *id, next)?;
                         }
-                        Reservation {
-                            items: items.to_vec(),
-                            status: ReservationStatus::Active,
-                            failure: None,
-                            closed_at: None,
-                        }
+                        Reservation::held(items)
                     }
-                    Err(failure) => Reservation {
-                        items: items.to_vec(),
-                        status: ReservationStatus::Failed,
-                        failure: Some(failure),
-                        closed_at: Some(Utc::now()),
-                    },
+                    Err(failure) => Reservation::failed(items, failure, Utc::now()),
                 };
                 t.put(t.reservations, order_id, &reservation)?;
                 Ok(reservation)
@@ -83,12 +54,7 @@ impl Store {
                     t.put(
                         t.reservations,
                         order_id,
-                        &Reservation {
-                            items: Vec::new(),
-                            status: ReservationStatus::Released,
-                            failure: None,
-                            closed_at: Some(Utc::now()),
-                        },
+                        &Reservation::tombstone(Utc::now()),
                     )?;
                     return Ok(false);
                 };
@@ -97,15 +63,13 @@ impl Store {
                 }
                 for (id, qty) in &reservation.items {
                     let product = t.product(*id)?;
-                    let mut stock = t.stock_of(*id)?;
-                    stock.reserved = (stock.reserved - qty).max(0);
+                    let mut stock = domain::release_units(t.stock_of(*id)?, *qty);
                     if domain::update_low_flag(&mut stock, product.low_stock_threshold) {
                         t.stock_low(&product, &stock, &cid)?;
                     }
                     t.put(t.stock, *id, &stock)?;
                 }
-                reservation.status = ReservationStatus::Released;
-                reservation.closed_at = Some(Utc::now());
+                reservation.close(ReservationStatus::Released, Utc::now());
                 t.put(t.reservations, order_id, &reservation)?;
                 Ok(true)
             })
@@ -208,8 +172,7 @@ impl Store {
                 let stock = t.stock_of(*id)?;
                 t.put(t.stock, *id, &domain::commit_units(stock, *qty))?;
             }
-            reservation.status = ReservationStatus::Committed;
-            reservation.closed_at = Some(Utc::now());
+            reservation.close(ReservationStatus::Committed, Utc::now());
             t.put(t.reservations, order_id, &reservation)?;
             Ok(true)
         })
