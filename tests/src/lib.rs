@@ -109,7 +109,9 @@ pub struct TestKeys {
     pub grpc_token: PathBuf,
 }
 
-/// Writes the key files of [`TEST_KEY`] and the [`TEST_GRPC_TOKEN`] file into `dir`.
+/// Writes the key files of [`TEST_KEY`] and the [`TEST_GRPC_TOKEN`] file into `dir`. Each file
+/// is written whole and renamed into place: services of concurrent tests may share a key dir, and
+/// one must never read another's half-written file (the content is always the same).
 pub fn write_test_keys(dir: &Path) -> TestKeys {
     std::fs::create_dir_all(dir).expect("key dir");
     let digest = shared::auth::hash_key(TEST_KEY);
@@ -119,15 +121,22 @@ pub fn write_test_keys(dir: &Path) -> TestKeys {
     };
     let product = dir.join("product-keys.json");
     let order = dir.join("order-keys.json");
-    std::fs::write(&product, file(product_svc::SCOPES)).expect("product keys");
-    std::fs::write(&order, file(order_svc::SCOPES)).expect("order keys");
+    write_whole(&product, &file(product_svc::SCOPES));
+    write_whole(&order, &file(order_svc::SCOPES));
     let grpc_token = dir.join("grpc-token");
-    std::fs::write(&grpc_token, TEST_GRPC_TOKEN).expect("grpc token");
+    write_whole(&grpc_token, TEST_GRPC_TOKEN);
     TestKeys {
         product,
         order,
         grpc_token,
     }
+}
+
+/// Writes `text` to a unique temporary file next to `path`, then renames it over `path`.
+fn write_whole(path: &Path, text: &str) {
+    let unique = format!("{}.{}.tmp", path.display(), uuid::Uuid::new_v4());
+    std::fs::write(&unique, text).expect("key file written");
+    std::fs::rename(&unique, path).expect("key file renamed into place");
 }
 
 /// Sends [`TEST_GRPC_TOKEN`] on every gRPC call.
