@@ -1,6 +1,7 @@
 //! Typed clients of the two HTTP APIs, so that a test reads as the spec it checks:
 //! `orders.cancel(id, "changed my mind")` rather than a reqwest chain, and every answer is an
 //! [`Answer`] whose problem bodies are checked the same way everywhere.
+use reqwest::Method;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -94,11 +95,61 @@ pub fn order_body(customer: Uuid, items: &[(&str, i64)]) -> Value {
     })
 }
 
+/// A base URL and a client (with its key): the requests under both typed clients, and the raw
+/// ones a test needs (bodies that are not JSON, paths the API does not have).
+#[derive(Clone)]
+pub struct Http {
+    base: String,
+    client: reqwest::Client,
+}
+
+impl Http {
+    pub fn new(base: &str, client: reqwest::Client) -> Self {
+        Self {
+            base: base.to_owned(),
+            client,
+        }
+    }
+
+    /// A request to `path` (which starts with `/`).
+    pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.client.request(method, format!("{}{path}", self.base))
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        self.send(self.request(Method::GET, path)).await
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> Answer {
+        self.send(self.request(Method::POST, path).json(body)).await
+    }
+
+    /// A POST with `body` as it is, and a content type only if given.
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> Answer {
+        let mut request = self.request(Method::POST, path).body(body);
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        self.send(request).await
+    }
+
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Answer {
+        let response = request.send().await.unwrap_or_else(|e| {
+            panic!("{} answers: {e}", self.base);
+        });
+        Answer::read(response).await
+    }
+}
+
 /// product-svc's catalog API, with the test key.
 #[derive(Clone)]
 pub struct ProductApi {
-    base: String,
-    client: reqwest::Client,
+    http: Http,
 }
 
 impl ProductApi {
@@ -109,14 +160,17 @@ impl ProductApi {
     /// With another client (another key, or none).
     pub fn with_client(base: &str, client: reqwest::Client) -> Self {
         Self {
-            base: base.to_owned(),
-            client,
+            http: Http::new(base, client),
         }
     }
 
+    /// The raw requests under this client.
+    pub fn http(&self) -> &Http {
+        &self.http
+    }
+
     pub async fn create(&self, body: &Value) -> Answer {
-        self.send(self.client.post(self.url("/api/products")).json(body))
-            .await
+        self.http.post_json("/api/products", body).await
     }
 
     /// Creates a product (asserting 201) and returns its id.
@@ -130,8 +184,7 @@ impl ProductApi {
     }
 
     pub async fn get(&self, id: &str) -> Answer {
-        self.send(self.client.get(self.url(&format!("/api/products/{id}"))))
-            .await
+        self.http.get(&format!("/api/products/{id}")).await
     }
 
     /// One integer field of a product (`reservedQuantity`, `availableQuantity`, ...).
@@ -142,39 +195,32 @@ impl ProductApi {
     }
 
     pub async fn update(&self, id: &str, body: &Value, if_match: Option<&str>) -> Answer {
-        let request = self.client.put(self.url(&format!("/api/products/{id}")));
-        self.send(with_if_match(request, if_match).json(body)).await
+        let request = self
+            .http
+            .request(Method::PUT, &format!("/api/products/{id}"));
+        self.http
+            .send(with_if_match(request, if_match).json(body))
+            .await
     }
 
     pub async fn discontinue(&self, id: &str, if_match: Option<&str>) -> Answer {
-        let url = self.url(&format!("/api/products/{id}/discontinue"));
-        self.send(with_if_match(self.client.post(url), if_match))
-            .await
+        let path = format!("/api/products/{id}/discontinue");
+        let request = self.http.request(Method::POST, &path);
+        self.http.send(with_if_match(request, if_match)).await
     }
 
     pub async fn adjust_stock(&self, id: &str, delta: i64) -> Answer {
-        let url = self.url(&format!("/api/products/{id}/stock"));
-        self.send(self.client.post(url).json(&json!({ "delta": delta })))
-            .await
+        let path = format!("/api/products/{id}/stock");
+        self.http.post_json(&path, &json!({ "delta": delta })).await
     }
 
     /// `GET /api/products?{query}`.
     pub async fn list(&self, query: &str) -> Answer {
-        self.send(self.client.get(self.url(&format!("/api/products?{query}"))))
-            .await
+        self.http.get(&format!("/api/products?{query}")).await
     }
 
     pub async fn audit(&self) -> Answer {
-        self.send(self.client.get(self.url("/api/stock/audit")))
-            .await
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    async fn send(&self, request: reqwest::RequestBuilder) -> Answer {
-        Answer::read(request.send().await.expect("product-svc answers")).await
+        self.http.get("/api/stock/audit").await
     }
 }
 
@@ -191,8 +237,7 @@ fn with_if_match(
 /// order-svc's order and snapshot API, with the test key.
 #[derive(Clone)]
 pub struct OrderApi {
-    base: String,
-    client: reqwest::Client,
+    http: Http,
 }
 
 impl OrderApi {
@@ -203,26 +248,29 @@ impl OrderApi {
     /// With another client (another key, or none).
     pub fn with_client(base: &str, client: reqwest::Client) -> Self {
         Self {
-            base: base.to_owned(),
-            client,
+            http: Http::new(base, client),
         }
     }
 
+    /// The raw requests under this client.
+    pub fn http(&self) -> &Http {
+        &self.http
+    }
+
     pub async fn place(&self, body: &Value) -> Answer {
-        self.send(self.client.post(self.url("/api/orders")).json(body))
-            .await
+        self.http.post_json("/api/orders", body).await
     }
 
     /// Places with an `Idempotency-Key`.
     pub async fn place_keyed(&self, body: &Value, key: &str) -> Answer {
-        let request = self.client.post(self.url("/api/orders"));
-        self.send(request.header("idempotency-key", key).json(body))
+        let request = self.http.request(Method::POST, "/api/orders");
+        self.http
+            .send(request.header("idempotency-key", key).json(body))
             .await
     }
 
     pub async fn get(&self, id: &str) -> Answer {
-        self.send(self.client.get(self.url(&format!("/api/orders/{id}"))))
-            .await
+        self.http.get(&format!("/api/orders/{id}")).await
     }
 
     /// An order's status (`Pending`, `Confirmed`, ...), asserting it is found.
@@ -234,33 +282,30 @@ impl OrderApi {
     }
 
     pub async fn cancel(&self, id: &str, reason: &str) -> Answer {
-        let url = self.url(&format!("/api/orders/{id}/cancel"));
-        self.send(self.client.post(url).json(&json!({ "reason": reason })))
+        let path = format!("/api/orders/{id}/cancel");
+        self.http
+            .post_json(&path, &json!({ "reason": reason }))
             .await
     }
 
     pub async fn ship(&self, id: &str) -> Answer {
-        let url = self.url(&format!("/api/orders/{id}/ship"));
-        self.send(self.client.post(url)).await
+        let path = format!("/api/orders/{id}/ship");
+        self.http.send(self.http.request(Method::POST, &path)).await
     }
 
     /// `GET /api/orders?{query}`.
     pub async fn list(&self, query: &str) -> Answer {
-        self.send(self.client.get(self.url(&format!("/api/orders?{query}"))))
-            .await
+        self.http.get(&format!("/api/orders?{query}")).await
     }
 
     pub async fn snapshot_product(&self, id: &str) -> Answer {
-        let url = self.url(&format!("/api/snapshot/products/{id}"));
-        self.send(self.client.get(url)).await
+        self.http.get(&format!("/api/snapshot/products/{id}")).await
     }
 
     /// Products in the snapshot.
     pub async fn snapshot_count(&self) -> u64 {
-        let url = self.url("/api/snapshot/products?pageSize=1");
-        self.send(self.client.get(url)).await.body["totalCount"]
-            .as_u64()
-            .unwrap_or(0)
+        let page = self.http.get("/api/snapshot/products?pageSize=1").await;
+        page.body["totalCount"].as_u64().unwrap_or(0)
     }
 
     /// Waits until the snapshot holds product `id` at `version`.
@@ -275,14 +320,6 @@ impl OrderApi {
 
     /// `/health/ready` (200 or 503; `details` either way).
     pub async fn ready(&self) -> Answer {
-        self.send(self.client.get(self.url("/health/ready"))).await
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    async fn send(&self, request: reqwest::RequestBuilder) -> Answer {
-        Answer::read(request.send().await.expect("order-svc answers")).await
+        self.http.get("/health/ready").await
     }
 }

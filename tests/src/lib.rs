@@ -15,7 +15,7 @@ mod inproc;
 pub mod nats;
 mod process;
 pub mod proxy;
-pub use api::{Answer, OrderApi, ProductApi, order_body, product_body};
+pub use api::{Answer, Http, OrderApi, ProductApi, order_body, product_body};
 pub use inproc::*;
 pub use nats::{NatsCluster, NatsServer};
 pub use process::*;

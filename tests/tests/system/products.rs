@@ -8,8 +8,7 @@ use tests::{NatsServer, ProductService, ServiceProcess, http_client, scratch, wa
 use uuid::Uuid;
 
 use crate::{
-    WAIT, create_product, expect_problem, get_json, js, last_message, stream_messages,
-    wait_stream_messages,
+    WAIT, create_product, get_json, js, last_message, stream_messages, wait_stream_messages,
 };
 
 fn reserve(order: Uuid, items: &[(&str, i32)]) -> ReserveStockRequest {
@@ -502,39 +501,45 @@ async fn catalog_lists_sort_by_name_filter_by_category_and_page() {
     svc.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_http_input_gets_a_problem_and_changes_nothing() {
-    let nats = NatsServer::start();
-    let dir = scratch();
-    let svc = ProductService::start(&nats.url(), dir.path()).await;
-    let existing = create_product(&svc.http, "Keep", "1.00", 1).await;
-    let id = existing["id"].as_str().unwrap();
-    let client = http_client();
-    let post = |body: String| {
-        client
-            .post(format!("{}/api/products", svc.http))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
+/// Create bodies the API refuses: (body, status, the field the problem names).
+fn refused_create_bodies() -> Vec<(String, u16, Option<&'static str>)> {
+    let valid = || json!({"name": "n", "description": "", "price": "1", "category": "c", "stockQuantity": 1, "lowStockThreshold": 0});
+    let with = |field: &str, value: Value| {
+        let mut body = valid();
+        body[field] = value;
+        body.to_string()
     };
-    let cases: Vec<(String, u16, Option<&str>)> = vec![
+    vec![
         ("{".into(), 400, None),
         ("[]".into(), 400, Some("$")),
         (json!({"name": 5}).to_string(), 400, Some("name")),
         (json!({"name": "x", "extra": 1}).to_string(), 400, Some("extra")),
         (json!({}).to_string(), 400, Some("name")),
-        (json!({"name": "n", "description": "", "price": "-1", "category": "c", "stockQuantity": 1, "lowStockThreshold": 0}).to_string(), 400, Some("price")),
-        (json!({"name": "n", "description": "", "price": "1.005", "category": "c", "stockQuantity": 1, "lowStockThreshold": 0}).to_string(), 400, Some("price")),
-        (json!({"name": "n", "description": "", "price": 7, "category": "c", "stockQuantity": 1, "lowStockThreshold": 0}).to_string(), 400, Some("price")),
-        (json!({"name": " ", "description": "", "price": "1", "category": "c", "stockQuantity": 1, "lowStockThreshold": 0}).to_string(), 400, Some("name")),
-        (json!({"name": "n", "description": "", "price": "1", "category": "c", "stockQuantity": -1, "lowStockThreshold": 0}).to_string(), 400, Some("stockQuantity")),
-        (json!({"name": "n", "description": "", "price": "1", "category": "c", "stockQuantity": 1e30, "lowStockThreshold": 0}).to_string(), 400, Some("stockQuantity")),
-        (json!({"name": "n".repeat(201), "description": "", "price": "1", "category": "c", "stockQuantity": 1, "lowStockThreshold": 0}).to_string(), 400, Some("name")),
-        (json!({"name": "ñandú 🦤", "description": "d".repeat(2001), "price": "1", "category": "c", "stockQuantity": 1, "lowStockThreshold": 0}).to_string(), 400, Some("description")),
+        (with("price", json!("-1")), 400, Some("price")),
+        (with("price", json!("1.005")), 400, Some("price")),
+        (with("price", json!(7)), 400, Some("price")),
+        (with("name", json!(" ")), 400, Some("name")),
+        (with("stockQuantity", json!(-1)), 400, Some("stockQuantity")),
+        (with("stockQuantity", json!(1e30)), 400, Some("stockQuantity")),
+        (with("name", json!("n".repeat(201))), 400, Some("name")),
+        // A non-ASCII name is fine; only the description is too long.
+        (json!({"name": "ñandú 🦤", "description": "d".repeat(2001), "price": "1", "category": "c",
+            "stockQuantity": 1, "lowStockThreshold": 0}).to_string(), 400, Some("description")),
         (format!("{{\"name\": \"{}\"}}", "x".repeat(70 * 1024)), 413, None),
-    ];
-    for (body, status, field) in cases {
-        let problem = expect_problem(post(body.clone()).await.unwrap(), status).await;
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_http_input_gets_a_problem_and_changes_nothing() {
+    let nats = NatsServer::start();
+    let dir = scratch();
+    let svc = ProductService::start(&nats.url(), dir.path()).await;
+    let products = svc.api();
+    let http = products.http();
+    let id = &products.create_product("Keep", "1.00", 1).await;
+    for (body, status, field) in refused_create_bodies() {
+        let answer = http.post_raw("/api/products", Some("application/json"), body.clone());
+        let problem = answer.await.problem(status);
         if let Some(field) = field {
             assert!(
                 problem["errors"][field].is_array(),
@@ -543,80 +548,26 @@ async fn bad_http_input_gets_a_problem_and_changes_nothing() {
             );
         }
     }
-    let no_ct = client
-        .post(format!("{}/api/products", svc.http))
-        .body("{}")
-        .send()
+    http.post_raw("/api/products", None, "{}")
         .await
-        .unwrap();
-    expect_problem(no_ct, 415).await;
-    for path in [
-        "/api/products/not-a-uuid",
-        &format!("/api/products/{}", Uuid::new_v4()),
-        "/nope",
-    ] {
-        expect_problem(
-            client
-                .get(format!("{}{path}", svc.http))
-                .send()
-                .await
-                .unwrap(),
-            404,
-        )
-        .await;
+        .problem(415);
+    let unknown = format!("/api/products/{}", Uuid::new_v4());
+    for path in ["/api/products/not-a-uuid", &unknown, "/nope"] {
+        http.get(path).await.problem(404);
     }
-    expect_problem(
-        client
-            .get(format!("{}/api/products?page=0", svc.http))
-            .send()
+    products.list("page=0").await.problem(400);
+    products.list("pageSize=101").await.problem(400);
+    let stock = format!("/api/products/{id}/stock");
+    for delta in [json!(1.5), json!("1")] {
+        http.post_json(&stock, &json!({ "delta": delta }))
             .await
-            .unwrap(),
-        400,
-    )
-    .await;
-    expect_problem(
-        client
-            .get(format!("{}/api/products?pageSize=101", svc.http))
-            .send()
-            .await
-            .unwrap(),
-        400,
-    )
-    .await;
-    expect_problem(
-        client
-            .post(format!("{}/api/products/{id}/stock", svc.http))
-            .json(&json!({"delta": 1.5}))
-            .send()
-            .await
-            .unwrap(),
-        400,
-    )
-    .await;
+            .problem(400);
+    }
     // A malformed If-Match is a 400 naming the header (not a 412 against a made-up version).
-    let problem = expect_problem(
-        client
-            .post(format!("{}/api/products/{id}/discontinue", svc.http))
-            .header("If-Match", "W/3")
-            .send()
-            .await
-            .unwrap(),
-        400,
-    )
-    .await;
+    let problem = products.discontinue(id, Some("W/3")).await.problem(400);
     assert!(problem["errors"]["If-Match"].is_array(), "{problem}");
-    expect_problem(
-        client
-            .post(format!("{}/api/products/{id}/stock", svc.http))
-            .json(&json!({"delta": "1"}))
-            .send()
-            .await
-            .unwrap(),
-        400,
-    )
-    .await;
     // A bad correlation id is replaced, not echoed.
-    let r = client
+    let r = http_client()
         .get(format!("{}/api/products/{id}", svc.http))
         .header("X-Correlation-ID", "bad id with spaces")
         .send()
@@ -628,10 +579,9 @@ async fn bad_http_input_gets_a_problem_and_changes_nothing() {
         "replaced by a UUID: {echoed}"
     );
 
-    let (_, list) = get_json(&format!("{}/api/products", svc.http)).await;
+    let list = products.list("").await.expect(200);
     assert_eq!(list["totalCount"], 1, "nothing was created by bad input");
-    let (_, same) = get_json(&format!("{}/api/products/{id}", svc.http)).await;
-    assert_eq!(same["version"], 1);
+    assert_eq!(products.get(id).await.expect(200)["version"], 1);
     svc.stop().await;
 }
 

@@ -39,9 +39,36 @@ async fn bad_input_sweep_gets_4xx_problems_and_changes_nothing() {
     wait_snapshot_version(&order.http, &id, 1).await;
     let before = product_catalog(&product.http).await;
     let long = "ж".repeat(5000);
-    let client = http_client();
-    let mut corpus: Vec<(String, String, Vec<u8>)> = Vec::new(); // (method+url, content-type, body)
+    let corpus = body_corpus(&product.http, &order.http, &id, &long);
+    let mut answered = sweep_bodies(&corpus).await;
+    answered += sweep_paths(&product.http, &order.http).await;
+    answered += sweep_grpc(&grpc, &id, &long).await;
 
+    assert_eq!(
+        product_catalog(&product.http).await,
+        before,
+        "no state change in product-svc"
+    );
+    let (_, p) = get_json(&format!("{}/api/products/{id}", product.http)).await;
+    assert_eq!(
+        (p["reservedQuantity"].as_i64(), p["stockQuantity"].as_i64()),
+        (Some(0), Some(10))
+    );
+    let (_, orders) = get_json(&format!("{}/api/orders", order.http)).await;
+    assert_eq!(orders["totalCount"], 0, "no order was created");
+    crate::assert_books_agree(&product.http).await;
+    eprintln!(
+        "FIGURES bad input: {answered} bad requests, all 4xx problem+json or INVALID_ARGUMENT; 0 5xx; no state change"
+    );
+}
+
+/// (method and URL, content type, body): every way to break each body of both APIs.
+type Corpus = Vec<(String, String, Vec<u8>)>;
+
+/// Missing fields, invalid values, unknown fields, truncated, mistyped and oversized bodies for
+/// create/update product and create order; bad order lines; bad stock deltas.
+fn body_corpus(product: &str, order: &str, id: &str, long: &str) -> Corpus {
+    let mut corpus: Corpus = Vec::new();
     let valid_product = json!({"name": "N", "description": "D", "price": "1.00", "category": "C", "stockQuantity": 1, "lowStockThreshold": 0});
     let mut valid_update = valid_product.clone();
     valid_update
@@ -50,15 +77,9 @@ async fn bad_input_sweep_gets_4xx_problems_and_changes_nothing() {
         .remove("stockQuantity");
     let valid_order = json!({"customerId": Uuid::new_v4(), "customerEmail": "a@b.co", "items": [{"productId": id, "quantity": 1}]});
     for (url, valid) in [
-        (
-            format!("POST {}/api/products", product.http),
-            &valid_product,
-        ),
-        (
-            format!("PUT {}/api/products/{id}", product.http),
-            &valid_update,
-        ),
-        (format!("POST {}/api/orders", order.http), &valid_order),
+        (format!("POST {}/api/products", product), &valid_product),
+        (format!("PUT {}/api/products/{id}", product), &valid_update),
+        (format!("POST {}/api/orders", order), &valid_order),
     ] {
         let fields: Vec<String> = valid.as_object().unwrap().keys().cloned().collect();
         for field in &fields {
@@ -69,7 +90,7 @@ async fn bad_input_sweep_gets_4xx_problems_and_changes_nothing() {
                 "application/json".into(),
                 serde_json::to_vec(&missing).unwrap(),
             ));
-            for bad in invalid_values(&long) {
+            for bad in invalid_values(long) {
                 let mut body = valid.clone();
                 body[field] = bad;
                 corpus.push((
@@ -102,6 +123,19 @@ async fn bad_input_sweep_gets_4xx_problems_and_changes_nothing() {
             b"\xff\xfe\x00".to_vec(),
         ));
     }
+    corpus.extend(line_and_delta_cases(product, order, id, &valid_order, long));
+    corpus
+}
+
+/// Order lines (bad quantities and product ids, too many lines) and stock deltas.
+fn line_and_delta_cases(
+    product: &str,
+    order: &str,
+    id: &str,
+    valid_order: &Value,
+    long: &str,
+) -> Corpus {
+    let mut corpus: Corpus = Vec::new();
     // Order items: every per-item mutation, and too many items.
     for bad in [
         json!(0),
@@ -115,7 +149,7 @@ async fn bad_input_sweep_gets_4xx_problems_and_changes_nothing() {
         let mut body = valid_order.clone();
         body["items"][0]["quantity"] = bad;
         corpus.push((
-            format!("POST {}/api/orders", order.http),
+            format!("POST {}/api/orders", order),
             "application/json".into(),
             serde_json::to_vec(&body).unwrap(),
         ));
@@ -129,7 +163,7 @@ async fn bad_input_sweep_gets_4xx_problems_and_changes_nothing() {
         let mut body = valid_order.clone();
         body["items"][0]["productId"] = bad;
         corpus.push((
-            format!("POST {}/api/orders", order.http),
+            format!("POST {}/api/orders", order),
             "application/json".into(),
             serde_json::to_vec(&body).unwrap(),
         ));
@@ -141,7 +175,7 @@ async fn bad_input_sweep_gets_4xx_problems_and_changes_nothing() {
             .collect::<Vec<_>>()
     );
     corpus.push((
-        format!("POST {}/api/orders", order.http),
+        format!("POST {}/api/orders", order),
         "application/json".into(),
         serde_json::to_vec(&many).unwrap(),
     ));
@@ -153,14 +187,20 @@ async fn bad_input_sweep_gets_4xx_problems_and_changes_nothing() {
         json!(-11),
     ] {
         corpus.push((
-            format!("POST {}/api/products/{id}/stock", product.http),
+            format!("POST {}/api/products/{id}/stock", product),
             "application/json".into(),
             serde_json::to_vec(&json!({"delta": delta})).unwrap(),
         ));
     }
 
+    corpus
+}
+
+/// Sends every body; each must answer a 4xx problem. Returns how many were sent.
+async fn sweep_bodies(corpus: &Corpus) -> usize {
+    let client = http_client();
     let mut answered = 0;
-    for (target, content_type, body) in &corpus {
+    for (target, content_type, body) in corpus {
         let (method, url) = target.split_once(' ').unwrap();
         let request = match method {
             "POST" => client.post(url),
@@ -182,17 +222,20 @@ async fn bad_input_sweep_gets_4xx_problems_and_changes_nothing() {
         expect_problem(response, status).await;
         answered += 1;
     }
-    // Paths and queries.
+    answered
+}
+
+/// Paths and queries the APIs cannot parse: each a 4xx problem.
+async fn sweep_paths(product: &str, order: &str) -> usize {
+    let client = http_client();
+    let mut answered = 0;
     for url in [
-        format!("{}/api/products/{}", product.http, "x".repeat(300)),
-        format!("{}/api/products?page=-1", product.http),
-        format!(
-            "{}/api/products?pageSize=99999999999999999999",
-            product.http
-        ),
-        format!("{}/api/orders/%00", order.http),
-        format!("{}/api/orders?customerId=%ff", order.http),
-        format!("{}/api/orders?page=abc", order.http),
+        format!("{}/api/products/{}", product, "x".repeat(300)),
+        format!("{}/api/products?page=-1", product),
+        format!("{}/api/products?pageSize=99999999999999999999", product),
+        format!("{}/api/orders/%00", order),
+        format!("{}/api/orders?customerId=%ff", order),
+        format!("{}/api/orders?page=abc", order),
     ] {
         let r = client.get(&url).send().await.unwrap();
         let status = r.status().as_u16();
@@ -200,13 +243,18 @@ async fn bad_input_sweep_gets_4xx_problems_and_changes_nothing() {
         expect_problem(r, status).await;
         answered += 1;
     }
-    // gRPC.
-    let mut grpc_client = tests::grpc_client(&grpc).await;
+    answered
+}
+
+/// Malformed stock API calls: each INVALID_ARGUMENT.
+async fn sweep_grpc(grpc: &str, id: &str, long: &str) -> usize {
+    let mut answered = 0;
+    let mut grpc_client = tests::grpc_client(grpc).await;
     let bad_requests = vec![
         ReserveStockRequest {
             order_id: String::new(),
             items: vec![OrderItem {
-                product_id: id.clone(),
+                product_id: id.to_owned(),
                 quantity: 1,
             }],
         },
@@ -217,14 +265,14 @@ async fn bad_input_sweep_gets_4xx_problems_and_changes_nothing() {
         ReserveStockRequest {
             order_id: Uuid::new_v4().to_string(),
             items: vec![OrderItem {
-                product_id: id.clone(),
+                product_id: id.to_owned(),
                 quantity: i32::MIN,
             }],
         },
         ReserveStockRequest {
             order_id: Uuid::new_v4().to_string(),
             items: vec![OrderItem {
-                product_id: long.clone(),
+                product_id: long.to_owned(),
                 quantity: 1,
             }],
         },
@@ -232,7 +280,7 @@ async fn bad_input_sweep_gets_4xx_problems_and_changes_nothing() {
             order_id: Uuid::new_v4().to_string(),
             items: (0..1001)
                 .map(|_| OrderItem {
-                    product_id: id.clone(),
+                    product_id: id.to_owned(),
                     quantity: 1,
                 })
                 .collect(),
@@ -241,11 +289,11 @@ async fn bad_input_sweep_gets_4xx_problems_and_changes_nothing() {
             order_id: Uuid::new_v4().to_string(),
             items: vec![
                 OrderItem {
-                    product_id: id.clone(),
+                    product_id: id.to_owned(),
                     quantity: i32::MAX,
                 },
                 OrderItem {
-                    product_id: id.clone(),
+                    product_id: id.to_owned(),
                     quantity: i32::MAX,
                 },
             ],
@@ -274,7 +322,7 @@ async fn bad_input_sweep_gets_4xx_problems_and_changes_nothing() {
     assert_eq!(
         grpc_client
             .get_products(GetProductsRequest {
-                product_ids: vec![long.clone()]
+                product_ids: vec![long.to_owned()]
             })
             .await
             .unwrap_err()
@@ -282,20 +330,5 @@ async fn bad_input_sweep_gets_4xx_problems_and_changes_nothing() {
         tonic::Code::InvalidArgument
     );
 
-    assert_eq!(
-        product_catalog(&product.http).await,
-        before,
-        "no state change in product-svc"
-    );
-    let (_, p) = get_json(&format!("{}/api/products/{id}", product.http)).await;
-    assert_eq!(
-        (p["reservedQuantity"].as_i64(), p["stockQuantity"].as_i64()),
-        (Some(0), Some(10))
-    );
-    let (_, orders) = get_json(&format!("{}/api/orders", order.http)).await;
-    assert_eq!(orders["totalCount"], 0, "no order was created");
-    crate::assert_books_agree(&product.http).await;
-    eprintln!(
-        "FIGURES bad input: {answered} bad requests, all 4xx problem+json or INVALID_ARGUMENT; 0 5xx; no state change"
-    );
+    answered
 }
