@@ -14,6 +14,76 @@ use crate::{get_json, wait_snapshot_version};
 
 use super::*;
 
+/// Four clients placing orders (about 80 orders/s in all) until stopped.
+struct Load {
+    stop: Arc<AtomicBool>,
+    /// (order id, HTTP status) of every answer.
+    placed: Arc<Mutex<Vec<(String, u16)>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(orders: &OrderApi, ids: &[String]) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let placed: Arc<Mutex<Vec<(String, u16)>>> = Arc::default();
+        let mut tasks = Vec::new();
+        for c in 0..4 {
+            let (orders, ids, stop, placed) =
+                (orders.clone(), ids.to_vec(), stop.clone(), placed.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut i = c;
+                while !stop.load(Ordering::SeqCst) {
+                    let r = orders
+                        .place(&order_body(&ids[i % ids.len()], 1 + (i % 3) as i64))
+                        .await;
+                    placed.lock().unwrap().push((r.id(), r.status));
+                    i += 4;
+                    // Pacing of the load generator, not synchronisation.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }));
+        }
+        Self {
+            stop,
+            placed,
+            tasks,
+        }
+    }
+
+    /// Stops the clients; every answer they got.
+    async fn stop(self) -> Vec<(String, u16)> {
+        self.stop.store(true, Ordering::SeqCst);
+        for task in self.tasks {
+            task.await.unwrap();
+        }
+        self.placed.lock().unwrap().clone()
+    }
+}
+
+/// Waits until every placed order has settled (Confirmed or Rejected); returns the units the
+/// Confirmed ones hold, per product.
+async fn confirmed_units(orders: &OrderApi, placed: &[(String, u16)]) -> HashMap<String, i64> {
+    let mut expected: HashMap<String, i64> = HashMap::new();
+    for (id, _) in placed {
+        let o = wait_for("the order to settle", LONG, || async {
+            let o = orders.get(id).await.body;
+            (o["status"] != "Pending").then_some(o)
+        })
+        .await;
+        assert!(
+            o["status"] == "Confirmed" || o["status"] == "Rejected",
+            "{o}"
+        );
+        if o["status"] == "Confirmed" {
+            let item = &o["items"][0];
+            *expected
+                .entry(item["productId"].as_str().unwrap().to_owned())
+                .or_default() += item["quantity"].as_i64().unwrap();
+        }
+    }
+    expected
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn product_svc_outage_ends_with_every_order_settled_and_exact_availability() {
     let outage = Duration::from_secs(env_usize("FAULT_OUTAGE_SECS", 10) as u64);
@@ -40,25 +110,8 @@ async fn product_svc_outage_ends_with_every_order_settled_and_exact_availability
         assert_eq!(o["status"], "Confirmed");
         to_cancel.push(o["id"].as_str().unwrap().to_owned());
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let placed: Arc<Mutex<Vec<(String, u16)>>> = Arc::default();
-    let mut load = Vec::new();
-    for c in 0..4 {
-        let (orders, ids, stop, placed) =
-            (orders.clone(), ids.clone(), stop.clone(), placed.clone());
-        load.push(tokio::spawn(async move {
-            let mut i = c;
-            while !stop.load(Ordering::SeqCst) {
-                let r = orders
-                    .place(&order_body(&ids[i % ids.len()], 1 + (i % 3) as i64))
-                    .await;
-                placed.lock().unwrap().push((r.id(), r.status));
-                i += 4;
-                // Pacing of the load generator (about 80 orders/s in all), not synchronisation.
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }));
-    }
+    let load = Load::start(&orders, &ids);
+    let placed = &load.placed;
     wait_for("some orders before the outage", LONG, || async {
         (placed.lock().unwrap().len() >= 20).then_some(())
     })
@@ -76,11 +129,7 @@ async fn product_svc_outage_ends_with_every_order_settled_and_exact_availability
         (placed.lock().unwrap().len() >= after_outage + 20).then_some(())
     })
     .await;
-    stop.store(true, Ordering::SeqCst);
-    for t in load {
-        t.await.unwrap();
-    }
-    let placed = placed.lock().unwrap().clone();
+    let placed = load.stop().await;
     let accepted_pending = placed.iter().filter(|(_, s)| *s == 202).count();
     assert!(
         accepted_pending > 0,
@@ -92,24 +141,7 @@ async fn product_svc_outage_ends_with_every_order_settled_and_exact_availability
     );
 
     // Every order ends Confirmed or Rejected; stock reserved equals what Confirmed orders hold.
-    let mut expected: HashMap<String, i64> = HashMap::new();
-    for (id, _) in &placed {
-        let o = wait_for("the order to settle", LONG, || async {
-            let (_, o) = get_json(&format!("{}/api/orders/{id}", order.http)).await;
-            (o["status"] != "Pending").then_some(o)
-        })
-        .await;
-        assert!(
-            o["status"] == "Confirmed" || o["status"] == "Rejected",
-            "{o}"
-        );
-        if o["status"] == "Confirmed" {
-            let item = &o["items"][0];
-            *expected
-                .entry(item["productId"].as_str().unwrap().to_owned())
-                .or_default() += item["quantity"].as_i64().unwrap();
-        }
-    }
+    let expected = confirmed_units(&orders, &placed).await;
     for id in &ids {
         let want = expected.get(id).copied().unwrap_or(0);
         wait_for(
