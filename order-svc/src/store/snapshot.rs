@@ -58,7 +58,8 @@ pub(super) async fn apply_jobs(tree: Tree, known: KnownVersions, jobs: Vec<Snaps
 
 /// Applies events through the version guard and moves the checkpoint to `checkpoint`, in one
 /// `apply_batch` (rows, row count and checkpoint together). Only the writer task calls it, so
-/// the read-check-write needs no lock.
+/// the read-check-write cannot race; the mutex only guards the replay cache, which
+/// `end_cold_start` drops from the projector's side.
 fn apply(
     tree: &Tree,
     known: &KnownVersions,
