@@ -35,14 +35,11 @@ fn order_body(customer: Uuid, product: &str) -> Value {
     tests::order_body(customer, &[(product, 1)])
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn keys_scopes_and_customer_binding_decide_who_may_do_what() {
-    let nats = NatsServer::start();
-    let dir = scratch();
-    let (ann, bob) = (Uuid::new_v4(), Uuid::new_v4());
-    let keys = dir.path().join("keys");
-    std::fs::create_dir_all(&keys).unwrap();
-    let product_keys = keys.join("product.json");
+/// Key files with roles: product-svc's admin and a catalog reader; order-svc's admin, a key bound
+/// to `ann` and an unbound support key that may only read.
+fn keys_with_roles(dir: &std::path::Path, ann: Uuid) -> (std::path::PathBuf, std::path::PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
+    let product_keys = dir.join("product.json");
     std::fs::write(
         &product_keys,
         json!({"keys": [
@@ -52,7 +49,7 @@ async fn keys_scopes_and_customer_binding_decide_who_may_do_what() {
         .to_string(),
     )
     .unwrap();
-    let order_keys = keys.join("order.json");
+    let order_keys = dir.join("order.json");
     std::fs::write(
         &order_keys,
         json!({"keys": [
@@ -63,6 +60,15 @@ async fn keys_scopes_and_customer_binding_decide_who_may_do_what() {
         .to_string(),
     )
     .unwrap();
+    (product_keys, order_keys)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_scopes_and_customer_binding_decide_who_may_do_what() {
+    let nats = NatsServer::start();
+    let dir = scratch();
+    let (ann, bob) = (Uuid::new_v4(), Uuid::new_v4());
+    let (product_keys, order_keys) = keys_with_roles(&dir.path().join("keys"), ann);
     let mut pc = product_svc::Config::for_tests(dir.path().join("product"), &nats.url());
     pc.api_keys = Some(product_keys);
     let product = ProductService::start_with(pc).await;
