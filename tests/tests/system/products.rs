@@ -1,7 +1,5 @@
 //! product-svc against a real nats-server and real sled: events through the outbox, the gRPC
 //! stock API's guarantees, and bad input.
-use std::time::Duration;
-
 use proto::{ErrorCode, GetProductsRequest, OrderItem, ReleaseStockRequest, ReserveStockRequest};
 use serde_json::{Value, json};
 use tests::{NatsServer, ProductService, ServiceProcess, http_client, scratch, wait_for};
@@ -590,66 +588,17 @@ async fn bad_grpc_input_is_invalid_argument_naming_the_field() {
     let nats = NatsServer::start();
     let dir = scratch();
     let svc = ProductService::start(&nats.url(), dir.path()).await;
-    let id = create_product(&svc.http, "G", "1.00", 5).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = svc.api().create_product("G", "1.00", 5).await;
     let mut grpc = svc.grpc_client().await;
-    let order = Uuid::new_v4().to_string();
+    let order = Uuid::new_v4();
+    let mut bad_order_id = reserve(order, &[(&id, 1)]);
+    bad_order_id.order_id = "x".into();
     let cases = vec![
-        (
-            ReserveStockRequest {
-                order_id: "x".into(),
-                items: vec![OrderItem {
-                    product_id: id.clone(),
-                    quantity: 1,
-                }],
-            },
-            "order_id",
-        ),
-        (
-            ReserveStockRequest {
-                order_id: order.clone(),
-                items: vec![],
-            },
-            "items",
-        ),
-        (
-            ReserveStockRequest {
-                order_id: order.clone(),
-                items: vec![OrderItem {
-                    product_id: "nope".into(),
-                    quantity: 1,
-                }],
-            },
-            "items[0].product_id",
-        ),
-        (
-            ReserveStockRequest {
-                order_id: order.clone(),
-                items: vec![
-                    OrderItem {
-                        product_id: id.clone(),
-                        quantity: 1,
-                    },
-                    OrderItem {
-                        product_id: id.clone(),
-                        quantity: 0,
-                    },
-                ],
-            },
-            "items[1].quantity",
-        ),
-        (
-            ReserveStockRequest {
-                order_id: order.clone(),
-                items: vec![OrderItem {
-                    product_id: id.clone(),
-                    quantity: -5,
-                }],
-            },
-            "items[0].quantity",
-        ),
+        (bad_order_id, "order_id"),
+        (reserve(order, &[]), "items"),
+        (reserve(order, &[("nope", 1)]), "items[0].product_id"),
+        (reserve(order, &[(&id, 1), (&id, 0)]), "items[1].quantity"),
+        (reserve(order, &[(&id, -5)]), "items[0].quantity"),
     ];
     for (request, field) in cases {
         let status = grpc.reserve_stock(request).await.unwrap_err();
@@ -674,8 +623,6 @@ async fn bad_grpc_input_is_invalid_argument_naming_the_field() {
         .await
         .unwrap_err();
     assert!(status.message().starts_with("product_ids[0]"));
-    let (_, p) = get_json(&format!("{}/api/products/{id}", svc.http)).await;
-    assert_eq!(p["reservedQuantity"], 0);
+    assert_eq!(svc.api().field(&id, "reservedQuantity").await, 0);
     svc.stop().await;
-    let _ = Duration::ZERO;
 }
