@@ -4,7 +4,7 @@ use uuid::Uuid;
 
 use crate::domain::{InvalidTransition, OrderStatus};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     #[error("validation failed")]
     Validation(FieldErrors),

@@ -10,6 +10,7 @@
 //!
 //! Both projections flush through one group commit before they ack, so an ack never runs ahead
 //! of what a restart finds.
+mod batches;
 mod snapshot;
 
 use std::{
@@ -18,9 +19,8 @@ use std::{
 };
 
 use serde::{Serialize, de::DeserializeOwned};
-use shared::{durability::GroupCommit, storage::StorageError, writer::Writer};
+use shared::durability::GroupCommit;
 use sled::Tree;
-use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::{
@@ -29,6 +29,7 @@ use crate::{
     view::OrdersView,
 };
 
+pub(crate) use batches::BatchWriter;
 pub use snapshot::SnapshotUpdate;
 use snapshot::*;
 
@@ -43,7 +44,7 @@ pub struct Store {
     known: KnownVersions,
     /// The snapshot's writer task (`shared::writer`): the projector's batches and the
     /// read-through's rows, applied in queue order through the version guard.
-    snapshot_writes: Writer<SnapshotJob>,
+    snapshot_writes: BatchWriter<SnapshotUpdate, usize>,
     orders_view: OrdersView,
     commit: GroupCommit,
     db: sled::Db,
@@ -77,9 +78,11 @@ impl Store {
         let known: KnownVersions = Arc::new(Mutex::new(cold.then(HashMap::new)));
         let snapshot_writes = {
             let (tree, known) = (snapshot.clone(), known.clone());
-            Writer::spawn(MAX_JOBS, move |jobs| {
-                apply_jobs(tree.clone(), known.clone(), jobs)
-            })
+            BatchWriter::spawn(
+                "the snapshot writer",
+                MAX_JOBS,
+                move |updates, checkpoint| snapshot::apply(&tree, &known, updates, checkpoint),
+            )
         };
         Ok(Self {
             snapshot,
@@ -166,18 +169,11 @@ impl Store {
         updates: Vec<SnapshotUpdate>,
         checkpoint: Option<u64>,
     ) -> Result<usize> {
-        let (done, changed) = oneshot::channel();
-        let job = SnapshotJob {
-            updates,
-            checkpoint,
-            done,
-        };
-        let stopped = || Error::Storage(StorageError::Stopped("the snapshot writer"));
-        self.snapshot_writes
-            .send(job)
-            .await
-            .map_err(|_| stopped())?;
-        changed.await.map_err(|_| stopped())?
+        let changed = self
+            .snapshot_writes
+            .submit(updates, checkpoint, true)
+            .await?;
+        Ok(changed.expect("waited"))
     }
 
     /// The replay into an empty snapshot is over: the version guard reads sled from now on.

@@ -20,47 +20,16 @@ pub struct SnapshotUpdate {
 /// Most jobs applied in one batch by the snapshot's writer.
 pub(super) const MAX_JOBS: usize = 64;
 
-/// Events queued for the snapshot's writer, and who waits for them.
-pub(super) struct SnapshotJob {
-    pub(super) updates: Vec<SnapshotUpdate>,
-    pub(super) checkpoint: Option<u64>,
-    pub(super) done: oneshot::Sender<Result<usize>>,
-}
-
 /// While the store replays into a snapshot that was empty at open, the version of every row
 /// written since: that is every row there is, so the guard needs no sled read (a tenth of a
 /// cold replay). Dropped once ready.
 pub(super) type KnownVersions = Arc<Mutex<Option<HashMap<Uuid, u64>>>>;
 
-/// One batch of the snapshot's writer task: every job's events in one atomic sled batch, then
-/// each job answered with how many rows the batch changed.
-pub(super) async fn apply_jobs(tree: Tree, known: KnownVersions, jobs: Vec<SnapshotJob>) {
-    let mut updates = Vec::new();
-    let mut checkpoint = None;
-    let mut waiting = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        updates.extend(job.updates);
-        checkpoint = checkpoint.max(job.checkpoint);
-        waiting.push(job.done);
-    }
-    let result = apply(&tree, &known, &updates, checkpoint);
-    if let Err(error) = &result {
-        tracing::error!(%error, events = updates.len(), "Writing product events to the snapshot failed.");
-    }
-    for done in waiting {
-        let _ = done.send(match &result {
-            Ok(changed) => Ok(*changed),
-            Err(Error::Storage(e)) => Err(Error::Storage(e.clone())),
-            Err(e) => Err(Error::corrupt(e.to_string())),
-        });
-    }
-}
-
 /// Applies events through the version guard and moves the checkpoint to `checkpoint`, in one
 /// `apply_batch` (rows, row count and checkpoint together). Only the writer task calls it, so
 /// the read-check-write cannot race; the mutex only guards the replay cache, which
 /// `end_cold_start` drops from the projector's side.
-fn apply(
+pub(super) fn apply(
     tree: &Tree,
     known: &KnownVersions,
     updates: &[SnapshotUpdate],

@@ -81,30 +81,6 @@ pub(super) fn apply_updates(
     })
 }
 
-/// One batch of the view's writer task (`shared::writer`): every queued record's states in one
-/// atomic write, then each waiting caller answered.
-pub(super) async fn apply_records(tree: Tree, known: KnownHeads, batch: Vec<Record>) {
-    let mut updates = Vec::new();
-    let mut checkpoint = None;
-    let mut waiting = Vec::with_capacity(batch.len());
-    for record in batch {
-        updates.extend(record.updates);
-        checkpoint = checkpoint.max(record.checkpoint);
-        waiting.extend(record.done);
-    }
-    let result = apply_updates(&tree, &known, &updates, checkpoint);
-    if let Err(error) = &result {
-        tracing::error!(%error, states = updates.len(), "Writing order states to the view failed.");
-    }
-    for done in waiting {
-        let _ = done.send(match &result {
-            Ok(applied) => Ok(*applied),
-            Err(Error::Storage(e)) => Err(Error::Storage(e.clone())),
-            Err(e) => Err(Error::corrupt(e.to_string())),
-        });
-    }
-}
-
 /// The event type that leads to a state (for states recorded without their event).
 pub(super) fn state_event_type(order: &Order) -> OrderEventType {
     match order.status {

@@ -25,13 +25,8 @@ use std::{
 };
 
 use async_nats::jetstream;
-use shared::{
-    events::{OrderEvent, OrderEventType, OrderStatus},
-    storage::StorageError,
-    writer::Writer,
-};
+use shared::events::{OrderEvent, OrderEventType, OrderStatus};
 use sled::{Batch, Tree};
-use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::{
@@ -39,7 +34,7 @@ use crate::{
     error::{Error, Result},
     order_log::Stored,
     projector::{Applied, Projection},
-    store::decode_u64,
+    store::{BatchWriter, decode_u64},
 };
 
 use apply::*;
@@ -77,16 +72,8 @@ impl OrderUpdate {
     }
 }
 
-/// Most records applied in one batch by the record writer.
+/// Most jobs applied in one batch by the view's writer.
 const MAX_RECORDS: usize = 256;
-
-/// States queued for the view (one this instance wrote or read, or a projector batch with its
-/// checkpoint), and who waits for them.
-struct Record {
-    updates: Vec<OrderUpdate>,
-    checkpoint: Option<u64>,
-    done: Option<oneshot::Sender<Result<Applied>>>,
-}
 
 #[derive(Clone)]
 pub struct OrdersView {
@@ -96,7 +83,7 @@ pub struct OrdersView {
     /// this instance writes and the projector's batches are applied together, whatever is
     /// queued during one sled batch forming the next (under load an instance's own writes come
     /// back from the stream while their records are still queued: one batch serves both).
-    records: Writer<Record>,
+    records: BatchWriter<OrderUpdate, Applied>,
     /// `<prefix>.`: subjects of the orders this instance's site owns. A hub's order stream also
     /// holds edge sites' orders (sourced): they are listed and read here, but settled, released
     /// and committed by their own site, so they never enter the work lists. Unset: all are own.
@@ -109,16 +96,18 @@ impl OrdersView {
         let _ = self.own_subjects.set(format!("{prefix}."));
     }
 
-    /// Opens the view and starts its record writer (on the current runtime).
+    /// Opens the view and starts its writer (on the current runtime).
     pub fn open(db: &sled::Db) -> Result<Self> {
         let tree = db.open_tree("orders_view")?;
         let cold = tree.get(CHECKPOINT)?.is_none() && tree.scan_prefix(b"o").next().is_none();
         let known: KnownHeads = Arc::new(Mutex::new(cold.then(HashMap::new)));
         let records = {
             let (tree, known) = (tree.clone(), known.clone());
-            Writer::spawn(MAX_RECORDS, move |batch| {
-                apply_records(tree.clone(), known.clone(), batch)
-            })
+            BatchWriter::spawn(
+                "the orders view writer",
+                MAX_RECORDS,
+                move |updates, checkpoint| apply_updates(&tree, &known, updates, checkpoint),
+            )
         };
         Ok(Self {
             tree,
@@ -128,7 +117,7 @@ impl OrdersView {
         })
     }
 
-    /// Applies what is queued, then stops the record writer (so the database can close).
+    /// Applies what is queued, then stops the writer (so the database can close).
     pub async fn close(&self) {
         self.records.close().await;
     }
@@ -157,33 +146,10 @@ impl OrdersView {
         wait: bool,
     ) -> Result<()> {
         let update = OrderUpdate::of(event, seq, payload);
-        self.submit(vec![update], None, wait).await.map(|_| ())
-    }
-
-    /// Queues states for the writer; with `wait`, returns what their batch did.
-    async fn submit(
-        &self,
-        updates: Vec<OrderUpdate>,
-        checkpoint: Option<u64>,
-        wait: bool,
-    ) -> Result<Option<Applied>> {
-        let (done, applied) = if wait {
-            let (tx, rx) = oneshot::channel();
-            (Some(tx), Some(rx))
-        } else {
-            (None, None)
-        };
-        let record = Record {
-            updates,
-            checkpoint,
-            done,
-        };
-        let stopped = || Error::Storage(StorageError::Stopped("the orders view writer"));
-        self.records.send(record).await.map_err(|_| stopped())?;
-        match applied {
-            Some(rx) => rx.await.map_err(|_| stopped())?.map(Some),
-            None => Ok(None),
-        }
+        self.records
+            .submit(vec![update], None, wait)
+            .await
+            .map(|_| ())
     }
 
     pub fn get(&self, id: Uuid) -> Result<Option<Stored>> {
@@ -276,7 +242,7 @@ impl Projection for OrdersView {
     }
 
     async fn apply(&self, updates: Vec<OrderUpdate>, checkpoint: Option<u64>) -> Result<Applied> {
-        let applied = self.submit(updates, checkpoint, true).await?;
+        let applied = self.records.submit(updates, checkpoint, true).await?;
         Ok(applied.expect("waited"))
     }
 
