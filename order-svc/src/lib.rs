@@ -158,17 +158,7 @@ impl App {
             snapshot: self.snapshot.clone(),
             orders_view: self.orders_view.clone(),
         };
-        let router = http::router(state);
-        let stop = tasks.servers_stop.clone();
-        tasks.server(
-            "HTTP",
-            axum::serve(
-                self.http,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .into_future(),
-        );
+        tasks.http(self.http, http::router(state));
         tracing::info!(http.addr = %http_addr, data_dir = %self.config.data_dir.display(), catalog = ?self.config.catalog, catalog_domain = ?self.config.catalog_domain, instance = %self.instance_id, orders_stream = %self.config.orders_stream, "order-svc started.");
 
         let outcome = tasks.run_until(shutdown, grace).await;

@@ -148,17 +148,7 @@ impl App {
             orders_stream: self.config.orders_stream.clone(),
             retention,
         };
-        let router = http::router(state);
-        let stop = tasks.servers_stop.clone();
-        tasks.server(
-            "HTTP",
-            axum::serve(
-                self.http,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .into_future(),
-        );
+        tasks.http(self.http, http::router(state));
 
         let tls = self.grpc_tls.is_some();
         let grpc = grpc::Server {

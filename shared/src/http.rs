@@ -32,19 +32,25 @@ async fn time_limit(
     }
 }
 
-/// Adds what every route of both services has: `GET /metrics`, problem+json 404/405 fallbacks,
+/// Adds what every route of both services has: `GET /metrics` and `GET /openapi.json` (the
+/// service's committed `document`; both open, outside authentication), problem+json 404/405 fallbacks,
 /// the body limit, the request timeout, request metrics (outside authentication and the rate
 /// limit, so 401 and 429 are counted) and the correlation-id middleware (outermost, so every
 /// answer carries the id).
 pub fn with_defaults<S: Clone + Send + Sync + 'static>(
     router: Router<S>,
     metrics: Arc<Metrics>,
+    document: &'static str,
 ) -> Router<S> {
     let scrape = metrics.clone();
     router
         .route(
             "/metrics",
             axum::routing::get(move || crate::metrics::serve(State(scrape.clone()))),
+        )
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || async move { json_text(document) }),
         )
         .fallback(|| async { Problem::not_found("No such resource.") })
         .method_not_allowed_fallback(|| async {

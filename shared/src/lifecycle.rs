@@ -7,7 +7,11 @@
 //! 3. stop the workers and wait for them: the relay drains the outbox, projectors ack what they
 //!    applied, the stock-work loops finish their round;
 //! 4. the caller closes what the workers wrote to (the final sled flush, the NATS flush).
-use std::{fmt::Display, future::Future, time::Duration};
+use std::{
+    fmt::Display,
+    future::{Future, IntoFuture},
+    time::Duration,
+};
 
 use futures::future::{self, FutureExt};
 use tokio::task::JoinHandle;
@@ -39,6 +43,15 @@ impl Tasks {
     ) {
         let task = tokio::spawn(serve.map(|r| r.map_err(|e| e.to_string())));
         self.servers.push((name, task));
+    }
+
+    /// The HTTP server on `listener`: client addresses reach the handlers (the rate limit keys
+    /// anonymous callers by them), and it stops accepting once `servers_stop` is cancelled.
+    pub fn http(&mut self, listener: tokio::net::TcpListener, router: axum::Router) {
+        let stop = self.servers_stop.clone();
+        let app = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let serve = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
+        self.server("HTTP", serve.into_future());
     }
 
     /// A background task that returns once `workers_stop` is cancelled.

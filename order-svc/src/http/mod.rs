@@ -41,13 +41,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/snapshot/products", get(snapshot::list))
         .route("/api/snapshot/products/{id}", get(snapshot::get_one))
         .route("/health/live", get(live))
-        .route("/health/ready", get(ready))
-        .route(
-            "/openapi.json",
-            get(|| async { shared::http::json_text(openapi::DOCUMENT) }),
-        );
+        .route("/health/ready", get(ready));
     let routes = shared::http::with_callers(routes, state.auth.clone(), state.limiter.clone());
-    shared::http::with_defaults(routes, state.metrics.clone()).with_state(state)
+    shared::http::with_defaults(routes, state.metrics.clone(), openapi::DOCUMENT).with_state(state)
 }
 
 fn projection_details(s: &ProjectionStatus) -> serde_json::Value {

@@ -48,13 +48,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/products/{id}/stock", post(products::adjust_stock))
         .route("/api/stock/audit", get(audit))
         .route("/health/live", get(live))
-        .route("/health/ready", get(ready))
-        .route(
-            "/openapi.json",
-            get(|| async { shared::http::json_text(openapi::DOCUMENT) }),
-        );
+        .route("/health/ready", get(ready));
     let routes = shared::http::with_callers(routes, state.auth.clone(), state.limiter.clone());
-    shared::http::with_defaults(routes, state.metrics.clone()).with_state(state)
+    shared::http::with_defaults(routes, state.metrics.clone(), openapi::DOCUMENT).with_state(state)
 }
 
 /// `catalog:write` also allows reading.
