@@ -1,7 +1,7 @@
 //! A sweep of malformed HTTP and gRPC input: 4xx problems, nothing changed.
 use proto::{GetProductsRequest, OrderItem, ReleaseStockRequest, ReserveStockRequest};
 use serde_json::{Value, json};
-use tests::{NatsServer, ServiceProcess, http_client, scratch};
+use tests::http_client;
 use uuid::Uuid;
 
 use crate::{expect_problem, get_json, wait_snapshot_version};
@@ -24,17 +24,13 @@ pub(super) fn invalid_values(long: &str) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_sweep_gets_4xx_problems_and_changes_nothing() {
-    let nats = NatsServer::start();
-    let dir = scratch();
-    let (product, grpc) =
-        ServiceProcess::product(&nats.url(), &dir.path().join("product"), dir.path());
-    let order = ServiceProcess::order(
-        &nats.url(),
-        &grpc,
-        &dir.path().join("order"),
-        dir.path(),
-        &[],
-    );
+    let Processes {
+        nats: _nats,
+        dir: _dir,
+        product,
+        grpc,
+        order,
+    } = Processes::start();
     let id = create_products(&product.http, 1, 10, 1).await.remove(0);
     wait_snapshot_version(&order.http, &id, 1).await;
     let before = product_catalog(&product.http).await;

@@ -1,7 +1,7 @@
 //! Many clients racing for little stock never oversell.
 use futures::StreamExt;
 use serde_json::{Value, json};
-use tests::{NatsServer, OrderApi, ServiceProcess, scratch};
+use tests::OrderApi;
 use uuid::Uuid;
 
 use crate::{get_json, wait_snapshot_version};
@@ -16,17 +16,13 @@ pub(super) fn order_body(product: &str, quantity: i64) -> Value {
 async fn sixty_four_clients_racing_for_fifty_units_never_oversell() {
     let clients = env_usize("FAULT_CONTENDERS", 64);
     let units = env_usize("FAULT_UNITS", 50) as i64;
-    let nats = NatsServer::start();
-    let dir = scratch();
-    let (product, grpc) =
-        ServiceProcess::product(&nats.url(), &dir.path().join("product"), dir.path());
-    let order = ServiceProcess::order(
-        &nats.url(),
-        &grpc,
-        &dir.path().join("order"),
-        dir.path(),
-        &[],
-    );
+    let Processes {
+        nats: _nats,
+        dir: _dir,
+        product,
+        grpc: _grpc,
+        order,
+    } = Processes::start();
     let id = create_products(&product.http, 1, units, 1).await.remove(0);
     wait_snapshot_version(&order.http, &id, 1).await;
     let results: Vec<Value> = futures::stream::iter(0..clients)

@@ -17,7 +17,7 @@ use std::{
 
 use futures::StreamExt;
 use serde_json::{Value, json};
-use tests::ProductApi;
+use tests::{NatsServer, ProductApi, ServiceProcess, scratch};
 
 use crate::get_json;
 
@@ -104,6 +104,41 @@ pub(super) async fn wait_snapshot_matches(product_http: &str, order_http: &str) 
             got.len()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// nats-server, then product-svc and order-svc as child processes (so kill -9 is real), with
+/// their data dirs and logs in `dir`. Destructure it binding every field (`nats: _nats`): a field
+/// matched by `_` is dropped at once, and with it its process or directory.
+pub(super) struct Processes {
+    pub nats: NatsServer,
+    pub dir: tempfile::TempDir,
+    pub product: ServiceProcess,
+    /// product-svc's gRPC URL (order-svc's is this one).
+    pub grpc: String,
+    pub order: ServiceProcess,
+}
+
+impl Processes {
+    pub fn start() -> Self {
+        let nats = NatsServer::start();
+        let dir = scratch();
+        let (product, grpc) =
+            ServiceProcess::product(&nats.url(), &dir.path().join("product"), dir.path());
+        let order = ServiceProcess::order(
+            &nats.url(),
+            &grpc,
+            &dir.path().join("order"),
+            dir.path(),
+            &[],
+        );
+        Self {
+            nats,
+            dir,
+            product,
+            grpc,
+            order,
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tests::{NatsServer, OrderApi, ServiceProcess, scratch, wait_for};
+use tests::{OrderApi, wait_for};
 
 use crate::{get_json, wait_snapshot_version};
 
@@ -87,17 +87,13 @@ async fn confirmed_units(orders: &OrderApi, placed: &[(String, u16)]) -> HashMap
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn product_svc_outage_ends_with_every_order_settled_and_exact_availability() {
     let outage = Duration::from_secs(env_usize("FAULT_OUTAGE_SECS", 10) as u64);
-    let nats = NatsServer::start();
-    let dir = scratch();
-    let (mut product, grpc) =
-        ServiceProcess::product(&nats.url(), &dir.path().join("product"), dir.path());
-    let order = ServiceProcess::order(
-        &nats.url(),
-        &grpc,
-        &dir.path().join("order"),
-        dir.path(),
-        &[],
-    );
+    let Processes {
+        nats: _nats,
+        dir: _dir,
+        mut product,
+        grpc: _grpc,
+        order,
+    } = Processes::start();
     let orders = OrderApi::new(&order.http);
     let ids = create_products(&product.http, 5, 10_000, 5).await;
     for id in &ids {

@@ -1,6 +1,6 @@
 //! Malformed events on the stream are skipped, counted, and never block later ones.
 use serde_json::json;
-use tests::{NatsServer, ServiceProcess, scratch, wait_for};
+use tests::wait_for;
 use uuid::Uuid;
 
 use crate::js;
@@ -9,17 +9,13 @@ use super::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_events_are_skipped_counted_and_later_events_applied() {
-    let nats = NatsServer::start();
-    let dir = scratch();
-    let (product, grpc) =
-        ServiceProcess::product(&nats.url(), &dir.path().join("product"), dir.path());
-    let order = ServiceProcess::order(
-        &nats.url(),
-        &grpc,
-        &dir.path().join("order"),
-        dir.path(),
-        &[],
-    );
+    let Processes {
+        nats,
+        dir: _dir,
+        product,
+        grpc: _grpc,
+        order,
+    } = Processes::start();
     create_products(&product.http, 10, 1, 4).await;
     let js = js(&nats.url()).await;
     let bodies: Vec<Vec<u8>> = vec![

@@ -166,17 +166,13 @@ pub(super) async fn assert_nothing_acknowledged_lost(
 async fn product_svc_killed_under_write_load_loses_nothing_acknowledged() {
     let total = env_usize("FAULT_WRITES", 2000);
     let clients = env_usize("FAULT_CLIENTS", 8);
-    let nats = NatsServer::start();
-    let dir = scratch();
-    let (product, grpc) =
-        ServiceProcess::product(&nats.url(), &dir.path().join("product"), dir.path());
-    let order = ServiceProcess::order(
-        &nats.url(),
-        &grpc,
-        &dir.path().join("order"),
-        dir.path(),
-        &[],
-    );
+    let Processes {
+        nats,
+        dir: _dir,
+        product,
+        grpc: _grpc,
+        order,
+    } = Processes::start();
     let seed = create_products(&product.http, 100, 1, 8).await;
     let http = product.http.clone();
     let product = Arc::new(Mutex::new(product));
