@@ -44,11 +44,7 @@ pub(crate) async fn auth_overhead(
     // in production; the anonymous one has neither keys nor a limit.
     let keyed = instance("keyed", &[("ORDER_RATE_LIMIT", "1000000")]);
     let anonymous = instance("anon", &[("ORDER_API_KEYS", ""), ("ALLOW_ANONYMOUS", "1")]);
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(128)
-        .default_headers(tests::auth_headers())
-        .build()
-        .unwrap();
+    let client = bench_client(128);
     let ids = Arc::new(seed_catalog(&client, &product.http, 100).await);
     for o in [&keyed, &anonymous] {
         http_ready(&o.http, Duration::from_secs(60)).await;

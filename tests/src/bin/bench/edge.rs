@@ -12,7 +12,10 @@ use serde_json::{Value, json};
 use tests::{FaultyProxy, ServiceProcess, edge::EdgeNats, wait_for};
 use uuid::Uuid;
 
-use crate::{Path, Report, Sizes, create_orders, env_or, http_ready, latency_rows, seed_catalog};
+use crate::{
+    Path, Report, Sizes, bench_client, create_orders, env_or, http_ready, latency_rows,
+    seed_catalog,
+};
 
 const WAN: Duration = Duration::from_millis(10);
 
@@ -81,11 +84,7 @@ impl Site {
                 ("ORDER_SUBJECT_PREFIX", "eshop.edgeg.orders"),
             ],
         );
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(64)
-            .default_headers(tests::auth_headers())
-            .build()
-            .unwrap();
+        let client = bench_client(64);
         let ids = Arc::new(seed_catalog(&client, &product.http, 50).await);
         for o in [&snapshot, &grpc_mode] {
             http_ready(&o.http, Duration::from_secs(120)).await;

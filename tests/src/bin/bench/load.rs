@@ -69,6 +69,15 @@ where
 /// One mode's legs of the create-order load: seconds, orders, latencies, CPU seconds per process.
 pub(crate) type Legs = (f64, usize, Histogram<u64>, Vec<f64>);
 
+/// A client with the test key that keeps up to `pool` idle connections per host.
+pub(crate) fn bench_client(pool: usize) -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(pool)
+        .default_headers(tests::auth_headers())
+        .build()
+        .expect("client")
+}
+
 /// Creates `n` products (plenty of stock) through product-svc's HTTP API; returns their ids.
 pub(crate) async fn seed_catalog(client: &reqwest::Client, http: &str, n: usize) -> Vec<String> {
     futures::stream::iter(0..n)
@@ -162,11 +171,7 @@ pub(crate) async fn create_order_sync_always(
         dir,
         &[("RUST_LOG", "warn"), ("ORDER_INSTANCE_ID", "sync")],
     );
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(128)
-        .default_headers(tests::auth_headers())
-        .build()
-        .unwrap();
+    let client = bench_client(128);
     let ids = Arc::new(seed_catalog(&client, &product.http, 100).await);
     let last = ids.last().unwrap().clone();
     wait_for(

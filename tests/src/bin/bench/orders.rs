@@ -38,11 +38,7 @@ pub(crate) async fn relay_and_orders(
         None,
         "≤ 10 MiB",
     );
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(128)
-        .default_headers(tests::auth_headers())
-        .build()
-        .unwrap();
+    let client = bench_client(128);
     let catalog = 1000;
     let ids = seed_catalog(&client, &product.http, catalog).await;
     let ids = Arc::new(ids);
