@@ -7,39 +7,30 @@ use uuid::Uuid;
 
 use crate::{WAIT, http_client, wait_for};
 
-/// One HTTP answer: its status, the headers tests look at, and the JSON body (`Null` if none).
+/// One HTTP answer: its status, its headers and the JSON body (`Null` if none).
 #[derive(Debug, Clone)]
 pub struct Answer {
     pub status: u16,
-    pub location: Option<String>,
-    pub etag: Option<String>,
-    pub content_type: Option<String>,
-    pub www_authenticate: Option<String>,
+    pub headers: reqwest::header::HeaderMap,
     pub body: Value,
 }
 
 impl Answer {
     /// Reads a response (for requests the typed clients do not make: raw bodies, other keys).
     pub async fn read(response: reqwest::Response) -> Self {
-        let header = |name: &str| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        let (location, etag) = (header("location"), header("etag"));
-        let (content_type, www_authenticate) = (header("content-type"), header("www-authenticate"));
         let status = response.status().as_u16();
+        let headers = response.headers().clone();
         let body = response.json().await.unwrap_or(Value::Null);
         Self {
             status,
-            location,
-            etag,
-            content_type,
-            www_authenticate,
+            headers,
             body,
         }
+    }
+
+    /// A header's value, if present and text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
     /// The body's `id`.
@@ -60,7 +51,7 @@ impl Answer {
     pub fn problem(self, status: u16) -> Value {
         assert_eq!(self.status, status, "status; body: {}", self.body);
         assert_eq!(
-            self.content_type.as_deref(),
+            self.header("content-type"),
             Some("application/problem+json"),
             "content type"
         );

@@ -85,7 +85,7 @@ async fn keys_scopes_and_customer_binding_decide_who_may_do_what() {
             format!("{}/api/orders?customerId={ann}", order.http),
         ] {
             let r = Answer::read(c.get(&url).send().await.unwrap()).await;
-            assert_eq!(r.www_authenticate.as_deref(), Some("Bearer"));
+            assert_eq!(r.header("www-authenticate"), Some("Bearer"));
             r.problem(401);
         }
         for url in [

@@ -97,7 +97,7 @@ async fn update_and_delete_publish_full_state_with_growing_versions() {
     let mut update = crate::product_body("Kettle Pro", "25.5", 0, 0);
     update.as_object_mut().unwrap().remove("stockQuantity");
     let response = products.update(id, &update, None).await;
-    assert_eq!(response.etag.as_deref(), Some("\"2\""));
+    assert_eq!(response.header("etag"), Some("\"2\""));
     let updated = response.expect(200);
     assert_eq!(updated["version"], 2);
     assert_eq!(updated["price"], "25.50");
