@@ -157,6 +157,7 @@ impl App {
             store: self.store.clone(),
             snapshot: self.snapshot.clone(),
             orders_view: self.orders_view.clone(),
+            nats: self.nats.clone(),
         };
         tasks.http(self.http, http::router(state));
         tracing::info!(http.addr = %http_addr, data_dir = %self.config.data_dir.display(), catalog = ?self.config.catalog, catalog_domain = ?self.config.catalog_domain, instance = %self.instance_id, orders_stream = %self.config.orders_stream, "order-svc started.");

@@ -6,6 +6,7 @@
 //! - [`correlation`]: validated correlation ids carried across HTTP, gRPC and NATS.
 //! - [`fields`]: validation errors keyed by JSON field, free of HTTP.
 //! - [`problem`]: the `application/problem+json` body and the JSON body extractor.
+//! - [`health`]: readiness, one rule and one body shape for both services.
 //! - [`http`]: router defaults (fallbacks, body limit, correlation layer), paging, path ids.
 //! - [`metrics`]: Prometheus families, the HTTP middleware and the scrape-time samplers.
 //! - [`ratelimit`]: the per-caller token bucket of both HTTP APIs (429).
@@ -20,6 +21,7 @@ pub mod correlation;
 pub mod durability;
 pub mod events;
 pub mod fields;
+pub mod health;
 pub mod http;
 pub mod lifecycle;
 pub mod metrics;

@@ -2,6 +2,11 @@
 //! connect (edge boxes boot in any order), unlimited reconnects, a client name, and the
 //! credentials and TLS settings of a secured server.
 //!
+//! Each client pings every 5 s: async-nats drops a connection after two unanswered pings, so a
+//! hung or partitioned server is noticed within ~15 s (the default interval is a minute), and
+//! readiness follows. Each client's inbox prefix is `_INBOX.<client name>`, so a least-privilege
+//! user may subscribe to its own replies only (`nats/secure/permissions.conf`).
+//!
 //! A server that is merely unreachable is retried in the background, but one that **refuses**
 //! the credentials or whose certificate is not trusted stops the start-up with one clear message
 //! (within 10 s): retrying a wrong password forever would hide the mistake.
@@ -48,6 +53,14 @@ pub fn split_urls(urls: &str) -> Vec<String> {
         .filter(|s| !s.is_empty())
         .map(str::to_owned)
         .collect()
+}
+
+/// How often the client pings the server; two unanswered pings drop the connection.
+pub const PING_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The inbox prefix of a client named `name`: its replies and pull deliveries arrive below it.
+pub fn inbox_prefix(name: &str) -> String {
+    format!("_INBOX.{name}")
 }
 
 /// How long start-up waits for the first, direct connection attempt.
@@ -115,6 +128,8 @@ async fn options(name: &str, auth: &NatsAuth, retry: bool) -> Result<ConnectOpti
     let name_owned = name.to_owned();
     let mut options = ConnectOptions::new()
         .name(name)
+        .custom_inbox_prefix(inbox_prefix(name))
+        .ping_interval(PING_INTERVAL)
         .connection_timeout(Duration::from_secs(2))
         .event_callback(move |event| {
             let name = name_owned.clone();

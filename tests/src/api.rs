@@ -129,6 +129,16 @@ impl Http {
         self.send(request).await
     }
 
+    /// `/health/ready`: one shape for both services (`ready`, `checks`, `figures`), 200 or 503.
+    pub async fn ready(&self) -> Answer {
+        self.get("/health/ready").await
+    }
+
+    /// `/health/live`.
+    pub async fn live(&self) -> Answer {
+        self.get("/health/live").await
+    }
+
     pub async fn send(&self, request: reqwest::RequestBuilder) -> Answer {
         let response = request.send().await.unwrap_or_else(|e| {
             panic!("{} answers: {e}", self.base);
@@ -309,8 +319,8 @@ impl OrderApi {
         .await
     }
 
-    /// `/health/ready` (200 or 503; `details` either way).
+    /// `/health/ready` (200 or 503; `checks` and `figures` either way).
     pub async fn ready(&self) -> Answer {
-        self.http.get("/health/ready").await
+        self.http.ready().await
     }
 }

@@ -41,7 +41,7 @@ pub enum Refused {
     /// Not what the schema allows (400).
     Invalid(FieldErrors),
     /// Well-formed, but against a rule the schema cannot state (422): the merged quantity of one
-    /// product over the limit, or the nil UUID as a product id.
+    /// product over the limit.
     Unprocessable(FieldErrors),
 }
 
@@ -69,9 +69,6 @@ pub fn validate_create(input: OrderDraft) -> Result<OrderRequest, Refused> {
     let merged = items_field(input.items, &mut errors);
     errors.into_result().map_err(Refused::Invalid)?;
     let mut over = FieldErrors::new();
-    if merged.contains_key(&Uuid::nil()) {
-        over.add("items", "the nil UUID names no product.");
-    }
     for (id, q) in &merged {
         if *q > u64::from(MAX_ORDER_QUANTITY) {
             over.add(
@@ -88,19 +85,27 @@ pub fn validate_create(input: OrderDraft) -> Result<OrderRequest, Refused> {
     })
 }
 
-/// A required UUID field (`field` names it in the errors).
+/// A required id field (`field` names it in the errors): a UUID other than the nil UUID, which
+/// names nobody (the original requires a non-empty `CustomerId`).
 fn uuid_field(field: &str, value: Option<&str>, errors: &mut FieldErrors) -> Option<Uuid> {
-    match value.map(Uuid::parse_str) {
-        None => {
-            errors.add(field, format!("{field} is required."));
-            None
-        }
-        Some(Ok(id)) => Some(id),
-        Some(_) => {
-            errors.add(field, format!("{field} must be a UUID."));
-            None
-        }
+    let Some(raw) = value else {
+        errors.add(field, format!("{field} is required."));
+        return None;
+    };
+    let id = parse_id(raw);
+    if id.is_none() {
+        errors.add(field, format!("{field} must be a non-nil UUID."));
     }
+    id
+}
+
+/// An id given in a body or a query string: a hyphenated UUID (the documented `pattern`), not
+/// the nil one.
+pub fn parse_id(raw: &str) -> Option<Uuid> {
+    if raw.len() != 36 {
+        return None;
+    }
+    Uuid::parse_str(raw).ok().filter(|id| !id.is_nil())
 }
 
 fn email_field(value: Option<String>, errors: &mut FieldErrors) -> Option<String> {

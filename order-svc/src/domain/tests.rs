@@ -240,6 +240,27 @@ fn validation_merges_duplicates_and_keys_errors() {
 }
 
 #[test]
+fn the_nil_uuid_is_no_customer_and_no_product() {
+    let nil = Uuid::nil().to_string();
+    let Err(Refused::Invalid(errors)) = validate_create(OrderDraft {
+        customer_id: Some(nil.clone()),
+        customer_email: Some("x@y.com".into()),
+        items: Some(vec![LineDraft {
+            product_id: Some(nil.clone()),
+            quantity: Some(1),
+        }]),
+    }) else {
+        panic!("nil ids are Invalid (400), not a business rule");
+    };
+    assert!(errors.contains("customerId"), "{errors:?}");
+    assert!(errors.contains("items[0].productId"), "{errors:?}");
+    assert_eq!(parse_id(&nil), None);
+    assert_eq!(parse_id(&nil.to_uppercase()), None);
+    let id = Uuid::new_v4();
+    assert_eq!(parse_id(&id.to_string()), Some(id));
+}
+
+#[test]
 fn email_rules() {
     for ok in ["a@b.co", "first.last+tag@sub.example.org"] {
         assert!(is_email(ok), "{ok}");

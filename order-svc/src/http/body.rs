@@ -15,7 +15,8 @@ use crate::domain::{LineDraft, Order, OrderDraft, OrderItem, ProductView};
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[cfg_attr(test, schema(as = CreateOrder))]
 pub struct CreateOrderBody {
-    #[cfg_attr(test, schema(value_type = Uuid, required = true))]
+    /// Not the nil UUID.
+    #[cfg_attr(test, schema(value_type = Uuid, required = true, pattern = r"^(?!0{8}-0{4}-0{4}-0{4}-0{12}$)[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"))]
     customer_id: Option<String>,
     #[cfg_attr(test, schema(value_type = String, required = true, format = Email, max_length = 320))]
     customer_email: Option<String>,
@@ -29,7 +30,8 @@ pub struct CreateOrderBody {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[cfg_attr(test, schema(as = OrderLine))]
 pub struct OrderLineBody {
-    #[cfg_attr(test, schema(value_type = Uuid, required = true))]
+    /// Not the nil UUID.
+    #[cfg_attr(test, schema(value_type = Uuid, required = true, pattern = r"^(?!0{8}-0{4}-0{4}-0{4}-0{12}$)[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"))]
     product_id: Option<String>,
     #[cfg_attr(test, schema(value_type = u32, required = true, minimum = 1, maximum = 10000))]
     #[serde(default, deserialize_with = "shared::problem::json_integer")]
@@ -210,8 +212,8 @@ pub struct CancelBody {
 #[serde(rename_all = "camelCase")]
 #[cfg_attr(test, into_params(parameter_in = Query))]
 pub struct ListParams {
-    /// Only this customer's orders (required unless the key has orders:admin).
-    #[cfg_attr(test, param(value_type = Option<Uuid>))]
+    /// Only this customer's orders (required unless the key has orders:admin); not the nil UUID.
+    #[cfg_attr(test, param(value_type = Option<Uuid>, pattern = r"^(?!0{8}-0{4}-0{4}-0{4}-0{12}$)[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"))]
     pub customer_id: Option<String>,
     #[cfg_attr(test, param(value_type = Option<u32>, minimum = 1, maximum = 1_000_000))]
     pub page: Option<String>,

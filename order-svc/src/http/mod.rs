@@ -30,6 +30,7 @@ pub(crate) struct AppState {
     pub(crate) store: crate::store::Store,
     pub(crate) snapshot: std::sync::Arc<ProjectionStatus>,
     pub(crate) orders_view: std::sync::Arc<ProjectionStatus>,
+    pub(crate) nats: async_nats::Client,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -64,12 +65,14 @@ async fn live() -> StatusCode {
     StatusCode::OK
 }
 
-/// Ready once both read models (the product snapshot and the orders view) have caught up with
-/// their streams; independent of product-svc.
+/// Ready when this instance can take an order now: connected to NATS (every order is written
+/// to the order stream first) and both read models caught up with their streams since start.
+/// Independent of product-svc (an order it cannot reserve is taken as 202 Pending). The body
+/// names each check (`shared::health`).
 #[cfg_attr(test, utoipa::path(get, path = "/health/ready", tag = "health",
     responses(
-        (status = 200, description = "Ready; `details` shows both projections, pending orders and owed stock work", body = serde_json::Value),
-        (status = 503, description = "Still catching up (`details` says where)", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 200, description = "Ready: `checks` (nats, snapshot, ordersView) all ok; `figures` pending orders, owed stock work, conflicts", body = serde_json::Value),
+        (status = 503, description = "Not ready: `detail` and `checks` name the failing check", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
     )))]
 async fn ready(State(state): State<AppState>) -> Response {
     let figures = state.orders.figures();
@@ -77,27 +80,17 @@ async fn ready(State(state): State<AppState>) -> Response {
     snapshot["products"] = state.store.snapshot_len().unwrap_or_default().into();
     let mut view = projection_details(&state.orders_view);
     view["orders"] = figures.view_rows.into();
-    let body = serde_json::json!({
-        "snapshot": snapshot,
-        "ordersView": view,
-        "pendingOrders": figures.pending,
-        "owedStockWork": figures.owed_stock_work,
-        "casConflicts": figures.cas_conflicts,
-        "duplicateWork": figures.duplicate_work,
-        "stockCircuitOpen": figures.breaker_open,
-    });
-    let ready = state.snapshot.ready.load(Ordering::SeqCst)
-        && state.orders_view.ready.load(Ordering::SeqCst);
-    if ready {
-        axum::Json(serde_json::json!({"status": "ready", "details": body})).into_response()
-    } else {
-        Problem::unavailable(
-            "The product snapshot or the orders view is still catching up with its stream.",
-            1,
-        )
-        .with_extension("details", body)
+    let connected = shared::nats::is_connected(&state.nats);
+    shared::health::Readiness::new()
+        .check("nats", connected, serde_json::json!({"connected": connected}))
+        .check("snapshot", state.snapshot.ready.load(Ordering::SeqCst), snapshot)
+        .check("ordersView", state.orders_view.ready.load(Ordering::SeqCst), view)
+        .figure("pendingOrders", figures.pending)
+        .figure("owedStockWork", figures.owed_stock_work)
+        .figure("casConflicts", figures.cas_conflicts)
+        .figure("duplicateWork", figures.duplicate_work)
+        .figure("stockCircuitOpen", figures.breaker_open)
         .into_response()
-    }
 }
 
 /// `orders:admin` allows everything the other scopes do.

@@ -6,7 +6,6 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use shared::{auth::Caller, fields::FieldErrors, problem::JsonBody};
-use uuid::Uuid;
 
 use super::{
     AppState,
@@ -101,11 +100,11 @@ pub async fn list(
     need(&caller, "orders:read")?;
     let mut errors = FieldErrors::new();
     let Query(params) = params.map_err(|e| Error::Validation(shared::http::query_errors(&e)))?;
-    let customer = match params.customer_id.as_deref().map(Uuid::parse_str) {
+    let customer = match params.customer_id.as_deref().map(crate::domain::parse_id) {
         None => None,
-        Some(Ok(id)) => Some(id),
-        Some(Err(_)) => {
-            errors.add("customerId", "customerId must be a UUID.");
+        Some(Some(id)) => Some(id),
+        Some(None) => {
+            errors.add("customerId", "customerId must be a non-nil UUID.");
             None
         }
     };
@@ -169,10 +168,10 @@ pub async fn fetch(
     params(("id" = String, Path, description = "The order id")),
     request_body = CancelBody,
     responses(
-        (status = 200, description = "Cancelled", body = OrderBody),
+        (status = 200, description = "Cancelled (now, or already: a retry is safe)", body = OrderBody),
         (status = 403, description = "The key lacks orders:write", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "Unknown order", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
-        (status = 409, description = "Not cancellable in its status (`orderStatus` names it)", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "Rejected or Shipped: not cancellable (`orderStatus` names it)", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
     )))]
 pub async fn cancel(
     State(state): State<AppState>,

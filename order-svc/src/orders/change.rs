@@ -14,6 +14,8 @@ use crate::{
 
 impl Orders {
     /// Cancels an order; `customer` (a key bound to a customer) sees only that customer's orders.
+    /// Cancelling a Cancelled order answers it as it is (a client may retry safely); a Rejected
+    /// or Shipped order is refused.
     pub async fn cancel(&self, id: Uuid, reason: String, customer: Option<Uuid>) -> Result<Order> {
         let current = match self.view.get(id)? {
             Some(stored) => stored,
@@ -28,6 +30,9 @@ impl Orders {
                 self.own_stock_work.lock().expect("lock").insert(id);
                 self.stock_work_wake.notify_one();
                 Ok(cancelled.order)
+            }
+            Decided::Refused(current) if current.order.status == OrderStatus::Cancelled => {
+                Ok(current.order)
             }
             Decided::Refused(current) => Err(Error::NotCancellable {
                 id,

@@ -89,27 +89,38 @@ async fn audit(State(state): State<AppState>, caller: Caller) -> Result<Response
     Ok(axum::Json(report).into_response())
 }
 
-/// Ready while connected to NATS; shows the order follower's counters.
+/// Ready when this instance can serve the catalog and stock and get its events out: its sled
+/// store answers and its relay is connected to NATS. The body names each check
+/// (`shared::health`); the order follower's counters are figures.
 #[cfg_attr(test, utoipa::path(get, path = "/health/ready", tag = "health",
     responses(
-        (status = 200, description = "Ready", body = serde_json::Value),
-        (status = 503, description = "Not connected to NATS", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 200, description = "Ready: `checks` (store, relay) all ok; `figures` the order follower's counters", body = serde_json::Value),
+        (status = 503, description = "Not ready: `detail` and `checks` name the failing check", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
     )))]
 async fn ready(State(state): State<AppState>) -> Response {
-    if shared::nats::is_connected(&state.nats) {
-        let f = &state.follower;
-        let follower = serde_json::json!({
-            "applied": f.applied.load(Ordering::Relaxed),
-            "releases": f.releases.load(Ordering::Relaxed),
-            "commits": f.commits.load(Ordering::Relaxed),
-            "unrepairable": f.unrepairable.load(Ordering::Relaxed),
-            "poison": f.poison.load(Ordering::Relaxed),
-        });
-        axum::Json(serde_json::json!({"status": "ready", "nats": "connected", "products": state.store.product_count().unwrap_or_default(), "orderFollower": follower}))
-            .into_response()
-    } else {
-        Problem::unavailable("Not connected to NATS.", 2).into_response()
-    }
+    let store = match state.store.product_count() {
+        Ok(products) => (true, serde_json::json!({"products": products})),
+        Err(error) => (false, serde_json::json!({"error": error.to_string()})),
+    };
+    let connected = shared::nats::is_connected(&state.nats);
+    let outbox = shared::outbox::depth(&state.store.outbox_tree());
+    let f = &state.follower;
+    let follower = serde_json::json!({
+        "applied": f.applied.load(Ordering::Relaxed),
+        "releases": f.releases.load(Ordering::Relaxed),
+        "commits": f.commits.load(Ordering::Relaxed),
+        "unrepairable": f.unrepairable.load(Ordering::Relaxed),
+        "poison": f.poison.load(Ordering::Relaxed),
+    });
+    shared::health::Readiness::new()
+        .check("store", store.0, store.1)
+        .check(
+            "relay",
+            connected,
+            serde_json::json!({"natsConnected": connected, "outbox": outbox}),
+        )
+        .figure("orderFollower", follower)
+        .into_response()
 }
 
 /// A path id that is not a UUID cannot name a product: 404, like an unknown one.

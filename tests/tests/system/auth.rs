@@ -399,6 +399,45 @@ fn nats_user(user: &str, password: &str) -> shared::nats::NatsAuth {
     }
 }
 
+/// Each service's NATS user subscribes below its own inbox prefix only: a request through it is
+/// answered, and the other service's inbox (or every inbox) is refused by the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_nats_user_may_read_only_its_own_inbox() {
+    let nats = NatsServer::start_with("test-secure.conf");
+    for (user, password, other) in [
+        ("product-svc", "test-product-password", "order-svc"),
+        ("order-svc", "test-order-password", "product-svc"),
+    ] {
+        let (tx, mut refusals) = tokio::sync::mpsc::unbounded_channel();
+        let client = async_nats::ConnectOptions::with_user_and_password(user.into(), password.into())
+            .custom_inbox_prefix(shared::nats::inbox_prefix(user))
+            .event_callback(move |event| {
+                let tx = tx.clone();
+                async move {
+                    if let async_nats::Event::ServerError(e) = event {
+                        let _ = tx.send(e.to_string().to_lowercase());
+                    }
+                }
+            })
+            .connect(nats.url())
+            .await
+            .unwrap();
+        let js = async_nats::jetstream::new(client.clone());
+        js.query_account().await.expect("a reply to its own inbox arrives");
+        for forbidden in [format!("{}.>", shared::nats::inbox_prefix(other)), "_INBOX.>".into()] {
+            let _subscription = client.subscribe(forbidden.clone()).await.unwrap();
+            let refusal = tokio::time::timeout(crate::WAIT, refusals.recv())
+                .await
+                .expect("the server refuses the subscription")
+                .unwrap();
+            assert!(
+                refusal.contains("permissions violation") && refusal.contains(&forbidden.to_lowercase()),
+                "{user} subscribing {forbidden}: {refusal}"
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn least_privilege_nats_users_run_the_system_and_refuse_a_forged_product_event() {
     let nats = NatsServer::start_with("test-secure.conf");
@@ -433,7 +472,7 @@ async fn least_privilege_nats_users_run_the_system_and_refuse_a_forged_product_e
     // order-svc's credentials cannot publish a product event: the server refuses it.
     let forger = shared::nats::connect(
         &nats.url(),
-        "forger",
+        "order-svc",
         &nats_user("order-svc", "test-order-password"),
     )
     .await
@@ -474,7 +513,7 @@ async fn least_privilege_nats_users_run_the_system_and_refuse_a_forged_product_e
         crate::WAIT,
         || async {
             let (_, ready) = crate::get_json(&format!("{}/health/ready", product.http)).await;
-            (ready["orderFollower"]["applied"].as_u64() >= Some(1)).then_some(())
+            (ready["figures"]["orderFollower"]["applied"].as_u64() >= Some(1)).then_some(())
         },
     )
     .await;

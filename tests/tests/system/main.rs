@@ -3,6 +3,7 @@ mod auth;
 mod edge;
 mod faults;
 mod harness;
+mod health;
 mod metrics;
 mod orders;
 mod products;

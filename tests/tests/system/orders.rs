@@ -40,7 +40,7 @@ async fn cold_start_replays_the_catalog_and_is_ready_only_after() {
         1000,
         "ready means the whole catalog is in the snapshot"
     );
-    assert_eq!(orders.ready().await.body["details"]["snapshot"]["lag"], 0);
+    assert_eq!(orders.ready().await.body["checks"]["snapshot"]["lag"], 0);
     order.stop().await;
     product.stop().await;
 }
@@ -188,7 +188,11 @@ async fn orders_confirm_reject_cancel_and_list() {
         (products.field(&a, "reservedQuantity").await == 0).then_some(())
     })
     .await;
-    orders.cancel(id, "again").await.problem(409);
+    // A retried cancel answers the order as it is (the version check on ORDERS below shows it
+    // wrote nothing: one cancel, one recorded release).
+    let again = orders.cancel(id, "again").await.expect(200);
+    assert_eq!(again["status"], "Cancelled");
+    assert_eq!(again["reason"], "changed my mind", "a retry changes nothing");
     let rejected_id = rejected["id"].as_str().unwrap();
     orders.cancel(rejected_id, "x").await.problem(409);
 
@@ -314,6 +318,15 @@ fn invalid_order_bodies(p: &str, c: &str) -> Vec<(Value, &'static str)> {
             json!({"customerId": "nope", "customerEmail": "a@b.co", "items": [{"productId": p, "quantity": 1}]}),
             "customerId",
         ),
+        // The nil UUID names nobody and nothing (the original requires a non-empty CustomerId).
+        (
+            json!({"customerId": Uuid::nil(), "customerEmail": "a@b.co", "items": [{"productId": p, "quantity": 1}]}),
+            "customerId",
+        ),
+        (
+            json!({"customerId": c, "customerEmail": "a@b.co", "items": [{"productId": Uuid::nil(), "quantity": 1}]}),
+            "items[0].productId",
+        ),
         (
             json!({"customerId": c, "customerEmail": "invalid@", "items": [{"productId": p, "quantity": 1}]}),
             "customerEmail",
@@ -400,6 +413,10 @@ async fn every_invalid_order_request_is_a_keyed_problem_and_creates_nothing() {
     }
     orders.place_keyed(&json!({}), "").await.problem(400);
     orders.list("customerId=nope").await.problem(400);
+    let nil = orders.list(&format!("customerId={}", Uuid::nil())).await.problem(400);
+    assert!(nil["errors"]["customerId"].is_array(), "{nil}");
+    orders.get(&Uuid::nil().to_string()).await.problem(404);
+    orders.cancel(&Uuid::nil().to_string(), "x").await.problem(404);
     orders.get(&Uuid::new_v4().to_string()).await.problem(404);
     orders.get("zzz").await.problem(404);
     let long_reason = "r".repeat(501);
@@ -438,10 +455,10 @@ async fn poison_events_are_terminated_counted_and_never_block_later_events() {
     // The counters move once a batch is flushed, a moment after its rows are visible.
     let health = wait_for("3 poison events counted", WAIT, || async {
         let health = system.orders.ready().await.body;
-        (health["details"]["snapshot"]["poison"].as_u64() >= Some(3)).then_some(health)
+        (health["checks"]["snapshot"]["poison"].as_u64() >= Some(3)).then_some(health)
     })
     .await;
-    assert_eq!(health["details"]["snapshot"]["poison"], 3, "{health}");
+    assert_eq!(health["checks"]["snapshot"]["poison"], 3, "{health}");
     assert_eq!(system.orders.snapshot_count().await, 2);
     system.stop().await;
 }

@@ -495,7 +495,7 @@ async fn catalog_lists_sort_by_name_filter_by_category_and_page() {
     let past = products.list("page=9").await.expect(200);
     assert_eq!(past["items"].as_array().unwrap().len(), 0);
     let (_, ready) = get_json(&format!("{}/health/ready", svc.http)).await;
-    assert_eq!(ready["products"], 6, "readiness counts the catalog");
+    assert_eq!(ready["checks"]["store"]["products"], 6, "readiness counts the catalog");
     svc.stop().await;
 }
 
@@ -593,8 +593,11 @@ async fn bad_grpc_input_is_invalid_argument_naming_the_field() {
     let order = Uuid::new_v4();
     let mut bad_order_id = reserve(order, &[(&id, 1)]);
     bad_order_id.order_id = "x".into();
+    let nil = Uuid::nil().to_string();
     let cases = vec![
         (bad_order_id, "order_id"),
+        (reserve(Uuid::nil(), &[(&id, 1)]), "order_id"),
+        (reserve(order, &[(&nil, 1)]), "items[0].product_id"),
         (reserve(order, &[]), "items"),
         (reserve(order, &[("nope", 1)]), "items[0].product_id"),
         (reserve(order, &[(&id, 1), (&id, 0)]), "items[1].quantity"),

@@ -189,7 +189,7 @@ async fn commit_stock_is_idempotent_and_refuses_unknown_or_released_reservations
 
 /// The follower's counters from product-svc's readiness report.
 async fn follower(product_http: &str) -> Value {
-    get_json(&format!("{product_http}/health/ready")).await.1["orderFollower"].clone()
+    get_json(&format!("{product_http}/health/ready")).await.1["figures"]["orderFollower"].clone()
 }
 
 fn short_grace(nats: &str, dir: &std::path::Path, grpc_port: u16) -> product_svc::Config {

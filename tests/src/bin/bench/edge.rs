@@ -190,7 +190,7 @@ async fn outage_and_restore(
         Duration::from_secs(600),
         || async {
             let ready = get_json(client, &format!("{}/health/ready", snapshot.http)).await?;
-            let pending = ready["details"]["pendingOrders"].as_u64()?;
+            let pending = ready["figures"]["pendingOrders"].as_u64()?;
             let url = format!("{}/api/snapshot/products/{reprice}", snapshot.http);
             let row = get_json(client, &url).await?;
             (pending == 0 && row["price"] == "19.99").then_some(())

@@ -159,7 +159,8 @@ pub(super) async fn create_products(
         .await
 }
 
-pub(super) async fn ready_details(http: &str) -> Value {
+/// The `checks` of order-svc's `/health/ready` (200 or 503).
+pub(super) async fn ready_checks(http: &str) -> Value {
     let (_, body) = get_json(&format!("{http}/health/ready")).await;
-    body["details"].clone()
+    body["checks"].clone()
 }

@@ -39,7 +39,7 @@ async fn poison_events_are_skipped_counted_and_later_events_applied() {
     }
     let rows = wait_snapshot_matches(&product.http, &order.http).await;
     wait_for("the poison count", LONG, || async {
-        (ready_details(&order.http).await["snapshot"]["poison"].as_u64()
+        (ready_checks(&order.http).await["snapshot"]["poison"].as_u64()
             == Some(bodies.len() as u64))
         .then_some(())
     })

@@ -28,7 +28,7 @@ async fn order_svc_killed_mid_replay_recovers_the_exact_catalog() {
         &[],
     );
     let applied_at_kill = wait_for("the replay to start", LONG, || async {
-        let applied = ready_details(&order.http).await["snapshot"]["applied"]
+        let applied = ready_checks(&order.http).await["snapshot"]["applied"]
             .as_u64()
             .unwrap_or(0);
         (applied > 0).then_some(applied)
@@ -75,7 +75,7 @@ async fn nats_connection_cut_mid_replay_loses_no_event() {
     for _ in 0..2 {
         let last = cuts_at.last().copied().unwrap_or(0);
         let applied = wait_for("the replay to move on", LONG, || async {
-            let applied = ready_details(&order.http).await["snapshot"]["applied"]
+            let applied = ready_checks(&order.http).await["snapshot"]["applied"]
                 .as_u64()
                 .unwrap_or(0);
             (applied > last).then_some(applied)
