@@ -81,7 +81,9 @@ impl ProductService for StockService {
                 }
             }
             _ => {
-                tracing::debug!(order_id = %order_id, items = items.len(), "Stock reserved.");
+                // The correlation id as the handler sees it (the task-local the observe layer set).
+                let correlation_id = shared::correlation::current().unwrap_or_default();
+                tracing::debug!(order_id = %order_id, items = items.len(), correlation_id, "Stock reserved.");
                 ReserveStockResponse {
                     success: true,
                     failure_reason: None,
@@ -262,6 +264,7 @@ where
         }
         let method = req.uri().path().to_owned();
         let span = tracing::info_span!("grpc", correlation_id = %id, method = %method);
+        let correlation_id = id.clone();
         let call = self.inner.call(req);
         let metrics = self.metrics.clone();
         Box::pin(
@@ -283,14 +286,14 @@ where
                             code,
                             tonic::Code::Internal | tonic::Code::Unknown | tonic::Code::DataLoss
                         ) {
-                            tracing::warn!(status = ?code, micros, "gRPC call failed.");
+                            tracing::warn!(method = %method, ?code, micros, correlation_id = %correlation_id, "gRPC call failed.");
                         } else {
-                            tracing::debug!(status = ?code, micros, "gRPC call handled.");
+                            tracing::debug!(method = %method, ?code, micros, correlation_id = %correlation_id, "gRPC call handled.");
                         }
                     }
                     Err(_) => {
                         metrics.observe(&method, "Transport", elapsed);
-                        tracing::warn!(micros, "gRPC transport error.");
+                        tracing::warn!(method = %method, code = "Transport", micros, correlation_id = %correlation_id, "gRPC transport error.");
                     }
                 }
                 result

@@ -59,11 +59,14 @@ impl IntoResponse for Readiness {
             });
             return axum::Json(body).into_response();
         }
-        Problem::unavailable(format!("Not ready: {} failing.", self.failing.join(", ")), 1)
-            .with_extension("ready", false.into())
-            .with_extension("checks", Value::Object(self.checks))
-            .with_extension("figures", Value::Object(self.figures))
-            .into_response()
+        Problem::unavailable(
+            format!("Not ready: {} failing.", self.failing.join(", ")),
+            1,
+        )
+        .with_extension("ready", false.into())
+        .with_extension("checks", Value::Object(self.checks))
+        .with_extension("figures", Value::Object(self.figures))
+        .into_response()
     }
 }
 
@@ -82,6 +85,10 @@ mod tests {
         assert_eq!(ready.checks["nats"]["ok"], true);
         assert_eq!(ready.checks["snapshot"]["lag"], 3);
         assert_eq!(ready.checks["snapshot"]["ok"], false);
-        assert!(Readiness::new().check("store", true, Value::Null).is_ready());
+        assert!(
+            Readiness::new()
+                .check("store", true, Value::Null)
+                .is_ready()
+        );
     }
 }

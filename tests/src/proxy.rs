@@ -30,6 +30,8 @@ struct Faults {
     /// One-way latency added to every byte in both directions (0: none).
     latency_us: AtomicU64,
     pub connections: AtomicUsize,
+    /// Every connection a client opened, including those refused while down.
+    attempts: AtomicUsize,
     open: AtomicUsize,
     dropped: AtomicUsize,
     delayed: AtomicUsize,
@@ -49,6 +51,7 @@ impl FaultyProxy {
         let f = faults.clone();
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                f.attempts.fetch_add(1, Ordering::SeqCst);
                 if f.down.load(Ordering::SeqCst) {
                     drop(client);
                     continue;
@@ -121,6 +124,11 @@ impl FaultyProxy {
     /// Connections currently open through the proxy.
     pub fn open_connections(&self) -> usize {
         self.faults.open.load(Ordering::SeqCst)
+    }
+
+    /// Connections clients opened to the proxy, refused ones included: how often a client tried.
+    pub fn attempts(&self) -> usize {
+        self.faults.attempts.load(Ordering::SeqCst)
     }
 
     pub fn connections(&self) -> usize {

@@ -82,9 +82,21 @@ async fn ready(State(state): State<AppState>) -> Response {
     view["orders"] = figures.view_rows.into();
     let connected = shared::nats::is_connected(&state.nats);
     shared::health::Readiness::new()
-        .check("nats", connected, serde_json::json!({"connected": connected}))
-        .check("snapshot", state.snapshot.ready.load(Ordering::SeqCst), snapshot)
-        .check("ordersView", state.orders_view.ready.load(Ordering::SeqCst), view)
+        .check(
+            "nats",
+            connected,
+            serde_json::json!({"connected": connected}),
+        )
+        .check(
+            "snapshot",
+            state.snapshot.ready.load(Ordering::SeqCst),
+            snapshot,
+        )
+        .check(
+            "ordersView",
+            state.orders_view.ready.load(Ordering::SeqCst),
+            view,
+        )
         .figure("pendingOrders", figures.pending)
         .figure("owedStockWork", figures.owed_stock_work)
         .figure("casConflicts", figures.cas_conflicts)

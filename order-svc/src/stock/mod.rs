@@ -189,7 +189,7 @@ impl StockClient {
                 tokio::time::timeout(self.config.attempt_timeout, f(self.client.clone(), request))
                     .await
                     .unwrap_or_else(|_| Err(Status::deadline_exceeded("client deadline exceeded")));
-            self.attempted(method, n, started.elapsed(), result.as_ref().err());
+            self.attempted(method, n, &cid, started.elapsed(), result.as_ref().err());
             result
                 .map(tonic::Response::into_inner)
                 .map_err(CallError::Status)
@@ -233,20 +233,34 @@ impl StockClient {
     }
 
     /// Feeds one attempt's outcome to the breaker (only transient failures count) and the log.
-    fn attempted(&self, method: &str, attempt: u32, took: Duration, failure: Option<&Status>) {
+    fn attempted(
+        &self,
+        method: &str,
+        attempt: u32,
+        correlation_id: &str,
+        took: Duration,
+        failure: Option<&Status>,
+    ) {
         let micros = took.as_micros() as u64;
         match failure {
             None => {
                 self.breaker.success();
-                tracing::debug!(method, attempt, status = "OK", micros, "Stock call done.");
+                tracing::debug!(
+                    method,
+                    attempt,
+                    code = "Ok",
+                    micros,
+                    correlation_id,
+                    "Stock call done."
+                );
             }
             Some(s) if transient(s) => {
                 self.breaker.failure();
-                tracing::warn!(method, attempt, status = ?s.code(), micros, message = s.message(), "Stock call failed (transient).");
+                tracing::warn!(method, attempt, code = ?s.code(), micros, correlation_id, message = s.message(), "Stock call failed (transient).");
             }
             Some(s) => {
                 self.breaker.success();
-                tracing::warn!(method, attempt, status = ?s.code(), micros, message = s.message(), "Stock call failed.");
+                tracing::warn!(method, attempt, code = ?s.code(), micros, correlation_id, message = s.message(), "Stock call failed.");
             }
         }
     }

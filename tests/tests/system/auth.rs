@@ -409,29 +409,36 @@ async fn each_nats_user_may_read_only_its_own_inbox() {
         ("order-svc", "test-order-password", "product-svc"),
     ] {
         let (tx, mut refusals) = tokio::sync::mpsc::unbounded_channel();
-        let client = async_nats::ConnectOptions::with_user_and_password(user.into(), password.into())
-            .custom_inbox_prefix(shared::nats::inbox_prefix(user))
-            .event_callback(move |event| {
-                let tx = tx.clone();
-                async move {
-                    if let async_nats::Event::ServerError(e) = event {
-                        let _ = tx.send(e.to_string().to_lowercase());
+        let client =
+            async_nats::ConnectOptions::with_user_and_password(user.into(), password.into())
+                .custom_inbox_prefix(shared::nats::inbox_prefix(user))
+                .event_callback(move |event| {
+                    let tx = tx.clone();
+                    async move {
+                        if let async_nats::Event::ServerError(e) = event {
+                            let _ = tx.send(e.to_string().to_lowercase());
+                        }
                     }
-                }
-            })
-            .connect(nats.url())
-            .await
-            .unwrap();
+                })
+                .connect(nats.url())
+                .await
+                .unwrap();
         let js = async_nats::jetstream::new(client.clone());
-        js.query_account().await.expect("a reply to its own inbox arrives");
-        for forbidden in [format!("{}.>", shared::nats::inbox_prefix(other)), "_INBOX.>".into()] {
+        js.query_account()
+            .await
+            .expect("a reply to its own inbox arrives");
+        for forbidden in [
+            format!("{}.>", shared::nats::inbox_prefix(other)),
+            "_INBOX.>".into(),
+        ] {
             let _subscription = client.subscribe(forbidden.clone()).await.unwrap();
             let refusal = tokio::time::timeout(crate::WAIT, refusals.recv())
                 .await
                 .expect("the server refuses the subscription")
                 .unwrap();
             assert!(
-                refusal.contains("permissions violation") && refusal.contains(&forbidden.to_lowercase()),
+                refusal.contains("permissions violation")
+                    && refusal.contains(&forbidden.to_lowercase()),
                 "{user} subscribing {forbidden}: {refusal}"
             );
         }

@@ -31,7 +31,10 @@ async fn readiness_follows_nats_both_ways_and_names_the_failing_check() {
     let down = ready_becomes(&order, 503).await.problem(503);
     assert_eq!(down["ready"], false);
     assert_eq!(down["checks"]["nats"]["ok"], false, "{down}");
-    assert_eq!(down["checks"]["snapshot"]["ok"], true, "caught up since start: {down}");
+    assert_eq!(
+        down["checks"]["snapshot"]["ok"], true,
+        "caught up since start: {down}"
+    );
     assert!(down["detail"].as_str().unwrap().contains("nats"), "{down}");
     let down = ready_becomes(&product, 503).await.problem(503);
     assert_eq!(down["checks"]["relay"]["ok"], false, "{down}");

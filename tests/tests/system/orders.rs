@@ -192,7 +192,10 @@ async fn orders_confirm_reject_cancel_and_list() {
     // wrote nothing: one cancel, one recorded release).
     let again = orders.cancel(id, "again").await.expect(200);
     assert_eq!(again["status"], "Cancelled");
-    assert_eq!(again["reason"], "changed my mind", "a retry changes nothing");
+    assert_eq!(
+        again["reason"], "changed my mind",
+        "a retry changes nothing"
+    );
     let rejected_id = rejected["id"].as_str().unwrap();
     orders.cancel(rejected_id, "x").await.problem(409);
 
@@ -413,10 +416,16 @@ async fn every_invalid_order_request_is_a_keyed_problem_and_creates_nothing() {
     }
     orders.place_keyed(&json!({}), "").await.problem(400);
     orders.list("customerId=nope").await.problem(400);
-    let nil = orders.list(&format!("customerId={}", Uuid::nil())).await.problem(400);
+    let nil = orders
+        .list(&format!("customerId={}", Uuid::nil()))
+        .await
+        .problem(400);
     assert!(nil["errors"]["customerId"].is_array(), "{nil}");
     orders.get(&Uuid::nil().to_string()).await.problem(404);
-    orders.cancel(&Uuid::nil().to_string(), "x").await.problem(404);
+    orders
+        .cancel(&Uuid::nil().to_string(), "x")
+        .await
+        .problem(404);
     orders.get(&Uuid::new_v4().to_string()).await.problem(404);
     orders.get("zzz").await.problem(404);
     let long_reason = "r".repeat(501);

@@ -495,7 +495,10 @@ async fn catalog_lists_sort_by_name_filter_by_category_and_page() {
     let past = products.list("page=9").await.expect(200);
     assert_eq!(past["items"].as_array().unwrap().len(), 0);
     let (_, ready) = get_json(&format!("{}/health/ready", svc.http)).await;
-    assert_eq!(ready["checks"]["store"]["products"], 6, "readiness counts the catalog");
+    assert_eq!(
+        ready["checks"]["store"]["products"], 6,
+        "readiness counts the catalog"
+    );
     svc.stop().await;
 }
 

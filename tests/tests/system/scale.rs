@@ -233,8 +233,17 @@ async fn cancels_racing_on_two_instances_cancel_once_and_release_once() {
     // Cancel is idempotent: the loser of the race gets the winner's Cancelled order; the
     // version check below shows that only one cancel was written.
     for (ra, rb) in &outcomes {
-        assert_eq!((ra.status, rb.status), (200, 200), "{:?} / {:?}", ra.body, rb.body);
-        assert_eq!((&ra.body["status"], &rb.body["status"]), (&json!("Cancelled"), &json!("Cancelled")));
+        assert_eq!(
+            (ra.status, rb.status),
+            (200, 200),
+            "{:?} / {:?}",
+            ra.body,
+            rb.body
+        );
+        assert_eq!(
+            (&ra.body["status"], &rb.body["status"]),
+            (&json!("Cancelled"), &json!("Cancelled"))
+        );
     }
     wait_for("every release", WAIT, || async {
         (reserved(&product.http, &p).await == 0).then_some(())

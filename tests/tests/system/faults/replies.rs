@@ -39,6 +39,8 @@ async fn lost_or_late_replies_are_retried_and_never_reserve_twice() {
         .await;
         let q = 1 + (i % 4) as i64;
         let r = OrderApi::new(&order.http).place(&order_body(&id, q)).await;
+        // 202 is allowed here (a late reply can outlast the budget); the in-call retry that turns
+        // a lost reply into a 201 has its own test (stock_calls.rs).
         assert!(r.status == 201 || r.status == 202, "{}", r.status);
         placed.push(r.id());
         total += q;
