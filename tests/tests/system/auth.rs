@@ -329,6 +329,46 @@ async fn each_key_has_its_own_rate_limit_and_probes_have_none() {
     product.stop().await;
 }
 
+/// Anonymous mode has a bucket per client IP: test clients bound to 127.0.0.2 and 127.0.0.3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_callers_have_a_rate_limit_per_client_ip() {
+    let nats = NatsServer::start();
+    let dir = scratch();
+    let mut config = product_svc::Config::for_tests(dir.path().join("product"), &nats.url());
+    config.allow_anonymous = true;
+    config.rate_limit = 1;
+    config.rate_burst = 3;
+    let product = ProductService::start_with(config).await;
+    let url = format!("{}/api/products", product.http);
+    let from = |ip: [u8; 4]| {
+        reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from(ip))
+            .build()
+            .unwrap()
+    };
+    let (first, second) = (from([127, 0, 0, 2]), from([127, 0, 0, 3]));
+    let mut limited = None;
+    for _ in 0..23 {
+        let r = first.get(&url).send().await.unwrap();
+        if r.status() == 429 {
+            limited = Some(r);
+            break;
+        }
+        assert_eq!(r.status(), 200);
+    }
+    expect_problem(
+        limited.expect("127.0.0.2 is limited within 23 requests"),
+        429,
+    )
+    .await;
+    assert_eq!(
+        second.get(&url).send().await.unwrap().status(),
+        200,
+        "127.0.0.3 has its own bucket"
+    );
+    product.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_credentials_work_end_to_end_and_a_wrong_password_fails_start_up_fast() {
     let nats = NatsServer::start_with("test-auth.conf");

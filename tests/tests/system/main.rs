@@ -8,6 +8,7 @@ mod metrics;
 mod orders;
 mod products;
 mod scale;
+mod seed;
 mod stock_calls;
 mod stock_loop;
 mod transport;

@@ -45,7 +45,8 @@ async fn order_svc_killed_mid_replay_recovers_the_exact_catalog() {
     let ready_in = restarted.elapsed();
     let rows = wait_snapshot_matches(&product_http, &order.http).await;
     assert_eq!(rows, n);
-    crate::assert_books_agree(&product_http).await;
+    // No order is placed here, so the books check (ORDERS against the ledger) could not fail:
+    // it is left to the scenarios that place orders.
     eprintln!(
         "FIGURES replay: {n} products created in {created_in:?}; killed at {applied_at_kill} applied; ready {ready_in:?} after restart; snapshot == catalog; lost 0"
     );
@@ -90,7 +91,8 @@ async fn nats_connection_cut_mid_replay_loses_no_event() {
         .log_text()
         .matches("deliveries lost on the way")
         .count();
-    crate::assert_books_agree(&product.http).await;
+    // No order is placed here, so the books check (ORDERS against the ledger) could not fail:
+    // it is left to the scenarios that place orders.
     eprintln!(
         "FIGURES cut: {n} products; NATS connection cut at {cuts_at:?} applied; {gaps} delivery gaps detected; {} proxy connections; snapshot == catalog",
         proxy.connections()

@@ -195,7 +195,8 @@ async fn product_svc_killed_under_write_load_loses_nothing_acknowledged() {
     let (rows, duplicates) =
         assert_nothing_acknowledged_lost(&http, &order.http, &nats.url(), &acked).await;
     assert_eq!(duplicates, 0, "no event was stored twice");
-    crate::assert_books_agree(&http).await;
+    // No order is placed here, so the books check (ORDERS against the ledger) could not fail:
+    // it is left to the scenarios that place orders.
     eprintln!(
         "FIGURES product kill: {} writes acknowledged, {} attempts refused during the restart (retried), {rows} products, in {:?}; lost 0, duplicates 0",
         report.ok,
@@ -238,7 +239,8 @@ async fn nats_killed_under_write_load_loses_nothing_and_the_consumer_resumes() {
         1,
         "order-svc was not restarted"
     );
-    crate::assert_books_agree(&product.http).await;
+    // No order is placed here, so the books check (ORDERS against the ledger) could not fail:
+    // it is left to the scenarios that place orders.
     eprintln!(
         "FIGURES nats kill: {} writes acknowledged, {} attempts refused (retried), {rows} products, {duplicates} extra stream sequences (re-published after the server lost its dedupe state), in {:?}; lost 0",
         report.ok,
@@ -320,7 +322,8 @@ async fn cluster_stream_leader_killed_under_write_load_loses_nothing() {
             "{service} was restarted"
         );
     }
-    crate::assert_books_agree(&product.http).await;
+    // No order is placed here, so the books check (ORDERS against the ledger) could not fail:
+    // it is left to the scenarios that place orders.
     eprintln!(
         "FIGURES cluster: stream leader {leader} killed halfway; {} writes acknowledged, {} attempts refused (retried), {rows} products, {duplicates} extra stream sequences, in {:?}; lost 0",
         report.ok,
