@@ -141,15 +141,40 @@ up *args: setup build
     MSG
     wait
 
-# An edge deployment on this box: hub nats-server (domain hub) + seeded product-svc, and site
-# edge1's nats-server (a leaf node, domain edge1) + order-svc reading the mirrored catalog and
-# writing ORDERS_EDGE1. Prints URLs; Ctrl-C stops all. Data under data/edge/.
-edge seed="20": setup build
+# An edge deployment on this box: hub nats-server (domain hub) + seeded product-svc + the hub's
+# order-svc (its ORDERS sources every site's orders), and site edge1's nats-server (a leaf node,
+# domain edge1) + order-svc reading the mirrored catalog and writing ORDERS_EDGE1. Options: a
+# number (products to seed, default 20); --secure (nats/edge/*-secure.conf: least-privilege NATS
+# users, TLS on NATS, the leaf link and gRPC; passwords and a dev CA generated under data/).
+# Data under data/edge/.
+# An edge deployment (hub + site edge1 on a leaf node); `--secure`: least privilege and TLS. Ctrl-C stops all.
+edge *args: setup build
     #!/usr/bin/env bash
     set -euo pipefail
+    seed=20; secure=0
+    for arg in {{args}}; do
+        case "$arg" in
+            --secure) secure=1 ;;
+            ''|*[!0-9]*) echo "unknown option $arg (use a seed count, --secure)"; exit 2 ;;
+            *) seed="$arg" ;;
+        esac
+    done
     mkdir -p data/edge
     python3 scripts/dev-keys.py data/edge
     KEY=$(cat data/edge/dev-api-key)
+    hub_conf=nats/edge/hub.conf; site_conf=nats/edge/edge1.conf; grpc=http
+    product_nats=(); order_nats=(); site_nats=(); grpc_tls=(); grpc_ca=()
+    if [ "$secure" = 1 ]; then
+        [ -f data/edge/nats-passwords ] || python3 -c 'import secrets; print("\n".join(f"{n}={secrets.token_urlsafe(18)}" for n in ["PRODUCT_NATS_PASSWORD", "ORDER_NATS_PASSWORD", "ADMIN_NATS_PASSWORD", "LEAF_NATS_PASSWORD"]))' > data/edge/nats-passwords
+        set -a; . data/edge/nats-passwords; set +a
+        export LEAF_URL="nats-leaf://leaf:$LEAF_NATS_PASSWORD@127.0.0.1:7422"
+        [ -f data/tls/server.pem ] || nats/secure/gen-certs.sh data/tls
+        hub_conf=nats/edge/hub-secure.conf; site_conf=nats/edge/edge1-secure.conf; grpc=https
+        product_nats=(--nats-user product-svc --nats-password "$PRODUCT_NATS_PASSWORD" --nats-tls-ca data/tls/ca.pem)
+        order_nats=(--nats-user order-svc --nats-password "$ORDER_NATS_PASSWORD" --nats-tls-ca data/tls/ca.pem)
+        grpc_tls=(--grpc-tls-cert data/tls/server.pem --grpc-tls-key data/tls/server-key.pem)
+        grpc_ca=(--grpc-tls-ca data/tls/ca.pem)
+    fi
     pids=()
     cleanup() {
         trap - EXIT INT TERM
@@ -159,25 +184,38 @@ edge seed="20": setup build
     }
     trap cleanup EXIT INT TERM
     wait_http() { for _ in $(seq 1 300); do curl -fs "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "timed out waiting for $1"; exit 1; }
-    nats-server -c nats/edge/hub.conf > data/edge/hub-nats.log 2>&1 & pids+=($!)
+    nats-server -c "$hub_conf" > data/edge/hub-nats.log 2>&1 & pids+=($!)
     wait_http http://127.0.0.1:8322/healthz
-    nats-server -c nats/edge/edge1.conf > data/edge/edge1-nats.log 2>&1 & pids+=($!)
+    nats-server -c "$site_conf" > data/edge/edge1-nats.log 2>&1 & pids+=($!)
     wait_http http://127.0.0.1:8323/healthz
-    PRODUCT_API_KEYS=data/edge/product-keys.json PRODUCT_GRPC_TOKEN_FILE=data/edge/grpc-token     NATS_URL=nats://127.0.0.1:4322 PRODUCT_HTTP_ADDR=127.0.0.1:5101 PRODUCT_GRPC_ADDR=127.0.0.1:5151     PRODUCT_DATA_DIR=data/edge/product PRODUCT_EDGE_SITES=edge1         target/debug/product-svc --seed {{seed}} > >(sed -u 's/^/[hub product] /') 2>&1 & pids+=($!)
+    export PRODUCT_API_KEYS=data/edge/product-keys.json PRODUCT_GRPC_TOKEN_FILE=data/edge/grpc-token
+    export ORDER_API_KEYS=data/edge/order-keys.json ORDER_GRPC_TOKEN_FILE=data/edge/grpc-token
+    NATS_URL=nats://127.0.0.1:4322 PRODUCT_HTTP_ADDR=127.0.0.1:5101 PRODUCT_GRPC_ADDR=127.0.0.1:5151 \
+        PRODUCT_DATA_DIR=data/edge/product \
+        target/debug/product-svc --seed "$seed" "${product_nats[@]}" "${grpc_tls[@]}" > >(sed -u 's/^/[hub product] /') 2>&1 & pids+=($!)
     wait_http http://127.0.0.1:5101/health/ready
-    ORDER_API_KEYS=data/edge/order-keys.json ORDER_GRPC_TOKEN_FILE=data/edge/grpc-token     NATS_URL=nats://127.0.0.1:4323 ORDER_HTTP_ADDR=127.0.0.1:5102 PRODUCT_GRPC_URL=http://127.0.0.1:5151     ORDER_DATA_DIR=data/edge/order-edge1 ORDER_SITE=edge1 ORDER_CATALOG_DOMAIN=hub     ORDER_STOCK_ATTEMPT_TIMEOUT_MS=1500         target/debug/order-svc > >(sed -u 's/^/[edge1 order] /') 2>&1 & pids+=($!)
+    NATS_URL=nats://127.0.0.1:4322 ORDER_HTTP_ADDR=127.0.0.1:5103 PRODUCT_GRPC_URL=$grpc://127.0.0.1:5151 \
+        ORDER_DATA_DIR=data/edge/order-hub ORDER_EDGE_SITES=edge1 \
+        target/debug/order-svc "${order_nats[@]}" "${grpc_ca[@]}" > >(sed -u 's/^/[hub order] /') 2>&1 & pids+=($!)
+    wait_http http://127.0.0.1:5103/health/ready
+    NATS_URL=nats://127.0.0.1:4323 ORDER_HTTP_ADDR=127.0.0.1:5102 PRODUCT_GRPC_URL=$grpc://127.0.0.1:5151 \
+        ORDER_DATA_DIR=data/edge/order-edge1 ORDER_SITE=edge1 ORDER_CATALOG_DOMAIN=hub \
+        ORDER_STOCK_ATTEMPT_TIMEOUT_MS=1500 \
+        target/debug/order-svc "${order_nats[@]}" "${grpc_ca[@]}" > >(sed -u 's/^/[edge1 order] /') 2>&1 & pids+=($!)
     wait_http http://127.0.0.1:5102/health/ready
     cat <<MSG
 
-    edge deployment is up (Ctrl-C stops everything)
-      hub    nats nats://127.0.0.1:4322 (domain hub, leaf listener 7422)   product-svc HTTP http://127.0.0.1:5101  gRPC 127.0.0.1:5151
+    edge deployment is up (Ctrl-C stops everything)$([ "$secure" = 1 ] && echo "; secure: least-privilege NATS users, TLS (CA data/tls/ca.pem)")
+      hub    nats nats://127.0.0.1:4322 (domain hub, leaf listener 7422)   product-svc HTTP http://127.0.0.1:5101  gRPC $grpc://127.0.0.1:5151
+                                                                   order-svc   HTTP http://127.0.0.1:5103 (every site's orders)
       edge1  nats nats://127.0.0.1:4323 (domain edge1, leaf → hub)         order-svc   HTTP http://127.0.0.1:5102
 
-    API key (both services): $KEY
+    API key (all services): $KEY
       export AUTH="Authorization: Bearer $KEY"
       curl -s -H "\$AUTH" http://127.0.0.1:5102/api/snapshot/products?pageSize=3    # the catalog, read at the edge
-      curl -s -H "\$AUTH" -XPOST http://127.0.0.1:5102/api/orders -H 'content-type: application/json' \
+      curl -s -H "\$AUTH" -XPOST http://127.0.0.1:5102/api/orders -H 'content-type: application/json' \\
            -d '{"customerId":"6f1c1a52-3b0e-4a8e-9d8c-1e2f3a4b5c6d","customerEmail":"ann@example.com","items":[{"productId":"<id>","quantity":1}]}'
+      curl -s -H "\$AUTH" http://127.0.0.1:5103/api/orders/<orderId>               # the site's order, at the hub
       curl -s -H "\$AUTH" http://127.0.0.1:5101/api/stock/audit                    # the hub's ledger against every site's orders
     Cut the uplink: kill the hub's nats-server and product-svc (the edge keeps selling, 202 Pending).
     MSG

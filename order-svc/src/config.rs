@@ -51,6 +51,12 @@ pub struct Config {
     /// which the hub's `ORDERS` sources. Conflicts with a non-default --orders-stream/-prefix.
     #[arg(long, env = "ORDER_SITE")]
     pub site: Option<String>,
+    /// The hub's order-svc: its order stream also sources each of these sites' streams
+    /// (`ORDERS_<SITE>` in JetStream domain SITE), so the hub lists and audits every site's
+    /// orders. order-svc owns the order stream, so it alone changes its config (product-svc's
+    /// NATS user may not). Comma-separated; conflicts with --site.
+    #[arg(long, env = "ORDER_EDGE_SITES", value_delimiter = ',')]
+    pub edge_sites: Vec<String>,
     /// The JetStream domain that owns the catalog (e.g. `hub`): the local `PRODUCTS` is then a
     /// mirror of that domain's `PRODUCTS`, projected locally, so the catalog is read with the
     /// uplink down. Unset: `PRODUCTS` is local (one box, or a cluster).
@@ -128,6 +134,7 @@ impl Config {
             orders_stream: shared::streams::ORDERS.into(),
             orders_subject_prefix: shared::events::ORDER_SUBJECT_PREFIX.into(),
             site: None,
+            edge_sites: Vec::new(),
             catalog_domain: None,
             catalog: CatalogMode::Snapshot,
             request_budget_ms: 2000,
@@ -167,6 +174,19 @@ impl Config {
             self.orders_stream = shared::streams::site_orders_stream(&site);
             self.orders_subject_prefix = shared::streams::site_orders_prefix(&site);
         }
+        if let Some(bad) = self
+            .edge_sites
+            .iter()
+            .find(|s| !shared::streams::is_site_name(s))
+        {
+            anyhow::bail!(
+                "--edge-sites: {bad:?} is not a site name (1-32 characters of [A-Za-z0-9_-])"
+            );
+        }
+        anyhow::ensure!(
+            self.site.is_none() || self.edge_sites.is_empty(),
+            "--edge-sites is for the hub's order-svc; a site (--site) does not source others"
+        );
         if let Some(domain) = &self.catalog_domain {
             anyhow::ensure!(
                 shared::streams::is_site_name(domain),

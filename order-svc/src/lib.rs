@@ -213,12 +213,22 @@ impl App {
     }
 }
 
+/// The order stream's config; at the hub (`--edge-sites`), with a source per site.
 fn orders_stream_config(config: &Config) -> async_nats::jetstream::stream::Config {
-    shared::streams::orders(
-        &config.orders_stream,
-        &config.orders_subject_prefix,
-        config.stream_replicas,
-    )
+    if config.edge_sites.is_empty() {
+        shared::streams::orders(
+            &config.orders_stream,
+            &config.orders_subject_prefix,
+            config.stream_replicas,
+        )
+    } else {
+        shared::streams::orders_with_sites(
+            &config.orders_stream,
+            &config.orders_subject_prefix,
+            config.stream_replicas,
+            &config.edge_sites,
+        )
+    }
 }
 
 pub(crate) fn is_token(s: &str) -> bool {

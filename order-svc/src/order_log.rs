@@ -170,14 +170,27 @@ impl OrderLog {
         )))
     }
 
-    /// The stream, created with the configured settings if it does not exist.
+    /// The stream, created with the configured settings if it does not exist. A stream with
+    /// sources (the hub's, `--edge-sites`) is converged to the configured sources as well, so a
+    /// site added to the flag is sourced on the next start.
     async fn stream(&self) -> Result<&Stream> {
         self.stream
             .get_or_try_init(|| async {
-                let mut stream = tokio::time::timeout(
-                    self.timeout,
-                    self.js.get_or_create_stream(self.config.clone()),
-                )
+                let converge = self.config.sources.is_some();
+                let mut stream = tokio::time::timeout(self.timeout, async {
+                    if converge {
+                        let info = self
+                            .js
+                            .create_or_update_stream(self.config.clone())
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        tracing::info!(stream = %info.config.name, sources = info.config.sources.as_ref().map_or(0, Vec::len), "Order stream converged with its edge sources.");
+                    }
+                    self.js
+                        .get_or_create_stream(self.config.clone())
+                        .await
+                        .map_err(|e| e.to_string())
+                })
                 .await
                 .map_err(|_| unavailable("creating the order stream timed out"))?
                 .map_err(unavailable)?;

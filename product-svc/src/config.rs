@@ -69,11 +69,6 @@ pub struct Config {
     /// The order stream product-svc follows to keep its reservations in step (and audits).
     #[arg(long, env = "PRODUCT_ORDERS_STREAM", default_value = shared::streams::ORDERS)]
     pub orders_stream: String,
-    /// Edge sites whose order streams the hub's order stream sources (comma-separated site
-    /// names, each a JetStream domain): product-svc then creates or converges `ORDERS` (on
-    /// `eshop.orders.*`) with a source per site, so the ledger follows every site's orders.
-    #[arg(long, env = "PRODUCT_EDGE_SITES", value_delimiter = ',')]
-    pub edge_sites: Vec<String>,
     /// How long after an order's last change its reservation may still disagree before the
     /// follower repairs it (order-svc's own release or commit normally comes first).
     #[arg(long, env = "PRODUCT_REPAIR_GRACE_SECS", default_value_t = 30)]
@@ -115,7 +110,6 @@ impl Config {
             nats_auth: Default::default(),
             orders_stream: shared::streams::ORDERS.into(),
             repair_grace_secs: 30,
-            edge_sites: Vec::new(),
             reservation_retention_secs: 7 * 24 * 3600,
         }
     }

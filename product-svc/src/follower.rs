@@ -43,10 +43,8 @@ pub struct FollowerCounters {
 pub struct Follower {
     pub js: jetstream::Context,
     pub store: Store,
-    /// The order stream (created by order-svc; followed once it exists).
+    /// The order stream (created by order-svc, which owns it; followed once it exists).
     pub stream: String,
-    /// Created or updated to this config first (the hub's `ORDERS` with its edge sources).
-    pub converge: Option<jetstream::stream::Config>,
     pub durable: String,
     pub grace: Duration,
     pub counters: Arc<FollowerCounters>,
@@ -73,13 +71,6 @@ impl Follower {
     }
 
     async fn session(&self) -> Result<(), String> {
-        let stream = match &self.converge {
-            Some(config) => self.js.create_or_update_stream(config.clone()).await.map(|info| {
-                tracing::info!(stream = %self.stream, sources = info.config.sources.as_ref().map_or(0, Vec::len), "Order stream converged with its edge sources.");
-            }),
-            None => Ok(()),
-        };
-        stream.map_err(|e| e.to_string())?;
         let stream = self
             .js
             .get_stream(&self.stream)

@@ -73,15 +73,6 @@ impl App {
             (Some(cert), Some(key)) => Some(grpc_tls(cert, key)?),
             _ => None,
         };
-        if let Some(bad) = config
-            .edge_sites
-            .iter()
-            .find(|s| !shared::streams::is_site_name(s))
-        {
-            anyhow::bail!(
-                "--edge-sites: {bad:?} is not a site name (1-32 characters of [A-Za-z0-9_-])"
-            );
-        }
         // NATS first: refused credentials must stop the start before anything is opened.
         let nats = shared::nats::connect(&config.nats_url, "product-svc", &config.nats_auth)
             .await
@@ -198,15 +189,6 @@ impl App {
             js: shared::nats::jetstream(self.nats.clone()),
             store: self.store.clone(),
             stream: self.config.orders_stream.clone(),
-            // With edge sites, product-svc owns the sourcing: it converges the stream's config.
-            converge: (!self.config.edge_sites.is_empty()).then(|| {
-                shared::streams::orders_with_sites(
-                    &self.config.orders_stream,
-                    shared::events::ORDER_SUBJECT_PREFIX,
-                    self.config.stream_replicas,
-                    &self.config.edge_sites,
-                )
-            }),
             durable: "product-svc-orders".into(),
             grace: Duration::from_secs(self.config.repair_grace_secs),
             counters: follower_counters.clone(),

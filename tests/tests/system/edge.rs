@@ -1,5 +1,5 @@
 //! An edge site on a leaf node: the hub (its own nats-server, JetStream domain `hub`, with
-//! product-svc) and site `edge1` (a leaf nats-server, domain `edge1`, with order-svc) joined by
+//! product-svc and the hub's order-svc, whose `ORDERS` sources the site's stream) and site `edge1` (a leaf nats-server, domain `edge1`, with order-svc) joined by
 //! a `FaultyProxy` uplink; a second proxy is the WAN in front of the hub's gRPC. The site keeps
 //! selling with the uplink down and everything settles once it is back.
 use std::{
@@ -27,11 +27,17 @@ struct Deployment {
     /// The WAN between the site and the hub's gRPC port.
     wan: FaultyProxy,
     order: OrderService,
+    /// The hub's order-svc (`--edge-sites edge1`): it owns the hub's `ORDERS` and its sources.
+    hub_order: OrderService,
     grpc_port: u16,
 }
 
 fn hub_product_config(nats: &str, dir: &std::path::Path, grpc_port: u16) -> product_svc::Config {
-    let mut config = crate::product_config(nats, dir, grpc_port);
+    crate::product_config(nats, dir, grpc_port)
+}
+
+fn hub_order_config(nats: &str, dir: &std::path::Path, grpc: &str) -> order_svc::Config {
+    let mut config = order_svc::Config::for_tests(dir.to_path_buf(), nats, grpc);
     config.edge_sites = vec![SITE.into()];
     config
 }
@@ -61,11 +67,19 @@ impl Deployment {
         ))
         .await;
         order.wait_ready(EDGE_WAIT).await;
+        let hub_order = OrderService::start_with(hub_order_config(
+            &edge.hub.url(),
+            &dir.join("hub-order"),
+            &product.grpc,
+        ))
+        .await;
+        hub_order.wait_ready(EDGE_WAIT).await;
         Self {
             edge,
             product,
             wan,
             order,
+            hub_order,
             grpc_port,
         }
     }
@@ -158,6 +172,7 @@ impl Deployment {
 
     async fn stop(self) {
         self.order.stop().await;
+        self.hub_order.stop().await;
         self.product.stop().await;
     }
 }
@@ -178,19 +193,18 @@ async fn with_the_link_up_the_catalog_reaches_the_edge_and_edge_orders_reach_the
     assert_eq!(d.hub_product(&p).await["reservedQuantity"], 2);
     // The hub's ledger follows the site's orders like its own.
     crate::assert_books_agree(&d.product.http).await;
-    // An order-svc at the hub lists and reads the site's order (its site settles it).
-    let hub_orders = OrderService::start(
-        &d.edge.hub.url(),
-        &d.product.grpc,
-        &dir.path().join("hub-order"),
+    // The hub's order-svc lists and reads the site's order (its site settles it).
+    let (status, read) = get_json(&format!("{}/api/orders/{id}", d.hub_order.http)).await;
+    assert_eq!((status, read["status"].as_str()), (200, Some("Confirmed")));
+    wait_for(
+        "the site's order in the hub's listing",
+        EDGE_WAIT,
+        || async {
+            let (_, listed) = get_json(&format!("{}/api/orders", d.hub_order.http)).await;
+            (listed["totalCount"] == 1).then_some(())
+        },
     )
     .await;
-    hub_orders.wait_ready(EDGE_WAIT).await;
-    let (status, read) = get_json(&format!("{}/api/orders/{id}", hub_orders.http)).await;
-    assert_eq!((status, read["status"].as_str()), (200, Some("Confirmed")));
-    let (_, listed) = get_json(&format!("{}/api/orders", hub_orders.http)).await;
-    assert_eq!(listed["totalCount"], 1);
-    hub_orders.stop().await;
     d.stop().await;
 }
 
@@ -208,6 +222,7 @@ async fn a_cold_edge_order_svc_with_the_link_down_serves_the_mirrored_catalog() 
         product,
         wan,
         order,
+        hub_order,
         ..
     } = d;
     order.stop().await;
@@ -247,6 +262,7 @@ async fn a_cold_edge_order_svc_with_the_link_down_serves_the_mirrored_catalog() 
     )
     .await;
     order.stop().await;
+    hub_order.stop().await;
     product.stop().await;
 }
 
@@ -264,6 +280,7 @@ async fn with_the_hub_product_svc_down_the_edge_keeps_taking_orders_that_settle_
         product,
         wan,
         order,
+        hub_order,
         grpc_port,
     } = d;
     product.stop().await;
@@ -286,6 +303,7 @@ async fn with_the_hub_product_svc_down_the_edge_keeps_taking_orders_that_settle_
         product,
         wan,
         order,
+        hub_order,
         grpc_port,
     };
     let statuses = d.wait_settled(&ids).await;
@@ -390,4 +408,58 @@ async fn three_uplink_cuts_under_order_load_and_hub_price_changes_end_with_exact
         hub_version - 1
     );
     d.stop().await;
+}
+
+/// `just edge --secure` (nats/edge/*-secure.conf): every service on its least-privilege NATS
+/// user over TLS, the leaf link over TLS as the hub's leaf user. A site sells, the hub's
+/// order-svc (the owner of ORDERS) sources the site's orders, and the books agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_least_privilege_users_and_tls_a_site_sells_and_the_hub_sources_its_orders() {
+    let dir = scratch();
+    let edge = EdgeNats::start_secure().await;
+    let user = |name: &str| shared::nats::NatsAuth {
+        nats_user: Some(name.into()),
+        nats_password: Some(format!("test-{}-password", name.trim_end_matches("-svc"))),
+        nats_tls_ca: Some(tests::tls_fixture("ca.pem")),
+        ..Default::default()
+    };
+    let grpc_port = tests::free_port();
+    let mut config = hub_product_config(&edge.hub.url(), &dir.path().join("product"), grpc_port);
+    config.nats_auth = user("product-svc");
+    let product = ProductService::start_with(config).await;
+    let mut config = hub_order_config(
+        &edge.hub.url(),
+        &dir.path().join("hub-order"),
+        &product.grpc,
+    );
+    config.nats_auth = user("order-svc");
+    let hub_order = OrderService::start_with(config).await;
+    let mut config =
+        order_svc::Config::for_tests(dir.path().join("order"), &edge.site.url(), &product.grpc);
+    config.site = Some(SITE.into());
+    config.catalog_domain = Some("hub".into());
+    config.nats_auth = user("order-svc");
+    let order = OrderService::start_with(config).await;
+    order.wait_ready(EDGE_WAIT).await;
+    hub_order.wait_ready(EDGE_WAIT).await;
+
+    let p = product.api().create_product("Sealed lamp", "9.00", 5).await;
+    order.api().wait_snapshot_version(&p, 1).await;
+    let placed = order
+        .api()
+        .place(&order_body(Uuid::new_v4(), &[(&p, 2)]))
+        .await
+        .expect(201);
+    assert_eq!(placed["status"], "Confirmed");
+    let id = placed["id"].as_str().unwrap().to_owned();
+    wait_for("the site's order at the hub", EDGE_WAIT, || async {
+        let (status, read) = get_json(&format!("{}/api/orders/{id}", hub_order.http)).await;
+        (status == 200 && read["status"] == "Confirmed").then_some(())
+    })
+    .await;
+    assert_eq!(product.api().field(&p, "reservedQuantity").await, 2);
+    crate::assert_books_agree(&product.http).await;
+    order.stop().await;
+    hub_order.stop().await;
+    product.stop().await;
 }

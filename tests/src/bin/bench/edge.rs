@@ -51,7 +51,7 @@ impl Site {
             &edge.hub.url(),
             &dir.join("edge-product"),
             dir,
-            &[("RUST_LOG", "warn"), ("PRODUCT_EDGE_SITES", "edge1")],
+            &[("RUST_LOG", "warn")],
         );
         let grpc_addr = grpc.trim_start_matches("http://").parse().unwrap();
         let wan = FaultyProxy::start(grpc_addr).await;
