@@ -17,6 +17,7 @@ mod metrics;
 mod order_log;
 mod orders;
 mod projector;
+mod snapshot;
 mod stock;
 mod store;
 mod view;
@@ -37,8 +38,10 @@ pub struct App {
     instance_id: String,
     metrics: Arc<shared::metrics::Metrics>,
     orders: orders::Orders,
-    /// The sled database: the ProductSnapshot and the orders view.
+    /// The sled database, and the two read models on it.
     store: store::Store,
+    product_snapshot: snapshot::ProductSnapshot,
+    view: view::OrdersView,
     nats: async_nats::Client,
     http: TcpListener,
     snapshot: Arc<ProjectionStatus>,
@@ -91,10 +94,17 @@ impl App {
             config.orders_subject_prefix.clone(),
             budget,
         );
-        store
-            .orders_view()
-            .set_own_prefix(&config.orders_subject_prefix);
-        let orders = orders::Orders::new(log, store.clone(), stock, config.catalog, budget);
+        let product_snapshot = snapshot::ProductSnapshot::open(&store)?;
+        let view = view::OrdersView::open(&store)?;
+        view.set_own_prefix(&config.orders_subject_prefix);
+        let orders = orders::Orders::new(
+            log,
+            view.clone(),
+            product_snapshot.clone(),
+            stock,
+            config.catalog,
+            budget,
+        );
         Ok(Self {
             config,
             auth,
@@ -102,6 +112,8 @@ impl App {
             metrics,
             orders,
             store,
+            product_snapshot,
+            view,
             nats,
             http,
             snapshot: Arc::default(),
@@ -154,7 +166,7 @@ impl App {
             limiter,
             metrics: self.metrics.clone(),
             orders: self.orders.clone(),
-            store: self.store.clone(),
+            product_snapshot: self.product_snapshot.clone(),
             snapshot: self.snapshot.clone(),
             orders_view: self.orders_view.clone(),
             nats: self.nats.clone(),
@@ -163,6 +175,8 @@ impl App {
         tracing::info!(http.addr = %http_addr, data_dir = %self.config.data_dir.display(), catalog = ?self.config.catalog, catalog_domain = ?self.config.catalog_domain, instance = %self.instance_id, orders_stream = %self.config.orders_stream, "order-svc started.");
 
         let outcome = tasks.run_until(shutdown, grace).await;
+        self.product_snapshot.close().await;
+        self.view.close().await;
         self.store.close().await;
         let _ = tokio::time::timeout(Duration::from_secs(1), self.nats.flush()).await;
         tracing::info!("order-svc stopped.");
@@ -175,12 +189,10 @@ impl App {
         let interval = Duration::from_millis(self.config.worker_interval_ms);
         let workers_stop = tasks.workers_stop.clone();
         let js = shared::nats::jetstream(self.nats.clone());
-        let store = self.store.clone();
-
         let products = projector::Projector {
             js: js.clone(),
-            projection: store.clone(),
-            commit: store.commit(),
+            projection: self.product_snapshot.clone(),
+            commit: self.store.commit(),
             stream: match &self.config.catalog_domain {
                 Some(domain) => {
                     shared::streams::products_mirror(domain, self.config.stream_replicas)
@@ -192,8 +204,8 @@ impl App {
         };
         let orders_view = projector::Projector {
             js,
-            projection: store.orders_view(),
-            commit: store.commit(),
+            projection: self.view.clone(),
+            commit: self.store.commit(),
             stream: orders_stream_config(&self.config),
             durable: format!("order-svc-{}-orders", self.instance_id),
             status: self.orders_view.clone(),

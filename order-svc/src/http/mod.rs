@@ -27,7 +27,7 @@ pub(crate) struct AppState {
     pub(crate) limiter: std::sync::Arc<shared::ratelimit::Limiter>,
     pub(crate) metrics: std::sync::Arc<shared::metrics::Metrics>,
     pub(crate) orders: crate::orders::Orders,
-    pub(crate) store: crate::store::Store,
+    pub(crate) product_snapshot: crate::snapshot::ProductSnapshot,
     pub(crate) snapshot: std::sync::Arc<ProjectionStatus>,
     pub(crate) orders_view: std::sync::Arc<ProjectionStatus>,
     pub(crate) nats: async_nats::Client,
@@ -77,7 +77,7 @@ async fn live() -> StatusCode {
 async fn ready(State(state): State<AppState>) -> Response {
     let figures = state.orders.figures();
     let mut snapshot = projection_details(&state.snapshot);
-    snapshot["products"] = state.store.snapshot_len().unwrap_or_default().into();
+    snapshot["products"] = state.product_snapshot.len().unwrap_or_default().into();
     let mut view = projection_details(&state.orders_view);
     view["orders"] = figures.view_rows.into();
     let connected = shared::nats::is_connected(&state.nats);

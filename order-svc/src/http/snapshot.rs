@@ -29,7 +29,7 @@ pub async fn get_one(
     let Some(id) = shared::http::path_uuid(&id) else {
         return Ok(Problem::not_found("No product has this id.").into_response());
     };
-    match state.store.product(id)? {
+    match state.product_snapshot.product(id)? {
         Some(view) => Ok(axum::Json(SnapshotRow::new(id, view)).into_response()),
         None => {
             Ok(Problem::not_found(format!("Product {id} is not in the snapshot.")).into_response())
@@ -53,7 +53,7 @@ pub async fn list(
     let (page, page_size) =
         shared::http::paging(params.page.as_deref(), params.page_size.as_deref(), 1000)
             .map_err(Error::Validation)?;
-    let (rows, total) = state.store.snapshot_page(page, page_size)?;
+    let (rows, total) = state.product_snapshot.page(page, page_size)?;
     Ok(axum::Json(SnapshotPage {
         items: rows
             .into_iter()

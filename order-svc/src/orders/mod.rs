@@ -28,8 +28,8 @@ use crate::{
     domain::{Change, Order, OrderStatus},
     error::{Error, Result},
     order_log::{Appended, OrderLog, Stored},
+    snapshot::ProductSnapshot,
     stock::{StockClient, StockError},
-    store::Store,
     view::OrdersView,
 };
 
@@ -42,7 +42,7 @@ const MAX_ATTEMPTS: usize = 8;
 pub struct Orders {
     log: OrderLog,
     view: OrdersView,
-    snapshot: Store,
+    snapshot: ProductSnapshot,
     stock: Arc<StockClient>,
     catalog: CatalogMode,
     /// How long a create request waits for product-svc before answering 202 Pending.
@@ -102,14 +102,15 @@ enum Decided {
 impl Orders {
     pub fn new(
         log: OrderLog,
-        snapshot: Store,
+        view: OrdersView,
+        snapshot: ProductSnapshot,
         stock: StockClient,
         catalog: CatalogMode,
         budget: Duration,
     ) -> Self {
         Self {
             log,
-            view: snapshot.orders_view(),
+            view,
             snapshot,
             stock: Arc::new(stock),
             catalog,

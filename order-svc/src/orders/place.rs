@@ -12,8 +12,8 @@ use crate::{
     domain::{self, Change, Order, OrderRequest, ProductView},
     error::{Error, Result},
     order_log::{Appended, Stored},
+    snapshot::SnapshotUpdate,
     stock::{FailureCode, Reservation, StockError},
-    store::SnapshotUpdate,
 };
 
 impl Orders {

@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering;
 
 use async_nats::jetstream::{self, AckKind};
 
-use super::*;
+use super::{Projection, Projector, SessionError};
 
 impl<P: Projection> Projector<P> {
     /// Decodes a batch and writes it (rows and checkpoint, atomically; not yet flushed).

@@ -8,7 +8,7 @@ use async_nats::jetstream::{
     stream::Stream,
 };
 
-use super::*;
+use super::{BATCH, INACTIVE_THRESHOLD, Projection, Projector, SessionError, nats};
 
 impl<P: Projection> Projector<P> {
     /// Picks up the durable, or (re)creates it so that delivery starts right after the checkpoint.

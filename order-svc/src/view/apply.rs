@@ -1,29 +1,40 @@
 //! Applying states to the view: the version guard, the listing indexes, the work-list flags
 //! and their counts, and the checkpoint, in one atomic sled batch.
-use super::*;
+use shared::events::{OrderEventType, OrderStatus};
+use sled::{Batch, Tree};
+use uuid::Uuid;
+
+use super::{
+    OrderUpdate,
+    rows::{
+        COUNT, FLAG_OWED, FLAG_PENDING, HEADER, OWED, PENDING, RowHead, counter, row_head, row_key,
+    },
+};
+use crate::{
+    domain::{self, Order},
+    error::Result,
+    projector::Applied,
+    store::replay::{self, ReplayCache},
+};
 
 /// Applies states through the version guard and moves the checkpoint, in one atomic batch.
 ///
 /// A batch that changes no row (under load, mostly this instance's own writes coming back from
-/// the stream) moves the stored checkpoint only every [`CHECKPOINT_STRIDE`] sequences, so it
-/// usually writes nothing and needs no flush: a restart then redelivers at most that many
-/// already-known states, which the version guard skips.
+/// the stream) moves the stored checkpoint only when it is due (`store::replay`), so it
+/// usually writes nothing and needs no flush.
 pub(super) fn apply_updates(
     tree: &Tree,
-    known: &KnownHeads,
+    replay: &ReplayCache<RowHead>,
     updates: &[OrderUpdate],
     checkpoint: Option<u64>,
 ) -> Result<Applied> {
-    let mut known = known.lock().expect("orders view replay cache lock");
-    let mut staged: HashMap<Uuid, RowHead> = HashMap::with_capacity(updates.len());
+    let mut guard = replay.batch();
     let mut batch = Batch::default();
     let (mut changed, mut added, mut pending, mut owed) = (0usize, 0i64, 0i64, 0i64);
     for u in updates {
-        let current = match (staged.get(&u.id), known.as_ref()) {
-            (Some(head), _) => Some(*head),
-            (None, Some(heads)) => heads.get(&u.id).copied(),
-            (None, None) => tree.get(row_key(u.id))?.map(|r| row_head(&r)).transpose()?,
-        };
+        let current = guard.current(u.id, || {
+            tree.get(row_key(u.id))?.map(|r| row_head(&r)).transpose()
+        })?;
         if !domain::should_apply(current.map(|(v, _)| v), u.version) {
             continue;
         }
@@ -43,7 +54,7 @@ pub(super) fn apply_updates(
         let old = current.map_or(0, |(_, flags)| flags);
         pending += flag_change(&mut batch, b'p', u.id, old, u.flags, FLAG_PENDING);
         owed += flag_change(&mut batch, b'r', u.id, old, u.flags, FLAG_OWED);
-        staged.insert(u.id, (u.version, u.flags));
+        guard.stage(u.id, (u.version, u.flags));
         changed += 1;
     }
     for (key, delta) in [(COUNT, added), (PENDING, pending), (OWED, owed)] {
@@ -52,29 +63,15 @@ pub(super) fn apply_updates(
             batch.insert(key, &value.to_be_bytes());
         }
     }
-    let mut batch_moves_checkpoint = false;
-    if let Some(seq) = checkpoint {
-        let stored = read_checkpoint(tree)?;
-        let due = match stored {
-            None => true,
-            Some(c) if changed > 0 => seq > c,
-            Some(c) => seq >= c.saturating_add(CHECKPOINT_STRIDE),
-        };
-        if due {
-            batch.insert(CHECKPOINT, &seq.to_be_bytes());
-            batch_moves_checkpoint = true;
-        }
-    }
-    if changed == 0 && !batch_moves_checkpoint {
+    let moved = replay::stage_checkpoint(tree, &mut batch, checkpoint, changed)?;
+    if changed == 0 && !moved {
         return Ok(Applied {
             changed: 0,
             wrote: false,
         });
     }
     tree.apply_batch(batch)?;
-    if let Some(heads) = known.as_mut() {
-        heads.extend(staged);
-    }
+    guard.applied();
     Ok(Applied {
         changed,
         wrote: true,

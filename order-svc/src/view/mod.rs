@@ -13,20 +13,17 @@
 //!   the listing indexes (an order's customer and creation time never change);
 //! - `p` + order id: Pending orders; `r` + order id: orders that still owe product-svc a release
 //!   (cancelled) or a commit (shipped);
-//! - `m:checkpoint`, `m:count`, `m:pending`, `m:owed`.
+//! - `m:checkpoint` (`store::replay`), `m:count`, `m:pending`, `m:owed`.
 mod apply;
 mod rows;
 #[cfg(test)]
 mod tests;
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-};
+use std::sync::Arc;
 
 use async_nats::jetstream;
-use shared::events::{OrderEvent, OrderEventType, OrderStatus};
-use sled::{Batch, Tree};
+use shared::events::{OrderEvent, OrderStatus};
+use sled::Tree;
 use uuid::Uuid;
 
 use crate::{
@@ -34,11 +31,17 @@ use crate::{
     error::{Error, Result},
     order_log::Stored,
     projector::{Applied, Projection},
-    store::{BatchWriter, decode_u64},
+    store::{
+        BatchWriter, Store,
+        replay::{self, ReplayCache},
+    },
 };
 
-use apply::*;
-use rows::*;
+use apply::{apply_updates, state_event_type};
+use rows::{
+    COUNT, FLAG_OWED, FLAG_PENDING, OWED, PENDING, RowHead, counter, decode_row, row_head, row_key,
+    trailing_id,
+};
 
 /// One order state to apply: from the stream, or written/read by this instance.
 pub struct OrderUpdate {
@@ -78,7 +81,7 @@ const MAX_RECORDS: usize = 256;
 #[derive(Clone)]
 pub struct OrdersView {
     tree: Tree,
-    known: KnownHeads,
+    replay: ReplayCache<RowHead>,
     /// The view's writer task: every sled batch costs two log writes (`pin_log`), so the states
     /// this instance writes and the projector's batches are applied together, whatever is
     /// queued during one sled batch forming the next (under load an instance's own writes come
@@ -97,21 +100,20 @@ impl OrdersView {
     }
 
     /// Opens the view and starts its writer (on the current runtime).
-    pub fn open(db: &sled::Db) -> Result<Self> {
-        let tree = db.open_tree("orders_view")?;
-        let cold = tree.get(CHECKPOINT)?.is_none() && tree.scan_prefix(b"o").next().is_none();
-        let known: KnownHeads = Arc::new(Mutex::new(cold.then(HashMap::new)));
+    pub fn open(store: &Store) -> Result<Self> {
+        let tree = store.tree("orders_view")?;
+        let replay = ReplayCache::open(&tree, b"o")?;
         let records = {
-            let (tree, known) = (tree.clone(), known.clone());
+            let (tree, replay) = (tree.clone(), replay.clone());
             BatchWriter::spawn(
                 "the orders view writer",
                 MAX_RECORDS,
-                move |updates, checkpoint| apply_updates(&tree, &known, updates, checkpoint),
+                move |updates, checkpoint| apply_updates(&tree, &replay, updates, checkpoint),
             )
         };
         Ok(Self {
             tree,
-            known,
+            replay,
             records,
             own_subjects: Arc::default(),
         })
@@ -247,13 +249,10 @@ impl Projection for OrdersView {
     }
 
     fn checkpoint(&self) -> Result<Option<u64>> {
-        read_checkpoint(&self.tree)
+        replay::read_checkpoint(&self.tree)
     }
 
     fn end_cold_start(&self) {
-        let mut known = self.known.lock().expect("orders view replay cache lock");
-        if known.take().is_some() {
-            tracing::debug!("Orders view cold start over; the version guard reads the store.");
-        }
+        self.replay.end(Self::NAME);
     }
 }

@@ -1,22 +1,26 @@
 //! The view's keys and rows, in one place: the meta keys, the row layout (sequence · version ·
-//! flags · event JSON) and its decoding, the counters and the checkpoint.
-use super::*;
+//! flags · event JSON) and its decoding, and the counters. (The checkpoint is
+//! `store::replay`'s, shared with the ProductSnapshot.)
+use shared::events::OrderEvent;
+use sled::Tree;
+use uuid::Uuid;
 
-pub(super) const CHECKPOINT: &[u8] = b"m:checkpoint";
+use crate::{
+    domain::Order,
+    error::{Error, Result},
+    order_log::Stored,
+    store::decode_u64,
+};
+
 pub(super) const COUNT: &[u8] = b"m:count";
 pub(super) const PENDING: &[u8] = b"m:pending";
 pub(super) const OWED: &[u8] = b"m:owed";
 pub(super) const HEADER: usize = 17;
-/// How far the stored checkpoint may trail the stream over batches that change nothing.
-pub(super) const CHECKPOINT_STRIDE: u64 = 1000;
 pub(super) const FLAG_PENDING: u8 = 1;
 pub(super) const FLAG_OWED: u8 = 2;
 
 /// (version, flags) of a stored row: what the guard and the work lists need.
 pub(super) type RowHead = (u64, u8);
-/// During a replay into an empty view, the head of every row written since (that is every row
-/// there is), so the guard reads no sled; dropped once the view is ready.
-pub(super) type KnownHeads = Arc<Mutex<Option<HashMap<Uuid, RowHead>>>>;
 
 pub(super) fn counter(tree: &Tree, key: &[u8]) -> Result<u64> {
     Ok(tree
@@ -24,12 +28,6 @@ pub(super) fn counter(tree: &Tree, key: &[u8]) -> Result<u64> {
         .map(|v| decode_u64(&v, key))
         .transpose()?
         .unwrap_or_default())
-}
-
-pub(super) fn read_checkpoint(tree: &Tree) -> Result<Option<u64>> {
-    tree.get(CHECKPOINT)?
-        .map(|v| decode_u64(&v, CHECKPOINT))
-        .transpose()
 }
 
 pub(super) fn row_key(id: Uuid) -> [u8; 17] {

@@ -1,8 +1,15 @@
 //! The view against a real sled in a temp dir.
-use super::*;
-use crate::domain::{Change, OrderItem};
 use chrono::Utc;
+use shared::events::{OrderEventType, OrderStatus};
+use uuid::Uuid;
 
+use super::{OrderUpdate, OrdersView};
+use crate::{
+    domain::{Change, Order, OrderItem},
+    order_log::Stored,
+    projector::{Applied, Projection},
+    store::Store,
+};
 fn order(customer: Uuid) -> Order {
     let now = Utc::now();
     Order {
@@ -34,8 +41,8 @@ fn order(customer: Uuid) -> Order {
 #[tokio::test]
 async fn states_apply_forward_only_and_keep_the_work_lists() {
     let dir = tempfile::tempdir().unwrap();
-    let db = sled::Config::new().path(dir.path()).open().unwrap();
-    let view = OrdersView::open(&db).unwrap();
+    let store = Store::open(dir.path(), 1 << 20).unwrap();
+    let view = OrdersView::open(&store).unwrap();
     let (ann, bob) = (Uuid::new_v4(), Uuid::new_v4());
     let placed = order(ann);
     let mut other = order(bob);
@@ -78,8 +85,8 @@ async fn states_apply_forward_only_and_keep_the_work_lists() {
 #[tokio::test]
 async fn the_checkpoint_moves_with_changes_or_every_stride() {
     let dir = tempfile::tempdir().unwrap();
-    let db = sled::Config::new().path(dir.path()).open().unwrap();
-    let view = OrdersView::open(&db).unwrap();
+    let store = Store::open(dir.path(), 1 << 20).unwrap();
+    let view = OrdersView::open(&store).unwrap();
     let first = view.apply(Vec::new(), Some(5)).await.unwrap();
     assert!(first.wrote, "the first checkpoint is stored");
     let idle = view.apply(Vec::new(), Some(10)).await.unwrap();
