@@ -210,11 +210,7 @@ impl Config {
     /// The gRPC token order-svc sends (`None` when anonymous) and the CA to trust for an https:// URL.
     pub(crate) fn grpc_credentials(&self) -> anyhow::Result<(Option<String>, Option<Vec<u8>>)> {
         let token = match (&self.grpc_token_file, self.allow_anonymous) {
-            (Some(path), _) => Some(
-                shared::auth::read_token(path)
-                    .map_err(anyhow::Error::msg)?
-                    .1,
-            ),
+            (Some(path), _) => Some(shared::auth::read_token(path)?.1),
             (None, true) => None,
             (None, false) => anyhow::bail!(
                 "order-svc needs --grpc-token-file FILE (the token product-svc expects), or --allow-anonymous"

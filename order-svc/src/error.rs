@@ -29,11 +29,12 @@ pub enum Error {
     NotShippable { id: Uuid, status: OrderStatus },
     #[error(transparent)]
     Transition(#[from] InvalidTransition),
-    #[error("the catalog is unavailable: {0}")]
-    CatalogUnavailable(String),
+    /// A read-through to product-svc failed (shared, so the error stays `Clone`).
+    #[error("the catalog is unavailable")]
+    CatalogUnavailable(#[source] std::sync::Arc<crate::stock::StockError>),
     /// The order stream (NATS) cannot be reached or did not answer in time.
-    #[error("the order store is unavailable: {0}")]
-    OrderStoreUnavailable(String),
+    #[error("the order store is unavailable")]
+    OrderStoreUnavailable(#[source] std::sync::Arc<dyn std::error::Error + Send + Sync>),
     /// The order changed under us more often than a request is willing to retry.
     #[error("order {0} is changing too often; retry")]
     Contended(Uuid),

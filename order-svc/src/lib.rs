@@ -56,13 +56,10 @@ impl App {
             config.allow_anonymous,
             SCOPES,
             "order-svc",
-        )
-        .map_err(anyhow::Error::msg)?;
+        )?;
         let (token, tls_ca) = config.grpc_credentials()?;
         // NATS first: refused credentials must stop the start before anything is opened.
-        let nats = shared::nats::connect(&config.nats_url, "order-svc", &config.nats_auth)
-            .await
-            .map_err(anyhow::Error::msg)?;
+        let nats = shared::nats::connect(&config.nats_url, "order-svc", &config.nats_auth).await?;
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("failed to create data dir {}", config.data_dir.display()))?;
         let instance_id = instance_id(&config.data_dir, config.instance_id.as_deref())?;
@@ -180,7 +177,7 @@ impl App {
         self.store.close().await;
         let _ = tokio::time::timeout(Duration::from_secs(1), self.nats.flush()).await;
         tracing::info!("order-svc stopped.");
-        outcome.map_err(|f| anyhow::anyhow!(f))
+        outcome.map_err(anyhow::Error::from)
     }
 
     /// The workers: both projectors (the product snapshot from `PRODUCTS` or its mirror, the

@@ -124,9 +124,9 @@ impl OrderLog {
             // it says which; otherwise the caller gets "unavailable" (and a retry, keyed or
             // by CAS, finds whatever was stored).
             failed => {
-                let why = match failed {
-                    Ok(Err(e)) => e.to_string(),
-                    _ => "the publish ack timed out".to_owned(),
+                let why: Box<dyn std::error::Error + Send + Sync> = match failed {
+                    Ok(Err(e)) => Box::new(e),
+                    _ => "the publish ack timed out".into(),
                 };
                 match self.read_raw(event.order_id).await {
                     Ok(Some((stored, Some(id)))) if id == msg_id => {
@@ -214,8 +214,9 @@ impl OrderLog {
     }
 }
 
-fn unavailable(e: impl std::fmt::Display) -> Error {
-    Error::OrderStoreUnavailable(e.to_string())
+/// The order stream cannot be reached or did not answer: `why` is kept as the cause.
+fn unavailable(why: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Error {
+    Error::OrderStoreUnavailable(std::sync::Arc::from(why.into()))
 }
 
 /// "Wrong last sequence": 10071, or the constant form 10164 that async-nats reports as `Other`.

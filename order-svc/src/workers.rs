@@ -48,7 +48,7 @@ pub async fn reconciler(orders: Orders, interval: Duration, cancel: Cancellation
                     match run.await {
                         Ok(Some(o)) => tracing::info!(order_id = %id, status = ?o.status, "Reconciled a pending order."),
                         Ok(None) => tracing::debug!(order_id = %id, "product-svc still unavailable; order stays Pending."),
-                        Err(error) => tracing::warn!(order_id = %id, %error, "Reconciling an order failed; will retry."),
+                        Err(error) => tracing::warn!(order_id = %id, error = %shared::telemetry::error_chain(&error), "Reconciling an order failed; will retry."),
                     }
                 }
             })
@@ -81,7 +81,7 @@ pub async fn releaser(orders: Orders, interval: Duration, cancel: CancellationTo
                     tracing::debug!(order_id = %id, "Another instance had recorded this stock work.")
                 }
                 Err(error) => {
-                    tracing::warn!(order_id = %id, commit, %error, "Owed stock work failed; will retry.");
+                    tracing::warn!(order_id = %id, commit, error = %shared::telemetry::error_chain(&error), "Owed stock work failed; will retry.");
                     failed = true;
                     break;
                 }

@@ -51,14 +51,9 @@ impl App {
             config.allow_anonymous,
             SCOPES,
             "product-svc",
-        )
-        .map_err(anyhow::Error::msg)?;
+        )?;
         let grpc_token = match (&config.grpc_token_file, config.allow_anonymous) {
-            (Some(path), _) => Some(
-                shared::auth::read_token(path)
-                    .map_err(anyhow::Error::msg)?
-                    .0,
-            ),
+            (Some(path), _) => Some(shared::auth::read_token(path)?.0),
             (None, true) => {
                 tracing::warn!(
                     "gRPC runs without a token (--allow-anonymous): anyone who reaches the port may reserve stock."
@@ -74,9 +69,8 @@ impl App {
             _ => None,
         };
         // NATS first: refused credentials must stop the start before anything is opened.
-        let nats = shared::nats::connect(&config.nats_url, "product-svc", &config.nats_auth)
-            .await
-            .map_err(anyhow::Error::msg)?;
+        let nats =
+            shared::nats::connect(&config.nats_url, "product-svc", &config.nats_auth).await?;
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("failed to create data dir {}", config.data_dir.display()))?;
         let store = store::Store::open(&config.data_dir, config.cache_mb << 20)
@@ -158,7 +152,7 @@ impl App {
         self.store.close().await;
         let _ = tokio::time::timeout(Duration::from_secs(1), self.nats.flush()).await;
         tracing::info!("product-svc stopped.");
-        outcome.map_err(|f| anyhow::anyhow!(f))
+        outcome.map_err(anyhow::Error::from)
     }
 
     /// The workers: the outbox relay, the follower of the order stream, and retention.

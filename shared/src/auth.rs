@@ -21,6 +21,37 @@ use uuid::Uuid;
 
 use crate::problem::Problem;
 
+/// Why a key file or token file cannot be used; start-up stops with it (causes kept).
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("cannot read the {what} {}", path.display())]
+    Read {
+        what: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the token in {} must be at least 16 characters", path.display())]
+    ShortToken { path: std::path::PathBuf },
+    #[error(
+        "not a key file; expected {{\"keys\": [{{\"name\", \"sha256\", \"scopes\", \"customerId\"?}}]}}"
+    )]
+    NotAKeyFile(#[source] serde_json::Error),
+    /// An entry breaks a rule; `at` names it.
+    #[error("{at}: {why}")]
+    Entry { at: String, why: String },
+    #[error("API key file {}", path.display())]
+    InFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: Box<AuthError>,
+    },
+    #[error(
+        "{service} needs --api-keys FILE (see `just key`), or --allow-anonymous to run without authentication"
+    )]
+    NoKeys { service: String },
+}
+
 /// Paths anyone may call: probes, metrics and the API description.
 pub fn is_open(path: &str) -> bool {
     path.starts_with("/health/") || path == "/metrics" || path == "/openapi.json"
@@ -32,16 +63,19 @@ pub fn hash_key(key: &str) -> String {
 }
 
 /// A shared secret (the gRPC token) read from a file: its SHA-256 digest, and the token.
-pub fn read_token(path: &Path) -> Result<([u8; 32], String), String> {
+pub fn read_token(path: &Path) -> Result<([u8; 32], String), AuthError> {
     let token = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read the token file {}: {e}", path.display()))?
+        .map_err(|source| AuthError::Read {
+            what: "token file",
+            path: path.to_path_buf(),
+            source,
+        })?
         .trim()
         .to_owned();
     if token.len() < 16 {
-        return Err(format!(
-            "the token in {} must be at least 16 characters",
-            path.display()
-        ));
+        return Err(AuthError::ShortToken {
+            path: path.to_path_buf(),
+        });
     }
     Ok((digest(&token), token))
 }
@@ -111,41 +145,47 @@ pub struct Keys {
 
 impl Keys {
     /// Reads a key file; `scopes` are the ones this service knows. The error names the entry.
-    pub fn load(path: &Path, scopes: &[&str]) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read the API key file {}: {e}", path.display()))?;
-        Self::parse(&text, scopes).map_err(|e| format!("API key file {}: {e}", path.display()))
+    pub fn load(path: &Path, scopes: &[&str]) -> Result<Self, AuthError> {
+        let text = std::fs::read_to_string(path).map_err(|source| AuthError::Read {
+            what: "API key file",
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, scopes).map_err(|e| AuthError::InFile {
+            path: path.to_path_buf(),
+            source: Box::new(e),
+        })
     }
 
-    pub fn parse(text: &str, scopes: &[&str]) -> Result<Self, String> {
-        let file: KeyFile = serde_json::from_str(text).map_err(|e| {
-            format!(
-                "not a key file ({e}); expected {{\"keys\": [{{\"name\", \"sha256\", \"scopes\", \"customerId\"?}}]}}"
-            )
-        })?;
+    pub fn parse(text: &str, scopes: &[&str]) -> Result<Self, AuthError> {
+        let file: KeyFile = serde_json::from_str(text).map_err(AuthError::NotAKeyFile)?;
         let mut entries = Vec::with_capacity(file.keys.len());
         for (i, entry) in file.keys.into_iter().enumerate() {
             let at = format!("entry {i} ({:?})", entry.name);
+            let refuse = |why: String| AuthError::Entry {
+                at: at.clone(),
+                why,
+            };
             if entry.name.trim().is_empty() {
-                return Err(format!("{at}: name must not be empty"));
+                return Err(refuse("name must not be empty".into()));
             }
             let digest = parse_digest(&entry.sha256).ok_or_else(|| {
-                format!("{at}: sha256 must be 64 hex digits (the SHA-256 of the key)")
+                refuse("sha256 must be 64 hex digits (the SHA-256 of the key)".into())
             })?;
             if entry.scopes.is_empty() {
-                return Err(format!("{at}: scopes must not be empty"));
+                return Err(refuse("scopes must not be empty".into()));
             }
             if let Some(unknown) = entry.scopes.iter().find(|s| !scopes.contains(&s.as_str())) {
-                return Err(format!(
-                    "{at}: unknown scope {unknown:?}; this service knows {}",
+                return Err(refuse(format!(
+                    "unknown scope {unknown:?}; this service knows {}",
                     scopes.join(", ")
-                ));
+                )));
             }
             let customer = match entry.customer_id.as_deref() {
                 None => None,
                 Some(raw) => match Uuid::parse_str(raw) {
                     Ok(id) if !id.is_nil() => Some(id),
-                    _ => return Err(format!("{at}: customerId must be a non-nil UUID")),
+                    _ => return Err(refuse("customerId must be a non-nil UUID".into())),
                 },
             };
             entries.push((
@@ -203,7 +243,7 @@ impl Auth {
         allow_anonymous: bool,
         scopes: &[&str],
         service: &str,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, AuthError> {
         match (api_keys, allow_anonymous) {
             (Some(path), _) => Keys::load(path, scopes).map(Auth::Keys),
             (None, true) => {
@@ -213,9 +253,9 @@ impl Auth {
                 );
                 Ok(Auth::Anonymous)
             }
-            (None, false) => Err(format!(
-                "{service} needs --api-keys FILE (see `just key`), or --allow-anonymous to run without authentication"
-            )),
+            (None, false) => Err(AuthError::NoKeys {
+                service: service.to_owned(),
+            }),
         }
     }
 }
@@ -339,10 +379,10 @@ mod tests {
                 "not a key file",
             ),
         ] {
-            let error = Keys::parse(&text, SCOPES).unwrap_err();
+            let error = crate::telemetry::error_chain(&Keys::parse(&text, SCOPES).unwrap_err());
             assert!(error.contains(expect), "{error} should contain {expect}");
         }
         let error = Auth::from_config(None, false, SCOPES, "order-svc").unwrap_err();
-        assert!(error.contains("--api-keys"), "{error}");
+        assert!(error.to_string().contains("--api-keys"), "{error}");
     }
 }

@@ -8,7 +8,6 @@
 //!    applied, the stock-work loops finish their round;
 //! 4. the caller closes what the workers wrote to (the final sled flush, the NATS flush).
 use std::{
-    fmt::Display,
     future::{Future, IntoFuture},
     time::Duration,
 };
@@ -17,7 +16,17 @@ use futures::future::{self, FutureExt};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-type ServerTask = JoinHandle<Result<(), String>>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type ServerTask = JoinHandle<Result<(), BoxError>>;
+
+/// A server stopped on its own (not asked to): why, with its cause.
+#[derive(Debug, thiserror::Error)]
+#[error("the {server} server stopped on its own")]
+pub struct ServerStopped {
+    pub server: &'static str,
+    #[source]
+    pub source: Option<BoxError>,
+}
 
 /// The tasks of a running service, by role.
 #[derive(Default)]
@@ -36,12 +45,12 @@ impl Tasks {
     }
 
     /// A server (HTTP, gRPC) that stops accepting once `servers_stop` is cancelled.
-    pub fn server<E: Display>(
+    pub fn server<E: Into<BoxError>>(
         &mut self,
         name: &'static str,
         serve: impl Future<Output = Result<(), E>> + Send + 'static,
     ) {
-        let task = tokio::spawn(serve.map(|r| r.map_err(|e| e.to_string())));
+        let task = tokio::spawn(serve.map(|r| r.map_err(Into::into)));
         self.servers.push((name, task));
     }
 
@@ -65,7 +74,7 @@ impl Tasks {
         self,
         shutdown: impl Future<Output = ()> + Send,
         grace: Duration,
-    ) -> Result<(), String> {
+    ) -> Result<(), ServerStopped> {
         let Tasks {
             servers,
             workers,
@@ -87,7 +96,15 @@ impl Tasks {
             match stopped {
                 None => running.into_inner(),
                 Some((result, index, rest)) => {
-                    failure = Some(format!("{} server stopped: {result:?}", names[index]));
+                    let source = match result {
+                        Ok(Ok(())) => None,
+                        Ok(Err(error)) => Some(error),
+                        Err(join) => Some(join.into()),
+                    };
+                    failure = Some(ServerStopped {
+                        server: names[index],
+                        source,
+                    });
                     rest
                 }
             }

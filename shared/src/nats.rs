@@ -12,7 +12,36 @@
 //! (within 10 s): retrying a wrong password forever would hide the mistake.
 use std::{path::PathBuf, time::Duration};
 
-use async_nats::{Client, ConnectErrorKind, ConnectOptions, jetstream};
+use async_nats::{Client, ConnectError, ConnectErrorKind, ConnectOptions, jetstream};
+
+/// Why a service could not set up its NATS client; each keeps its cause.
+#[derive(Debug, thiserror::Error)]
+pub enum NatsError {
+    /// The server refused this client (credentials, authorization, TLS): not retried.
+    #[error(
+        "NATS at {urls} refused this client (check --nats-user/--nats-password, --nats-token, \
+         --nats-creds, --nats-nkey, --nats-tls-*)"
+    )]
+    Refused {
+        urls: String,
+        #[source]
+        source: ConnectError,
+    },
+    #[error("invalid NATS options")]
+    Options(#[source] ConnectError),
+    #[error("cannot read the {what} {}", path.display())]
+    Read {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "--nats-creds and --nats-nkey need a build with the nats-nkeys feature \
+         (cargo build --release --features product-svc/nats-nkeys,order-svc/nats-nkeys)"
+    )]
+    NkeysUnsupported,
+}
 
 /// How to authenticate to NATS and whether to use TLS (flags and env of both services).
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -69,7 +98,7 @@ const FIRST_ATTEMPT: Duration = Duration::from_secs(10);
 /// Connects: one direct attempt first (bounded by 10 s), whose error tells a refused client
 /// (credentials, authorization, TLS) from an unreachable server; then, if the server was merely
 /// unreachable, a client that keeps retrying in the background. Refused is an error.
-pub async fn connect(urls: &str, name: &str, auth: &NatsAuth) -> Result<Client, String> {
+pub async fn connect(urls: &str, name: &str, auth: &NatsAuth) -> Result<Client, NatsError> {
     let urls = split_urls(urls);
     let first = tokio::time::timeout(
         FIRST_ATTEMPT,
@@ -79,7 +108,7 @@ pub async fn connect(urls: &str, name: &str, auth: &NatsAuth) -> Result<Client, 
     match first {
         Ok(Ok(client)) => return Ok(client),
         Ok(Err(error)) => {
-            let text = full_error(&error);
+            let text = crate::telemetry::error_chain(&error);
             let refused = matches!(
                 error.kind(),
                 ConnectErrorKind::Authentication
@@ -89,11 +118,10 @@ pub async fn connect(urls: &str, name: &str, auth: &NatsAuth) -> Result<Client, 
                 .iter()
                 .any(|word| text.to_lowercase().contains(word));
             if refused {
-                return Err(format!(
-                    "NATS at {} refused this client: {text} (check --nats-user/--nats-password, \
-                     --nats-token, --nats-creds, --nats-nkey, --nats-tls-*)",
-                    urls.join(",")
-                ));
+                return Err(NatsError::Refused {
+                    urls: urls.join(","),
+                    source: error,
+                });
             }
             tracing::warn!(client = %name, error = %text, "NATS is unreachable; retrying in the background.");
         }
@@ -105,26 +133,12 @@ pub async fn connect(urls: &str, name: &str, auth: &NatsAuth) -> Result<Client, 
         .await?
         .connect(urls.as_slice())
         .await
-        .map_err(|e| format!("invalid NATS options: {e}"))
-}
-
-/// An error with its whole source chain (async-nats puts the TLS reason in a source).
-fn full_error(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text = format!("{text}: {cause_text}");
-        }
-        source = cause.source();
-    }
-    text
+        .map_err(NatsError::Options)
 }
 
 /// Client options: name, logging of connection events, unlimited reconnects, credentials and
 /// TLS; `retry` makes the initial connect retry in the background too.
-async fn options(name: &str, auth: &NatsAuth, retry: bool) -> Result<ConnectOptions, String> {
+async fn options(name: &str, auth: &NatsAuth, retry: bool) -> Result<ConnectOptions, NatsError> {
     let name_owned = name.to_owned();
     let mut options = ConnectOptions::new()
         .name(name)
@@ -172,16 +186,23 @@ async fn options(name: &str, auth: &NatsAuth, retry: bool) -> Result<ConnectOpti
 async fn with_nkeys(
     mut options: ConnectOptions,
     auth: &NatsAuth,
-) -> Result<ConnectOptions, String> {
+) -> Result<ConnectOptions, NatsError> {
     if let Some(path) = &auth.nats_creds {
         options = options
             .credentials_file(path)
             .await
-            .map_err(|e| format!("cannot read the NATS credentials {}: {e}", path.display()))?;
+            .map_err(|source| NatsError::Read {
+                what: "NATS credentials",
+                path: path.clone(),
+                source,
+            })?;
     }
     if let Some(path) = &auth.nats_nkey {
-        let seed = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read the nkey seed {}: {e}", path.display()))?;
+        let seed = std::fs::read_to_string(path).map_err(|source| NatsError::Read {
+            what: "nkey seed",
+            path: path.clone(),
+            source,
+        })?;
         options = options.nkey(seed.trim().to_owned());
     }
     Ok(options)
@@ -189,13 +210,9 @@ async fn with_nkeys(
 
 /// Without the `nkeys` feature, credentials files and nkey seeds are refused with a clear message.
 #[cfg(not(feature = "nkeys"))]
-async fn with_nkeys(options: ConnectOptions, auth: &NatsAuth) -> Result<ConnectOptions, String> {
+async fn with_nkeys(options: ConnectOptions, auth: &NatsAuth) -> Result<ConnectOptions, NatsError> {
     if auth.nats_creds.is_some() || auth.nats_nkey.is_some() {
-        return Err(
-            "--nats-creds and --nats-nkey need a build with the nats-nkeys feature \
-             (cargo build --release --features product-svc/nats-nkeys,order-svc/nats-nkeys)"
-                .into(),
-        );
+        return Err(NatsError::NkeysUnsupported);
     }
     Ok(options)
 }

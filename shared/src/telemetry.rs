@@ -36,6 +36,21 @@ pub fn init(default_filter: &str) {
     }
 }
 
+/// An error and its whole source chain in one line (`outer: cause: root cause`), for logs and
+/// start-up messages: every error enum keeps its cause as a `#[source]`, and this shows it.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    text
+}
+
 fn default_targets(filter: &str) -> Targets {
     Targets::from_str(filter).expect("the built-in default filter parses")
 }

@@ -155,11 +155,11 @@ impl IntoResponse for Error {
             .with_extension("orderStatus", serde_json::json!(status)),
             Error::Transition(t) => Problem::conflict(format!("{t}.")),
             Error::CatalogUnavailable(_) => {
-                tracing::warn!(error = %self, "Catalog read-through failed.");
+                tracing::warn!(error = %shared::telemetry::error_chain(&self), "Catalog read-through failed.");
                 Problem::unavailable("Product data is temporarily unavailable; retry shortly.", 2)
             }
             Error::OrderStoreUnavailable(_) => {
-                tracing::warn!(error = %self, "The order stream is unreachable.");
+                tracing::warn!(error = %shared::telemetry::error_chain(&self), "The order stream is unreachable.");
                 Problem::unavailable(
                     "The order store is temporarily unavailable; retry shortly (a retry with the \
                      same Idempotency-Key never creates a second order).",
@@ -167,11 +167,11 @@ impl IntoResponse for Error {
                 )
             }
             Error::Contended(_) => {
-                tracing::warn!(error = %self, "An order kept changing under a request.");
+                tracing::warn!(error = %shared::telemetry::error_chain(&self), "An order kept changing under a request.");
                 Problem::unavailable("The order is changing too often; retry shortly.", 1)
             }
             Error::Storage(_) => {
-                tracing::error!(error = %self, cause = ?self, "Request failed on storage.");
+                tracing::error!(error = %shared::telemetry::error_chain(&self), "Request failed on storage.");
                 Problem::internal()
             }
         };

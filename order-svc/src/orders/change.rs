@@ -75,7 +75,7 @@ impl Orders {
                 // Never satisfiable (no reservation, or it was released): recorded anyway so the
                 // work list drains; product-svc's audit reports the order.
                 Err(StockError::Refused(why)) => {
-                    tracing::error!(order_id = %id, why, "product-svc refused to commit a shipped order's stock.");
+                    tracing::error!(order_id = %id, code = ?why.code(), why = why.message(), "product-svc refused to commit a shipped order's stock.");
                 }
                 Err(e) => return Err(StockWorkError::Stock(e)),
             }

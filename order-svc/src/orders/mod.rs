@@ -194,7 +194,7 @@ impl Orders {
             },
             Err(Error::OrderStoreUnavailable(why)) => match self.view.get(id)? {
                 Some(stored) => {
-                    tracing::debug!(order_id = %id, why, "Order stream unreachable; answered from the view.");
+                    tracing::debug!(order_id = %id, why = %why, "Order stream unreachable; answered from the view.");
                     Ok(stored.order)
                 }
                 None => Err(Error::OrderStoreUnavailable(why)),
@@ -244,6 +244,6 @@ impl Orders {
 pub enum StockWorkError {
     #[error(transparent)]
     Stock(StockError),
-    #[error("recording the stock work failed: {0}")]
-    Record(Error),
+    #[error("recording the stock work failed")]
+    Record(#[source] Error),
 }

@@ -41,7 +41,11 @@ impl Orders {
         let placed = order.to_event(OrderEventType::OrderPlaced);
         let appended = tokio::time::timeout(remaining, self.log.append(&placed, 0))
             .await
-            .map_err(|_| Error::OrderStoreUnavailable("the request budget ran out".into()))??;
+            .map_err(|_| {
+                Error::OrderStoreUnavailable(std::sync::Arc::from(Box::from(
+                    "the request budget ran out",
+                )))
+            })??;
         let seq = match appended {
             Appended::Stored(seq, payload) => {
                 // Queued for the view, not awaited: the final state's record waits for both.
@@ -70,7 +74,7 @@ impl Orders {
             Ok(Err(error)) => {
                 // The Pending state is acknowledged; whatever failed after it, the reconciler
                 // finishes (ReserveStock is idempotent).
-                tracing::warn!(order_id = %id, %error, "Settling failed; the order stays Pending for the reconciler.");
+                tracing::warn!(order_id = %id, error = %shared::telemetry::error_chain(&error), "Settling failed; the order stays Pending for the reconciler.");
                 Ok(Placed::of(self.latest(pending)?))
             }
         }
@@ -105,13 +109,18 @@ impl Orders {
                     failed_product_ids,
                 }
             }
-            Err(StockError::Unavailable(_)) => return Ok(None),
-            Err(StockError::Failed(error)) => {
+            Err(StockError::Unavailable(_) | StockError::BreakerOpen) => return Ok(None),
+            Err(error @ StockError::Failed(_)) => {
+                let error = shared::telemetry::error_chain(&error);
                 tracing::warn!(order_id = %order.id, %error, "product-svc failed; the order stays Pending for the reconciler.");
                 return Ok(None);
             }
-            Err(StockError::Refused(message)) => Change::Reject {
-                reason: format!("product-svc refused the reservation: {message}"),
+            Err(StockError::Refused(status)) => Change::Reject {
+                reason: format!(
+                    "product-svc refused the reservation: {:?}: {}",
+                    status.code(),
+                    status.message()
+                ),
                 failed_product_ids: Vec::new(),
             },
         };
@@ -147,7 +156,7 @@ impl Orders {
             .stock
             .get_products(&missing)
             .await
-            .map_err(|e| Error::CatalogUnavailable(e.to_string()))?;
+            .map_err(|e| Error::CatalogUnavailable(std::sync::Arc::new(e)))?;
         if self.catalog == CatalogMode::Snapshot && !fetched.is_empty() {
             let updates: Vec<_> = fetched
                 .iter()

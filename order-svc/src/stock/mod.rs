@@ -37,17 +37,27 @@ pub struct StockConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StockError {
-    /// product-svc is unreachable or overloaded (after retries), or the breaker is open.
-    #[error("product-svc unavailable: {0}")]
-    Unavailable(String),
+    /// The circuit breaker is open: product-svc was not called.
+    #[error("product-svc unavailable: the circuit breaker is open")]
+    BreakerOpen,
+    /// product-svc is unreachable or overloaded (after retries).
+    #[error("product-svc unavailable")]
+    Unavailable(#[source] Status),
     /// product-svc failed on its side (INTERNAL, UNKNOWN, ...): not retried in-call, but worth
     /// retrying later (an order stays Pending for the reconciler).
-    #[error("product-svc failed: {0}")]
-    Failed(String),
+    #[error("product-svc failed")]
+    Failed(#[source] Status),
     /// product-svc refused the request itself (INVALID_ARGUMENT, NOT_FOUND, ...): retrying the
     /// same request cannot help.
-    #[error("product-svc refused the call: {0}")]
-    Refused(String),
+    #[error("product-svc refused the call")]
+    Refused(#[source] Status),
+}
+
+impl StockError {
+    /// Worth trying again later (not a refusal).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::BreakerOpen | Self::Unavailable(_))
+    }
 }
 
 /// Business outcome of ReserveStock.
@@ -89,14 +99,10 @@ enum CallError {
 impl From<CallError> for StockError {
     fn from(e: CallError) -> Self {
         match e {
-            CallError::Open => StockError::Unavailable("circuit breaker open".into()),
-            CallError::Status(s) if transient(&s) => {
-                StockError::Unavailable(format!("{:?}: {}", s.code(), s.message()))
-            }
-            CallError::Status(s) if permanent(&s) => {
-                StockError::Refused(format!("{:?}: {}", s.code(), s.message()))
-            }
-            CallError::Status(s) => StockError::Failed(format!("{:?}: {}", s.code(), s.message())),
+            CallError::Open => StockError::BreakerOpen,
+            CallError::Status(s) if transient(&s) => StockError::Unavailable(s),
+            CallError::Status(s) if permanent(&s) => StockError::Refused(s),
+            CallError::Status(s) => StockError::Failed(s),
         }
     }
 }
@@ -319,7 +325,9 @@ impl StockClient {
         if resp.success {
             Ok(())
         } else {
-            Err(StockError::Refused(resp.failure_reason.unwrap_or_default()))
+            Err(StockError::Refused(Status::failed_precondition(
+                resp.failure_reason.unwrap_or_default(),
+            )))
         }
     }
 

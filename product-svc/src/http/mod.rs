@@ -189,14 +189,14 @@ impl IntoResponse for Error {
             Error::Stock(e @ StockError::TooLarge) => Problem::conflict(format!("{e}.")),
             Error::NotCommittable { .. } => Problem::conflict(format!("{self}.")),
             Error::OrdersUnavailable(_) => {
-                tracing::warn!(error = %self, "The audit could not read the order stream.");
+                tracing::warn!(error = %shared::telemetry::error_chain(&self), "The audit could not read the order stream.");
                 Problem::unavailable(
                     "The order stream is temporarily unavailable; retry shortly.",
                     2,
                 )
             }
             Error::Storage(_) => {
-                tracing::error!(error = %self, cause = ?self, "Request failed on storage.");
+                tracing::error!(error = %shared::telemetry::error_chain(&self), "Request failed on storage.");
                 Problem::internal()
             }
         };

@@ -158,7 +158,12 @@ async fn without_keys_a_service_refuses_to_start_unless_anonymous_is_allowed() {
         .await
         .err()
         .expect("refused");
-    assert!(error.to_string().contains("entry 0 (\"x\")"), "{error}");
+    // The file, then the entry as its cause.
+    let chain = format!("{error:#}");
+    assert!(
+        chain.contains("bad.json") && chain.contains("entry 0 (\"x\")"),
+        "{chain}"
+    );
 
     let mut anonymous = config;
     anonymous.allow_anonymous = true;
@@ -395,7 +400,8 @@ async fn nats_credentials_work_end_to_end_and_a_wrong_password_fails_start_up_fa
             "fails fast, not an endless reconnect loop: {:?}",
             started.elapsed()
         );
-        let text = error.to_string();
+        // The whole chain: what failed, and the server's reason as its cause.
+        let text = format!("{error:#}");
         assert!(
             text.contains("refused this client") && text.contains("authorization"),
             "{text}"
