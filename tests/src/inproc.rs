@@ -92,9 +92,9 @@ impl ProductService {
         ProductApi::new(&self.http)
     }
 
-    /// A stock API client that sends the test token.
-    pub async fn grpc_client(&self) -> GrpcClient {
-        grpc_client(&self.grpc).await
+    /// The stock API (gRPC), with the test token.
+    pub async fn stock(&self) -> crate::StockApi {
+        crate::StockApi::connect(&self.grpc).await
     }
 }
 

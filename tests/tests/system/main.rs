@@ -1,5 +1,6 @@
 //! System tests: one binary, real nats-server, real sled, real HTTP and gRPC on loopback.
 mod auth;
+mod code_shape;
 mod edge;
 mod faults;
 mod harness;

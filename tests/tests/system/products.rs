@@ -1,6 +1,6 @@
 //! product-svc against a real nats-server and real sled: events through the outbox, the gRPC
 //! stock API's guarantees, and bad input.
-use proto::{ErrorCode, GetProductsRequest, OrderItem, ReleaseStockRequest, ReserveStockRequest};
+use proto::ErrorCode;
 use serde_json::{Value, json};
 use tests::{NatsServer, ProductService, ServiceProcess, http_client, scratch, wait_for};
 use uuid::Uuid;
@@ -8,19 +8,6 @@ use uuid::Uuid;
 use crate::{
     WAIT, create_product, get_json, js, last_message, stream_messages, wait_stream_messages,
 };
-
-fn reserve(order: Uuid, items: &[(&str, i32)]) -> ReserveStockRequest {
-    ReserveStockRequest {
-        order_id: order.to_string(),
-        items: items
-            .iter()
-            .map(|(id, q)| OrderItem {
-                product_id: id.to_string(),
-                quantity: *q,
-            })
-            .collect(),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_publishes_exactly_one_event_with_headers_and_body() {
@@ -227,31 +214,22 @@ async fn reserve_stock_is_idempotent_by_order_id() {
         .as_str()
         .unwrap()
         .to_owned();
-    let mut grpc = svc.grpc_client().await;
+    let stock = svc.stock().await;
     let order = Uuid::new_v4();
 
-    let first = grpc
-        .reserve_stock(reserve(order, &[(&a, 2), (&b, 3), (&a, 1)]))
+    let first = stock
+        .reserve(order, &[(&a, 2), (&b, 3), (&a, 1)])
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert!(first.success);
     // The same request (duplicates merged in any order) returns the stored result, reserving nothing more.
-    let again = grpc
-        .reserve_stock(reserve(order, &[(&b, 3), (&a, 3)]))
-        .await
-        .unwrap()
-        .into_inner();
+    let again = stock.reserve(order, &[(&b, 3), (&a, 3)]).await.unwrap();
     assert_eq!(again, first);
     let (_, pa) = get_json(&format!("{}/api/products/{a}", svc.http)).await;
     assert_eq!(pa["reservedQuantity"], 3);
     assert_eq!(pa["availableQuantity"], 7);
 
-    let mismatch = grpc
-        .reserve_stock(reserve(order, &[(&a, 1)]))
-        .await
-        .unwrap()
-        .into_inner();
+    let mismatch = stock.reserve(order, &[(&a, 1)]).await.unwrap();
     assert!(!mismatch.success);
     assert_eq!(mismatch.error_code, ErrorCode::RequestMismatch as i32);
     let (_, pa) = get_json(&format!("{}/api/products/{a}", svc.http)).await;
@@ -262,13 +240,7 @@ async fn reserve_stock_is_idempotent_by_order_id() {
 
     // Release is idempotent and gives everything back.
     for _ in 0..2 {
-        let released = grpc
-            .release_stock(ReleaseStockRequest {
-                order_id: order.to_string(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let released = stock.release(order).await.unwrap();
         assert!(released.success);
     }
     let (_, pa) = get_json(&format!("{}/api/products/{a}", svc.http)).await;
@@ -278,20 +250,8 @@ async fn reserve_stock_is_idempotent_by_order_id() {
 
     // Releasing an unknown order succeeds, and a late reserve for it cannot hold stock.
     let late = Uuid::new_v4();
-    assert!(
-        grpc.release_stock(ReleaseStockRequest {
-            order_id: late.to_string()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .success
-    );
-    let refused = grpc
-        .reserve_stock(reserve(late, &[(&a, 1)]))
-        .await
-        .unwrap()
-        .into_inner();
+    assert!(stock.release(late).await.unwrap().success);
+    let refused = stock.reserve(late, &[(&a, 1)]).await.unwrap();
     assert!(!refused.success);
     assert_eq!(refused.error_code, ErrorCode::RequestMismatch as i32);
     let (_, pa) = get_json(&format!("{}/api/products/{a}", svc.http)).await;
@@ -314,13 +274,9 @@ async fn reserve_stock_is_all_or_nothing_and_names_every_failure() {
                 .to_owned(),
         );
     }
-    let mut grpc = svc.grpc_client().await;
+    let stock = svc.stock().await;
     let items: Vec<(&str, i32)> = ids.iter().map(|id| (id.as_str(), 2)).collect();
-    let response = grpc
-        .reserve_stock(reserve(Uuid::new_v4(), &items))
-        .await
-        .unwrap()
-        .into_inner();
+    let response = stock.reserve(Uuid::new_v4(), &items).await.unwrap();
     assert!(!response.success);
     assert_eq!(response.error_code, ErrorCode::InsufficientStock as i32);
     assert_eq!(response.failed_product_ids, vec![ids[3].clone()]);
@@ -332,27 +288,17 @@ async fn reserve_stock_is_all_or_nothing_and_names_every_failure() {
         );
     }
     let unknown = Uuid::new_v4().to_string();
-    let both = grpc
-        .reserve_stock(reserve(
-            Uuid::new_v4(),
-            &[(&ids[3], 5), (&unknown, 1), (&ids[0], 1)],
-        ))
+    let both = stock
+        .reserve(Uuid::new_v4(), &[(&ids[3], 5), (&unknown, 1), (&ids[0], 1)])
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(both.error_code, ErrorCode::ProductNotFound as i32);
     assert_eq!(both.failed_product_ids.len(), 2);
     assert!(
         both.failed_product_ids.contains(&unknown) && both.failed_product_ids.contains(&ids[3])
     );
 
-    let found = grpc
-        .get_products(GetProductsRequest {
-            product_ids: vec![ids[0].clone(), unknown.clone()],
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let found = stock.get_products(&[&ids[0], &unknown]).await.unwrap();
     assert_eq!(found.products.len(), 1);
     assert_eq!(found.products[0].version, 1);
     assert_eq!(found.products[0].price, "1.00");
@@ -369,16 +315,15 @@ async fn concurrent_reservations_never_oversell() {
         .as_str()
         .unwrap()
         .to_owned();
-    let grpc = svc.grpc_client().await;
+    let stock = svc.stock().await;
     let mut tasks = Vec::new();
     for _ in 0..32 {
-        let mut grpc = grpc.clone();
-        let id = id.clone();
+        let (stock, id) = (stock.clone(), id.clone());
         tasks.push(tokio::spawn(async move {
-            grpc.reserve_stock(reserve(Uuid::new_v4(), &[(&id, 1)]))
+            stock
+                .reserve(Uuid::new_v4(), &[(&id, 1)])
                 .await
                 .unwrap()
-                .into_inner()
                 .success
         }));
     }
@@ -403,26 +348,26 @@ async fn stock_adjustments_respect_reservations_and_low_stock_fires_once_per_cro
         .create(&crate::product_body("Low", "1.00", 12, 10))
         .await
         .id();
-    let mut grpc = svc.grpc_client().await;
+    let stock = svc.stock().await;
     assert!(
-        grpc.reserve_stock(reserve(Uuid::new_v4(), &[(&id, 3)]))
+        stock
+            .reserve(Uuid::new_v4(), &[(&id, 3)])
             .await
             .unwrap()
-            .into_inner()
             .success
     ); // 9 < 10: crossing
     assert!(
-        grpc.reserve_stock(reserve(Uuid::new_v4(), &[(&id, 1)]))
+        stock
+            .reserve(Uuid::new_v4(), &[(&id, 1)])
             .await
             .unwrap()
-            .into_inner()
             .success
     ); // still low
     assert!(
-        grpc.reserve_stock(reserve(Uuid::new_v4(), &[(&id, 1)]))
+        stock
+            .reserve(Uuid::new_v4(), &[(&id, 1)])
             .await
             .unwrap()
-            .into_inner()
             .success
     );
 
@@ -439,10 +384,10 @@ async fn stock_adjustments_respect_reservations_and_low_stock_fires_once_per_cro
     // Restock above the threshold, then a new crossing fires again.
     products.adjust_stock(&id, 20).await.expect(200);
     assert!(
-        grpc.reserve_stock(reserve(Uuid::new_v4(), &[(&id, 15)]))
+        stock
+            .reserve(Uuid::new_v4(), &[(&id, 15)])
             .await
             .unwrap()
-            .into_inner()
             .success
     );
 
@@ -592,22 +537,22 @@ async fn bad_grpc_input_is_invalid_argument_naming_the_field() {
     let dir = scratch();
     let svc = ProductService::start(&nats.url(), dir.path()).await;
     let id = svc.api().create_product("G", "1.00", 5).await;
-    let mut grpc = svc.grpc_client().await;
-    let order = Uuid::new_v4();
-    let mut bad_order_id = reserve(order, &[(&id, 1)]);
-    bad_order_id.order_id = "x".into();
+    let stock = svc.stock().await;
+    let order = Uuid::new_v4().to_string();
     let nil = Uuid::nil().to_string();
-    let cases = vec![
-        (bad_order_id, "order_id"),
-        (reserve(Uuid::nil(), &[(&id, 1)]), "order_id"),
-        (reserve(order, &[(&nil, 1)]), "items[0].product_id"),
-        (reserve(order, &[]), "items"),
-        (reserve(order, &[("nope", 1)]), "items[0].product_id"),
-        (reserve(order, &[(&id, 1), (&id, 0)]), "items[1].quantity"),
-        (reserve(order, &[(&id, -5)]), "items[0].quantity"),
+    // (order id, lines, the field the refusal names)
+    type Case<'a> = (&'a str, Vec<(&'a str, i32)>, &'a str);
+    let cases: Vec<Case> = vec![
+        ("x", vec![(&id, 1)], "order_id"),
+        (&nil, vec![(&id, 1)], "order_id"),
+        (&order, vec![(&nil, 1)], "items[0].product_id"),
+        (&order, vec![], "items"),
+        (&order, vec![("nope", 1)], "items[0].product_id"),
+        (&order, vec![(&id, 1), (&id, 0)], "items[1].quantity"),
+        (&order, vec![(&id, -5)], "items[0].quantity"),
     ];
-    for (request, field) in cases {
-        let status = grpc.reserve_stock(request).await.unwrap_err();
+    for (order, items, field) in cases {
+        let status = stock.reserve(order, &items).await.unwrap_err();
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
         assert!(
             status.message().starts_with(field),
@@ -615,19 +560,9 @@ async fn bad_grpc_input_is_invalid_argument_naming_the_field() {
             status.message()
         );
     }
-    let status = grpc
-        .release_stock(ReleaseStockRequest {
-            order_id: "".into(),
-        })
-        .await
-        .unwrap_err();
+    let status = stock.release("").await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
-    let status = grpc
-        .get_products(GetProductsRequest {
-            product_ids: vec!["bad".into()],
-        })
-        .await
-        .unwrap_err();
+    let status = stock.get_products(&["bad"]).await.unwrap_err();
     assert!(status.message().starts_with("product_ids[0]"));
     assert_eq!(svc.api().field(&id, "reservedQuantity").await, 0);
     svc.stop().await;

@@ -1,7 +1,6 @@
 //! The stock loop: shipping commits the reservation (on-hand drops by exactly the shipped
 //! quantities), CommitStock is idempotent by order id, and the order states that cannot ship
 //! or cannot be cancelled any more say so.
-use proto::{CommitStockRequest, OrderItem, ReleaseStockRequest, ReserveStockRequest};
 use serde_json::{Value, json};
 use tests::{
     NatsServer, OrderApi, OrderService, ProductApi, ProductService, System, order_body, scratch,
@@ -109,35 +108,11 @@ async fn commit_stock_is_idempotent_and_refuses_unknown_or_released_reservations
         .as_str()
         .unwrap()
         .to_owned();
-    let mut grpc = product.grpc_client().await;
-    let reserve = |order: Uuid, quantity: i32| ReserveStockRequest {
-        order_id: order.to_string(),
-        items: vec![OrderItem {
-            product_id: id.clone(),
-            quantity,
-        }],
-    };
-    let commit = |order: Uuid| CommitStockRequest {
-        order_id: order.to_string(),
-    };
+    let api = product.stock().await;
     let shipped = Uuid::new_v4();
-    assert!(
-        grpc.reserve_stock(reserve(shipped, 4))
-            .await
-            .unwrap()
-            .into_inner()
-            .success
-    );
-    let first = grpc
-        .commit_stock(commit(shipped))
-        .await
-        .unwrap()
-        .into_inner();
-    let second = grpc
-        .commit_stock(commit(shipped))
-        .await
-        .unwrap()
-        .into_inner();
+    assert!(api.reserve(shipped, &[(&id, 4)]).await.unwrap().success);
+    let first = api.commit(shipped).await.unwrap();
+    let second = api.commit(shipped).await.unwrap();
     assert!(
         first.committed && !second.committed,
         "the second call changes nothing"
@@ -149,28 +124,13 @@ async fn commit_stock_is_idempotent_and_refuses_unknown_or_released_reservations
     );
     // A released order's stock was given back: nothing to commit.
     let released = Uuid::new_v4();
-    assert!(
-        grpc.reserve_stock(reserve(released, 2))
-            .await
-            .unwrap()
-            .into_inner()
-            .success
-    );
-    grpc.release_stock(ReleaseStockRequest {
-        order_id: released.to_string(),
-    })
-    .await
-    .unwrap();
-    let refused = grpc.commit_stock(commit(released)).await.unwrap_err();
+    assert!(api.reserve(released, &[(&id, 2)]).await.unwrap().success);
+    api.release(released).await.unwrap();
+    let refused = api.commit(released).await.unwrap_err();
     assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
-    let unknown = grpc.commit_stock(commit(Uuid::new_v4())).await.unwrap_err();
+    let unknown = api.commit(Uuid::new_v4()).await.unwrap_err();
     assert_eq!(unknown.code(), Code::NotFound, "{unknown:?}");
-    let invalid = grpc
-        .commit_stock(CommitStockRequest {
-            order_id: "nope".into(),
-        })
-        .await
-        .unwrap_err();
+    let invalid = api.commit("nope").await.unwrap_err();
     assert_eq!(invalid.code(), Code::InvalidArgument);
     assert!(
         invalid.message().contains("order_id"),
@@ -178,11 +138,7 @@ async fn commit_stock_is_idempotent_and_refuses_unknown_or_released_reservations
         invalid.message()
     );
     // A commit after release must not have moved stock; a release after commit neither.
-    grpc.release_stock(ReleaseStockRequest {
-        order_id: shipped.to_string(),
-    })
-    .await
-    .unwrap();
+    api.release(shipped).await.unwrap();
     assert_eq!(stock(&product.http, &id).await, (16, 0));
     product.stop().await;
 }
@@ -370,12 +326,7 @@ async fn closed_reservations_are_compacted_after_retention_and_held_ones_stay() 
         .await
         .expect(200);
     // A tombstone too: a release for an order product-svc never saw.
-    let mut grpc = product.grpc_client().await;
-    grpc.release_stock(ReleaseStockRequest {
-        order_id: Uuid::new_v4().to_string(),
-    })
-    .await
-    .unwrap();
+    product.stock().await.release(Uuid::new_v4()).await.unwrap();
 
     let audit = format!("{}/api/stock/audit", product.http);
     wait_for("the closed reservations to be compacted", WAIT, || async {

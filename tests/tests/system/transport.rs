@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use proto::{GetProductsRequest, OrderItem, ReserveStockRequest};
+use proto::GetProductsRequest;
 use serde_json::json;
 use tests::{NatsServer, OrderService, ProductService, http_client, scratch, tls_fixture};
 use tonic::Code;
@@ -141,21 +141,14 @@ async fn calls_beyond_the_grpc_concurrency_limit_are_refused_with_resource_exhau
         .to_owned();
     // One connection (one channel), 64 reservations at once: each waits for a flush, so they
     // overlap and all but the one in flight are shed.
-    let client = product.grpc_client().await;
+    let stock = product.stock().await;
     let calls = (0..64).map(|_| {
-        let mut client = client.clone();
-        let id = id.clone();
+        let (stock, id) = (stock.clone(), id.clone());
         async move {
-            client
-                .reserve_stock(ReserveStockRequest {
-                    order_id: Uuid::new_v4().to_string(),
-                    items: vec![OrderItem {
-                        product_id: id,
-                        quantity: 1,
-                    }],
-                })
+            stock
+                .reserve(Uuid::new_v4(), &[(&id, 1)])
                 .await
-                .map(|r| r.into_inner().success)
+                .map(|r| r.success)
         }
     });
     let results = join_all(calls).await;

@@ -1,5 +1,4 @@
 //! A sweep of malformed HTTP and gRPC input: 4xx problems, nothing changed.
-use proto::{GetProductsRequest, OrderItem, ReleaseStockRequest, ReserveStockRequest};
 use serde_json::{Value, json};
 use tests::http_client;
 use uuid::Uuid;
@@ -244,59 +243,20 @@ async fn sweep_paths(product: &str, order: &str) -> usize {
 
 /// Malformed stock API calls: each INVALID_ARGUMENT.
 async fn sweep_grpc(grpc: &str, id: &str, long: &str) -> usize {
-    let mut answered = 0;
-    let mut grpc_client = tests::grpc_client(grpc).await;
-    let bad_requests = vec![
-        ReserveStockRequest {
-            order_id: String::new(),
-            items: vec![OrderItem {
-                product_id: id.to_owned(),
-                quantity: 1,
-            }],
-        },
-        ReserveStockRequest {
-            order_id: Uuid::new_v4().to_string(),
-            items: vec![],
-        },
-        ReserveStockRequest {
-            order_id: Uuid::new_v4().to_string(),
-            items: vec![OrderItem {
-                product_id: id.to_owned(),
-                quantity: i32::MIN,
-            }],
-        },
-        ReserveStockRequest {
-            order_id: Uuid::new_v4().to_string(),
-            items: vec![OrderItem {
-                product_id: long.to_owned(),
-                quantity: 1,
-            }],
-        },
-        ReserveStockRequest {
-            order_id: Uuid::new_v4().to_string(),
-            items: (0..1001)
-                .map(|_| OrderItem {
-                    product_id: id.to_owned(),
-                    quantity: 1,
-                })
-                .collect(),
-        },
-        ReserveStockRequest {
-            order_id: Uuid::new_v4().to_string(),
-            items: vec![
-                OrderItem {
-                    product_id: id.to_owned(),
-                    quantity: i32::MAX,
-                },
-                OrderItem {
-                    product_id: id.to_owned(),
-                    quantity: i32::MAX,
-                },
-            ],
-        },
+    let stock = tests::StockApi::connect(grpc).await;
+    let order = Uuid::new_v4().to_string();
+    let too_many: Vec<(&str, i32)> = (0..1001).map(|_| (id, 1)).collect();
+    let bad_reservations: Vec<(&str, Vec<(&str, i32)>)> = vec![
+        ("", vec![(id, 1)]),
+        (&order, vec![]),
+        (&order, vec![(id, i32::MIN)]),
+        (&order, vec![(long, 1)]),
+        (&order, too_many),
+        (&order, vec![(id, i32::MAX), (id, i32::MAX)]),
     ];
-    for request in bad_requests {
-        let status = grpc_client.reserve_stock(request).await.unwrap_err();
+    let mut answered = 0;
+    for (order, items) in &bad_reservations {
+        let status = stock.reserve(order, items).await.unwrap_err();
         assert_eq!(
             status.code(),
             tonic::Code::InvalidArgument,
@@ -305,26 +265,9 @@ async fn sweep_grpc(grpc: &str, id: &str, long: &str) -> usize {
         );
         answered += 1;
     }
-    assert_eq!(
-        grpc_client
-            .release_stock(ReleaseStockRequest {
-                order_id: "🦀".into()
-            })
-            .await
-            .unwrap_err()
-            .code(),
-        tonic::Code::InvalidArgument
-    );
-    assert_eq!(
-        grpc_client
-            .get_products(GetProductsRequest {
-                product_ids: vec![long.to_owned()]
-            })
-            .await
-            .unwrap_err()
-            .code(),
-        tonic::Code::InvalidArgument
-    );
-
-    answered
+    let released = stock.release("🦀").await.unwrap_err();
+    assert_eq!(released.code(), tonic::Code::InvalidArgument);
+    let products = stock.get_products(&[long]).await.unwrap_err();
+    assert_eq!(products.code(), tonic::Code::InvalidArgument);
+    answered + 2
 }
