@@ -173,6 +173,8 @@ impl Drop for NatsServer {
 pub struct NatsCluster {
     dir: TempDir,
     nodes: Vec<ClusterNode>,
+    /// The config every node starts from (under `nats/`).
+    config: &'static str,
 }
 
 struct ClusterNode {
@@ -184,6 +186,11 @@ struct ClusterNode {
 
 impl NatsCluster {
     pub fn start() -> Self {
+        Self::start_with("test.conf")
+    }
+
+    /// `start` with another config under `nats/` for every node (e.g. `test-sync-always.conf`).
+    pub fn start_with(config: &'static str) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("eshop-nats-cluster-")
             .tempdir()
@@ -196,7 +203,7 @@ impl NatsCluster {
                 child: None,
             })
             .collect();
-        let mut cluster = Self { dir, nodes };
+        let mut cluster = Self { dir, nodes, config };
         for i in 0..3 {
             cluster.spawn(i);
         }
@@ -257,7 +264,7 @@ impl NatsCluster {
             .expect("log");
         let child = Command::new("nats-server")
             .arg("-c")
-            .arg(workspace_root().join("nats/test.conf"))
+            .arg(workspace_root().join("nats").join(self.config))
             .args(["-a", "127.0.0.1", "-p", &node.port.to_string(), "-js"])
             .args(["-n", &node.name, "--cluster_name", "eshop-test"])
             .arg("--cluster")

@@ -135,6 +135,12 @@ async fn update_and_delete_publish_full_state_with_growing_versions() {
     .await;
     assert_eq!(products.get(id).await.expect(200)["deleted"], true);
     products.update(id, &update, None).await.problem(409);
+    // Discontinuing again answers it as it is (the contract's "or already was"): no new version.
+    let again = products.discontinue(id, None).await.expect(200);
+    assert_eq!(
+        (again["version"].as_u64(), again["deleted"].as_bool()),
+        (Some(3), Some(true))
+    );
     svc.stop().await;
 }
 

@@ -158,18 +158,49 @@ pub(crate) async fn create_order_sync_always(
     orders_64: usize,
 ) -> ((f64, Histogram<u64>), (f64, Histogram<u64>)) {
     let nats = NatsServer::start_with("test-sync-always.conf");
+    create_orders_on(&nats.url(), 1, dir, "sync", orders_1, orders_64).await
+}
+
+/// CreateOrder at 1 and 64 clients on the 3-node cluster (streams R3) started from `config`
+/// (the default sync interval, or `sync_interval: always` as `nats/cluster/` runs).
+pub(crate) async fn create_order_on_cluster(
+    config: &'static str,
+    tag: &str,
+    dir: &Path,
+    orders_1: usize,
+    orders_64: usize,
+) -> ((f64, Histogram<u64>), (f64, Histogram<u64>)) {
+    let cluster = tests::NatsCluster::start_with(config);
+    create_orders_on(&cluster.url(), 3, dir, tag, orders_1, orders_64).await
+}
+
+/// product-svc and order-svc (child processes) on `nats`, streams with `replicas`, a seeded
+/// catalog; then CreateOrder at 1 and at 64 clients.
+async fn create_orders_on(
+    nats: &str,
+    replicas: usize,
+    dir: &Path,
+    tag: &str,
+    orders_1: usize,
+    orders_64: usize,
+) -> ((f64, Histogram<u64>), (f64, Histogram<u64>)) {
+    let replicas = replicas.to_string();
     let (product, grpc) = ServiceProcess::product_with(
-        &nats.url(),
-        &dir.join("product-sync"),
+        nats,
+        &dir.join(format!("product-{tag}")),
         dir,
-        &[("RUST_LOG", "warn")],
+        &[("RUST_LOG", "warn"), ("PRODUCT_STREAM_REPLICAS", &replicas)],
     );
     let order = ServiceProcess::order(
-        &nats.url(),
+        nats,
         &grpc,
-        &dir.join("order-sync"),
+        &dir.join(format!("order-{tag}")),
         dir,
-        &[("RUST_LOG", "warn"), ("ORDER_INSTANCE_ID", "sync")],
+        &[
+            ("RUST_LOG", "warn"),
+            ("ORDER_INSTANCE_ID", tag),
+            ("ORDER_STREAM_REPLICAS", &replicas),
+        ],
     );
     let client = bench_client(128);
     let ids = Arc::new(seed_catalog(&client, &product.http, 100).await);

@@ -69,7 +69,7 @@ impl Sizes {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let s = Sizes::from_env(std::env::args().any(|a| a == "--quick"));
-    // `--only projection|coldstart|relay|orders|durable|auth|edge` runs one group.
+    // `--only projection|coldstart|relay|orders|durable|cluster|auth|edge` runs one group.
     let only = std::env::args().skip_while(|a| a != "--only").nth(1);
     let run = |group: &str| only.as_deref().is_none_or(|o| o == group);
     let mut report = Report::default();
@@ -97,6 +97,9 @@ async fn main() {
     }
     if run("durable") {
         durable(&mut report, dir, s, default_sync).await;
+    }
+    if run("cluster") {
+        cluster(&mut report, dir, s).await;
     }
     write_report(&report, s);
 }

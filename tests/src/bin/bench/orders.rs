@@ -179,3 +179,26 @@ pub(crate) async fn durable(
         None,
     );
 }
+
+/// What `sync_interval: always` costs on the 3-node cluster (R3 streams), as `nats/cluster/`
+/// now runs: CreateOrder at 1 and 64 clients beside the default interval, same run.
+pub(crate) async fn cluster(report: &mut Report, dir: &Path, s: Sizes) {
+    let (orders_1, orders_64) = (s.orders_1 / 2, s.orders_64 / 4);
+    let ((l1, _), (l64, _)) =
+        create_order_on_cluster("test.conf", "r3-lazy", dir, orders_1, orders_64).await;
+    let ((a1, h1), (a64, h64)) =
+        create_order_on_cluster("test-sync-always.conf", "r3-always", dir, orders_1, orders_64)
+            .await;
+    for (clients, always, lazy) in [("1 client", a1, l1), ("64 clients", a64, l64)] {
+        report.add(
+            "4 create order",
+            &format!("R3 cluster, sync_interval: always, {clients}"),
+            always,
+            "orders/s",
+            Some(("R3 cluster, default sync, same run", lazy)),
+            "",
+        );
+    }
+    latency_rows(report, "4 create order", "R3 sync always, 1 client", &h1, None);
+    latency_rows(report, "4 create order", "R3 sync always, 64 clients", &h64, None);
+}
