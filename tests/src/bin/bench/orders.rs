@@ -186,9 +186,14 @@ pub(crate) async fn cluster(report: &mut Report, dir: &Path, s: Sizes) {
     let (orders_1, orders_64) = (s.orders_1 / 2, s.orders_64 / 4);
     let ((l1, _), (l64, _)) =
         create_order_on_cluster("test.conf", "r3-lazy", dir, orders_1, orders_64).await;
-    let ((a1, h1), (a64, h64)) =
-        create_order_on_cluster("test-sync-always.conf", "r3-always", dir, orders_1, orders_64)
-            .await;
+    let ((a1, h1), (a64, h64)) = create_order_on_cluster(
+        "test-sync-always.conf",
+        "r3-always",
+        dir,
+        orders_1,
+        orders_64,
+    )
+    .await;
     for (clients, always, lazy) in [("1 client", a1, l1), ("64 clients", a64, l64)] {
         report.add(
             "4 create order",
@@ -199,6 +204,18 @@ pub(crate) async fn cluster(report: &mut Report, dir: &Path, s: Sizes) {
             "",
         );
     }
-    latency_rows(report, "4 create order", "R3 sync always, 1 client", &h1, None);
-    latency_rows(report, "4 create order", "R3 sync always, 64 clients", &h64, None);
+    latency_rows(
+        report,
+        "4 create order",
+        "R3 sync always, 1 client",
+        &h1,
+        None,
+    );
+    latency_rows(
+        report,
+        "4 create order",
+        "R3 sync always, 64 clients",
+        &h64,
+        None,
+    );
 }
