@@ -165,6 +165,7 @@ impl App {
     ) {
         let relay = Relay {
             tree: self.store.outbox_tree(),
+            flushed: self.store.outbox_flushed(),
             js: shared::nats::jetstream(self.nats.clone()),
             wake: self.store.relay_wake(),
             config: RelayConfig {

@@ -11,7 +11,18 @@
 //!   message as the "latest".
 //! - Retries reuse the record's `Nats-Msg-Id`, so JetStream's dedupe window absorbs a publish
 //!   whose ack was lost; consumers stay idempotent (version guard) for anything older.
-use std::{collections::HashSet, sync::Arc, time::Duration};
+//! - Only **flushed** records are published ([`Flushed`]): a record is visible in the tree once
+//!   its transaction commits, before the writer's flush; published then, a crash before the
+//!   flush would lose the state but not its event, and the lost version would later be reused
+//!   for another state that every reader skips as already seen.
+use std::{
+    collections::HashSet,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use async_nats::{HeaderMap, jetstream};
 use bytes::Bytes;
@@ -59,6 +70,35 @@ pub fn key(id: u64) -> [u8; 8] {
     id.to_be_bytes()
 }
 
+/// How far the outbox is on disk: records with keys up to this id were flushed. The store's
+/// writer moves it after each flush; the relay publishes nothing beyond it.
+#[derive(Debug, Clone, Default)]
+pub struct Flushed(Arc<AtomicU64>);
+
+impl Flushed {
+    /// At open, every record the tree holds is on disk.
+    pub fn open(tree: &sled::Tree) -> sled::Result<Self> {
+        let last = tree.last()?.map_or(0, |(k, _)| id_of(&k));
+        Ok(Self(Arc::new(AtomicU64::new(last))))
+    }
+
+    /// After a flush, with no write committed since: everything in the tree is on disk.
+    pub fn flushed(&self, tree: &sled::Tree) -> sled::Result<()> {
+        if let Some((last, _)) = tree.last()? {
+            self.0.fetch_max(id_of(&last), Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    pub fn up_to(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+fn id_of(key: &[u8]) -> u64 {
+    <[u8; 8]>::try_from(key).map_or(u64::MAX, u64::from_be_bytes)
+}
+
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
     /// Publishes in flight per round.
@@ -73,6 +113,8 @@ pub struct RelayConfig {
 /// Publishes an outbox tree to JetStream until cancelled; drains what it can on shutdown.
 pub struct Relay {
     pub tree: sled::Tree,
+    /// Publishes only records the store has flushed.
+    pub flushed: Flushed,
     pub js: jetstream::Context,
     pub wake: Arc<Notify>,
     pub config: RelayConfig,
@@ -167,7 +209,8 @@ impl Relay {
     pub async fn publish_round(&self) -> Result<usize, RelayError> {
         let mut batch = Vec::with_capacity(self.config.window);
         let mut subjects = HashSet::new();
-        for entry in self.tree.iter().take(self.config.window * 4) {
+        let durable = self.tree.range(..=key(self.flushed.up_to()));
+        for entry in durable.take(self.config.window * 4) {
             let (key, value) = entry?;
             let Some(record) = OutboxRecord::decode(&value) else {
                 tracing::error!(key = ?key, "Dropping undecodable outbox record.");
@@ -248,5 +291,31 @@ mod tests {
             payload: b"{\"a\":\"\\n\"}\n".to_vec(),
         };
         assert_eq!(OutboxRecord::decode(&record.encode()), Some(record));
+    }
+
+    /// The relay's bound: what was in the tree at open, then what a flush covered; a record
+    /// committed after the last flush stays out of reach until the next one.
+    #[test]
+    fn only_flushed_records_are_within_the_relays_bound() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("outbox").unwrap();
+        tree.insert(key(5), b"on disk at open".as_slice()).unwrap();
+        let flushed = Flushed::open(&tree).unwrap();
+        assert_eq!(flushed.up_to(), 5);
+        tree.insert(key(9), b"committed, not flushed".as_slice())
+            .unwrap();
+        let visible: Vec<_> = tree.range(..=key(flushed.up_to())).keys().collect();
+        assert_eq!(visible.len(), 1, "only the flushed record");
+        flushed.flushed(&tree).unwrap();
+        assert_eq!(flushed.up_to(), 9);
+        tree.remove(key(9)).unwrap();
+        flushed.flushed(&tree).unwrap();
+        assert_eq!(flushed.up_to(), 9, "the bound never goes back");
+        assert_eq!(
+            Flushed::open(&db.open_tree("empty").unwrap())
+                .unwrap()
+                .up_to(),
+            0
+        );
     }
 }

@@ -6,6 +6,7 @@ use shared::events::OrderEventType;
 use uuid::Uuid;
 
 use super::*;
+use super::{order::can_become, request::is_email};
 
 fn view(version: u64, price: &str) -> ProductView {
     ProductView {

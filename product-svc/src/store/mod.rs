@@ -63,6 +63,8 @@ pub struct Store {
     commit: GroupCommit,
     writes: Writer<Queued>,
     relay_wake: Arc<Notify>,
+    /// How far the outbox is flushed (the relay publishes no further).
+    flushed: outbox::Flushed,
     db: sled::Db,
 }
 
@@ -87,10 +89,11 @@ impl Store {
             trees.meta.insert(PRODUCT_COUNT_KEY, &count.to_be_bytes())?;
         }
         let commit = GroupCommit::start(db.clone());
+        let flushed = outbox::Flushed::open(&trees.outbox)?;
         let writes = {
-            let (trees, commit) = (trees.clone(), commit.clone());
+            let (trees, commit, flushed) = (trees.clone(), commit.clone(), flushed.clone());
             Writer::spawn(MAX_BATCH, move |jobs| {
-                write_batch(trees.clone(), jobs, commit.clone())
+                write_batch(trees.clone(), jobs, commit.clone(), flushed.clone())
             })
         };
         Ok(Self {
@@ -98,6 +101,7 @@ impl Store {
             commit,
             writes,
             relay_wake: Arc::new(Notify::new()),
+            flushed,
             db,
         })
     }
@@ -109,6 +113,11 @@ impl Store {
 
     pub fn outbox_tree(&self) -> Tree {
         self.trees.outbox.clone()
+    }
+
+    /// How far the outbox is flushed: the relay's bound.
+    pub fn outbox_flushed(&self) -> outbox::Flushed {
+        self.flushed.clone()
     }
 
     pub fn relay_wake(&self) -> Arc<Notify> {

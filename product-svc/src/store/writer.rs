@@ -35,12 +35,24 @@ pub(super) struct Trees {
 
 /// One batch of the writer task (`shared::writer`): runs the jobs in one transaction, flushes,
 /// answers each; a job that aborts is taken out and the rest run again without it.
-pub(super) async fn write_batch(trees: Trees, mut jobs: Vec<Queued>, commit: GroupCommit) {
+pub(super) async fn write_batch(
+    trees: Trees,
+    mut jobs: Vec<Queued>,
+    commit: GroupCommit,
+    outbox_flushed: outbox::Flushed,
+) {
     // Each round either commits every remaining job, or takes out the one that aborted.
     while !jobs.is_empty() {
         match run_batch(&trees, &jobs) {
             Ok(results) => {
                 let flushed = commit.flush().await;
+                if flushed.is_ok() {
+                    // This task is the only writer: nothing was committed since the flush began
+                    // that is not on disk now, so every outbox record present is.
+                    if let Err(error) = outbox_flushed.flushed(&trees.outbox) {
+                        tracing::error!(%error, "Reading the outbox after a flush failed.");
+                    }
+                }
                 for (job, result) in jobs.drain(..).zip(results) {
                     let _ = job
                         .reply
