@@ -28,7 +28,8 @@ pub struct Config {
     /// NATS server URL(s), comma-separated.
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
-    /// product-svc's gRPC endpoint.
+    /// product-svc's gRPC endpoint(s), comma-separated: calls stick to the instance that last
+    /// answered and fail over to the next on a transient failure; each has its own breaker.
     #[arg(
         long,
         env = "PRODUCT_GRPC_URL",
@@ -207,6 +208,11 @@ impl Config {
         Ok(())
     }
 
+    /// product-svc's gRPC URLs (`--product-grpc-url`, comma-separated).
+    pub fn product_grpc_urls(&self) -> Vec<String> {
+        shared::nats::split_urls(&self.product_grpc_url)
+    }
+
     /// The gRPC token order-svc sends (`None` when anonymous) and the CA to trust for an https:// URL.
     pub(crate) fn grpc_credentials(&self) -> anyhow::Result<(Option<String>, Option<Vec<u8>>)> {
         let token = match (&self.grpc_token_file, self.allow_anonymous) {
@@ -216,10 +222,14 @@ impl Config {
                 "order-svc needs --grpc-token-file FILE (the token product-svc expects), or --allow-anonymous"
             ),
         };
-        let tls_ca = match (
-            &self.grpc_tls_ca,
-            self.product_grpc_url.starts_with("https://"),
-        ) {
+        let urls = self.product_grpc_urls();
+        anyhow::ensure!(!urls.is_empty(), "--product-grpc-url names no URL");
+        let https = urls.iter().filter(|u| u.starts_with("https://")).count();
+        anyhow::ensure!(
+            https == 0 || https == urls.len(),
+            "--product-grpc-url mixes https:// and plain URLs; use one scheme for every instance"
+        );
+        let tls_ca = match (&self.grpc_tls_ca, https > 0) {
             (Some(path), true) => Some(
                 std::fs::read(path)
                     .with_context(|| format!("failed to read --grpc-tls-ca {}", path.display()))?,

@@ -68,7 +68,7 @@ impl App {
         let metrics = shared::metrics::Metrics::new("order-svc", env!("CARGO_PKG_VERSION"));
         let stock = stock::StockClient::new(
             stock::StockConfig {
-                url: config.product_grpc_url.clone(),
+                urls: config.product_grpc_urls(),
                 attempt_timeout: Duration::from_millis(config.stock_attempt_timeout_ms),
                 retries: config.stock_retries,
                 initial_backoff: Duration::from_millis(100),

@@ -102,6 +102,7 @@ async fn ready(State(state): State<AppState>) -> Response {
         .figure("casConflicts", figures.cas_conflicts)
         .figure("duplicateWork", figures.duplicate_work)
         .figure("stockCircuitOpen", figures.breaker_open)
+        .figure("stockEndpoints", state.orders.stock_endpoints())
         .into_response()
 }
 

@@ -121,6 +121,14 @@ impl Orders {
         }
     }
 
+    /// Each product-svc endpoint and whether its breaker is open (readiness shows them).
+    pub fn stock_endpoints(&self) -> serde_json::Value {
+        let endpoints = self.stock.endpoints().into_iter();
+        endpoints
+            .map(|(url, open)| serde_json::json!({"url": url, "breakerOpen": open}))
+            .collect()
+    }
+
     pub fn figures(&self) -> Figures {
         Figures {
             view_rows: self.view.count().unwrap_or_default(),

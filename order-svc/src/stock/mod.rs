@@ -1,28 +1,33 @@
-//! The gRPC client for product-svc's stock API: deadline per attempt, retries with exponential
-//! backoff and jitter on transient codes only, a circuit breaker so a dead product-svc costs
-//! nothing per request while open, lazy connect, and the correlation id in metadata.
-//! Only this module (and nowhere else in order-svc) names proto types.
-use std::time::{Duration, Instant};
+//! The gRPC client for product-svc's stock API: one or more product-svc endpoints, each with its
+//! own channel and circuit breaker (a dead instance never opens the breaker of a healthy one);
+//! deadline per attempt; a transient failure fails over to the next endpoint at once, and only
+//! when every endpoint failed does the call back off (exponential, with jitter) and retry; lazy
+//! connect; the correlation id in metadata. Only this module (and nowhere else in order-svc)
+//! names proto types.
+use std::{sync::atomic::AtomicUsize, time::Duration};
 
-use backon::{ExponentialBuilder, Retryable};
 use proto::{
     CommitStockRequest, ErrorCode, GetProductsRequest, OrderItem, ReleaseStockRequest,
-    ReserveStockRequest, product_service_client::ProductServiceClient,
+    ReserveStockRequest,
 };
 use rust_decimal::Decimal;
 use shared::metrics::Rpc;
-use tonic::{Code, Request, Status, transport::Channel};
+use tonic::{Code, Status};
 use uuid::Uuid;
 
 use crate::domain::ProductView;
 
 mod breaker;
+mod call;
+mod endpoint;
 
-use breaker::Breaker;
+use endpoint::Endpoint;
 
 #[derive(Debug, Clone)]
 pub struct StockConfig {
-    pub url: String,
+    /// product-svc's gRPC URLs (`--product-grpc-url`, comma-separated): every instance is a
+    /// peer; calls stick to the last one that answered and fail over on a transient failure.
+    pub urls: Vec<String>,
     pub attempt_timeout: Duration,
     pub retries: usize,
     pub initial_backoff: Duration,
@@ -82,9 +87,10 @@ pub enum FailureCode {
 }
 
 pub struct StockClient {
-    client: ProductServiceClient<Channel>,
+    endpoints: Vec<Endpoint>,
+    /// The endpoint calls start with: the last one that answered.
+    preferred: AtomicUsize,
     config: StockConfig,
-    breaker: Breaker,
     metrics: Rpc,
 }
 
@@ -93,6 +99,7 @@ const SERVICE_PATH: &str = "/eshop.product.v1.ProductService/";
 
 enum CallError {
     Status(Status),
+    /// Every endpoint's breaker is open: nothing was called.
     Open,
 }
 
@@ -136,139 +143,43 @@ fn permanent(status: &Status) -> bool {
 }
 
 impl StockClient {
-    /// Never fails on an unreachable product-svc: the channel connects lazily. Fails on a URL
-    /// or CA that cannot work.
+    /// A client of every URL in `config.urls` (at least one). Never fails on an unreachable
+    /// product-svc (channels connect lazily); fails on a URL or CA that cannot work.
     pub fn new(config: StockConfig, metrics: Rpc) -> anyhow::Result<Self> {
-        let mut endpoint = tonic::transport::Endpoint::from_shared(config.url.clone())?;
-        if let Some(ca) = &config.tls_ca {
-            anyhow::ensure!(
-                String::from_utf8_lossy(ca).contains("-----BEGIN CERTIFICATE-----"),
-                "the gRPC TLS CA file holds no PEM certificate"
-            );
-            endpoint = endpoint.tls_config(
-                tonic::transport::ClientTlsConfig::new()
-                    .ca_certificate(tonic::transport::Certificate::from_pem(ca)),
-            )?;
-        }
-        let channel = endpoint
-            .connect_timeout(config.attempt_timeout)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(20))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .connect_lazy();
+        anyhow::ensure!(!config.urls.is_empty(), "no product-svc gRPC URL");
+        let endpoints = config
+            .urls
+            .iter()
+            .map(|url| {
+                let breaker =
+                    breaker::Breaker::new(config.breaker_threshold, config.breaker_cooldown);
+                Endpoint::connect(
+                    url,
+                    config.tls_ca.as_deref(),
+                    config.attempt_timeout,
+                    breaker,
+                )
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Self {
-            client: ProductServiceClient::new(channel),
-            breaker: Breaker::new(config.breaker_threshold, config.breaker_cooldown),
+            endpoints,
+            preferred: AtomicUsize::new(0),
             config,
             metrics,
         })
     }
 
+    /// Every endpoint's breaker is open: no product-svc is worth calling now.
     pub fn breaker_open(&self) -> bool {
-        self.breaker.is_open()
+        self.endpoints.iter().all(|e| e.breaker.is_open())
     }
 
-    /// Runs one unary call with deadline, metadata, retries and the breaker.
-    async fn call<Req, Resp, F, Fut>(
-        &self,
-        method: &'static str,
-        req: Req,
-        f: F,
-    ) -> Result<Resp, StockError>
-    where
-        Req: Clone,
-        F: Fn(ProductServiceClient<Channel>, Request<Req>) -> Fut,
-        Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
-    {
-        let cid = shared::correlation::current_or_new();
-        let path = format!("{SERVICE_PATH}{method}");
-        let call_started = Instant::now();
-        let attempt = std::sync::atomic::AtomicU32::new(0);
-        let op = || async {
-            if !self.breaker.allow() {
-                return Err(CallError::Open);
-            }
-            let n = attempt.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-            let request = self.request(req.clone(), &cid);
-            let started = Instant::now();
-            let result =
-                tokio::time::timeout(self.config.attempt_timeout, f(self.client.clone(), request))
-                    .await
-                    .unwrap_or_else(|_| Err(Status::deadline_exceeded("client deadline exceeded")));
-            self.attempted(method, n, &cid, started.elapsed(), result.as_ref().err());
-            result
-                .map(tonic::Response::into_inner)
-                .map_err(CallError::Status)
-        };
-        let backoff = ExponentialBuilder::default()
-            .with_min_delay(self.config.initial_backoff)
-            .with_factor(2.0)
-            .with_max_delay(self.config.max_backoff)
-            .with_max_times(self.config.retries)
-            .with_jitter();
-        let result = op
-            .retry(backoff)
-            .sleep(tokio::time::sleep)
-            .when(|e| matches!(e, CallError::Status(s) if transient(s)))
-            .notify(|_, _| self.metrics.retry(&path))
-            .await;
-        let code = match &result {
-            Ok(_) => "Ok".to_owned(),
-            Err(CallError::Open) => "BreakerOpen".to_owned(),
-            Err(CallError::Status(s)) => format!("{:?}", s.code()),
-        };
-        self.metrics.observe(&path, &code, call_started.elapsed());
-        result.map_err(StockError::from)
-    }
-
-    /// One attempt's request: its deadline, the correlation id and the token.
-    fn request<Req>(&self, req: Req, cid: &str) -> Request<Req> {
-        let mut request = Request::new(req);
-        request.set_timeout(self.config.attempt_timeout);
-        if let Ok(v) = cid.parse() {
-            request
-                .metadata_mut()
-                .insert(shared::correlation::HEADER, v);
-        }
-        if let Some(token) = &self.config.token
-            && let Ok(v) = format!("Bearer {token}").parse()
-        {
-            request.metadata_mut().insert("authorization", v);
-        }
-        request
-    }
-
-    /// Feeds one attempt's outcome to the breaker (only transient failures count) and the log.
-    fn attempted(
-        &self,
-        method: &str,
-        attempt: u32,
-        correlation_id: &str,
-        took: Duration,
-        failure: Option<&Status>,
-    ) {
-        let micros = took.as_micros() as u64;
-        match failure {
-            None => {
-                self.breaker.success();
-                tracing::debug!(
-                    method,
-                    attempt,
-                    code = "Ok",
-                    micros,
-                    correlation_id,
-                    "Stock call done."
-                );
-            }
-            Some(s) if transient(s) => {
-                self.breaker.failure();
-                tracing::warn!(method, attempt, code = ?s.code(), micros, correlation_id, message = s.message(), "Stock call failed (transient).");
-            }
-            Some(s) => {
-                self.breaker.success();
-                tracing::warn!(method, attempt, code = ?s.code(), micros, correlation_id, message = s.message(), "Stock call failed.");
-            }
-        }
+    /// Each endpoint's URL and whether its breaker is open (readiness shows them).
+    pub fn endpoints(&self) -> Vec<(String, bool)> {
+        self.endpoints
+            .iter()
+            .map(|e| (e.url.clone(), e.breaker.is_open()))
+            .collect()
     }
 
     pub async fn reserve(

@@ -118,6 +118,72 @@ async fn once_the_breaker_opens_orders_are_taken_pending_without_calling_product
     product.stop().await;
 }
 
+/// Two product-svc endpoints (two proxies in front of one product-svc, so each can die on its
+/// own): a dead one costs a healthy one nothing, and a call fails over within itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_endpoints_a_dead_one_never_stops_orders_and_calls_fail_over_at_once() {
+    let nats = NatsServer::start();
+    let dir = scratch();
+    let product = ProductService::start(&nats.url(), &dir.path().join("product")).await;
+    let upstream: std::net::SocketAddr =
+        product.grpc.trim_start_matches("http://").parse().unwrap();
+    let (a, b) = (
+        FaultyProxy::start(upstream).await,
+        FaultyProxy::start(upstream).await,
+    );
+    let mut config = order_svc::Config::for_tests(
+        dir.path().join("order"),
+        &nats.url(),
+        &format!("{},{}", a.url(), b.url()),
+    );
+    // One retry and a threshold of 2: with one breaker shared by both endpoints, the dead one's
+    // failures would open it for the healthy one within two orders and they would be 202.
+    config.stock_retries = 1;
+    config.breaker_threshold = 2;
+    config.breaker_cooldown_ms = 600_000;
+    let order = OrderService::start_with(config).await;
+    let (products, orders) = (product.api(), order.api());
+    let id = products.create_product("Twice served", "2.00", 100).await;
+    orders.wait_snapshot_version(&id, 1).await;
+
+    a.go_down().await;
+    for _ in 0..6 {
+        let placed = orders
+            .place(&order_body(Uuid::new_v4(), &[(&id, 1)]))
+            .await
+            .expect(201);
+        assert_eq!(placed["status"], "Confirmed");
+    }
+    let ready = orders.ready().await.body;
+    assert_eq!(ready["figures"]["stockCircuitOpen"], false, "{ready}");
+    let endpoints = ready["figures"]["stockEndpoints"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(endpoints.len(), 2, "{ready}");
+    assert_eq!(
+        endpoints[1]["breakerOpen"], false,
+        "the healthy endpoint's breaker: {ready}"
+    );
+
+    // The endpoint in use dies; the next call fails over inside itself to the other one (whose
+    // breaker is still closed: it failed once, under the threshold of 2).
+    a.set_down(false);
+    b.go_down().await;
+    let placed = orders
+        .place(&order_body(Uuid::new_v4(), &[(&id, 1)]))
+        .await
+        .expect(201);
+    assert_eq!(placed["status"], "Confirmed");
+    assert_eq!(
+        products.field(&id, "reservedQuantity").await,
+        7,
+        "each order reserved once"
+    );
+    order.stop().await;
+    product.stop().await;
+}
+
 /// The first JSON log line that has every `(field, value)` pair among its event fields.
 fn log_line(log: &str, wanted: &[(&str, &str)]) -> Option<Value> {
     log.lines()
