@@ -27,6 +27,13 @@ pub enum Error {
     NotCancellable { id: Uuid, status: OrderStatus },
     #[error("order {id} is {status:?} and cannot be shipped")]
     NotShippable { id: Uuid, status: OrderStatus },
+    /// `If-Match` named another version than the order's current one (412).
+    #[error("order {id} is at version {current}, not {expected}")]
+    VersionMismatch {
+        id: Uuid,
+        current: u64,
+        expected: u64,
+    },
     #[error(transparent)]
     Transition(#[from] InvalidTransition),
     /// A read-through to product-svc failed (shared, so the error stays `Clone`).

@@ -148,6 +148,42 @@ pub fn query_errors(rejection: &QueryRejection) -> FieldErrors {
     errors
 }
 
+/// `If-Match: "<version>"`, `W/"<version>"`, a bare `<version>` or `*` (any version) → the
+/// version it names (`None`: no header, or `*`). Anything else is an error naming the header;
+/// `entity` names what the version is of, in its message.
+pub fn if_match(headers: &axum::http::HeaderMap, entity: &str) -> Result<Option<u64>, FieldErrors> {
+    let Some(value) = headers.get(axum::http::header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let text = value.to_str().unwrap_or("");
+    if text == "*" {
+        return Ok(None);
+    }
+    fn unquote(t: &str) -> Option<&str> {
+        t.strip_prefix('"')?.strip_suffix('"')
+    }
+    // A weak tag must be quoted; a strong one may also be the bare version.
+    let version = match text.strip_prefix("W/") {
+        Some(weak) => unquote(weak),
+        None => unquote(text).or(Some(text)),
+    }
+    .filter(|v| (1..=19).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_digit()))
+    .and_then(|v| v.parse::<u64>().ok());
+    version.map(Some).ok_or_else(|| {
+        let mut errors = FieldErrors::new();
+        errors.add(
+            "If-Match",
+            format!("If-Match must be an entity tag such as \"3\" (the {entity}'s version) or *."),
+        );
+        errors
+    })
+}
+
+/// The strong entity tag of a version: `"<version>"`.
+pub fn etag(version: u64) -> axum::http::HeaderValue {
+    axum::http::HeaderValue::from_str(&format!("\"{version}\"")).expect("digits are a header value")
+}
+
 /// A path id: a non-nil UUID, or `None` (the caller answers 404, as for an unknown id).
 pub fn path_uuid(raw: &str) -> Option<Uuid> {
     Uuid::parse_str(raw).ok().filter(|id| !id.is_nil())
@@ -171,5 +207,35 @@ mod tests {
         assert!(path_uuid(&Uuid::new_v4().to_string()).is_some());
         assert!(path_uuid(&Uuid::nil().to_string()).is_none());
         assert!(path_uuid("nope").is_none());
+    }
+
+    #[test]
+    fn if_match_takes_the_documented_forms_and_names_the_header_otherwise() {
+        let tag = |value: &str| {
+            let mut headers = axum::http::HeaderMap::new();
+            headers.insert(axum::http::header::IF_MATCH, value.parse().unwrap());
+            if_match(&headers, "order")
+        };
+        assert_eq!(
+            if_match(&axum::http::HeaderMap::new(), "order").unwrap(),
+            None
+        );
+        assert_eq!(tag("*").unwrap(), None);
+        assert_eq!(tag("\"3\"").unwrap(), Some(3));
+        assert_eq!(tag("W/\"3\"").unwrap(), Some(3));
+        assert_eq!(tag("3").unwrap(), Some(3));
+        for bad in [
+            "W/3",
+            "\"\"",
+            "\"3",
+            "abc",
+            "\"-1\"",
+            "\"99999999999999999999\"",
+            " 3",
+        ] {
+            let errors = tag(bad).unwrap_err();
+            assert!(errors.contains("If-Match"), "{bad}");
+        }
+        assert_eq!(etag(7), "\"7\"");
     }
 }

@@ -22,6 +22,19 @@ use utoipa::{
 use crate::problem::CONTENT_TYPE;
 
 /// An RFC 9457 problem body, as both APIs answer every error (`problem.rs`).
+/// `If-Match: "<version>"` (or `W/"<version>"`, a bare `<version>`, or `*`): change only
+/// that version (412 otherwise).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct IfMatch {
+    #[param(
+        rename = "If-Match",
+        pattern = r#"^(?:\*|(?:W/)?"[0-9]{1,19}"|[0-9]{1,19})$"#
+    )]
+    if_match: Option<String>,
+}
+
 #[derive(ToSchema)]
 #[schema(as = Problem)]
 #[serde(rename_all = "camelCase")]

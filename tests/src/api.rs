@@ -294,6 +294,26 @@ impl OrderApi {
         self.http.send(self.http.request(Method::POST, &path)).await
     }
 
+    /// Cancel with `If-Match: {tag}`.
+    pub async fn cancel_if_match(&self, id: &str, reason: &str, tag: &str) -> Answer {
+        let path = format!("/api/orders/{id}/cancel");
+        let request = self.http.request(Method::POST, &path);
+        let request = request
+            .header("if-match", tag)
+            .json(&json!({ "reason": reason }));
+        self.http.send(request).await
+    }
+
+    /// Ship with `If-Match: {tag}`.
+    pub async fn ship_if_match(&self, id: &str, tag: &str) -> Answer {
+        let path = format!("/api/orders/{id}/ship");
+        let request = self
+            .http
+            .request(Method::POST, &path)
+            .header("if-match", tag);
+        self.http.send(request).await
+    }
+
     /// `GET /api/orders?{query}`.
     pub async fn list(&self, query: &str) -> Answer {
         self.http.get(&format!("/api/orders?{query}")).await

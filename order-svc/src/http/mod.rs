@@ -154,6 +154,15 @@ impl IntoResponse for Error {
                 "The order is {status:?}; only Confirmed orders can be shipped."
             ))
             .with_extension("orderStatus", serde_json::json!(status)),
+            Error::VersionMismatch {
+                current, expected, ..
+            } => Problem::new(
+                StatusCode::PRECONDITION_FAILED,
+                format!(
+                    "If-Match does not match: the order is at version {current}, not {expected}."
+                ),
+            )
+            .with_extension("currentVersion", (*current).into()),
             Error::Transition(t) => Problem::conflict(format!("{t}.")),
             Error::CatalogUnavailable(_) => {
                 tracing::warn!(error = %shared::telemetry::error_chain(&self), "Catalog read-through failed.");

@@ -20,13 +20,27 @@ use crate::{
 
 const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 
+/// The order with its `ETag: "<version>"`.
+fn order_body(status: StatusCode, order: &Order) -> Response {
+    let mut response = (status, axum::Json(OrderBody::from(order))).into_response();
+    let etag = shared::http::etag(order.version);
+    response.headers_mut().insert(header::ETAG, etag);
+    response
+}
+
+/// A placed order: its body and ETag, its `Location`, and on a 202 when to look again.
 fn order_response(status: StatusCode, order: &Order) -> Response {
     let location = format!("/api/orders/{}", order.id);
-    let mut response = (status, axum::Json(OrderBody::from(order))).into_response();
-    response.headers_mut().insert(
+    let mut response = order_body(status, order);
+    let headers = response.headers_mut();
+    headers.insert(
         header::LOCATION,
         HeaderValue::from_str(&location).expect("ascii path"),
     );
+    if status == StatusCode::ACCEPTED {
+        // About when the reconciler looks again (the request budget).
+        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+    }
     response
 }
 
@@ -38,8 +52,8 @@ fn order_response(status: StatusCode, order: &Order) -> Response {
         description = "Makes a retry safe: the same key and body answer the same order")),
     request_body = CreateOrderBody,
     responses(
-        (status = 201, description = "Confirmed or Rejected", body = OrderBody),
-        (status = 202, description = "Pending: product-svc did not answer in time", body = OrderBody),
+        (status = 201, description = "Confirmed or Rejected (Location and ETag headers)", body = OrderBody),
+        (status = 202, description = "Pending: product-svc did not answer in time; `Retry-After: 2` says when to look again (Location and ETag headers)", body = OrderBody),
         (status = 403, description = "The key lacks orders:write, or acts for another customer", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
         (status = 422, description = "Unknown or discontinued products (`unknownProductIds`), a product's merged quantity over 10000, or an Idempotency-Key reused with another body", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
         (status = 503, description = "The catalog or the order store (NATS) is unavailable; retry with the same Idempotency-Key", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
@@ -143,7 +157,7 @@ pub async fn list(
 #[cfg_attr(test, utoipa::path(get, path = "/api/orders/{id}", tag = "orders", operation_id = "getOrder",
     params(("id" = String, Path, description = "The order id (a UUID; anything else is unknown)")),
     responses(
-        (status = 200, description = "The order", body = OrderBody),
+        (status = 200, description = "The order (ETag header: its version)", body = OrderBody),
         (status = 403, description = "The key lacks orders:read", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "Unknown order (or another customer's, for a key bound to a customer)", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
     )))]
@@ -159,47 +173,55 @@ pub async fn fetch(
     if caller.customer.is_some_and(|c| c != order.customer_id) {
         return Err(Error::NotFound(id));
     }
-    Ok(axum::Json(OrderBody::from(&order)).into_response())
+    Ok(order_body(StatusCode::OK, &order))
 }
 
 /// Cancel a Pending or Confirmed order; its stock is released in the background (owed durably).
 /// Cancelling a Cancelled order answers it as it is.
 #[cfg_attr(test, utoipa::path(post, path = "/api/orders/{id}/cancel", tag = "orders", operation_id = "cancelOrder",
-    params(("id" = String, Path, description = "The order id")),
+    params(("id" = String, Path, description = "The order id"), shared::openapi::IfMatch),
     request_body = CancelBody,
     responses(
-        (status = 200, description = "Cancelled (now, or already: a retry is safe)", body = OrderBody),
+        (status = 200, description = "Cancelled (now, or already: a retry is safe; ETag header)", body = OrderBody),
         (status = 403, description = "The key lacks orders:write", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "Unknown order", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
         (status = 409, description = "Rejected or Shipped: not cancellable (`orderStatus` names it)", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match names another version (`currentVersion` says which); checked before the state rules", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
     )))]
 pub async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<CancelBody>,
 ) -> Result<Response, Error> {
     need(&caller, "orders:write")?;
     let id = parse_id(&id)?;
+    let if_match = if_match(&headers)?;
     let reason = domain::validate_reason(body.reason).map_err(Error::Validation)?;
-    let order = state.orders.cancel(id, reason, caller.customer).await?;
-    Ok(axum::Json(OrderBody::from(&order)).into_response())
+    let order = state
+        .orders
+        .cancel(id, reason, caller.customer, if_match)
+        .await?;
+    Ok(order_body(StatusCode::OK, &order))
 }
 
 /// Confirmed → Shipped; the reservation is committed (an on-hand decrement) in the background,
 /// owed durably. Shipping a Shipped order answers it as it is.
 #[cfg_attr(test, utoipa::path(post, path = "/api/orders/{id}/ship", tag = "orders", operation_id = "shipOrder",
-    params(("id" = String, Path, description = "The order id")),
+    params(("id" = String, Path, description = "The order id"), shared::openapi::IfMatch),
     responses(
-        (status = 200, description = "Shipped", body = OrderBody),
+        (status = 200, description = "Shipped (ETag header)", body = OrderBody),
         (status = 403, description = "The key lacks orders:admin", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "Unknown order", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
         (status = 409, description = "Not shippable in its status (`orderStatus` names it)", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match names another version (`currentVersion` says which); checked before the state rules", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
     )))]
 pub async fn ship(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Response, Error> {
     if !caller.has("orders:admin") {
         return Err(Error::Forbidden(
@@ -207,6 +229,11 @@ pub async fn ship(
         ));
     }
     let id = parse_id(&id)?;
-    let order = state.orders.ship(id).await?;
-    Ok(axum::Json(OrderBody::from(&order)).into_response())
+    let order = state.orders.ship(id, if_match(&headers)?).await?;
+    Ok(order_body(StatusCode::OK, &order))
+}
+
+/// `If-Match` (see `shared::http::if_match`); a malformed one is a 400 naming the header.
+fn if_match(headers: &HeaderMap) -> Result<Option<u64>, Error> {
+    shared::http::if_match(headers, "order").map_err(Error::Validation)
 }

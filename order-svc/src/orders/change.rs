@@ -15,8 +15,14 @@ use crate::{
 impl Orders {
     /// Cancels an order; `customer` (a key bound to a customer) sees only that customer's orders.
     /// Cancelling a Cancelled order answers it as it is (a client may retry safely); a Rejected
-    /// or Shipped order is refused.
-    pub async fn cancel(&self, id: Uuid, reason: String, customer: Option<Uuid>) -> Result<Order> {
+    /// or Shipped order is refused. `if_match`: only from that version (checked first).
+    pub async fn cancel(
+        &self,
+        id: Uuid,
+        reason: String,
+        customer: Option<Uuid>,
+        if_match: Option<u64>,
+    ) -> Result<Order> {
         let current = match self.view.get(id)? {
             Some(stored) => stored,
             None => self.log.read(id).await?.ok_or(Error::NotFound(id))?,
@@ -24,7 +30,8 @@ impl Orders {
         if customer.is_some_and(|c| c != current.order.customer_id) {
             return Err(Error::NotFound(id));
         }
-        match self.transition(current, &Change::Cancel { reason }).await? {
+        let change = Change::Cancel { reason };
+        match self.transition_if(current, &change, if_match).await? {
             Decided::Done(cancelled) => {
                 tracing::info!(order_id = %id, "Order cancelled; stock release owed.");
                 self.own_stock_work.lock().expect("lock").insert(id);
@@ -42,13 +49,14 @@ impl Orders {
     }
 
     /// Ships a Confirmed order; the stock commit is then owed (durably, in the order's state)
-    /// and attempted at once. Shipping a Shipped order answers it as it is.
-    pub async fn ship(&self, id: Uuid) -> Result<Order> {
+    /// and attempted at once. Shipping a Shipped order answers it as it is. `if_match`: only
+    /// from that version (checked first).
+    pub async fn ship(&self, id: Uuid, if_match: Option<u64>) -> Result<Order> {
         let current = match self.view.get(id)? {
             Some(stored) => stored,
             None => self.log.read(id).await?.ok_or(Error::NotFound(id))?,
         };
-        match self.transition(current, &Change::Ship).await? {
+        match self.transition_if(current, &Change::Ship, if_match).await? {
             Decided::Done(shipped) => {
                 tracing::info!(order_id = %id, "Order shipped; stock commit owed.");
                 self.own_stock_work.lock().expect("lock").insert(id);

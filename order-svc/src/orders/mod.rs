@@ -213,9 +213,30 @@ impl Orders {
 
     /// Applies `change` to `current` and publishes it with a CAS on `current`'s sequence; on a
     /// conflict, re-decides from the state that won.
-    async fn transition(&self, mut current: Stored, change: &Change) -> Result<Decided> {
+    async fn transition(&self, current: Stored, change: &Change) -> Result<Decided> {
+        self.transition_if(current, change, None).await
+    }
+
+    /// `transition`, only while the order is at version `expected` (a client's `If-Match`),
+    /// checked before the state rules on every decision: a change that lost its CAS to another
+    /// one answers [`Error::VersionMismatch`].
+    async fn transition_if(
+        &self,
+        mut current: Stored,
+        change: &Change,
+        expected: Option<u64>,
+    ) -> Result<Decided> {
         let id = current.order.id;
         for _ in 0..MAX_ATTEMPTS {
+            if let Some(expected) = expected
+                && current.order.version != expected
+            {
+                return Err(Error::VersionMismatch {
+                    id,
+                    current: current.order.version,
+                    expected,
+                });
+            }
             let next = match current.order.apply(change, Utc::now()) {
                 Ok(next) => next,
                 Err(why) => {

@@ -11,11 +11,11 @@ use std::sync::atomic::Ordering;
 use axum::{
     Router,
     extract::State,
-    http::{HeaderMap, StatusCode, header},
+    http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use shared::{auth::Caller, fields::FieldErrors, problem::Problem};
+use shared::{auth::Caller, problem::Problem};
 use uuid::Uuid;
 
 use crate::{domain::StockError, error::Error};
@@ -128,37 +128,9 @@ fn parse_id(raw: &str) -> Result<Uuid, Error> {
     shared::http::path_uuid(raw).ok_or(Error::NoSuchId)
 }
 
-/// `If-Match: "<version>"`, `W/"<version>"`, a bare `<version>` or `*` (any version); anything
-/// else is a 400 naming the header.
+/// `If-Match` as `shared::http::if_match` reads it; a malformed one is a 400 naming the header.
 fn if_match(headers: &HeaderMap) -> Result<Option<u64>, Error> {
-    let Some(value) = headers.get(header::IF_MATCH) else {
-        return Ok(None);
-    };
-    let text = value.to_str().unwrap_or("");
-    if text == "*" {
-        return Ok(None);
-    }
-    fn unquote(t: &str) -> Option<&str> {
-        t.strip_prefix('"')?.strip_suffix('"')
-    }
-    // A weak tag must be quoted; a strong one may also be the bare version.
-    let version = match text.strip_prefix("W/") {
-        Some(weak) => unquote(weak),
-        None => unquote(text).or(Some(text)),
-    }
-    .filter(|v| (1..=19).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_digit()))
-    .and_then(|v| v.parse::<u64>().ok());
-    match version {
-        Some(v) => Ok(Some(v)),
-        None => {
-            let mut errors = FieldErrors::new();
-            errors.add(
-                "If-Match",
-                "If-Match must be an entity tag such as \"3\" (the product's version) or *.",
-            );
-            Err(Error::Validation(errors))
-        }
-    }
+    shared::http::if_match(headers, "product").map_err(Error::Validation)
 }
 
 impl IntoResponse for Error {
@@ -201,39 +173,5 @@ impl IntoResponse for Error {
             }
         };
         problem.into_response()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn tag(value: &str) -> Result<Option<u64>, Error> {
-        let mut headers = HeaderMap::new();
-        headers.insert(header::IF_MATCH, value.parse().unwrap());
-        if_match(&headers)
-    }
-
-    #[test]
-    fn if_match_takes_the_documented_forms_and_names_the_header_otherwise() {
-        assert_eq!(if_match(&HeaderMap::new()).unwrap(), None);
-        assert_eq!(tag("*").unwrap(), None);
-        assert_eq!(tag("\"3\"").unwrap(), Some(3));
-        assert_eq!(tag("W/\"3\"").unwrap(), Some(3));
-        assert_eq!(tag("3").unwrap(), Some(3));
-        for bad in [
-            "W/3",
-            "\"\"",
-            "\"3",
-            "abc",
-            "\"-1\"",
-            "\"99999999999999999999\"",
-            " 3",
-        ] {
-            match tag(bad) {
-                Err(Error::Validation(e)) => assert!(e.contains("If-Match"), "{bad}"),
-                other => panic!("{bad}: {other:?}"),
-            }
-        }
     }
 }

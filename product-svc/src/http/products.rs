@@ -106,7 +106,7 @@ pub async fn list(
 
 /// Replace the catalog fields; the version grows only when something changed.
 #[cfg_attr(test, utoipa::path(put, path = "/api/products/{id}", tag = "catalog", operation_id = "updateProduct",
-    params(("id" = String, Path, description = "The product id"), IfMatch),
+    params(("id" = String, Path, description = "The product id"), shared::openapi::IfMatch),
     request_body = UpdateProductBody,
     responses(
         (status = 200, description = "Updated (ETag header)", body = ProductBody),
@@ -133,7 +133,7 @@ pub async fn update(
 /// Discontinue a product: kept and readable with `deleted: true`, read-only, no longer sold
 /// (ProductDeleted in the changelog). An action rather than `DELETE`: the product stays.
 #[cfg_attr(test, utoipa::path(post, path = "/api/products/{id}/discontinue", tag = "catalog", operation_id = "discontinueProduct",
-    params(("id" = String, Path, description = "The product id"), IfMatch),
+    params(("id" = String, Path, description = "The product id"), shared::openapi::IfMatch),
     responses(
         (status = 200, description = "Discontinued (or already was)", body = ProductBody),
         (status = 403, description = "The key lacks catalog:write", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
@@ -189,21 +189,4 @@ pub async fn adjust_stock(
     errors.into_result().map_err(Error::Validation)?;
     let entry = state.store.adjust_stock(id, delta).await?;
     Ok(product_response(StatusCode::OK, entry))
-}
-
-/// `If-Match: "<version>"` (or `W/"<version>"`, a bare `<version>`, or `*`): change only
-/// that version.
-#[cfg(test)]
-#[derive(utoipa::IntoParams)]
-#[cfg_attr(test, into_params(parameter_in = Header))]
-#[allow(dead_code)]
-pub struct IfMatch {
-    #[cfg_attr(
-        test,
-        param(
-            rename = "If-Match",
-            pattern = r#"^(?:\*|(?:W/)?"[0-9]{1,19}"|[0-9]{1,19})$"#
-        )
-    )]
-    if_match: Option<String>,
 }

@@ -235,6 +235,52 @@ async fn orders_confirm_reject_cancel_and_list() {
     system.stop().await;
 }
 
+/// An order's ETag is its version; If-Match on cancel and ship changes only that version, and
+/// is checked before the state rules.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etags_and_if_match_guard_cancel_and_ship() {
+    let system = System::start().await;
+    let orders = &system.orders;
+    let p = system.product_in_snapshot("Tagged", "3.00", 10).await;
+    let placed = orders.place(&order_body(Uuid::new_v4(), &[(&p, 1)])).await;
+    assert_eq!(
+        placed.header("etag"),
+        Some("\"2\""),
+        "Confirmed is version 2"
+    );
+    let id = placed.id();
+    let read = orders.get(&id).await;
+    assert_eq!(read.header("etag"), Some("\"2\""));
+
+    let stale = orders
+        .cancel_if_match(&id, "late", "\"1\"")
+        .await
+        .problem(412);
+    assert_eq!(stale["currentVersion"], 2);
+    assert_eq!(
+        orders.status(&id).await,
+        "Confirmed",
+        "a refused If-Match changes nothing"
+    );
+    let bad = orders.cancel_if_match(&id, "x", "W/2").await.problem(400);
+    assert!(bad["errors"]["If-Match"].is_array(), "{bad}");
+    let cancelled = orders.cancel_if_match(&id, "now", "W/\"2\"").await;
+    assert_eq!(cancelled.header("etag"), Some("\"3\""));
+    assert_eq!(cancelled.expect(200)["status"], "Cancelled");
+    // Shipping a Cancelled order is a 409, but a stale If-Match is answered first: 412.
+    orders.ship_if_match(&id, "\"2\"").await.problem(412);
+    orders.ship(&id).await.problem(409);
+
+    let second = orders
+        .place(&order_body(Uuid::new_v4(), &[(&p, 1)]))
+        .await
+        .id();
+    orders.ship_if_match(&second, "\"7\"").await.problem(412);
+    let shipped = orders.ship_if_match(&second, "*").await.expect(200);
+    assert_eq!(shipped["status"], "Shipped");
+    system.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn product_svc_down_gives_202_pending_then_confirmed_and_cancels_release_after_it_returns() {
     let nats = NatsServer::start();
@@ -256,6 +302,11 @@ async fn product_svc_down_gives_202_pending_then_confirmed_and_cancels_release_a
 
     let pending = orders.place(&order_body(Uuid::new_v4(), &[(&p, 3)])).await;
     assert!(pending.header("location").is_some());
+    assert_eq!(
+        pending.header("retry-after"),
+        Some("2"),
+        "a 202 says when to look again"
+    );
     let pending = pending.expect(202);
     assert_eq!(pending["status"], "Pending");
     let cancel = orders
