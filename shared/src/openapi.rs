@@ -21,7 +21,6 @@ use utoipa::{
 
 use crate::problem::CONTENT_TYPE;
 
-/// An RFC 9457 problem body, as both APIs answer every error (`problem.rs`).
 /// `If-Match: "<version>"` (or `W/"<version>"`, a bare `<version>`, or `*`): change only
 /// that version (412 otherwise).
 #[derive(utoipa::IntoParams)]
@@ -35,6 +34,7 @@ pub struct IfMatch {
     if_match: Option<String>,
 }
 
+/// An RFC 9457 problem body, as both APIs answer every error (`problem.rs`).
 #[derive(ToSchema)]
 #[schema(as = Problem)]
 #[serde(rename_all = "camelCase")]
