@@ -207,6 +207,7 @@ impl App {
             durable: format!("order-svc-{}-orders", self.instance_id),
             status: self.orders_view.clone(),
         };
+        tasks.worker(self.orders.clone().prepare_stream(workers_stop.clone()));
         tasks.worker(projector::run(products, workers_stop.clone()));
         tasks.worker(projector::run(orders_view, workers_stop.clone()));
         tasks.worker(workers::reconciler(

@@ -22,7 +22,7 @@ use async_nats::jetstream::{
     self,
     context::PublishErrorKind,
     message::PublishMessage,
-    stream::{LastRawMessageErrorKind, Stream},
+    stream::{LastRawMessageErrorKind, RawMessageErrorKind, Stream},
 };
 use shared::events::{self, OrderEvent};
 use tokio::sync::OnceCell;
@@ -170,26 +170,19 @@ impl OrderLog {
         )))
     }
 
-    /// The stream, created with the configured settings if it does not exist. A stream with
-    /// sources (the hub's, `--edge-sites`) is converged to the configured sources as well, so a
-    /// site added to the flag is sourced on the next start.
+    /// The stream: created with the configured settings if it does not exist; an existing one
+    /// is converged on what this service owns (the history it keeps, and at the hub the sources
+    /// of `--edge-sites`) and keeps every other setting (replicas, limits) as its operator set.
     async fn stream(&self) -> Result<&Stream> {
         self.stream
             .get_or_try_init(|| async {
-                let converge = self.config.sources.is_some();
                 let mut stream = tokio::time::timeout(self.timeout, async {
-                    if converge {
-                        let info = self
-                            .js
-                            .create_or_update_stream(self.config.clone())
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        tracing::info!(stream = %info.config.name, sources = info.config.sources.as_ref().map_or(0, Vec::len), "Order stream converged with its edge sources.");
-                    }
-                    self.js
+                    let stream = self
+                        .js
                         .get_or_create_stream(self.config.clone())
                         .await
-                        .map_err(|e| e.to_string())
+                        .map_err(|e| e.to_string())?;
+                    self.converge(stream).await
                 })
                 .await
                 .map_err(|_| unavailable("creating the order stream timed out"))?
@@ -203,6 +196,92 @@ impl OrderLog {
                 Ok(stream)
             })
             .await
+    }
+
+    /// Creates or converges the stream now (at start, so an existing stream keeps history from
+    /// then on, not only after this instance's first order).
+    pub async fn prepare(&self) -> Result<()> {
+        self.connected()?;
+        self.stream().await.map(|_| ())
+    }
+
+    /// Raises an existing stream's history to the configured one (never lowers it: that would
+    /// delete states) and sets the configured sources, leaving everything else as it is.
+    async fn converge(&self, mut stream: Stream) -> std::result::Result<Stream, String> {
+        let existing = stream
+            .info()
+            .await
+            .map_err(|e| e.to_string())?
+            .config
+            .clone();
+        let mut wanted = existing.clone();
+        wanted.max_messages_per_subject = existing
+            .max_messages_per_subject
+            .max(self.config.max_messages_per_subject);
+        if self.config.sources.is_some() {
+            wanted.sources = self.config.sources.clone();
+        }
+        if wanted.max_messages_per_subject != existing.max_messages_per_subject
+            || wanted.sources != existing.sources
+        {
+            let info = self
+                .js
+                .update_stream(wanted)
+                .await
+                .map_err(|e| e.to_string())?;
+            tracing::info!(stream = %info.config.name, history = info.config.max_messages_per_subject, sources = info.config.sources.as_ref().map_or(0, Vec::len), "Order stream converged.");
+            stream = self
+                .js
+                .get_stream(&info.config.name)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(stream)
+    }
+
+    /// Every state the stream keeps of order `id`, oldest first, read from the stream leader:
+    /// on this deployment's subject, else (a hub) on any site's (`eshop.<site>.orders.<id>`).
+    pub async fn history(&self, id: Uuid) -> Result<Vec<(Order, events::OrderEventType)>> {
+        let own = self.states(id, &self.subject(id)).await?;
+        match self.prefix.split_once('.') {
+            Some((root, rest)) if own.is_empty() && !rest.contains('.') => {
+                self.states(id, &format!("{root}.*.{rest}.{id}")).await
+            }
+            _ => Ok(own),
+        }
+    }
+
+    /// The states on `subject` (a filter), oldest first.
+    async fn states(
+        &self,
+        id: Uuid,
+        subject: &str,
+    ) -> Result<Vec<(Order, events::OrderEventType)>> {
+        self.connected()?;
+        let stream = self.stream().await?;
+        let mut states = Vec::new();
+        // The first message of the subject at or after `next`, until there is none.
+        let mut next = 1;
+        loop {
+            let got = tokio::time::timeout(
+                self.timeout,
+                stream.get_first_raw_message_by_subject(subject, next),
+            )
+            .await
+            .map_err(|_| unavailable("reading the order's history timed out"))?;
+            let msg = match got {
+                Ok(msg) => msg,
+                Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => return Ok(states),
+                Err(e) => return Err(unavailable(e)),
+            };
+            let event: OrderEvent = serde_json::from_slice(&msg.payload).map_err(|e| {
+                Error::corrupt(format!("order {id} at sequence {}: {e}", msg.sequence))
+            })?;
+            domain::check_order_event(&event, Some(id))
+                .map_err(|why| Error::corrupt(format!("order {id}: {why}")))?;
+            states.push((Order::from_event(&event), event.event_type));
+            next = msg.sequence + 1;
+        }
     }
 
     fn connected(&self) -> Result<()> {

@@ -137,7 +137,9 @@ async fn latest_states(
     let consumer = stream
         .create_consumer(OrderedConfig {
             name: Some(format!("product-svc-audit-{}", Uuid::new_v4().simple())),
-            deliver_policy: DeliverPolicy::All,
+            // Each order's latest state (ORDERS keeps history): O(orders).
+            deliver_policy: DeliverPolicy::LastPerSubject,
+            filter_subject: ">".into(),
             ..Default::default()
         })
         .await

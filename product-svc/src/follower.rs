@@ -81,7 +81,9 @@ impl Follower {
                 &self.durable,
                 pull::Config {
                     durable_name: Some(self.durable.clone()),
-                    deliver_policy: DeliverPolicy::All,
+                    // Each order's latest state, then every new one (ORDERS keeps history).
+                    deliver_policy: DeliverPolicy::LastPerSubject,
+                    filter_subject: ">".into(),
                     ack_policy: AckPolicy::Explicit,
                     ack_wait: Duration::from_secs(30),
                     // Repairs not due yet wait here (negatively acknowledged with a delay): room
@@ -96,14 +98,20 @@ impl Follower {
         let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
         while let Some(message) = messages.next().await {
             let message = message.map_err(|e| e.to_string())?;
-            let ack = self.handle(&message).await;
+            let ack = self.handle(&stream, &message).await;
             message.ack_with(ack).await.map_err(|e| e.to_string())?;
         }
         Err("the consumer's message stream ended".into())
     }
 
-    /// Applies the ledger rules to one order state; returns how to acknowledge it.
-    async fn handle(&self, message: &jetstream::Message) -> AckKind {
+    /// Applies the ledger rules to one order state; returns how to acknowledge it. A repair is
+    /// decided only from the order's latest state: an older one (ORDERS keeps history, and a
+    /// delayed redelivery can come after a newer state) is skipped, the newer one decides.
+    async fn handle(
+        &self,
+        stream: &jetstream::stream::Stream,
+        message: &jetstream::Message,
+    ) -> AckKind {
         let event: OrderEvent = match serde_json::from_slice(&message.payload) {
             Ok(event) => event,
             Err(error) => {
@@ -124,6 +132,20 @@ impl Follower {
             .to_std()
             .unwrap_or_default();
         let action = ledger::follow(event.status, age, reservation.as_ref(), self.grace);
+        let acts = matches!(
+            action,
+            LedgerAction::Release | LedgerAction::Commit | LedgerAction::Unrepairable(_)
+        );
+        if acts {
+            match is_latest(stream, message).await {
+                Ok(true) => {}
+                Ok(false) => return AckKind::Ack,
+                Err(error) => {
+                    tracing::warn!(order_id = %id, %error, "Reading the order's latest state failed; will retry.");
+                    return AckKind::Nak(Some(Duration::from_secs(1)));
+                }
+            }
+        }
         let done = match action {
             LedgerAction::Nothing => Ok(()),
             LedgerAction::Wait(delay) => return AckKind::Nak(Some(delay)),
@@ -156,4 +178,17 @@ impl Follower {
             }
         }
     }
+}
+
+/// Whether `message` is still its subject's last message (read from the stream leader).
+async fn is_latest(
+    stream: &jetstream::stream::Stream,
+    message: &jetstream::Message,
+) -> Result<bool, String> {
+    let seq = message.info().map_err(|e| e.to_string())?.stream_sequence;
+    let last = stream
+        .get_last_raw_message_by_subject(&message.subject)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(last.sequence == seq)
 }

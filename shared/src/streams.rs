@@ -41,17 +41,22 @@ pub fn stock(replicas: usize) -> Config {
     }
 }
 
+/// How many states of one order `ORDERS` keeps. An order has at most four (placed, confirmed
+/// or rejected, cancelled or shipped, its stock work recorded); eight leaves room.
+pub const ORDER_HISTORY: i64 = 8;
+
 /// `ORDERS` is the system of record for orders: one subject per order (`<prefix>.<orderId>`),
-/// each message the order's full state. It keeps **one message per order**
-/// (`max_messages_per_subject = 1`): every state is complete, so the latest is all a reader or a
-/// replay needs, a cold start costs O(orders) whatever each order went through, and the CAS on
-/// `Nats-Expected-Last-Subject-Sequence` works on the last message. Nothing ages out: orders are
-/// kept until an operator decides otherwise.
+/// each message the order's full state. It keeps **every state of an order**
+/// (`max_messages_per_subject = ORDER_HISTORY`), so `GET /api/orders/{id}/history` answers from
+/// the stream; readers that need only the latest state (the views' cold start, product-svc's
+/// follower and audit) read last-per-subject, so a replay still costs O(orders). The CAS on
+/// `Nats-Expected-Last-Subject-Sequence` works on the last message. Nothing ages out: orders
+/// are kept until an operator decides otherwise.
 pub fn orders(name: &str, subject_prefix: &str, replicas: usize) -> Config {
     Config {
         name: name.into(),
         subjects: vec![format!("{subject_prefix}.*")],
-        max_messages_per_subject: 1,
+        max_messages_per_subject: ORDER_HISTORY,
         discard: DiscardPolicy::Old,
         duplicate_window: DUPLICATE_WINDOW,
         storage: StorageType::File,

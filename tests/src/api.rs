@@ -294,6 +294,11 @@ impl OrderApi {
         self.http.send(self.http.request(Method::POST, &path)).await
     }
 
+    /// `GET /api/orders/{id}/history`.
+    pub async fn history(&self, id: &str) -> Answer {
+        self.http.get(&format!("/api/orders/{id}/history")).await
+    }
+
     /// Cancel with `If-Match: {tag}`.
     pub async fn cancel_if_match(&self, id: &str, reason: &str, tag: &str) -> Answer {
         let path = format!("/api/orders/{id}/cancel");

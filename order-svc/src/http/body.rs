@@ -232,3 +232,25 @@ pub struct SnapshotParams {
     #[cfg_attr(test, param(value_type = Option<u32>, minimum = 1, maximum = 1000))]
     pub page_size: Option<String>,
 }
+
+/// One state of an order: the order as `GET /api/orders/{id}` returned it at that version, and
+/// the event that led to it.
+#[derive(Debug, Serialize)]
+#[cfg_attr(test, derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(test, schema(as = OrderState))]
+pub struct OrderStateBody {
+    /// `OrderPlaced`, `OrderConfirmed`, `OrderRejected`, `OrderCancelled`, `OrderStockReleased`,
+    /// `OrderShipped` or `OrderStockCommitted`.
+    pub event_type: &'static str,
+    #[serde(flatten)]
+    pub order: OrderBody,
+}
+
+/// An order's states, oldest first.
+#[derive(Debug, Serialize)]
+#[cfg_attr(test, derive(utoipa::ToSchema))]
+#[cfg_attr(test, schema(as = OrderHistory))]
+pub struct OrderHistoryBody {
+    pub items: Vec<OrderStateBody>,
+}

@@ -37,6 +37,7 @@ pub fn router(state: AppState) -> Router {
     let routes = Router::new()
         .route("/api/orders", post(orders::create).get(orders::list))
         .route("/api/orders/{id}", get(orders::fetch))
+        .route("/api/orders/{id}/history", get(orders::history))
         .route("/api/orders/{id}/cancel", post(orders::cancel))
         .route("/api/orders/{id}/ship", post(orders::ship))
         .route("/api/snapshot/products", get(snapshot::list))

@@ -9,7 +9,10 @@ use shared::{auth::Caller, fields::FieldErrors, problem::JsonBody};
 
 use super::{
     AppState,
-    body::{CancelBody, CreateOrderBody, ListParams, OrderBody, OrderPage},
+    body::{
+        CancelBody, CreateOrderBody, ListParams, OrderBody, OrderHistoryBody, OrderPage,
+        OrderStateBody,
+    },
     need, parse_id,
 };
 use crate::{
@@ -174,6 +177,33 @@ pub async fn fetch(
         return Err(Error::NotFound(id));
     }
     Ok(order_body(StatusCode::OK, &order))
+}
+
+/// Every state of an order, oldest first, each as `GET /api/orders/{id}` returned it at that
+/// version plus the event that led to it; read from the order stream.
+#[cfg_attr(test, utoipa::path(get, path = "/api/orders/{id}/history", tag = "orders", operation_id = "getOrderHistory",
+    params(("id" = String, Path, description = "The order id (a UUID; anything else is unknown)")),
+    responses(
+        (status = 200, description = "The order's states, oldest first", body = OrderHistoryBody),
+        (status = 403, description = "The key lacks orders:read", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown order (or another customer's, for a key bound to a customer)", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
+    )))]
+pub async fn history(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, Error> {
+    need(&caller, "orders:read")?;
+    let id = parse_id(&id)?;
+    let states = state.orders.history(id, caller.customer).await?;
+    let items = states
+        .iter()
+        .map(|(order, event)| OrderStateBody {
+            event_type: event.as_str(),
+            order: OrderBody::from(order),
+        })
+        .collect();
+    Ok(axum::Json(OrderHistoryBody { items }).into_response())
 }
 
 /// Cancel a Pending or Confirmed order; its stock is released in the background (owed durably).

@@ -211,6 +211,42 @@ impl Orders {
         }
     }
 
+    /// Creates or converges the order stream (a task of its own at start), retrying until NATS
+    /// answers or `stop` is cancelled.
+    pub async fn prepare_stream(self, stop: tokio_util::sync::CancellationToken) {
+        let mut delay = std::time::Duration::from_millis(200);
+        loop {
+            match self.log.prepare().await {
+                Ok(()) => return,
+                Err(error) => {
+                    tracing::debug!(error = %shared::telemetry::error_chain(&error), "The order stream is not ready yet; retrying.")
+                }
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(std::time::Duration::from_secs(5));
+        }
+    }
+
+    /// Every state of an order, oldest first, with the event that led to each; `customer` (a
+    /// key bound to a customer) sees only that customer's orders.
+    pub async fn history(
+        &self,
+        id: Uuid,
+        customer: Option<Uuid>,
+    ) -> Result<Vec<(Order, shared::events::OrderEventType)>> {
+        let states = self.log.history(id).await?;
+        match states.last() {
+            None => Err(Error::NotFound(id)),
+            Some((latest, _)) if customer.is_some_and(|c| c != latest.customer_id) => {
+                Err(Error::NotFound(id))
+            }
+            Some(_) => Ok(states),
+        }
+    }
+
     /// Applies `change` to `current` and publishes it with a CAS on `current`'s sequence; on a
     /// conflict, re-decides from the state that won.
     async fn transition(&self, current: Stored, change: &Change) -> Result<Decided> {

@@ -18,12 +18,19 @@ impl<P: Projection> Projector<P> {
     ) -> Result<PullConsumer, SessionError> {
         let checkpoint = self.projection.checkpoint()?;
         let existing = stream.consumer_info(&self.durable).await.ok();
+        // A stream that keeps an entity's history (ORDERS) is replayed last-per-subject: a read
+        // model needs only the latest state, and a cold start stays O(entities).
+        let replay = if self.stream.max_messages_per_subject > 1 {
+            DeliverPolicy::LastPerSubject
+        } else {
+            DeliverPolicy::All
+        };
         let start = match (checkpoint, &existing) {
             (None, Some(_)) => {
-                tracing::info!(durable = %self.durable, stream = %self.stream.name, "Cold start: empty {}; replaying the stream from the first sequence.", P::NAME);
-                Some(DeliverPolicy::All)
+                tracing::info!(durable = %self.durable, stream = %self.stream.name, "Cold start: empty {}; replaying the stream's latest states.", P::NAME);
+                Some(replay)
             }
-            (None, None) => Some(DeliverPolicy::All),
+            (None, None) => Some(replay),
             (Some(c), Some(info)) if info.ack_floor.stream_sequence > c => {
                 tracing::info!(
                     checkpoint = c,
@@ -64,6 +71,12 @@ impl<P: Projection> Projector<P> {
             stream
                 .create_consumer(pull::Config {
                     durable_name: Some(self.durable.clone()),
+                    // Last-per-subject needs a filter; `>` is every subject of the stream.
+                    filter_subject: if deliver_policy == DeliverPolicy::LastPerSubject {
+                        ">".into()
+                    } else {
+                        String::new()
+                    },
                     deliver_policy,
                     ack_policy: AckPolicy::All,
                     ack_wait: Duration::from_secs(10),

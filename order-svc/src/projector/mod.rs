@@ -8,10 +8,11 @@
 //!   **one** ack: the durable uses `AckPolicy::All`, so acking the batch's last message acks the
 //!   batch (a thousand ack publishes per batch were a fifth of a replay's cost). A crash between
 //!   flush and ack only causes redelivery, which the version guard makes harmless.
-//! - **Cold start.** An empty store (no checkpoint) must see the whole stream, but a durable's
+//! - **Cold start.** An empty store (no checkpoint) must see every entity, but a durable's
 //!   deliver policy is immutable and an existing durable may have acked far ahead: so the durable
-//!   is deleted and recreated with `DeliverPolicy::All`. Because `PRODUCTS` keeps one message per
-//!   product, this costs O(products), not O(events).
+//!   is deleted and recreated with `DeliverPolicy::All` (`PRODUCTS`, one message per product) or
+//!   `LastPerSubject` (`ORDERS`, which keeps each order's history). Either way a replay costs
+//!   O(entities), not O(events).
 //! - **Behind the ack floor.** If the checkpoint is behind what the durable acked (sled lost
 //!   flushed-then-acked data, a restored backup, or a read model that does not persist its
 //!   checkpoint for batches that change nothing), delivery restarts at checkpoint + 1.

@@ -7,7 +7,6 @@ use std::{
     time::Duration,
 };
 
-use futures::StreamExt;
 use serde_json::{Value, json};
 use tests::{
     FaultyProxy, OrderService, ProductService, edge::EdgeNats, order_body, scratch, wait_for,
@@ -108,34 +107,33 @@ impl Deployment {
     /// Edge orders in the hub's `ORDERS`: subject → messages.
     async fn hub_orders(&self) -> HashMap<String, usize> {
         let js = crate::js(&self.edge.hub.url()).await;
-        let Ok(stream) = js.get_stream("ORDERS").await else {
-            return HashMap::new();
-        };
-        let subjects = stream
-            .info_with_subjects(format!("eshop.{SITE}.orders.*"))
-            .await
-            .unwrap();
-        futures::pin_mut!(subjects);
-        let mut out = HashMap::new();
-        while let Some(Ok((subject, n))) = subjects.next().await {
-            out.insert(subject, n);
-        }
-        out
+        crate::stream_subjects(&js, "ORDERS", &format!("eshop.{SITE}.orders.*")).await
     }
 
-    /// Waits until the hub's `ORDERS` holds exactly these edge orders, once each.
+    /// Waits until the hub's `ORDERS` holds exactly these edge orders, each state once (a
+    /// subject holds as many messages as its latest state's version).
     async fn wait_hub_has(&self, ids: &HashSet<String>) {
         let expected: HashSet<String> = ids
             .iter()
             .map(|id| format!("eshop.{SITE}.orders.{id}"))
             .collect();
+        let js = crate::js(&self.edge.hub.url()).await;
         wait_for(
-            "every edge order in the hub's ORDERS, once",
+            "every edge order in the hub's ORDERS, each state once",
             EDGE_WAIT,
             || async {
                 let orders = self.hub_orders().await;
                 let subjects: HashSet<String> = orders.keys().cloned().collect();
-                (subjects == expected && orders.values().all(|n| *n == 1)).then_some(())
+                if subjects != expected {
+                    return None;
+                }
+                for (subject, n) in &orders {
+                    let (_, last) = crate::last_message(&js, "ORDERS", subject).await?;
+                    if last["version"].as_u64() != Some(*n as u64) {
+                        return None;
+                    }
+                }
+                Some(())
             },
         )
         .await;

@@ -43,6 +43,25 @@ pub async fn wait_stream_messages(js: &jetstream::Context, name: &str, expected:
     .await
 }
 
+/// Subjects of a stream matching `filter`, each with its message count.
+pub async fn stream_subjects(
+    js: &jetstream::Context,
+    name: &str,
+    filter: &str,
+) -> std::collections::HashMap<String, usize> {
+    use futures::StreamExt;
+    let Ok(stream) = js.get_stream(name).await else {
+        return Default::default();
+    };
+    let subjects = stream.info_with_subjects(filter).await.unwrap();
+    futures::pin_mut!(subjects);
+    let mut out = std::collections::HashMap::new();
+    while let Some(Ok((subject, n))) = subjects.next().await {
+        out.insert(subject, n);
+    }
+    out
+}
+
 /// The latest message on a subject: (headers as pairs, body JSON).
 pub async fn last_message(
     js: &jetstream::Context,

@@ -210,10 +210,10 @@ async fn orders_confirm_reject_cancel_and_list() {
     assert_eq!(other.body["totalCount"], 0);
     assert_eq!(orders.status(id).await, "Cancelled");
 
-    // ORDERS holds each order's latest full state: the rejected one at version 2, the confirmed
-    // one cancelled (3) and its release recorded (4).
+    // ORDERS holds every full state of each order: the rejected one's two, the confirmed one's
+    // four (placed, confirmed, cancelled, its release recorded).
     let js = js(&system.nats.url()).await;
-    wait_stream_messages(&js, "ORDERS", 2).await;
+    wait_stream_messages(&js, "ORDERS", 6).await;
     let (headers, cancelled) = wait_for("the release recorded in ORDERS", WAIT, || async {
         last_message(&js, "ORDERS", &format!("eshop.orders.{id}"))
             .await
@@ -229,10 +229,64 @@ async fn orders_confirm_reject_cancel_and_list() {
         "full state"
     );
     assert!(headers.get("Nats-Msg-Id").is_some());
+    // Its history: every state, oldest first, each as GET showed it then, with its event.
+    let history = orders.history(id).await.expect(200);
+    let states: Vec<(u64, &str, &str)> = history["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let event = s["eventType"].as_str().unwrap();
+            (
+                s["version"].as_u64().unwrap(),
+                event,
+                s["status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [
+            (1, "OrderPlaced", "Pending"),
+            (2, "OrderConfirmed", "Confirmed"),
+            (3, "OrderCancelled", "Cancelled"),
+            (4, "OrderStockReleased", "Cancelled"),
+        ]
+    );
+    assert_eq!(history["items"][2]["reason"], "changed my mind");
+    orders
+        .history(&Uuid::new_v4().to_string())
+        .await
+        .problem(404);
+    orders.history("nope").await.problem(404);
     let (status, openapi) = crate::get_json(&format!("{}/openapi.json", system.order.http)).await;
     assert_eq!(status, 200);
     assert!(openapi["paths"]["/api/orders"]["post"].is_object());
     system.stop().await;
+}
+
+/// An order stream created before history was kept (one message per order) is raised to keep
+/// every state when order-svc starts; the operator's other settings stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_existing_order_stream_is_converged_to_keep_history_and_keeps_its_other_settings() {
+    let nats = NatsServer::start();
+    let js = js(&nats.url()).await;
+    let mut old = shared::streams::orders("ORDERS", "eshop.orders", 1);
+    old.max_messages_per_subject = 1;
+    old.max_bytes = 1 << 30;
+    js.create_stream(old).await.unwrap();
+    let dir = scratch();
+    let product = ProductService::start(&nats.url(), &dir.path().join("product")).await;
+    let order = OrderService::start(&nats.url(), &product.grpc, &dir.path().join("order")).await;
+    let config = wait_for("ORDERS to keep history", WAIT, || async {
+        let info = tests::stream_info(&js, "ORDERS").await?;
+        (info.config.max_messages_per_subject == shared::streams::ORDER_HISTORY)
+            .then_some(info.config)
+    })
+    .await;
+    assert_eq!(config.max_bytes, 1 << 30, "an operator's setting stays");
+    order.stop().await;
+    product.stop().await;
 }
 
 /// An order's ETag is its version; If-Match on cancel and ship changes only that version, and
