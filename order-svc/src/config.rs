@@ -81,6 +81,10 @@ pub struct Config {
     /// How long the breaker stays open.
     #[arg(long, env = "ORDER_BREAKER_COOLDOWN_MS", default_value_t = 2000)]
     pub breaker_cooldown_ms: u64,
+    /// How long one watch (`GET /api/orders/{id}/watch`) stays open; the client then resumes
+    /// with `Last-Event-ID`, as SSE clients do.
+    #[arg(long, env = "ORDER_WATCH_MAX_SECS", default_value_t = 300)]
+    pub watch_max_secs: u64,
     /// How often the reconciler and the releaser look for work (jittered by ±50 %).
     #[arg(long, env = "ORDER_WORKER_INTERVAL_MS", default_value_t = 1000)]
     pub worker_interval_ms: u64,
@@ -144,6 +148,7 @@ impl Config {
             breaker_threshold: 5,
             breaker_cooldown_ms: 500,
             worker_interval_ms: 200,
+            watch_max_secs: 300,
             stream_replicas: 1,
             cache_mb: 16,
             shutdown_grace_secs: 5,

@@ -167,6 +167,8 @@ impl App {
             snapshot: self.snapshot.clone(),
             orders_view: self.orders_view.clone(),
             nats: self.nats.clone(),
+            stopping: tasks.servers_stop.clone(),
+            watch_max: Duration::from_secs(self.config.watch_max_secs.max(1)),
         };
         tasks.http(self.http, http::router(state));
         tracing::info!(http.addr = %http_addr, data_dir = %self.config.data_dir.display(), catalog = ?self.config.catalog, catalog_domain = ?self.config.catalog_domain, instance = %self.instance_id, orders_stream = %self.config.orders_stream, "order-svc started.");

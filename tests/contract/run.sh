@@ -3,7 +3,8 @@
 # ports (temp dirs, API keys on, rate limit out of the way), then let schemathesis (pinned, from
 # the venv `just setup` makes) exercise both services' /openapi.json with every check. Any
 # finding fails the run. CONTRACT_EXAMPLES bounds the examples per operation; CONTRACT_SEED
-# makes a run repeatable (printed either way).
+# makes a run repeatable (printed either way). Watches (SSE) are bounded to 1 s here
+# (ORDER_WATCH_MAX_SECS), so the fuzzer never waits on an open stream.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -38,7 +39,7 @@ PRODUCT_API_KEYS="$work/product-keys.json" PRODUCT_GRPC_TOKEN_FILE="$work/grpc-t
     target/debug/product-svc --seed 20 > "$work/product.log" 2>&1 & pids+=($!)
 wait_http "http://127.0.0.1:$product/health/ready"
 ORDER_HTTP_ADDR="127.0.0.1:$order" ORDER_DATA_DIR="$work/order" PRODUCT_GRPC_URL="http://127.0.0.1:$grpc" \
-ORDER_API_KEYS="$work/order-keys.json" ORDER_GRPC_TOKEN_FILE="$work/grpc-token" ORDER_RATE_LIMIT=1000000 ORDER_RATE_BURST=1000000 \
+ORDER_API_KEYS="$work/order-keys.json" ORDER_GRPC_TOKEN_FILE="$work/grpc-token" ORDER_RATE_LIMIT=1000000 ORDER_RATE_BURST=1000000 ORDER_WATCH_MAX_SECS=1 \
     target/debug/order-svc > "$work/order.log" 2>&1 & pids+=($!)
 wait_http "http://127.0.0.1:$order/health/ready"
 

@@ -5,6 +5,7 @@ mod body;
 mod openapi;
 mod orders;
 mod snapshot;
+mod watch;
 
 use std::sync::atomic::Ordering;
 
@@ -31,6 +32,10 @@ pub(crate) struct AppState {
     pub(crate) snapshot: std::sync::Arc<ProjectionStatus>,
     pub(crate) orders_view: std::sync::Arc<ProjectionStatus>,
     pub(crate) nats: async_nats::Client,
+    /// Cancelled when the server stops accepting: open watches end at once.
+    pub(crate) stopping: tokio_util::sync::CancellationToken,
+    /// How long one watch stays open.
+    pub(crate) watch_max: std::time::Duration,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -38,6 +43,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/orders", post(orders::create).get(orders::list))
         .route("/api/orders/{id}", get(orders::fetch))
         .route("/api/orders/{id}/history", get(orders::history))
+        .route("/api/orders/{id}/watch", get(watch::watch))
         .route("/api/orders/{id}/cancel", post(orders::cancel))
         .route("/api/orders/{id}/ship", post(orders::ship))
         .route("/api/snapshot/products", get(snapshot::list))

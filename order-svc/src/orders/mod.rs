@@ -230,6 +230,11 @@ impl Orders {
         }
     }
 
+    /// The states this instance's view takes in from now on (the watchers' one fan-out).
+    pub fn changes(&self) -> tokio::sync::broadcast::Receiver<crate::view::Change> {
+        self.view.subscribe()
+    }
+
     /// Every state of an order, oldest first, with the event that led to each; `customer` (a
     /// key bound to a customer) sees only that customer's orders.
     pub async fn history(

@@ -5,7 +5,7 @@ use sled::{Batch, Tree};
 use uuid::Uuid;
 
 use super::{
-    OrderUpdate,
+    Change, OrderUpdate,
     rows::{
         COUNT, FLAG_OWED, FLAG_PENDING, HEADER, OWED, PENDING, RowHead, counter, row_head, row_key,
     },
@@ -27,8 +27,10 @@ pub(super) fn apply_updates(
     replay: &ReplayCache<RowHead>,
     updates: &[OrderUpdate],
     checkpoint: Option<u64>,
+    feed: &tokio::sync::broadcast::Sender<Change>,
 ) -> Result<Applied> {
     let mut guard = replay.batch();
+    let mut taken = Vec::new();
     let mut batch = Batch::default();
     let (mut changed, mut added, mut pending, mut owed) = (0usize, 0i64, 0i64, 0i64);
     for u in updates {
@@ -55,6 +57,7 @@ pub(super) fn apply_updates(
         pending += flag_change(&mut batch, b'p', u.id, old, u.flags, FLAG_PENDING);
         owed += flag_change(&mut batch, b'r', u.id, old, u.flags, FLAG_OWED);
         guard.stage(u.id, (u.version, u.flags));
+        taken.push(u);
         changed += 1;
     }
     for (key, delta) in [(COUNT, added), (PENDING, pending), (OWED, owed)] {
@@ -72,6 +75,14 @@ pub(super) fn apply_updates(
     }
     tree.apply_batch(batch)?;
     guard.applied();
+    for u in taken {
+        // No watcher is no error.
+        let _ = feed.send(Change {
+            id: u.id,
+            version: u.version,
+            payload: u.payload.as_slice().into(),
+        });
+    }
     Ok(Applied {
         changed,
         wrote: true,

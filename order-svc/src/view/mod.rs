@@ -78,6 +78,19 @@ impl OrderUpdate {
 /// Most jobs applied in one batch by the view's writer.
 const MAX_RECORDS: usize = 256;
 
+/// Changes the feed holds for slow watchers before they miss some (they then re-read).
+const FEED_CAPACITY: usize = 4096;
+
+/// A state this instance's view just took in (from the stream or its own write): what the
+/// watchers of this instance are fed, once per state.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub id: Uuid,
+    pub version: u64,
+    /// The order event's JSON as stored.
+    pub payload: Arc<[u8]>,
+}
+
 #[derive(Clone)]
 pub struct OrdersView {
     tree: Tree,
@@ -91,6 +104,8 @@ pub struct OrdersView {
     /// holds edge sites' orders (sourced): they are listed and read here, but settled, released
     /// and committed by their own site, so they never enter the work lists. Unset: all are own.
     own_subjects: Arc<std::sync::OnceLock<String>>,
+    /// Every state the view takes in, in apply order: one fan-out per instance for all watchers.
+    feed: tokio::sync::broadcast::Sender<Change>,
 }
 
 impl OrdersView {
@@ -103,12 +118,15 @@ impl OrdersView {
     pub fn open(store: &Store) -> Result<Self> {
         let tree = store.tree("orders_view")?;
         let replay = ReplayCache::open(&tree, b"o")?;
+        let (feed, _) = tokio::sync::broadcast::channel(FEED_CAPACITY);
         let records = {
-            let (tree, replay) = (tree.clone(), replay.clone());
+            let (tree, replay, feed) = (tree.clone(), replay.clone(), feed.clone());
             BatchWriter::spawn(
                 "the orders view writer",
                 MAX_RECORDS,
-                move |updates, checkpoint| apply_updates(&tree, &replay, updates, checkpoint),
+                move |updates, checkpoint| {
+                    apply_updates(&tree, &replay, updates, checkpoint, &feed)
+                },
             )
         };
         Ok(Self {
@@ -116,7 +134,13 @@ impl OrdersView {
             replay,
             records,
             own_subjects: Arc::default(),
+            feed,
         })
+    }
+
+    /// The feed of states this view takes in from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Change> {
+        self.feed.subscribe()
     }
 
     /// Applies what is queued, then stops the writer (so the database can close).

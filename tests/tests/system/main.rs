@@ -13,6 +13,7 @@ mod seed;
 mod stock_calls;
 mod stock_loop;
 mod transport;
+mod watch;
 
 use std::time::Duration;
 
