@@ -133,6 +133,8 @@ up *args: setup build
       curl -s -H "\$AUTH" -XPOST http://127.0.0.1:5002/api/orders -H 'content-type: application/json' -H 'Idempotency-Key: k-1' \\
            -d '{"customerId":"6f1c1a52-3b0e-4a8e-9d8c-1e2f3a4b5c6d","customerEmail":"ann@example.com","items":[{"productId":"$P","quantity":2}]}'
       curl -s -H "\$AUTH" http://127.0.0.1:5002/api/orders/<orderId>        # any order-svc instance answers any order
+      curl -sN -H "\$AUTH" http://127.0.0.1:5002/api/orders/<orderId>/watch # every new state as it happens (SSE)
+      curl -s -H "\$AUTH" http://127.0.0.1:5002/api/orders/<orderId>/history # every state so far
       curl -s -H "\$AUTH" -XPOST http://127.0.0.1:5002/api/orders/<orderId>/cancel -H 'content-type: application/json' -d '{"reason":"changed my mind"}'
       curl -s -H "\$AUTH" -XPOST http://127.0.0.1:5002/api/orders/<orderId>/ship   # Confirmed -> Shipped: on-hand drops
       curl -s -H "\$AUTH" http://127.0.0.1:5001/api/products/$P      # reservedQuantity goes up, then back down
