@@ -149,6 +149,9 @@ pub struct OrderPage {
     pub page_size: usize,
     pub total_count: usize,
     pub total_pages: usize,
+    /// The next page: pass it as `cursor`; null on the last page.
+    #[cfg_attr(test, schema(pattern = "^[0-9a-f]{48}$"))]
+    pub next_cursor: Option<String>,
 }
 
 /// A product as this instance's snapshot holds it (projected from the catalog's events).
@@ -206,19 +209,32 @@ pub struct CancelBody {
     pub reason: Option<String>,
 }
 
-/// Query of the order listing. Values are parsed by hand so a bad one is a 400 naming the field.
-#[derive(Debug, Deserialize)]
-#[cfg_attr(test, derive(utoipa::IntoParams))]
-#[serde(rename_all = "camelCase")]
-#[cfg_attr(test, into_params(parameter_in = Query))]
+/// Query of the order listing (documentation only: `http/list.rs` reads the query by hand, so
+/// a repeated `status` is read and a bad value is a 400 naming its parameter).
+#[cfg(test)]
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
 pub struct ListParams {
     /// Only this customer's orders (required unless the key has orders:admin); not the nil UUID.
-    #[cfg_attr(test, param(value_type = Option<Uuid>, pattern = r"^(?!0{8}-0{4}-0{4}-0{4}-0{12}$)[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"))]
-    pub customer_id: Option<String>,
-    #[cfg_attr(test, param(value_type = Option<u32>, minimum = 1, maximum = 1_000_000))]
-    pub page: Option<String>,
-    #[cfg_attr(test, param(value_type = Option<u32>, minimum = 1, maximum = 100))]
-    pub page_size: Option<String>,
+    #[param(rename = "customerId", value_type = Option<Uuid>, pattern = r"^(?!0{8}-0{4}-0{4}-0{4}-0{12}$)[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
+    customer_id: Option<String>,
+    /// Only orders in one of these statuses (repeat the parameter: `status=Confirmed&status=Cancelled`).
+    #[param(value_type = Option<Vec<OrderStatusBody>>, style = Form, explode)]
+    status: Option<Vec<String>>,
+    /// Only orders created after this instant (RFC 3339, exclusive).
+    #[param(rename = "createdAfter", value_type = Option<DateTime<Utc>>)]
+    created_after: Option<String>,
+    /// Only orders created before this instant (RFC 3339, exclusive).
+    #[param(rename = "createdBefore", value_type = Option<DateTime<Utc>>)]
+    created_before: Option<String>,
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1_000_000)]
+    page: Option<String>,
+    #[param(rename = "pageSize", value_type = Option<u32>, minimum = 1, maximum = 100)]
+    page_size: Option<String>,
+    /// The previous page's `nextCursor` (not with `page`).
+    #[param(pattern = "^[0-9a-f]{48}$")]
+    cursor: Option<String>,
 }
 
 /// Query of the snapshot listing.

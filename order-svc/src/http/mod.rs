@@ -2,6 +2,7 @@
 //! the crate's errors to problem+json. The routes live in `orders.rs` and `snapshot.rs`, the
 //! JSON shapes in `body.rs`, the OpenAPI document they generate in `openapi.rs`.
 mod body;
+mod list;
 mod openapi;
 mod orders;
 mod snapshot;
@@ -40,7 +41,7 @@ pub(crate) struct AppState {
 
 pub fn router(state: AppState) -> Router {
     let routes = Router::new()
-        .route("/api/orders", post(orders::create).get(orders::list))
+        .route("/api/orders", post(orders::create).get(list::list))
         .route("/api/orders/{id}", get(orders::fetch))
         .route("/api/orders/{id}/history", get(orders::history))
         .route("/api/orders/{id}/watch", get(watch::watch))

@@ -8,7 +8,7 @@
 #[openapi(
     info(title = "eshop order-svc", description = "Orders of the eshop: placed against the local product snapshot, stock reserved on product-svc."),
     paths(
-        super::orders::create, super::orders::list, super::orders::fetch, super::orders::history, super::watch::watch, super::orders::cancel,
+        super::orders::create, super::list::list, super::orders::fetch, super::orders::history, super::watch::watch, super::orders::cancel,
         super::orders::ship, super::snapshot::list, super::snapshot::get_one, super::live,
         super::ready, shared::openapi::metrics, shared::openapi::document,
     ),

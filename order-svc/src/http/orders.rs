@@ -1,7 +1,7 @@
 //! The order routes: place, list, read, cancel, ship. Each handler checks the caller's scope,
 //! parses what the schema cannot (ids, paging), and hands a typed request to `crate::orders`.
 use axum::{
-    extract::{Path, Query, State, rejection::QueryRejection},
+    extract::{Path, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
@@ -9,10 +9,7 @@ use shared::{auth::Caller, fields::FieldErrors, problem::JsonBody};
 
 use super::{
     AppState,
-    body::{
-        CancelBody, CreateOrderBody, ListParams, OrderBody, OrderHistoryBody, OrderPage,
-        OrderStateBody,
-    },
+    body::{CancelBody, CreateOrderBody, OrderBody, OrderHistoryBody, OrderStateBody},
     need, parse_id,
 };
 use crate::{
@@ -100,59 +97,6 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Error> {
         return Err(Error::Validation(errors));
     }
     Ok(Some(key.to_owned()))
-}
-
-/// List orders, newest first, from this instance's orders view (eventually consistent). A key
-/// bound to a customer lists that customer's orders; without `customerId` it needs orders:admin.
-#[cfg_attr(test, utoipa::path(get, path = "/api/orders", tag = "orders", operation_id = "listOrders", params(ListParams),
-    responses(
-        (status = 200, description = "A page of orders", body = OrderPage),
-        (status = 403, description = "Unfiltered listing without orders:admin, or another customer's listing", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
-    )))]
-pub async fn list(
-    State(state): State<AppState>,
-    caller: Caller,
-    params: Result<Query<ListParams>, QueryRejection>,
-) -> Result<Response, Error> {
-    need(&caller, "orders:read")?;
-    let mut errors = FieldErrors::new();
-    let Query(params) = params.map_err(|e| Error::Validation(shared::http::query_errors(&e)))?;
-    let customer = match params.customer_id.as_deref().map(crate::domain::parse_id) {
-        None => None,
-        Some(Some(id)) => Some(id),
-        Some(None) => {
-            errors.add("customerId", "customerId must be a non-nil UUID.");
-            None
-        }
-    };
-    let paging = shared::http::paging(params.page.as_deref(), params.page_size.as_deref(), 100);
-    let (page, page_size) = paging.unwrap_or_else(|more| {
-        errors.extend(more);
-        (1, 20)
-    });
-    errors.into_result().map_err(Error::Validation)?;
-    let customer = match (caller.customer, customer) {
-        (Some(bound), None) => Some(bound),
-        (Some(bound), Some(asked)) if asked != bound => {
-            return Err(Error::Forbidden(format!(
-                "This API key acts for customer {bound} only."
-            )));
-        }
-        (None, None) => {
-            need(&caller, "orders:admin")?;
-            None
-        }
-        (_, asked) => asked,
-    };
-    let (items, total) = state.orders.list(customer, page, page_size)?;
-    Ok(axum::Json(OrderPage {
-        items: items.iter().map(OrderBody::from).collect(),
-        page,
-        page_size,
-        total_count: total,
-        total_pages: total.div_ceil(page_size),
-    })
-    .into_response())
 }
 
 /// Read an order from the order stream (its latest state), falling back to this instance's

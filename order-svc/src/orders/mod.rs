@@ -140,14 +140,9 @@ impl Orders {
         }
     }
 
-    /// A page of the view's orders, newest first; one customer's when `customer` is given.
-    pub fn list(
-        &self,
-        customer: Option<Uuid>,
-        page: usize,
-        page_size: usize,
-    ) -> Result<(Vec<Order>, usize)> {
-        self.view.list(customer, page, page_size)
+    /// One page of the orders a listing selects, newest first, from the view.
+    pub fn list(&self, listing: &crate::view::Listing) -> Result<crate::view::Listed> {
+        self.view.list(listing)
     }
 
     /// Pending orders past their create request's budget (the reconciler settles them); none

@@ -15,6 +15,7 @@
 //!   (cancelled) or a commit (shipped);
 //! - `m:checkpoint` (`store::replay`), `m:count`, `m:pending`, `m:owed`.
 mod apply;
+mod listing;
 mod rows;
 #[cfg(test)]
 mod tests;
@@ -27,7 +28,7 @@ use sled::Tree;
 use uuid::Uuid;
 
 use crate::{
-    domain::{self, Order},
+    domain,
     error::{Error, Result},
     order_log::Stored,
     projector::{Applied, Projection},
@@ -38,6 +39,8 @@ use crate::{
 };
 
 use apply::{apply_updates, state_event_type};
+use listing::IndexRange;
+pub use listing::{CURSOR_LEN, Listed, Listing, Paging};
 use rows::{
     COUNT, FLAG_OWED, FLAG_PENDING, OWED, PENDING, RowHead, counter, decode_row, row_head, row_key,
     trailing_id,
@@ -185,31 +188,72 @@ impl OrdersView {
             .transpose()
     }
 
-    /// One page of orders, newest first, optionally of one customer; and the total count.
-    pub fn list(
-        &self,
-        customer: Option<Uuid>,
-        page: usize,
-        page_size: usize,
-    ) -> Result<(Vec<Order>, usize)> {
-        let skip = (page - 1).saturating_mul(page_size);
-        let (prefix, total) = match customer {
-            Some(c) => {
-                let prefix = [&b"c"[..], c.as_bytes()].concat();
-                let total = self.tree.scan_prefix(&prefix).count();
-                (prefix, total)
-            }
-            None => (b"t".to_vec(), self.counter(COUNT)? as usize),
+    /// One page of the orders a listing selects, newest first; their total; and the cursor of
+    /// the next page (`None` on the last).
+    pub fn list(&self, listing: &Listing) -> Result<Listed> {
+        let (mut range, total) = match listing.customer {
+            Some(c) => (IndexRange::of([&b"c"[..], c.as_bytes()].concat()), None),
+            // Every order, unfiltered: the count is kept.
+            None if listing.is_everything() => (
+                IndexRange::of(b"t".to_vec()),
+                Some(self.counter(COUNT)? as usize),
+            ),
+            None => (IndexRange::of(b"t".to_vec()), None),
         };
-        let mut orders = Vec::with_capacity(page_size.min(100));
-        for kv in self.tree.scan_prefix(&prefix).skip(skip).take(page_size) {
+        range.created(listing.created_after, listing.created_before);
+        let (skip, start) = match &listing.page {
+            Paging::Number { page, size } => ((page - 1).saturating_mul(*size), None),
+            Paging::After { cursor, .. } => (0, cursor.as_deref()),
+        };
+        let size = listing.page.size();
+        let (mut matched, mut orders, mut next_cursor) = (0usize, Vec::new(), None);
+        let mut last_key = None;
+        for kv in self.tree.range(range.bounds(start)) {
             let (key, _) = kv?;
-            let id = trailing_id(&key)?;
-            if let Some(stored) = self.get(id)? {
+            let Some(stored) = self.get(trailing_id(&key)?)? else {
+                continue;
+            };
+            if !listing.statuses.is_empty() && !listing.statuses.contains(&stored.order.status) {
+                continue;
+            }
+            matched += 1;
+            if matched <= skip {
+                continue;
+            }
+            if orders.len() < size {
                 orders.push(stored.order);
+                last_key = Some(key[range.prefix.len()..].to_vec());
+            } else if next_cursor.is_none() {
+                next_cursor = last_key.take();
+                if total.is_some() {
+                    break; // the rest need not be counted
+                }
             }
         }
-        Ok((orders, total))
+        let total = match (total, start) {
+            (Some(total), _) => total,
+            (None, None) => matched,
+            // A cursor page saw only what follows the cursor: count the whole selection.
+            (None, Some(_)) => self.count_selected(listing, &range)?,
+        };
+        Ok(Listed {
+            orders,
+            total,
+            next_cursor,
+        })
+    }
+
+    fn count_selected(&self, listing: &Listing, range: &IndexRange) -> Result<usize> {
+        let mut count = 0;
+        for kv in self.tree.range(range.bounds(None)) {
+            let (key, _) = kv?;
+            let selected = listing.statuses.is_empty()
+                || self
+                    .get(trailing_id(&key)?)?
+                    .is_some_and(|s| listing.statuses.contains(&s.order.status));
+            count += usize::from(selected);
+        }
+        Ok(count)
     }
 
     /// Up to `limit` Pending orders (the reconciler's work list).

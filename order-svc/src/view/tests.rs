@@ -3,7 +3,7 @@ use chrono::Utc;
 use shared::events::{OrderEventType, OrderStatus};
 use uuid::Uuid;
 
-use super::{OrderUpdate, OrdersView};
+use super::{Listing, OrderUpdate, OrdersView, Paging};
 use crate::{
     domain::{Change, Order, OrderItem},
     order_log::Stored,
@@ -73,11 +73,90 @@ async fn states_apply_forward_only_and_keep_the_work_lists() {
     assert!(view.owed(10).unwrap().is_empty());
 
     assert_eq!(view.count().unwrap(), 2);
-    let (anns, total) = view.list(Some(ann), 1, 10).unwrap();
-    assert_eq!((anns.len(), total), (1, 1));
-    assert_eq!(anns[0].version, 3);
-    let (all, total) = view.list(None, 1, 10).unwrap();
-    assert_eq!((total, all[0].id), (2, other.id), "newest first");
+    let anns = view
+        .list(&listing(Some(ann), Paging::Number { page: 1, size: 10 }))
+        .unwrap();
+    assert_eq!((anns.orders.len(), anns.total), (1, 1));
+    assert_eq!(anns.orders[0].version, 3);
+    let all = view
+        .list(&listing(None, Paging::Number { page: 1, size: 10 }))
+        .unwrap();
+    assert_eq!((all.total, all.orders[0].id), (2, other.id), "newest first");
+}
+
+fn listing(customer: Option<Uuid>, page: Paging) -> Listing {
+    Listing {
+        customer,
+        statuses: Vec::new(),
+        created_after: None,
+        created_before: None,
+        page,
+    }
+}
+
+/// Status and creation-window filters select exactly their orders, newest first; a cursor
+/// walks the selection page by page, the last page without a next cursor.
+#[tokio::test]
+async fn listings_filter_by_status_and_creation_and_page_by_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 1 << 20).unwrap();
+    let view = OrdersView::open(&store).unwrap();
+    let ann = Uuid::new_v4();
+    let start = Utc::now() - chrono::Duration::hours(1);
+    let mut placed = Vec::new();
+    for i in 0..7 {
+        let mut o = order(ann);
+        o.created_at = start + chrono::Duration::minutes(i);
+        if i % 2 == 1 {
+            o = o
+                .apply(&Change::Cancel { reason: "r".into() }, Utc::now())
+                .unwrap();
+        }
+        view.record(&Stored {
+            order: o.clone(),
+            seq: i as u64 + 1,
+        })
+        .await
+        .unwrap();
+        placed.push(o);
+    }
+    let ids = |orders: &[Order]| orders.iter().map(|o| o.id).collect::<Vec<_>>();
+    let newest_first = |pick: &dyn Fn(usize) -> bool| -> Vec<Uuid> {
+        (0..7)
+            .rev()
+            .filter(|i| pick(*i))
+            .map(|i| placed[i].id)
+            .collect()
+    };
+
+    let mut cancelled = listing(Some(ann), Paging::Number { page: 1, size: 10 });
+    cancelled.statuses = vec![OrderStatus::Cancelled];
+    let got = view.list(&cancelled).unwrap();
+    assert_eq!(ids(&got.orders), newest_first(&|i| i % 2 == 1));
+    assert_eq!(got.total, 3);
+
+    // Created after minute 1 and before minute 5: minutes 2, 3, 4.
+    let mut window = listing(None, Paging::Number { page: 1, size: 10 });
+    window.created_after = Some(start + chrono::Duration::minutes(1));
+    window.created_before = Some(start + chrono::Duration::minutes(5));
+    let got = view.list(&window).unwrap();
+    assert_eq!(ids(&got.orders), newest_first(&|i| (2..=4).contains(&i)));
+    assert_eq!(got.total, 3);
+
+    // Pages of two by cursor: 2, 2, 2, 1, and the total each time.
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = listing(Some(ann), Paging::After { cursor, size: 2 });
+        let got = view.list(&page).unwrap();
+        assert_eq!(got.total, 7);
+        seen.extend(ids(&got.orders));
+        match got.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, newest_first(&|_| true));
 }
 
 /// Batches of already-known states write nothing until the checkpoint trails by a stride;

@@ -562,3 +562,133 @@ async fn nats_killed_under_order_load_loses_no_acknowledged_order_and_never_hang
     order.stop().await;
     product.stop().await;
 }
+
+/// Listings a client can use, on two instances: by status (repeatable), by creation window,
+/// and by cursor, each page newest first and every order once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_filter_by_status_and_creation_and_page_by_cursor_on_either_instance() {
+    let nats = NatsServer::start();
+    let dir = scratch();
+    let product = ProductService::start(&nats.url(), &dir.path().join("product")).await;
+    let (a, b) = two_instances(&nats.url(), &product.grpc, dir.path()).await;
+    let p = create_product(&product.http, "Listed", "1.00", 10_000).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_snapshot_version(&a.http, &p, 1).await;
+    wait_snapshot_version(&b.http, &p, 1).await;
+    let customer = Uuid::new_v4();
+    let mut placed = Vec::new();
+    for i in 0..120 {
+        let http = if i % 2 == 0 { &a.http } else { &b.http };
+        let order = post_order(http, &order_body(customer, &p, 1), None)
+            .await
+            .expect(201);
+        if i % 3 == 0 {
+            cancel(http, order["id"].as_str().unwrap())
+                .await
+                .expect(200);
+        }
+        placed.push(order);
+    }
+    let orders = OrderApi::new(&b.http);
+    let query = |q: &str| format!("customerId={customer}&{q}");
+    wait_for("B to list every order", WAIT, || async {
+        let page = orders
+            .list(&query("status=Cancelled&pageSize=1"))
+            .await
+            .body;
+        (page["totalCount"] == 40).then_some(())
+    })
+    .await;
+    let both = orders
+        .list(&query("status=Confirmed&status=Cancelled"))
+        .await
+        .expect(200);
+    assert_eq!(both["totalCount"], 120);
+    let confirmed = orders
+        .list(&query("status=Confirmed&pageSize=100"))
+        .await
+        .expect(200);
+    assert_eq!(confirmed["totalCount"], 80);
+    assert!(
+        confirmed["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|o| o["status"] == "Confirmed")
+    );
+
+    // Created after the 60th order: the 59 after it.
+    let after = placed[60]["createdAt"].as_str().unwrap();
+    let window = orders
+        .http()
+        .send(
+            orders
+                .http()
+                .request(reqwest::Method::GET, "/api/orders")
+                .query(&[
+                    ("customerId", customer.to_string().as_str()),
+                    ("createdAfter", after),
+                ]),
+        )
+        .await
+        .expect(200);
+    assert_eq!(window["totalCount"], 59, "{window}");
+
+    // Every order once, newest first, by cursor; the same order as by page number.
+    let first = orders.list(&query("pageSize=100")).await.body;
+    let second = orders.list(&query("pageSize=100&page=2")).await.body;
+    let items: Vec<&Value> = first["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(second["items"].as_array().unwrap())
+        .collect();
+    let created: Vec<&str> = items
+        .iter()
+        .map(|o| o["createdAt"].as_str().unwrap())
+        .collect();
+    assert!(created.windows(2).all(|w| w[0] >= w[1]), "newest first");
+    let by_page: Vec<Value> = items.iter().map(|o| o["id"].clone()).collect();
+    let mut by_cursor = Vec::new();
+    let mut next = String::new();
+    loop {
+        let q = if next.is_empty() {
+            query("pageSize=25")
+        } else {
+            query(&format!("pageSize=25&cursor={next}"))
+        };
+        let page = orders.list(&q).await.expect(200);
+        assert_eq!(page["totalCount"], 120);
+        by_cursor.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|o| o["id"].clone()),
+        );
+        match page["nextCursor"].as_str() {
+            Some(cursor) => next = cursor.to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(by_cursor.len(), 120);
+    assert_eq!(
+        by_cursor, by_page,
+        "cursor pages walk the same order as page numbers"
+    );
+
+    // Bad parameters are named.
+    for (q, field) in [
+        (query("cursor=00&page=2"), "cursor"),
+        (query("status=Lost"), "status"),
+        (query("createdAfter=yesterday"), "createdAfter"),
+    ] {
+        let problem = orders.list(&q).await.problem(400);
+        assert!(problem["errors"][field].is_array(), "{q}: {problem}");
+    }
+    a.stop().await;
+    b.stop().await;
+    product.stop().await;
+}
