@@ -248,17 +248,23 @@ async fn a_cold_edge_order_svc_with_the_link_down_serves_the_mirrored_catalog() 
         "priced at the edge, stock owed to the hub"
     );
     let id = placed.id();
+    // The till watches its order at the edge: Pending now, Confirmed once the uplink is back.
+    let mut till = crate::watch::Watch::open(&order.http, &id, None).await;
+    let (event, _, pending) = till.next_within(EDGE_WAIT).await;
+    assert_eq!(
+        (event.as_str(), pending["status"].as_str()),
+        ("OrderPlaced", Some("Pending"))
+    );
     edge.link.set_down(false);
     wan.set_down(false);
-    wait_for(
-        "the order to settle once the link is back",
-        EDGE_WAIT,
-        || async {
-            let (_, o) = get_json(&format!("{}/api/orders/{id}", order.http)).await;
-            (o["status"] == "Confirmed").then_some(())
-        },
-    )
-    .await;
+    let (event, version, confirmed) = till.next_within(EDGE_WAIT).await;
+    assert_eq!(
+        (event.as_str(), version, confirmed["status"].as_str()),
+        ("OrderConfirmed", 2, Some("Confirmed"))
+    );
+    let (_, o) = get_json(&format!("{}/api/orders/{id}", order.http)).await;
+    assert_eq!(o["status"], "Confirmed");
+    drop(till);
     order.stop().await;
     hub_order.stop().await;
     product.stop().await;

@@ -7,13 +7,13 @@ use uuid::Uuid;
 use crate::product_config;
 
 /// An open watch: its response body, read event by event.
-struct Watch {
+pub(crate) struct Watch {
     response: reqwest::Response,
     buf: String,
 }
 
 impl Watch {
-    async fn open(http: &str, id: &str, last_event_id: Option<&str>) -> Self {
+    pub(crate) async fn open(http: &str, id: &str, last_event_id: Option<&str>) -> Self {
         let client = reqwest::Client::builder()
             .default_headers(tests::auth_headers())
             .build()
@@ -37,7 +37,12 @@ impl Watch {
 
     /// The next event: (event type, id, data); keep-alive comments are skipped.
     async fn next(&mut self) -> (String, u64, Value) {
-        tokio::time::timeout(WAIT, async {
+        self.next_within(WAIT).await
+    }
+
+    /// `next`, waiting up to `wait`.
+    pub(crate) async fn next_within(&mut self, wait: std::time::Duration) -> (String, u64, Value) {
+        tokio::time::timeout(wait, async {
             loop {
                 if let Some(end) = self.buf.find("\n\n") {
                     let block: String = self.buf.drain(..end + 2).collect();
