@@ -6,7 +6,7 @@
 //! and without 100k orders); 3 outbox relay vs raw pipelined publish; 4 CreateOrder (snapshot vs
 //! grpc catalog, one and two instances, `sync_interval: always`) vs a raw tonic round-trip, and
 //! the cross-instance listing lag; 5 footprint (binary size, RSS, sled on disk); 6 the cost of
-//! API keys; 7 an edge site across a simulated WAN (`edge.rs`).
+//! API keys; 7 an edge site across a simulated WAN (`edge.rs`); 8 SSE watchers (`watch.rs`).
 #![allow(clippy::print_stdout)]
 
 mod auth;
@@ -18,6 +18,7 @@ mod probe;
 mod raw;
 mod replay;
 mod report;
+mod watch;
 
 use std::path::Path;
 
@@ -32,6 +33,7 @@ use probe::*;
 use raw::*;
 use replay::*;
 use report::*;
+use watch::*;
 
 /// CreateOrder at 64 clients in the design before orders moved to JetStream (sled orders and an
 /// outbox): the final figure of BENCHMARKS.md at 8f82fbc. That design is gone, so it cannot run
@@ -69,7 +71,7 @@ impl Sizes {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let s = Sizes::from_env(std::env::args().any(|a| a == "--quick"));
-    // `--only projection|coldstart|relay|orders|durable|cluster|auth|edge` runs one group.
+    // `--only projection|coldstart|relay|orders|durable|cluster|auth|edge|watch` runs one group.
     let only = std::env::args().skip_while(|a| a != "--only").nth(1);
     let run = |group: &str| only.as_deref().is_none_or(|o| o == group);
     let mut report = Report::default();
@@ -100,6 +102,10 @@ async fn main() {
     }
     if run("cluster") {
         cluster(&mut report, dir, s).await;
+    }
+    if run("watch") {
+        let count = if s.quick { 200 } else { 1_000 };
+        watchers(&mut report, dir, count, 100).await;
     }
     write_report(&report, s);
 }
