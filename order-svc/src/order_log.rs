@@ -153,10 +153,7 @@ impl OrderLog {
             Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(None),
             Err(e) => return Err(unavailable(e)),
         };
-        let event: OrderEvent = serde_json::from_slice(&msg.payload)
-            .map_err(|e| Error::corrupt(format!("order {id} at sequence {}: {e}", msg.sequence)))?;
-        domain::check_order_event(&event, Some(id))
-            .map_err(|why| Error::corrupt(format!("order {id}: {why}")))?;
+        let event = decode(id, &msg)?;
         let msg_id = msg
             .headers
             .get(events::HEADER_MSG_ID)
@@ -176,7 +173,7 @@ impl OrderLog {
     async fn stream(&self) -> Result<&Stream> {
         self.stream
             .get_or_try_init(|| async {
-                let mut stream = tokio::time::timeout(self.timeout, async {
+                let stream = tokio::time::timeout(self.timeout, async {
                     let stream = self
                         .js
                         .get_or_create_stream(self.config.clone())
@@ -188,9 +185,8 @@ impl OrderLog {
                 .map_err(|_| unavailable("creating the order stream timed out"))?
                 .map_err(unavailable)?;
                 // An existing stream keeps its own settings: say so if orders could age out.
-                if let Ok(info) = stream.info().await
-                    && (!info.config.max_age.is_zero() || info.config.max_messages > 0)
-                {
+                let info = stream.cached_info();
+                if !info.config.max_age.is_zero() || info.config.max_messages > 0 {
                     tracing::warn!(stream = %info.config.name, max_age_secs = info.config.max_age.as_secs(), max_messages = info.config.max_messages, "The order stream has age or count limits: orders past them are lost.");
                 }
                 Ok(stream)
@@ -207,13 +203,8 @@ impl OrderLog {
 
     /// Raises an existing stream's history to the configured one (never lowers it: that would
     /// delete states) and sets the configured sources, leaving everything else as it is.
-    async fn converge(&self, mut stream: Stream) -> std::result::Result<Stream, String> {
-        let existing = stream
-            .info()
-            .await
-            .map_err(|e| e.to_string())?
-            .config
-            .clone();
+    async fn converge(&self, stream: Stream) -> std::result::Result<Stream, String> {
+        let existing = stream.cached_info().config.clone();
         let mut wanted = existing.clone();
         wanted.max_messages_per_subject = existing
             .max_messages_per_subject
@@ -230,11 +221,11 @@ impl OrderLog {
                 .await
                 .map_err(|e| e.to_string())?;
             tracing::info!(stream = %info.config.name, history = info.config.max_messages_per_subject, sources = info.config.sources.as_ref().map_or(0, Vec::len), "Order stream converged.");
-            stream = self
+            return self
                 .js
                 .get_stream(&info.config.name)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| e.to_string());
         }
         Ok(stream)
     }
@@ -274,11 +265,7 @@ impl OrderLog {
                 Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => return Ok(states),
                 Err(e) => return Err(unavailable(e)),
             };
-            let event: OrderEvent = serde_json::from_slice(&msg.payload).map_err(|e| {
-                Error::corrupt(format!("order {id} at sequence {}: {e}", msg.sequence))
-            })?;
-            domain::check_order_event(&event, Some(id))
-                .map_err(|why| Error::corrupt(format!("order {id}: {why}")))?;
+            let event = decode(id, &msg)?;
             states.push((Order::from_event(&event), event.event_type));
             next = msg.sequence + 1;
         }
@@ -291,6 +278,15 @@ impl OrderLog {
             Err(unavailable("not connected to NATS"))
         }
     }
+}
+
+/// A stored state of order `id`, checked (its body names the order of its subject).
+fn decode(id: Uuid, msg: &jetstream::message::StreamMessage) -> Result<OrderEvent> {
+    let event: OrderEvent = serde_json::from_slice(&msg.payload)
+        .map_err(|e| Error::corrupt(format!("order {id} at sequence {}: {e}", msg.sequence)))?;
+    domain::check_order_event(&event, Some(id))
+        .map_err(|why| Error::corrupt(format!("order {id}: {why}")))?;
+    Ok(event)
 }
 
 /// The order stream cannot be reached or did not answer: `why` is kept as the cause.

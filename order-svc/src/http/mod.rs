@@ -110,8 +110,15 @@ async fn ready(State(state): State<AppState>) -> Response {
         .figure("casConflicts", figures.cas_conflicts)
         .figure("duplicateWork", figures.duplicate_work)
         .figure("stockCircuitOpen", figures.breaker_open)
-        .figure("stockEndpoints", state.orders.stock_endpoints())
+        .figure("stockEndpoints", stock_endpoints(&state.orders))
         .into_response()
+}
+
+fn stock_endpoints(orders: &crate::orders::Orders) -> serde_json::Value {
+    let endpoints = orders.stock_endpoints().into_iter();
+    endpoints
+        .map(|(url, open)| serde_json::json!({"url": url, "breakerOpen": open}))
+        .collect()
 }
 
 /// `orders:admin` allows everything the other scopes do.

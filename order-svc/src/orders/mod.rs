@@ -122,11 +122,8 @@ impl Orders {
     }
 
     /// Each product-svc endpoint and whether its breaker is open (readiness shows them).
-    pub fn stock_endpoints(&self) -> serde_json::Value {
-        let endpoints = self.stock.endpoints().into_iter();
-        endpoints
-            .map(|(url, open)| serde_json::json!({"url": url, "breakerOpen": open}))
-            .collect()
+    pub fn stock_endpoints(&self) -> Vec<(String, bool)> {
+        self.stock.endpoints()
     }
 
     pub fn figures(&self) -> Figures {

@@ -189,11 +189,12 @@ impl OrdersView {
     }
 
     /// One page of the orders a listing selects, newest first; their total; and the cursor of
-    /// the next page (`None` on the last).
+    /// the next page (`None` on the last). One scan of the selection's key range: what comes
+    /// before the page (or its cursor) is only counted.
     pub fn list(&self, listing: &Listing) -> Result<Listed> {
-        let (mut range, total) = match listing.customer {
+        let (mut range, kept_total) = match listing.customer {
             Some(c) => (IndexRange::of([&b"c"[..], c.as_bytes()].concat()), None),
-            // Every order, unfiltered: the count is kept.
+            // Every order, unfiltered: the count is kept, so the scan may stop after the page.
             None if listing.is_everything() => (
                 IndexRange::of(b"t".to_vec()),
                 Some(self.counter(COUNT)? as usize),
@@ -201,15 +202,18 @@ impl OrdersView {
             None => (IndexRange::of(b"t".to_vec()), None),
         };
         range.created(listing.created_after, listing.created_before);
-        let (skip, start) = match &listing.page {
+        let (skip, cursor) = match &listing.page {
             Paging::Number { page, size } => ((page - 1).saturating_mul(*size), None),
             Paging::After { cursor, .. } => (0, cursor.as_deref()),
         };
         let size = listing.page.size();
-        let (mut matched, mut orders, mut next_cursor) = (0usize, Vec::new(), None);
-        let mut last_key = None;
-        for kv in self.tree.range(range.bounds(start)) {
+        let (mut matched, mut orders, mut next_cursor, mut last_key) = (0, Vec::new(), None, None);
+        for kv in self
+            .tree
+            .range(range.bounds(cursor.filter(|_| kept_total.is_some())))
+        {
             let (key, _) = kv?;
+            let suffix = &key[range.prefix.len()..];
             let Some(stored) = self.get(trailing_id(&key)?)? else {
                 continue;
             };
@@ -217,43 +221,25 @@ impl OrdersView {
                 continue;
             }
             matched += 1;
-            if matched <= skip {
+            let before_page = matched <= skip || cursor.is_some_and(|c| suffix <= c);
+            if before_page {
                 continue;
             }
             if orders.len() < size {
                 orders.push(stored.order);
-                last_key = Some(key[range.prefix.len()..].to_vec());
+                last_key = Some(suffix.to_vec());
             } else if next_cursor.is_none() {
                 next_cursor = last_key.take();
-                if total.is_some() {
+                if kept_total.is_some() {
                     break; // the rest need not be counted
                 }
             }
         }
-        let total = match (total, start) {
-            (Some(total), _) => total,
-            (None, None) => matched,
-            // A cursor page saw only what follows the cursor: count the whole selection.
-            (None, Some(_)) => self.count_selected(listing, &range)?,
-        };
         Ok(Listed {
             orders,
-            total,
+            total: kept_total.unwrap_or(matched),
             next_cursor,
         })
-    }
-
-    fn count_selected(&self, listing: &Listing, range: &IndexRange) -> Result<usize> {
-        let mut count = 0;
-        for kv in self.tree.range(range.bounds(None)) {
-            let (key, _) = kv?;
-            let selected = listing.statuses.is_empty()
-                || self
-                    .get(trailing_id(&key)?)?
-                    .is_some_and(|s| listing.statuses.contains(&s.order.status));
-            count += usize::from(selected);
-        }
-        Ok(count)
     }
 
     /// Up to `limit` Pending orders (the reconciler's work list).

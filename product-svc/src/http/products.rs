@@ -20,11 +20,9 @@ use crate::{
 
 /// The product and its `ETag: "<version>"`.
 fn product_response(status: StatusCode, entry: Entry) -> Response {
-    let etag = format!("\"{}\"", entry.product.version);
+    let etag = shared::http::etag(entry.product.version);
     let mut response = (status, axum::Json(ProductBody::from(entry))).into_response();
-    if let Ok(v) = HeaderValue::from_str(&etag) {
-        response.headers_mut().insert(header::ETAG, v);
-    }
+    response.headers_mut().insert(header::ETAG, etag);
     response
 }
 
