@@ -1,5 +1,18 @@
 //! The catalog writes and reads: create, update, discontinue, adjust stock, get, list.
-use super::*;
+use chrono::Utc;
+use shared::{correlation, events::ProductEventType};
+use sled::transaction::ConflictableTransactionError;
+use uuid::Uuid;
+
+use super::{
+    Entry, Store,
+    keys::id_from_index_key,
+    writer::{Keys, abort, check_version, read},
+};
+use crate::{
+    domain::{self, NewProduct, Product, Stock},
+    error::{Error, Result},
+};
 
 impl Store {
     pub async fn create(&self, input: &NewProduct) -> Result<Entry> {

@@ -1,6 +1,11 @@
 //! Key encodings of the trees, in one place: index keys (`name 0 id`, `category 0 name 0 id`),
 //! their parsing, and the product count in `meta`.
-use super::*;
+use uuid::Uuid;
+
+use crate::{
+    domain::Product,
+    error::{Error, Result},
+};
 
 /// In `meta`: how many products the catalog holds (discontinued ones stay), moved by the
 /// transaction that creates one, so readiness and listings read it instead of scanning.

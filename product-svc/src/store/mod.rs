@@ -20,34 +20,19 @@ mod reservations;
 mod tests;
 mod writer;
 
-use std::{any::Any, sync::Arc};
+use std::sync::Arc;
 
-use chrono::Utc;
-use serde::{Serialize, de::DeserializeOwned};
-use shared::{
-    correlation,
-    durability::GroupCommit,
-    events::{self, ProductEventType, SCHEMA_VERSION, STOCK_LOW, StockLowEvent},
-    outbox::{self, OutboxHeader, OutboxRecord},
-    storage::StorageError,
-    writer::Writer,
-};
-use sled::{
-    Tree,
-    transaction::{
-        ConflictableTransactionError, TransactionError, Transactional, TransactionalTree,
-    },
-};
+use shared::{durability::GroupCommit, outbox, storage::StorageError, writer::Writer};
+use sled::Tree;
 use tokio::sync::{Notify, oneshot};
-use uuid::Uuid;
 
 use crate::{
-    domain::{self, NewProduct, Product, Reservation, ReservationStatus, Stock},
+    domain::{Product, Stock},
     error::{Error, Result},
 };
 
-use keys::*;
-use writer::*;
+use keys::{PRODUCT_COUNT_KEY, decode_count};
+use writer::{Erased, Job, MAX_BATCH, Queued, Trees, Tx, TxResult, write_batch};
 
 /// A product with its stock, as the APIs show it.
 #[derive(Debug, Clone, PartialEq)]

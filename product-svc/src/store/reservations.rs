@@ -1,5 +1,14 @@
 //! Reservations: reserve all-or-nothing, release, commit, compact, and their reads.
-use super::*;
+use chrono::Utc;
+use shared::correlation;
+use sled::transaction::ConflictableTransactionError;
+use uuid::Uuid;
+
+use super::{Store, writer::get_json};
+use crate::{
+    domain::{self, Product, Reservation, ReservationStatus},
+    error::{Error, Result},
+};
 
 impl Store {
     /// Reserves every item or none. `items` must be merged (`domain::merge_items`). Returns the

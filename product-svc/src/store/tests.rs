@@ -1,5 +1,6 @@
 //! The store against a real sled in a temp dir.
 use super::*;
+use crate::domain::{self, NewProduct};
 
 fn new_product(stock: i64) -> NewProduct {
     NewProduct {

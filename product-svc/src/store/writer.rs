@@ -2,7 +2,29 @@
 //! transaction, an aborting write is taken out and the rest re-run, and each write is answered
 //! after the flush.
 //! `Tx` carries the helpers every write uses (events into the outbox, the indexes, the count).
-use super::*;
+use std::any::Any;
+
+use chrono::Utc;
+use serde::{Serialize, de::DeserializeOwned};
+use shared::{
+    durability::GroupCommit,
+    events::{self, ProductEventType, SCHEMA_VERSION, STOCK_LOW, StockLowEvent},
+    outbox::{self, OutboxHeader, OutboxRecord},
+};
+use sled::{
+    Tree,
+    transaction::{
+        ConflictableTransactionError, TransactionError, Transactional, TransactionalTree,
+    },
+};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use super::keys::{PRODUCT_COUNT_KEY, category_key, decode_count, name_key};
+use crate::{
+    domain::{self, Product, Stock},
+    error::{Error, Result},
+};
 
 pub(super) type TxResult<T> = std::result::Result<T, ConflictableTransactionError<Error>>;
 
