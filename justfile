@@ -92,6 +92,8 @@ up *args: setup build
     fi
     export PRODUCT_API_KEYS=data/product-keys.json ORDER_API_KEYS=data/order-keys.json
     export PRODUCT_GRPC_TOKEN_FILE=data/grpc-token ORDER_GRPC_TOKEN_FILE=data/grpc-token
+    # Webhooks to a receiver on this machine (refused by default: SSRF guard).
+    export ORDER_WEBHOOK_ALLOW_PRIVATE=1
     pids=()
     cleanup() {
         trap - EXIT INT TERM
@@ -135,6 +137,8 @@ up *args: setup build
       curl -s -H "\$AUTH" http://127.0.0.1:5002/api/orders/<orderId>        # any order-svc instance answers any order
       curl -sN -H "\$AUTH" http://127.0.0.1:5002/api/orders/<orderId>/watch # every new state as it happens (SSE)
       curl -s -H "\$AUTH" http://127.0.0.1:5002/api/orders/<orderId>/history # every state so far
+      curl -s -H "\$AUTH" -XPOST http://127.0.0.1:5002/api/webhooks -H 'content-type: application/json' \\
+           -d '{"url":"http://127.0.0.1:9000/hook","events":["OrderConfirmed","OrderCancelled"]}'   # signed POSTs; secret shown once
       curl -s -H "\$AUTH" -XPOST http://127.0.0.1:5002/api/orders/<orderId>/cancel -H 'content-type: application/json' -d '{"reason":"changed my mind"}'
       curl -s -H "\$AUTH" -XPOST http://127.0.0.1:5002/api/orders/<orderId>/ship   # Confirmed -> Shipped: on-hand drops
       curl -s -H "\$AUTH" http://127.0.0.1:5001/api/products/$P      # reservedQuantity goes up, then back down

@@ -85,6 +85,17 @@ pub struct Config {
     /// with `Last-Event-ID`, as SSE clients do.
     #[arg(long, env = "ORDER_WATCH_MAX_SECS", default_value_t = 300)]
     pub watch_max_secs: u64,
+    /// Attempts of one webhook delivery before the event is parked (shown in the hook's
+    /// deliveries; the order's later events go on).
+    #[arg(long, env = "ORDER_WEBHOOK_MAX_ATTEMPTS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub webhook_max_attempts: u32,
+    /// Wait after a webhook's first failed attempt, doubling per attempt up to 60 s.
+    #[arg(long, env = "ORDER_WEBHOOK_BACKOFF_MS", default_value_t = 1000)]
+    pub webhook_backoff_ms: u64,
+    /// Let webhooks reach loopback, private and link-local addresses (refused by default: a hook
+    /// must not reach into the network order-svc runs in). For development and tests.
+    #[arg(long, env = "ORDER_WEBHOOK_ALLOW_PRIVATE", value_parser = clap::builder::BoolishValueParser::new())]
+    pub webhook_allow_private: bool,
     /// How often the reconciler and the releaser look for work (jittered by ±50 %).
     #[arg(long, env = "ORDER_WORKER_INTERVAL_MS", default_value_t = 1000)]
     pub worker_interval_ms: u64,
@@ -149,6 +160,9 @@ impl Config {
             breaker_cooldown_ms: 500,
             worker_interval_ms: 200,
             watch_max_secs: 300,
+            webhook_max_attempts: 8,
+            webhook_backoff_ms: 1000,
+            webhook_allow_private: true,
             stream_replicas: 1,
             cache_mb: 16,
             shutdown_grace_secs: 5,

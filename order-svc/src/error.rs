@@ -45,6 +45,12 @@ pub enum Error {
     /// The order changed under us more often than a request is willing to retry.
     #[error("order {0} is changing too often; retry")]
     Contended(Uuid),
+    /// A path id that names no webhook (or another customer's, for a key bound to a customer).
+    #[error("no webhook has this id")]
+    NoSuchWebhook,
+    /// The webhook streams (NATS) cannot be reached or did not answer in time.
+    #[error("the webhook store is unavailable")]
+    WebhookStoreUnavailable(#[source] std::sync::Arc<dyn std::error::Error + Send + Sync>),
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -69,3 +75,23 @@ impl From<FlusherStopped> for Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a NATS call failed, as the error of the store it served (`Error::OrderStoreUnavailable`,
+/// `Error::WebhookStoreUnavailable`).
+pub type Unavailable = fn(Box<dyn std::error::Error + Send + Sync>) -> Error;
+
+/// A NATS call bounded by `timeout`: its failure, or its silence, is `unavailable`.
+pub async fn bounded<T, E>(
+    timeout: std::time::Duration,
+    unavailable: Unavailable,
+    call: impl Future<Output = Result<T, E>>,
+) -> Result<T>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(unavailable(Box::new(e))),
+        Err(_) => Err(unavailable("NATS did not answer in time".into())),
+    }
+}

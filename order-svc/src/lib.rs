@@ -20,7 +20,9 @@ mod projector;
 mod snapshot;
 mod stock;
 mod store;
+mod tail;
 mod view;
+mod webhooks;
 mod workers;
 
 use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
@@ -46,6 +48,7 @@ pub struct App {
     http: TcpListener,
     snapshot: Arc<ProjectionStatus>,
     orders_view: Arc<ProjectionStatus>,
+    webhooks: webhooks::Webhooks,
 }
 
 impl App {
@@ -102,7 +105,19 @@ impl App {
             config.catalog,
             budget,
         );
+        let webhooks = webhooks::Webhooks::new(
+            shared::nats::jetstream(nats.clone()),
+            &config.orders_stream,
+            config.stream_replicas,
+            webhooks::Settings {
+                max_attempts: config.webhook_max_attempts,
+                initial_backoff: Duration::from_millis(config.webhook_backoff_ms),
+                allow_private: config.webhook_allow_private,
+            },
+        )
+        .context("failed to build the webhook client")?;
         Ok(Self {
+            webhooks,
             config,
             auth,
             instance_id,
@@ -169,6 +184,11 @@ impl App {
             nats: self.nats.clone(),
             stopping: tasks.servers_stop.clone(),
             watch_max: Duration::from_secs(self.config.watch_max_secs.max(1)),
+            webhooks: self.webhooks.clone(),
+            tail: tail::OrderTail::new(
+                shared::nats::jetstream(self.nats.clone()),
+                self.config.orders_stream.clone(),
+            ),
         };
         tasks.http(self.http, http::router(state));
         tracing::info!(http.addr = %http_addr, data_dir = %self.config.data_dir.display(), catalog = ?self.config.catalog, catalog_domain = ?self.config.catalog_domain, instance = %self.instance_id, orders_stream = %self.config.orders_stream, "order-svc started.");
@@ -183,11 +203,13 @@ impl App {
     }
 
     /// The workers: both projectors (the product snapshot from `PRODUCTS` or its mirror, the
-    /// orders view from the order stream), the reconciler and the stock-work releaser.
+    /// orders view from the order stream), the reconciler, the stock-work releaser, and the
+    /// webhooks' registry follower and dispatcher.
     fn spawn_workers(&self, tasks: &mut shared::lifecycle::Tasks) {
         let interval = Duration::from_millis(self.config.worker_interval_ms);
         let workers_stop = tasks.workers_stop.clone();
         let js = shared::nats::jetstream(self.nats.clone());
+        let js_for_hooks = js.clone();
         let products = projector::Projector {
             js: js.clone(),
             projection: self.product_snapshot.clone(),
@@ -220,8 +242,16 @@ impl App {
         tasks.worker(workers::releaser(
             self.orders.clone(),
             interval,
-            workers_stop,
+            workers_stop.clone(),
         ));
+        let [registry, dispatcher] = self.webhooks.workers(
+            js_for_hooks,
+            self.config.orders_stream.clone(),
+            &self.config.orders_subject_prefix,
+            workers_stop,
+        );
+        tasks.worker(registry);
+        tasks.worker(dispatcher);
     }
 }
 

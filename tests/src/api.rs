@@ -319,6 +319,28 @@ impl OrderApi {
         self.http.send(request).await
     }
 
+    /// `POST /api/webhooks`.
+    pub async fn register_hook(&self, body: &Value) -> Answer {
+        self.http.post_json("/api/webhooks", body).await
+    }
+
+    /// `GET /api/webhooks` (`id` empty) or `GET /api/webhooks/{id}{rest}`.
+    pub async fn hooks(&self, id: &str, rest: &str) -> Answer {
+        let path = match id {
+            "" => "/api/webhooks".to_owned(),
+            id => format!("/api/webhooks/{id}{rest}"),
+        };
+        self.http.get(&path).await
+    }
+
+    /// `DELETE /api/webhooks/{id}`.
+    pub async fn delete_hook(&self, id: &str) -> Answer {
+        let path = format!("/api/webhooks/{id}");
+        self.http
+            .send(self.http.request(Method::DELETE, &path))
+            .await
+    }
+
     /// `GET /api/orders?{query}`.
     pub async fn list(&self, query: &str) -> Answer {
         self.http.get(&format!("/api/orders?{query}")).await

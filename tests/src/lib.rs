@@ -15,12 +15,14 @@ mod inproc;
 pub mod nats;
 mod process;
 pub mod proxy;
+pub mod receiver;
 mod stock;
 pub use api::{Answer, Http, OrderApi, ProductApi, order_body, product_body};
 pub use inproc::*;
 pub use nats::{NatsCluster, NatsServer};
 pub use process::*;
 pub use proxy::FaultyProxy;
+pub use receiver::Receiver;
 pub use stock::{StockApi, reserve_request};
 
 /// How long a test waits for something the system should do promptly.

@@ -5,6 +5,7 @@ mod request;
 mod snapshot;
 #[cfg(test)]
 mod tests;
+mod webhook;
 
 // What the rest of the crate uses, by name (the modules' other items are theirs).
 pub use order::{Change, InvalidTransition, Order, OrderItem, check_order_event, order_id};
@@ -14,3 +15,6 @@ pub use request::{
 };
 pub use shared::events::OrderStatus;
 pub use snapshot::{ProductView, should_apply};
+pub use webhook::{
+    HookDraft, HookRefused, HookScope, MAX_URL_LEN, Registrar, retry_delay, validate_hook,
+};

@@ -7,6 +7,10 @@ mod openapi;
 mod orders;
 mod snapshot;
 mod watch;
+mod watch_many;
+mod webhooks;
+
+pub(crate) use body::OrderBody;
 
 use std::sync::atomic::Ordering;
 
@@ -37,16 +41,26 @@ pub(crate) struct AppState {
     pub(crate) stopping: tokio_util::sync::CancellationToken,
     /// How long one watch stays open.
     pub(crate) watch_max: std::time::Duration,
+    pub(crate) webhooks: crate::webhooks::Webhooks,
+    /// The order stream in stream order (customer watches).
+    pub(crate) tail: crate::tail::OrderTail,
 }
 
 pub fn router(state: AppState) -> Router {
     let routes = Router::new()
         .route("/api/orders", post(orders::create).get(list::list))
+        .route("/api/orders/watch", get(watch_many::watch_orders))
         .route("/api/orders/{id}", get(orders::fetch))
         .route("/api/orders/{id}/history", get(orders::history))
         .route("/api/orders/{id}/watch", get(watch::watch))
         .route("/api/orders/{id}/cancel", post(orders::cancel))
         .route("/api/orders/{id}/ship", post(orders::ship))
+        .route("/api/webhooks", post(webhooks::create).get(webhooks::list))
+        .route(
+            "/api/webhooks/{id}",
+            get(webhooks::fetch).delete(webhooks::delete),
+        )
+        .route("/api/webhooks/{id}/deliveries", get(webhooks::deliveries))
         .route("/api/snapshot/products", get(snapshot::list))
         .route("/api/snapshot/products/{id}", get(snapshot::get_one))
         .route("/health/live", get(live))
@@ -84,6 +98,7 @@ async fn live() -> StatusCode {
     )))]
 async fn ready(State(state): State<AppState>) -> Response {
     let figures = state.orders.figures();
+    let webhooks = state.webhooks.figures();
     let mut snapshot = projection_details(&state.snapshot);
     snapshot["products"] = state.product_snapshot.len().unwrap_or_default().into();
     let mut view = projection_details(&state.orders_view);
@@ -111,6 +126,12 @@ async fn ready(State(state): State<AppState>) -> Response {
         .figure("duplicateWork", figures.duplicate_work)
         .figure("stockCircuitOpen", figures.breaker_open)
         .figure("stockEndpoints", stock_endpoints(&state.orders))
+        .figure("webhookBacklog", webhooks.backlog.load(Ordering::Relaxed))
+        .figure(
+            "webhooksDelivered",
+            webhooks.delivered.load(Ordering::Relaxed),
+        )
+        .figure("webhooksParked", webhooks.parked.load(Ordering::Relaxed))
         .into_response()
 }
 
@@ -194,6 +215,14 @@ impl IntoResponse for Error {
             Error::Contended(_) => {
                 tracing::warn!(error = %shared::telemetry::error_chain(&self), "An order kept changing under a request.");
                 Problem::unavailable("The order is changing too often; retry shortly.", 1)
+            }
+            Error::NoSuchWebhook => Problem::not_found("No webhook has this id."),
+            Error::WebhookStoreUnavailable(_) => {
+                tracing::warn!(error = %shared::telemetry::error_chain(&self), "The webhook store is unreachable.");
+                Problem::unavailable(
+                    "The webhook store is temporarily unavailable; retry shortly.",
+                    1,
+                )
             }
             Error::Storage(_) => {
                 tracing::error!(error = %shared::telemetry::error_chain(&self), "Request failed on storage.");

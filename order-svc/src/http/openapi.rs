@@ -8,8 +8,9 @@
 #[openapi(
     info(title = "eshop order-svc", description = "Orders of the eshop: placed against the local product snapshot, stock reserved on product-svc."),
     paths(
-        super::orders::create, super::list::list, super::orders::fetch, super::orders::history, super::watch::watch, super::orders::cancel,
-        super::orders::ship, super::snapshot::list, super::snapshot::get_one, super::live,
+        super::orders::create, super::list::list, super::orders::fetch, super::orders::history, super::watch::watch, super::watch_many::watch_orders, super::orders::cancel,
+        super::orders::ship, super::webhooks::create, super::webhooks::list, super::webhooks::fetch,
+        super::webhooks::delete, super::webhooks::deliveries, super::snapshot::list, super::snapshot::get_one, super::live,
         super::ready, shared::openapi::metrics, shared::openapi::document,
     ),
     modifiers(&CONVENTIONS)

@@ -23,7 +23,7 @@ use super::{AppState, body::OrderBody, need, parse_id};
 use crate::{domain::Order, error::Error, orders::Orders, view::Change};
 
 /// Keep-alive comments at least this often (proxies close quiet connections).
-const KEEP_ALIVE: Duration = Duration::from_secs(15);
+pub(super) const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// Watch one order: its current state, then every new state (Server-Sent Events).
 #[cfg_attr(test, utoipa::path(get, path = "/api/orders/{id}/watch", tag = "orders", operation_id = "watchOrder",
@@ -76,8 +76,8 @@ pub async fn watch(
         .into_response())
 }
 
-/// `Last-Event-ID`: a version (digits); anything else is a 400 naming the header.
-fn last_event_id(headers: &HeaderMap) -> Result<Option<u64>, Error> {
+/// `Last-Event-ID`: a version or a position (digits); anything else is a 400 naming the header.
+pub(super) fn last_event_id(headers: &HeaderMap) -> Result<Option<u64>, Error> {
     let Some(value) = headers.get("last-event-id") else {
         return Ok(None);
     };
@@ -90,7 +90,7 @@ fn last_event_id(headers: &HeaderMap) -> Result<Option<u64>, Error> {
         let mut errors = FieldErrors::new();
         errors.add(
             "Last-Event-ID",
-            "Last-Event-ID must be a version (the id of an event this watch sent).",
+            "Last-Event-ID must be digits: the id of the last event this watch sent.",
         );
         Error::Validation(errors)
     })
@@ -115,7 +115,12 @@ impl Watcher {
         max: Duration,
     ) {
         for (order, event) in &first {
-            if self.tx.send(event_of(order, *event)).await.is_err() {
+            if self
+                .tx
+                .send(event_of(order, *event, order.version))
+                .await
+                .is_err()
+            {
                 return;
             }
         }
@@ -165,16 +170,20 @@ impl Watcher {
     }
 
     async fn send(&mut self, order: &Order, event: OrderEventType) -> Result<(), ()> {
-        self.tx.send(event_of(order, event)).await.map_err(|_| ())?;
+        self.tx
+            .send(event_of(order, event, order.version))
+            .await
+            .map_err(|_| ())?;
         self.sent = order.version;
         Ok(())
     }
 }
 
-fn event_of(order: &Order, event: OrderEventType) -> Event {
+/// One SSE event: the order's state, named by its event type, with the given id.
+pub(super) fn event_of(order: &Order, event: OrderEventType, id: u64) -> Event {
     Event::default()
         .event(event.as_str())
-        .id(order.version.to_string())
+        .id(id.to_string())
         .json_data(OrderBody::from(order))
         .unwrap_or_else(|_| Event::default().comment("unencodable order"))
 }

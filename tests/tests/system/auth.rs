@@ -502,6 +502,18 @@ async fn least_privilege_nats_users_run_the_system_and_refuse_a_forged_product_e
         .to_owned();
     wait_snapshot_version(&order.http, &p, 1).await;
     let admin = client(Some(TEST_KEY));
+    // Webhooks work under order-svc's user too (their streams are its alone).
+    let receiver = tests::Receiver::start().await;
+    let hook: Value = admin
+        .post(format!("{}/api/webhooks", order.http))
+        .json(&json!({"url": receiver.url(), "events": ["OrderConfirmed"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    receiver.trust(hook["secret"].as_str().expect("registered"));
     let placed: Value = admin
         .post(format!("{}/api/orders", order.http))
         .json(&order_body(Uuid::new_v4(), &p))
@@ -515,6 +527,22 @@ async fn least_privilege_nats_users_run_the_system_and_refuse_a_forged_product_e
     let id = placed["id"].as_str().unwrap();
     let (status, fetched) = crate::get_json(&format!("{}/api/orders/{id}", order.http)).await;
     assert_eq!((status, &fetched["id"]), (200, &placed["id"]));
+    // A watch of every order reads the order stream under order-svc's user too.
+    let mut watch =
+        crate::watch::Watch::open_path(&order.http, "/api/orders/watch", Some("0")).await;
+    let (event, _, first) = watch.next_within(crate::WAIT).await;
+    assert_eq!(
+        (event.as_str(), &first["id"]),
+        ("OrderPlaced", &placed["id"])
+    );
+    tests::wait_for("the confirmation delivered", crate::WAIT, || async {
+        let accepted = receiver.accepted();
+        accepted
+            .iter()
+            .any(|d| d.body["data"]["id"] == placed["id"])
+            .then_some(())
+    })
+    .await;
 
     // order-svc's credentials cannot publish a product event: the server refuses it.
     let forger = shared::nats::connect(

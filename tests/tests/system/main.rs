@@ -14,6 +14,7 @@ mod stock_calls;
 mod stock_loop;
 mod transport;
 mod watch;
+mod webhooks;
 
 use std::time::Duration;
 

@@ -14,11 +14,16 @@ pub(crate) struct Watch {
 
 impl Watch {
     pub(crate) async fn open(http: &str, id: &str, last_event_id: Option<&str>) -> Self {
+        Self::open_path(http, &format!("/api/orders/{id}/watch"), last_event_id).await
+    }
+
+    /// Opens a watch at `path` (with its query).
+    pub(crate) async fn open_path(http: &str, path: &str, last_event_id: Option<&str>) -> Self {
         let client = reqwest::Client::builder()
             .default_headers(tests::auth_headers())
             .build()
             .unwrap();
-        let mut request = client.get(format!("{http}/api/orders/{id}/watch"));
+        let mut request = client.get(format!("{http}{path}"));
         if let Some(last) = last_event_id {
             request = request.header("last-event-id", last);
         }
@@ -159,6 +164,98 @@ async fn a_watcher_on_another_instance_sees_every_state_once_in_order_and_resume
         matches!(end, Ok(None)),
         "a clean end of the stream: {end:?}"
     );
+    b.stop().await;
+    product.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_watch_sees_only_that_customers_states_in_stream_order_and_resumes_by_position()
+{
+    let nats = NatsServer::start();
+    let dir = scratch();
+    let product = ProductService::start(&nats.url(), &dir.path().join("product")).await;
+    let a = OrderService::start(&nats.url(), &product.grpc, &dir.path().join("order-a")).await;
+    let b = OrderService::start(&nats.url(), &product.grpc, &dir.path().join("order-b")).await;
+    b.wait_ready(WAIT).await;
+    let p = product.api().create_product("Watched", "2.00", 10).await;
+    a.api().wait_snapshot_version(&p, 1).await;
+    let (ann, bob) = (Uuid::new_v4(), Uuid::new_v4());
+
+    // Watching on B: ann's orders, and every order (admin). Orders are placed on A.
+    let mut anns = Watch::open_path(
+        &b.http,
+        &format!("/api/orders/watch?customerId={ann}"),
+        None,
+    )
+    .await;
+    let mut all = Watch::open_path(&b.http, "/api/orders/watch", None).await;
+    let place = |customer| {
+        let api = a.api();
+        let body = order_body(customer, &[(&p, 1)]);
+        async move {
+            api.place(&body).await.expect(201)["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let first = place(ann).await;
+    let bobs = place(bob).await;
+    b.api().cancel(&first, "watched").await.expect(200);
+    let mut seen = Vec::new();
+    for expected in [
+        "OrderPlaced",
+        "OrderConfirmed",
+        "OrderCancelled",
+        "OrderStockReleased",
+    ] {
+        let (event, position, order) = anns.next().await;
+        assert_eq!(
+            (event.as_str(), order["id"].as_str()),
+            (expected, Some(first.as_str()))
+        );
+        seen.push(position);
+    }
+    assert!(seen.is_sorted() && seen[0] > 0, "positions grow: {seen:?}");
+    // The admin's watch of every order also sees bob's, in stream order.
+    let mut everyone = Vec::new();
+    while everyone.len() < 6 {
+        let (_, position, order) = all.next().await;
+        everyone.push((position, order["id"].as_str().unwrap().to_owned()));
+    }
+    assert!(everyone.iter().any(|(_, id)| *id == bobs), "{everyone:?}");
+    assert!(
+        everyone.is_sorted_by_key(|(position, _)| *position),
+        "{everyone:?}"
+    );
+
+    // Resuming after the second event on the other instance sends exactly the later ones.
+    let after = seen[1].to_string();
+    let mut resumed = Watch::open_path(
+        &a.http,
+        &format!("/api/orders/watch?customerId={ann}"),
+        Some(&after),
+    )
+    .await;
+    assert_eq!(resumed.next().await.1, seen[2]);
+    assert_eq!(resumed.next().await.1, seen[3]);
+
+    // Bad input is a 400 naming it.
+    let api = tests::OrderApi::new(&a.http);
+    api.http()
+        .get("/api/orders/watch?customerId=00000000-0000-0000-0000-000000000000")
+        .await
+        .problem(400);
+    let bad = reqwest::Client::new()
+        .get(format!("{}/api/orders/watch", a.http))
+        .headers(tests::auth_headers())
+        .header("last-event-id", "-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    drop((anns, all, resumed));
+    a.stop().await;
     b.stop().await;
     product.stop().await;
 }

@@ -1,0 +1,176 @@
+//! Watching many orders (Server-Sent Events): every new state of a customer's orders, or of all
+//! orders for an `orders:admin` key, in stream order. Each event's `id` is the order stream's
+//! sequence, a resumable position: `Last-Event-ID` sends exactly what came after it
+//! (`crate::tail` says how no message falls between the catch-up read and the live feed).
+use std::{convert::Infallible, time::Duration};
+
+use axum::{
+    extract::{RawQuery, State},
+    http::HeaderMap,
+    response::{
+        IntoResponse, Response,
+        sse::{Event, KeepAlive, Sse},
+    },
+};
+use shared::{auth::Caller, events::OrderEvent, fields::FieldErrors};
+use tokio::sync::{broadcast, broadcast::error::RecvError, mpsc};
+use uuid::Uuid;
+
+use super::{
+    AppState, need,
+    watch::{KEEP_ALIVE, event_of, last_event_id},
+};
+use crate::{
+    domain::Order,
+    error::Error,
+    tail::{OrderTail, Tailed},
+};
+
+/// Watch every new state of a customer's orders (all orders, for an `orders:admin` key that
+/// names no customer), in the order the order stream stored them.
+#[cfg_attr(test, utoipa::path(get, path = "/api/orders/watch", tag = "orders", operation_id = "watchOrders",
+    params(
+        ("customerId" = Option<String>, Query, description = "Whose orders (a key bound to a customer: its own, the default); omitted by an orders:admin key: every order"),
+        ("Last-Event-ID" = Option<String>, Header, pattern = "^[0-9]{1,19}$",
+            description = "Resume after this position (the id of the last event received)"),
+    ),
+    responses(
+        (status = 200, description = "`text/event-stream`: `event: <eventType>`, `id: <position>`, `data: <order JSON>`; keep-alive comments every 15 s; ends after --watch-max-secs (resume with Last-Event-ID)", body = String, content_type = "text/event-stream"),
+        (status = 400, description = "A malformed customerId or Last-Event-ID", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks orders:read, acts for another customer, or watches every order without orders:admin", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "The order stream (NATS) is unavailable", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
+    )))]
+pub async fn watch_orders(
+    State(state): State<AppState>,
+    caller: Caller,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, Error> {
+    need(&caller, "orders:read")?;
+    let asked = customer_of(query.as_deref().unwrap_or(""))?;
+    let customer = match (caller.customer, asked) {
+        (Some(bound), None) => Some(bound),
+        (Some(bound), Some(asked)) if asked != bound => {
+            return Err(Error::Forbidden(format!(
+                "This API key acts for customer {bound} only."
+            )));
+        }
+        (None, None) => {
+            need(&caller, "orders:admin")?;
+            None
+        }
+        (_, asked) => asked,
+    };
+    let after = last_event_id(&headers)?;
+    let (feed, last) = state.tail.subscribe().await?;
+    let (tx, rx) = mpsc::channel(64);
+    let watcher = Watcher {
+        customer,
+        tail: state.tail.clone(),
+        tx,
+        sent: after.unwrap_or(last),
+    };
+    tokio::spawn(watcher.run(last, feed, state.stopping.clone(), state.watch_max));
+    let events = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|event| (Ok::<_, Infallible>(event), rx))
+    });
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+        .into_response())
+}
+
+/// `customerId` from the query: absent, or a UUID other than nil (else a 400 naming it).
+fn customer_of(query: &str) -> Result<Option<Uuid>, Error> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();
+    match pairs.iter().find(|(k, _)| k == "customerId") {
+        None => Ok(None),
+        Some((_, v)) => crate::domain::parse_id(v).map(Some).ok_or_else(|| {
+            let mut errors = FieldErrors::new();
+            errors.add(
+                "customerId",
+                "customerId must be a UUID other than the nil UUID.",
+            );
+            Error::Validation(errors)
+        }),
+    }
+}
+
+/// One open watch: sends the states of the watched orders stored after position `sent`.
+struct Watcher {
+    customer: Option<Uuid>,
+    tail: OrderTail,
+    tx: mpsc::Sender<Event>,
+    /// The last position passed (sent or not watched).
+    sent: u64,
+}
+
+impl Watcher {
+    async fn run(
+        mut self,
+        last: u64,
+        mut feed: broadcast::Receiver<Tailed>,
+        stopping: tokio_util::sync::CancellationToken,
+        max: Duration,
+    ) {
+        if self.catch_up(last).await.is_err() {
+            return;
+        }
+        let deadline = tokio::time::sleep(max);
+        tokio::pin!(deadline);
+        loop {
+            let next = tokio::select! {
+                _ = stopping.cancelled() => return,
+                _ = &mut deadline => return,
+                _ = self.tx.closed() => return,
+                next = feed.recv() => next,
+            };
+            let sent = match next {
+                Ok(tailed) => self.pass(&tailed).await,
+                // Missed some while behind the feed: read them from the stream.
+                Err(RecvError::Lagged(_)) => match self.tail.subscribe().await {
+                    Ok((_, now)) => self.catch_up(now).await,
+                    Err(_) => Err(()),
+                },
+                Err(RecvError::Closed) => return,
+            };
+            if sent.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Sends what was stored after `sent` up to `until`, read from the stream.
+    async fn catch_up(&mut self, until: u64) -> Result<(), ()> {
+        let missed = match self.tail.read(self.sent, until).await {
+            Ok(missed) => missed,
+            Err(error) => {
+                tracing::warn!(error = %shared::telemetry::error_chain(&error), "A watch could not read the order stream; it ends (the client resumes).");
+                return Err(());
+            }
+        };
+        for tailed in &missed {
+            self.pass(tailed).await?;
+        }
+        self.sent = self.sent.max(until);
+        Ok(())
+    }
+
+    /// Sends one message if it is newer than the last position and one of the watched orders.
+    async fn pass(&mut self, tailed: &Tailed) -> Result<(), ()> {
+        if tailed.seq <= self.sent {
+            return Ok(());
+        }
+        self.sent = tailed.seq;
+        let Ok(event) = serde_json::from_slice::<OrderEvent>(&tailed.payload) else {
+            return Ok(()); // poison: the projections count it
+        };
+        if self.customer.is_some_and(|c| c != event.customer_id) {
+            return Ok(());
+        }
+        let order = Order::from_event(&event);
+        let sse = event_of(&order, event.event_type, tailed.seq);
+        self.tx.send(sse).await.map_err(|_| ())
+    }
+}

@@ -1,0 +1,157 @@
+//! One event to one hook, at least once: POST it, signed afresh for every attempt, until the
+//! receiver answers 2xx or the attempts run out (backoff from `--webhook-backoff-ms` doubling,
+//! capped at 60 s; 10 s per attempt); the last failure parks the event. Every attempt is
+//! recorded in the hook's deliveries.
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use chrono::Utc;
+use shared::events::OrderEventType;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::{
+    guard,
+    registry::{LiveHook, Registry},
+    sign,
+    store::{Attempt, HookStore},
+};
+
+/// Response bodies are read (for connection reuse) up to this much, then dropped.
+const MAX_RESPONSE: usize = 64 << 10;
+
+/// One event for one hook.
+pub struct Job {
+    pub hook: Arc<LiveHook>,
+    pub event_type: OrderEventType,
+    pub order_id: Uuid,
+    pub version: u64,
+    /// The delivery body (`{"type", "timestamp", "data"}`), the same for every attempt.
+    pub body: Bytes,
+}
+
+impl Job {
+    /// `webhook-id`: the same for every attempt and every instance, so receivers dedupe on it.
+    pub fn message_id(&self) -> String {
+        format!("msg_{}_{}", self.order_id.simple(), self.version)
+    }
+}
+
+/// How a job ended.
+#[derive(Debug, PartialEq)]
+pub enum Outcome {
+    Delivered,
+    /// Every attempt failed: given up, shown in the deliveries.
+    Parked,
+    /// The hook was deleted meanwhile.
+    Dropped,
+    /// The service is stopping: the event stays unacknowledged, for another instance.
+    Stopped,
+}
+
+#[derive(Clone)]
+pub struct Deliverer {
+    pub client: reqwest::Client,
+    pub store: HookStore,
+    pub registry: Registry,
+    pub max_attempts: u32,
+    pub initial_backoff: Duration,
+    pub allow_private: bool,
+}
+
+impl Deliverer {
+    pub async fn deliver(&self, job: &Job, stop: &CancellationToken) -> Outcome {
+        let message_id = job.message_id();
+        for attempt in 1..=self.max_attempts.max(1) {
+            if !self.registry.contains(job.hook.hook.id) {
+                return Outcome::Dropped;
+            }
+            let sent = {
+                let _permit = tokio::select! {
+                    _ = stop.cancelled() => return Outcome::Stopped,
+                    permit = job.hook.permits.acquire() => permit,
+                };
+                tokio::select! {
+                    _ = stop.cancelled() => return Outcome::Stopped,
+                    sent = self.attempt(job, &message_id) => sent,
+                }
+            };
+            let last = attempt == self.max_attempts.max(1);
+            let (status_code, error) = match &sent {
+                Ok(code) if (200..300).contains(code) => (Some(*code), None),
+                Ok(code) => (Some(*code), Some(format!("the receiver answered {code}"))),
+                Err(why) => (None, Some(why.clone())),
+            };
+            let delivered = error.is_none();
+            let record = Attempt {
+                webhook_id: job.hook.hook.id,
+                event_type: job.event_type,
+                order_id: job.order_id,
+                version: job.version,
+                message_id: message_id.clone(),
+                attempt,
+                status_code,
+                error,
+                parked: !delivered && last,
+                at: Utc::now(),
+            };
+            if let Err(e) = self.store.record(&record).await {
+                tracing::warn!(webhook_id = %record.webhook_id, order_id = %job.order_id, error = %shared::telemetry::error_chain(&e), "A delivery attempt could not be recorded.");
+            }
+            if delivered {
+                return Outcome::Delivered;
+            }
+            if last {
+                tracing::warn!(webhook_id = %record.webhook_id, order_id = %job.order_id, version = job.version, attempts = attempt, "A webhook event is parked: every attempt failed.");
+                return Outcome::Parked;
+            }
+            let wait = crate::domain::retry_delay(attempt, self.initial_backoff);
+            tracing::info!(webhook_id = %record.webhook_id, order_id = %job.order_id, version = job.version, attempt, status_code = ?record.status_code, error = ?record.error, retry_in_ms = wait.as_millis() as u64, "A webhook delivery failed; it will be retried.");
+            tokio::select! {
+                _ = stop.cancelled() => return Outcome::Stopped,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+        Outcome::Parked
+    }
+
+    /// One POST: the receiver's status code, or why there was none.
+    async fn attempt(&self, job: &Job, message_id: &str) -> Result<u16, String> {
+        let url = &job.hook.hook.url;
+        if !self.allow_private {
+            let parsed = reqwest::Url::parse(url).map_err(|e| e.to_string())?;
+            if let Some(ip) = guard::literal_ip(&parsed).filter(|ip| guard::refused(*ip)) {
+                return Err(format!(
+                    "{ip} is a loopback, private, link-local or reserved address"
+                ));
+            }
+        }
+        let timestamp = Utc::now().timestamp();
+        let signature = sign::signature(&job.hook.key, message_id, timestamp, &job.body);
+        let response = self
+            .client
+            .post(url)
+            .header("content-type", "application/json")
+            .header("webhook-id", message_id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(job.body.clone())
+            .send()
+            .await
+            .map_err(|e| shared::telemetry::error_chain(&e))?;
+        let code = response.status().as_u16();
+        drain(response).await;
+        Ok(code)
+    }
+}
+
+/// Reads what the receiver sent, up to `MAX_RESPONSE` (so the connection can be reused).
+async fn drain(mut response: reqwest::Response) {
+    let mut read = 0;
+    while let Ok(Some(chunk)) = response.chunk().await {
+        read += chunk.len();
+        if read > MAX_RESPONSE {
+            break;
+        }
+    }
+}
