@@ -32,7 +32,8 @@ pub struct Delivery {
 
 #[derive(Default)]
 struct Inner {
-    key: Mutex<Option<ring::hmac::Key>>,
+    /// The secrets of the hooks that deliver here (a delivery verifies with one of them).
+    keys: Mutex<Vec<ring::hmac::Key>>,
     failing: AtomicBool,
     accepted: Mutex<Vec<Delivery>>,
     /// Requests refused for a bad or missing signature.
@@ -63,13 +64,13 @@ impl Receiver {
         format!("http://{}/hook", self.addr)
     }
 
-    /// The secret deliveries are verified with (`whsec_<base64>`).
+    /// Adds a secret deliveries are verified with (`whsec_<base64>`).
     pub fn trust(&self, secret: &str) {
         let bytes = STANDARD
             .decode(secret.strip_prefix("whsec_").expect("a whsec_ secret"))
             .expect("base64");
-        *self.inner.key.lock().unwrap() =
-            Some(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &bytes));
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &bytes);
+        self.inner.keys.lock().unwrap().push(key);
     }
 
     /// Answer 503 to everything (`true`) or accept verified deliveries (`false`).
@@ -141,8 +142,8 @@ async fn receive(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Byte
     };
     let (id, timestamp) = (header("webhook-id"), header("webhook-timestamp"));
     let verified = {
-        let key = inner.key.lock().unwrap();
-        key.as_ref().is_some_and(|key| {
+        let keys = inner.keys.lock().unwrap();
+        keys.iter().any(|key| {
             let signed = [id.as_bytes(), b".", timestamp.as_bytes(), b".", &body].concat();
             header("webhook-signature").split(' ').any(|sig| {
                 sig.strip_prefix("v1,")

@@ -30,7 +30,7 @@ use crate::{
 /// names no customer), in the order the order stream stored them.
 #[cfg_attr(test, utoipa::path(get, path = "/api/orders/watch", tag = "orders", operation_id = "watchOrders",
     params(
-        ("customerId" = Option<String>, Query, description = "Whose orders (a key bound to a customer: its own, the default); omitted by an orders:admin key: every order"),
+        ("customerId" = Option<String>, Query, format = Uuid, pattern = r"^(?!0{8}-0{4}-0{4}-0{4}-0{12}$)[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$", description = "Whose orders (a key bound to a customer: its own, the default); omitted by an orders:admin key: every order"),
         ("Last-Event-ID" = Option<String>, Header, pattern = "^[0-9]{1,19}$",
             description = "Resume after this position (the id of the last event received)"),
     ),

@@ -149,8 +149,9 @@ fn parse_hook_id(raw: &str) -> Result<Uuid, Error> {
     request_body = CreateWebhookBody,
     responses(
         (status = 201, description = "Registered; `secret` is shown this once (Location header)", body = WebhookBody),
-        (status = 400, description = "A missing or invalid field (`errors` names it): an unknown event, a URL that is not http(s) or names a refused address", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 400, description = "A missing or invalid field (`errors` names it): an unknown event, a URL off the documented shape", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
         (status = 403, description = "The key lacks orders:write, acts for another customer, or registers for every customer without orders:admin", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "A URL of the documented shape that cannot be a hook's: its host does not parse, or it names a loopback, private, link-local or reserved address", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
         (status = 503, description = "The webhook store (NATS) is unavailable; nothing was registered", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
     )))]
 pub async fn create(

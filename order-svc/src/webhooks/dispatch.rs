@@ -162,11 +162,18 @@ impl Dispatcher {
             .messages()
             .await?;
         let mut chunks = messages.ready_chunks(256);
+        let mut pinned = false;
         loop {
             let chunk = tokio::select! {
-                _ = stop.cancelled() => return Ok(()),
+                _ = stop.cancelled() => {
+                    if pinned {
+                        self.hand_over(&stream).await;
+                    }
+                    return Ok(());
+                }
                 chunk = chunks.next() => chunk,
             };
+            pinned = true; // only the pinned instance receives messages
             let Some(chunk) = chunk else {
                 return Err("the consumer's message stream ended".into());
             };
@@ -293,6 +300,21 @@ impl Dispatcher {
         if let Err(error) = held.message.ack().await {
             tracing::warn!(stream_seq = seq, error = %error, "Acknowledging a delivered order event failed; it may be delivered again.");
         }
+    }
+
+    /// On a graceful stop: gives every held event back (redelivered at once, in sequence order)
+    /// and releases the pin, so a standby instance takes over now rather than after
+    /// `PIN_TIMEOUT` and `ACK_WAIT`. The chains have stopped delivering (they watch `stop`).
+    async fn hand_over(&self, stream: &jetstream::stream::Stream) {
+        let mut held: Vec<(u64, Arc<Held>)> = self.held.lock().expect("held").drain().collect();
+        held.sort_by_key(|(seq, _)| *seq);
+        for (_, h) in &held {
+            let _ = h.message.ack_with(AckKind::Nak(None)).await;
+        }
+        if let Err(error) = stream.unpin_consumer(DURABLE, GROUP).await {
+            tracing::debug!(error = %error, "Releasing the webhook dispatch pin failed (it lapses).");
+        }
+        tracing::info!(handed_over = held.len(), "Webhook dispatch handed over.");
     }
 
     /// Tells the server every held event is still being worked on (so it is not redelivered).

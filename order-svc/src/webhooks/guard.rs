@@ -65,6 +65,23 @@ fn compatible_v4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
     })
 }
 
+/// Whether `raw` has the shape the API documents (`^https?://[^\s/?#@]+(/[^\s#]*)?$`, at most
+/// `MAX_URL_LEN`): anything else is a 400; a URL of that shape that is still refused (a host
+/// that does not parse, a refused address) is a 422.
+pub fn has_documented_shape(raw: &str) -> bool {
+    let Some(rest) = raw
+        .strip_prefix("http://")
+        .or_else(|| raw.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    raw.len() <= crate::domain::MAX_URL_LEN
+        && !host.is_empty()
+        && !host.contains(|c: char| c.is_whitespace() || "?#@".contains(c))
+        && !path.contains(|c: char| c.is_whitespace() || c == '#')
+}
+
 /// The URL of a hook, or why it cannot be one (as far as the URL itself says: a name is
 /// checked when it is resolved).
 pub fn check_url(raw: &str, allow_private: bool) -> Result<Url, String> {
@@ -191,6 +208,17 @@ mod tests {
             assert!(check_url(bad, false).is_err(), "{bad} is refused");
         }
         assert!(check_url("http://127.0.0.1:8080/", true).is_ok());
+        for (raw, shaped) in [
+            ("https://hooks.example.com/in?x=1", true),
+            ("http://10.0.0.1", true),
+            ("http://a?x", false),
+            ("ftp://a/", false),
+            ("https://u@a/", false),
+            ("https://a/#f", false),
+            ("https:///x", false),
+        ] {
+            assert_eq!(has_documented_shape(raw), shaped, "{raw}");
+        }
         assert!(check_url(&format!("https://e.com/{}", "a".repeat(3000)), false).is_err());
     }
 }

@@ -75,7 +75,12 @@ impl Webhooks {
         let url = guard::check_url(&raw, self.settings.allow_private).map_err(|why| {
             let mut errors = shared::fields::FieldErrors::new();
             errors.add("url", why);
-            Error::Validation(errors)
+            // Off the documented shape: 400; of that shape and still refused: 422.
+            if guard::has_documented_shape(&raw) {
+                Error::Unprocessable(errors)
+            } else {
+                Error::Validation(errors)
+            }
         })?;
         let hook = Hook {
             id: Uuid::new_v4(),

@@ -178,6 +178,11 @@ async fn every_event_arrives_signed_once_by_id_and_in_order_across_a_failing_and
         }
     }
     assert_eq!(seen, wanted);
+    assert_eq!(
+        accepted.len(),
+        wanted.len(),
+        "no event was sent twice by the two instances"
+    );
     for (order, versions) in &first_seen {
         assert!(
             versions.is_sorted(),
@@ -268,25 +273,38 @@ async fn registrations_are_checked_and_scoped_and_private_addresses_are_refused_
     let p = product.api().create_product("Guarded", "1.00", 10).await;
     admin.wait_snapshot_version(&p, 1).await;
 
-    // Bad input: 400 naming the field; nothing registered.
+    // Bad input: 400 naming the field (off the schema), 422 for a well-formed URL that names a
+    // refused address; nothing registered.
     let bad = |url: &str, events: Value| json!({"url": url, "events": events});
-    for (body, field) in [
+    for (body, status, field) in [
         (
             bad("http://127.0.0.1:9/hook", json!(["OrderPlaced"])),
+            422,
             "url",
         ),
         (
             bad("http://[::ffff:10.0.0.1]/", json!(["OrderPlaced"])),
+            422,
             "url",
         ),
-        (bad("ftp://example.com/", json!(["OrderPlaced"])), "url"),
+        (
+            bad("http://169.254.169.254/latest", json!(["OrderPlaced"])),
+            422,
+            "url",
+        ),
+        (
+            bad("ftp://example.com/", json!(["OrderPlaced"])),
+            400,
+            "url",
+        ),
         (
             bad("https://example.com/", json!(["OrderLost"])),
+            400,
             "events[0]",
         ),
-        (bad("https://example.com/", json!([])), "events"),
+        (bad("https://example.com/", json!([])), 400, "events"),
     ] {
-        let problem = admin.register_hook(&body).await.problem(400);
+        let problem = admin.register_hook(&body).await.problem(status);
         assert!(problem["errors"].get(field).is_some(), "{field}: {problem}");
     }
     assert_eq!(admin.hooks("", "").await.expect(200)["items"], json!([]));
@@ -359,5 +377,93 @@ async fn registrations_are_checked_and_scoped_and_private_addresses_are_refused_
     anns.hooks(anns_id, "").await.problem(404);
     assert_eq!(ids(admin.hooks("", "").await.expect(200)), [everyones_id]);
     order.stop().await;
+    product.stop().await;
+}
+
+/// The instance's count of delivered webhook events (readiness figures).
+async fn delivered(service: &OrderService) -> u64 {
+    let ready = service.api().http().ready().await;
+    ready.body["figures"]["webhooksDelivered"].as_u64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_delivering_instance_stops_the_other_delivers_what_it_held_and_what_follows() {
+    let nats = NatsServer::start();
+    let dir = scratch();
+    let product = ProductService::start(&nats.url(), &dir.path().join("product")).await;
+    let mut instances = Vec::new();
+    for name in ["a", "b"] {
+        let config = order_config(&nats.url(), &product.grpc, &dir.path().join(name));
+        instances.push(OrderService::start_with(config).await);
+    }
+    for i in &instances {
+        i.wait_ready(WAIT).await;
+    }
+    let p = product
+        .api()
+        .create_product("Handed over", "1.00", 100)
+        .await;
+    instances[0].api().wait_snapshot_version(&p, 1).await;
+    let ann = Uuid::new_v4();
+    let receiver = Receiver::start().await;
+    let hook = instances[0]
+        .api()
+        .register_hook(
+            &json!({"url": receiver.url(), "events": ["OrderConfirmed"], "customerId": ann}),
+        )
+        .await
+        .expect(201);
+    receiver.trust(hook["secret"].as_str().unwrap());
+    let place = |api: OrderApi| {
+        let body = order_body(ann, &[(&p, 1)]);
+        async move {
+            api.place(&body).await.expect(201)["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let got = |order: String| {
+        let receiver = &receiver;
+        async move {
+            wait_for("the confirmation delivered", WAIT, || async {
+                let accepted = receiver.accepted();
+                accepted
+                    .iter()
+                    .any(|d| d.body["data"]["id"] == order.as_str())
+                    .then_some(())
+            })
+            .await
+        }
+    };
+
+    // One instance holds the pin: it alone delivers.
+    got(place(instances[0].api()).await).await;
+    let (a, b) = (
+        delivered(&instances[0]).await,
+        delivered(&instances[1]).await,
+    );
+    assert_eq!(a + b, 1, "one delivery, by one instance");
+    let pinned = if a == 1 { 0 } else { 1 };
+    let other = instances.remove(1 - pinned);
+    let pinned = instances.remove(0);
+
+    // The receiver fails, so the pinned instance holds the next confirmation; then it stops.
+    receiver.set_failing(true);
+    let held = place(other.api()).await;
+    wait_for("a failed attempt", WAIT, || async {
+        (receiver.requests() >= 2).then_some(())
+    })
+    .await;
+    pinned.stop().await;
+    receiver.set_failing(false);
+    // The other instance delivers the held event, and what follows.
+    got(held).await;
+    got(place(other.api()).await).await;
+    assert_eq!(delivered(&other).await, 2);
+    let ids: Vec<String> = receiver.accepted().iter().map(|d| d.id.clone()).collect();
+    let unique: BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "each event accepted once: {ids:?}");
+    other.stop().await;
     product.stop().await;
 }
