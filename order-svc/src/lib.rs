@@ -244,14 +244,15 @@ impl App {
             interval,
             workers_stop.clone(),
         ));
-        let [registry, dispatcher] = self.webhooks.workers(
+        let webhooks = self.webhooks.workers(
             js_for_hooks,
             self.config.orders_stream.clone(),
             &self.config.orders_subject_prefix,
             workers_stop,
         );
-        tasks.worker(registry);
-        tasks.worker(dispatcher);
+        for worker in webhooks {
+            tasks.worker(worker);
+        }
     }
 }
 

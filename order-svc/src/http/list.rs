@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::{
     AppState,
     body::{OrderBody, OrderPage},
-    need,
+    customer_scope, need,
 };
 use crate::{
     error::Error,
@@ -35,19 +35,7 @@ pub async fn list(
 ) -> Result<Response, Error> {
     need(&caller, "orders:read")?;
     let (asked, mut listing) = parse(query.as_deref().unwrap_or("")).map_err(Error::Validation)?;
-    listing.customer = match (caller.customer, asked) {
-        (Some(bound), None) => Some(bound),
-        (Some(bound), Some(asked)) if asked != bound => {
-            return Err(Error::Forbidden(format!(
-                "This API key acts for customer {bound} only."
-            )));
-        }
-        (None, None) => {
-            need(&caller, "orders:admin")?;
-            None
-        }
-        (_, asked) => asked,
-    };
+    listing.customer = customer_scope(&caller, asked)?;
     let listed = state.orders.list(&listing)?;
     let (page, page_size) = match listing.page {
         Paging::Number { page, size } => (page, size),

@@ -153,6 +153,19 @@ fn need(caller: &Caller, scope: &str) -> Result<(), Error> {
     }
 }
 
+/// Whose orders a listing or a watch covers: a key bound to a customer covers its own (asking
+/// for another is a 403); naming no customer covers every order and needs `orders:admin`.
+fn customer_scope(caller: &Caller, asked: Option<Uuid>) -> Result<Option<Uuid>, Error> {
+    match (caller.customer, asked) {
+        (Some(bound), None) => Ok(Some(bound)),
+        (Some(bound), Some(asked)) if asked != bound => Err(Error::Forbidden(format!(
+            "This API key acts for customer {bound} only."
+        ))),
+        (None, None) => need(caller, "orders:admin").map(|()| None),
+        (_, asked) => Ok(asked),
+    }
+}
+
 /// A path id that is not a UUID cannot name an order: 404, like an unknown one.
 fn parse_id(raw: &str) -> Result<Uuid, Error> {
     shared::http::path_uuid(raw).ok_or(Error::NoSuchId)

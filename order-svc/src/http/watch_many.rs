@@ -17,7 +17,7 @@ use tokio::sync::{broadcast, broadcast::error::RecvError, mpsc};
 use uuid::Uuid;
 
 use super::{
-    AppState, need,
+    AppState, customer_scope, need,
     watch::{KEEP_ALIVE, event_of, last_event_id},
 };
 use crate::{
@@ -48,19 +48,7 @@ pub async fn watch_orders(
 ) -> Result<Response, Error> {
     need(&caller, "orders:read")?;
     let asked = customer_of(query.as_deref().unwrap_or(""))?;
-    let customer = match (caller.customer, asked) {
-        (Some(bound), None) => Some(bound),
-        (Some(bound), Some(asked)) if asked != bound => {
-            return Err(Error::Forbidden(format!(
-                "This API key acts for customer {bound} only."
-            )));
-        }
-        (None, None) => {
-            need(&caller, "orders:admin")?;
-            None
-        }
-        (_, asked) => asked,
-    };
+    let customer = customer_scope(&caller, asked)?;
     let after = last_event_id(&headers)?;
     let (feed, last) = state.tail.subscribe().await?;
     let (tx, rx) = mpsc::channel(64);

@@ -7,6 +7,7 @@ use std::{sync::Arc, time::Duration};
 use bytes::Bytes;
 use chrono::Utc;
 use shared::events::OrderEventType;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -52,7 +53,8 @@ pub enum Outcome {
 #[derive(Clone)]
 pub struct Deliverer {
     pub client: reqwest::Client,
-    pub store: HookStore,
+    /// Where attempts go to be recorded (`record_attempts`).
+    pub log: mpsc::UnboundedSender<Attempt>,
     pub registry: Registry,
     pub max_attempts: u32,
     pub initial_backoff: Duration,
@@ -95,18 +97,18 @@ impl Deliverer {
                 parked: !delivered && last,
                 at: Utc::now(),
             };
-            if let Err(e) = self.store.record(&record).await {
-                tracing::warn!(webhook_id = %record.webhook_id, order_id = %job.order_id, error = %shared::telemetry::error_chain(&e), "A delivery attempt could not be recorded.");
-            }
+            let (webhook_id, status_code, error) =
+                (record.webhook_id, record.status_code, record.error.clone());
+            let _ = self.log.send(record);
             if delivered {
                 return Outcome::Delivered;
             }
             if last {
-                tracing::warn!(webhook_id = %record.webhook_id, order_id = %job.order_id, version = job.version, attempts = attempt, "A webhook event is parked: every attempt failed.");
+                tracing::warn!(webhook_id = %webhook_id, order_id = %job.order_id, version = job.version, attempts = attempt, "A webhook event is parked: every attempt failed.");
                 return Outcome::Parked;
             }
             let wait = crate::domain::retry_delay(attempt, self.initial_backoff);
-            tracing::info!(webhook_id = %record.webhook_id, order_id = %job.order_id, version = job.version, attempt, status_code = ?record.status_code, error = ?record.error, retry_in_ms = wait.as_millis() as u64, "A webhook delivery failed; it will be retried.");
+            tracing::info!(webhook_id = %webhook_id, order_id = %job.order_id, version = job.version, attempt, status_code = ?status_code, error = ?error, retry_in_ms = wait.as_millis() as u64, "A webhook delivery failed; it will be retried.");
             tokio::select! {
                 _ = stop.cancelled() => return Outcome::Stopped,
                 _ = tokio::time::sleep(wait) => {}
@@ -152,6 +154,44 @@ async fn drain(mut response: reqwest::Response) {
         read += chunk.len();
         if read > MAX_RESPONSE {
             break;
+        }
+    }
+}
+
+/// Writes the attempts the deliveries send, a batch at a time: whatever was sent while the
+/// previous write was in flight, one message per hook. Ends when every sender is gone, or at
+/// `stop` after writing what is queued.
+pub async fn record_attempts(
+    store: HookStore,
+    mut attempts: mpsc::UnboundedReceiver<Attempt>,
+    stop: CancellationToken,
+) {
+    loop {
+        let first = tokio::select! {
+            first = attempts.recv() => first,
+            _ = stop.cancelled() => attempts.try_recv().ok(),
+        };
+        let Some(first) = first else { return };
+        let mut batch = vec![first];
+        while let Ok(next) = attempts.try_recv() {
+            batch.push(next);
+        }
+        let mut by_hook: Vec<(Uuid, Vec<Attempt>)> = Vec::new();
+        for attempt in batch {
+            match by_hook.iter_mut().find(|(h, _)| *h == attempt.webhook_id) {
+                Some((_, list)) => list.push(attempt),
+                None => by_hook.push((attempt.webhook_id, vec![attempt])),
+            }
+        }
+        let writes = by_hook.iter().map(|(hook, list)| store.record(*hook, list));
+        for (result, (hook, list)) in futures::future::join_all(writes)
+            .await
+            .into_iter()
+            .zip(&by_hook)
+        {
+            if let Err(e) = result {
+                tracing::warn!(webhook_id = %hook, attempts = list.len(), error = %shared::telemetry::error_chain(&e), "Delivery attempts could not be recorded.");
+            }
         }
     }
 }

@@ -92,6 +92,7 @@ impl Dispatcher {
         js: jetstream::Context,
         orders_stream: String,
         filter: String,
+        store: HookStore,
         deliverer: Deliverer,
         figures: Arc<Figures>,
     ) -> Self {
@@ -99,7 +100,7 @@ impl Dispatcher {
             js,
             orders_stream,
             filter,
-            store: deliverer.store.clone(),
+            store,
             registry: deliverer.registry.clone(),
             deliverer,
             figures,
@@ -163,6 +164,7 @@ impl Dispatcher {
             .await?;
         let mut chunks = messages.ready_chunks(256);
         let mut pinned = false;
+        let mut fresh = Freshness::default();
         loop {
             let chunk = tokio::select! {
                 _ = stop.cancelled() => {
@@ -177,14 +179,14 @@ impl Dispatcher {
             let Some(chunk) = chunk else {
                 return Err("the consumer's message stream ended".into());
             };
-            // Every hook acknowledged before these events were read is matched against them.
-            let last = self.store.last_change().await?;
-            if !self
-                .registry
-                .wait_applied(last, Duration::from_secs(5))
-                .await
-            {
-                return Err("the webhook registry is behind its stream".into());
+            // Every hook acknowledged before these events were stored is matched against them.
+            let newest = chunk
+                .iter()
+                .filter_map(|m| m.as_ref().ok()?.info().ok().map(|i| i.stream_sequence))
+                .max()
+                .unwrap_or(0);
+            if newest > fresh.through {
+                fresh.refresh(self, &stream).await?;
             }
             for message in chunk {
                 match message {
@@ -333,13 +335,58 @@ impl Dispatcher {
     }
 }
 
-/// `{"type", "timestamp", "data"}`: the event type, when it happened, the order as GET shows it.
+/// Up to which order stream sequence the registry is known to hold every hook registered before
+/// it: the registry has applied the registration stream's last sequence read *before* the
+/// order stream's last sequence was read. Refreshed at most every `FRESHNESS_EVERY` (two stream
+/// infos), so under load one refresh covers every event stored meanwhile.
+#[derive(Default)]
+struct Freshness {
+    through: u64,
+    at: Option<tokio::time::Instant>,
+}
+
+const FRESHNESS_EVERY: Duration = Duration::from_millis(20);
+
+impl Freshness {
+    async fn refresh(
+        &mut self,
+        dispatcher: &Dispatcher,
+        orders: &jetstream::stream::Stream,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        if let Some(at) = self.at {
+            tokio::time::sleep_until(at + FRESHNESS_EVERY).await;
+        }
+        self.at = Some(tokio::time::Instant::now());
+        let hooks = dispatcher.store.last_change().await?;
+        let through = orders.clone().info().await?.state.last_sequence;
+        if !dispatcher
+            .registry
+            .wait_applied(hooks, Duration::from_secs(5))
+            .await
+        {
+            return Err("the webhook registry is behind its stream".into());
+        }
+        self.through = through;
+        Ok(())
+    }
+}
+
+/// A delivery's body: the event type, when it happened, the order as GET shows it.
+#[derive(serde::Serialize)]
+struct DeliveryBody {
+    #[serde(rename = "type")]
+    event_type: &'static str,
+    timestamp: String,
+    data: OrderBody,
+}
+
 fn delivery_body(event: &OrderEvent) -> Bytes {
-    let order = Order::from_event(event);
-    let body = serde_json::json!({
-        "type": event.event_type.as_str(),
-        "timestamp": event.occurred_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        "data": OrderBody::from(&order),
-    });
-    Bytes::from(serde_json::to_vec(&body).expect("JSON values encode"))
+    let body = DeliveryBody {
+        event_type: event.event_type.as_str(),
+        timestamp: event
+            .occurred_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        data: OrderBody::from(&Order::from_event(event)),
+    };
+    Bytes::from(serde_json::to_vec(&body).expect("an order encodes"))
 }

@@ -125,26 +125,29 @@ impl Webhooks {
         self.store.attempts(id).await
     }
 
-    /// The registry follower and the dispatcher, until `stop`.
+    /// The registry follower, the dispatcher and the attempts' recorder, until `stop`.
     pub fn workers(
         &self,
         js: async_nats::jetstream::Context,
         orders_stream: String,
         orders_prefix: &str,
         stop: tokio_util::sync::CancellationToken,
-    ) -> [Worker; 2] {
+    ) -> [Worker; 3] {
+        let (log, attempts) = tokio::sync::mpsc::unbounded_channel();
         let deliverer = deliver::Deliverer {
             client: self.client.clone(),
-            store: self.store.clone(),
+            log,
             registry: self.registry.clone(),
             max_attempts: self.settings.max_attempts,
             initial_backoff: self.settings.initial_backoff,
             allow_private: self.settings.allow_private,
         };
+        let recorder = deliver::record_attempts(self.store.clone(), attempts, stop.clone());
         let dispatcher = dispatch::Dispatcher::new(
             js,
             orders_stream,
             format!("{orders_prefix}.*"),
+            self.store.clone(),
             deliverer,
             self.figures.clone(),
         );
@@ -152,6 +155,10 @@ impl Webhooks {
             .registry
             .clone()
             .follow(self.store.clone(), stop.clone());
-        [Box::pin(follow), Box::pin(dispatcher.run(stop))]
+        [
+            Box::pin(follow),
+            Box::pin(dispatcher.run(stop)),
+            Box::pin(recorder),
+        ]
     }
 }

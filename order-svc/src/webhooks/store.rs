@@ -6,8 +6,10 @@
 //!   message the registration (secret included: it is needed to sign, and only order-svc's
 //!   NATS user may read the stream); an empty message is a deletion. Its last sequence is what
 //!   the registry must have applied before an order event is matched against it.
-//! - `<ORDERS>_DELIVERIES`: a hook's delivery attempts (`eshop.deliveries.<ORDERS>.<id>`), the
-//!   last 100 kept per hook.
+//! - `<ORDERS>_DELIVERIES`: a hook's delivery attempts (`eshop.deliveries.<ORDERS>.<id>`), each
+//!   message the attempts of one write (an instance batches what its deliveries recorded while
+//!   the previous write was in flight: one publish per batch, not per attempt); the last 100
+//!   messages are kept per hook, of which the last 100 attempts are shown.
 //!
 //! Reads that must be current (`GET /api/webhooks/{id}`, the listing) read the stream leader:
 //! `STREAM.MSG.GET`, or an ordered consumer created for the read.
@@ -219,11 +221,11 @@ impl HookStore {
         bounded(self.timeout, unavailable, consumer.messages()).await
     }
 
-    /// Records one delivery attempt.
-    pub async fn record(&self, attempt: &Attempt) -> Result<()> {
+    /// Records delivery attempts of one hook, oldest first, as one message.
+    pub async fn record(&self, hook: Uuid, attempts: &[Attempt]) -> Result<()> {
         self.attempts_stream().await?;
-        let payload = serde_json::to_vec(attempt).map_err(|e| Error::corrupt(e.to_string()))?;
-        let subject = self.attempts_subject(attempt.webhook_id);
+        let payload = serde_json::to_vec(attempts).map_err(|e| Error::corrupt(e.to_string()))?;
+        let subject = self.attempts_subject(hook);
         bounded(self.timeout, unavailable, async {
             self.js.publish(subject, payload.into()).await?.await
         })
@@ -231,17 +233,20 @@ impl HookStore {
         .map(drop)
     }
 
-    /// A hook's last attempts, newest first.
+    /// A hook's last `ATTEMPTS_KEPT` attempts, newest first.
     pub async fn attempts(&self, id: Uuid) -> Result<Vec<Attempt>> {
         let stream = self.attempts_stream().await?;
         let payloads = self
             .read_all(stream, self.attempts_subject(id), DeliverPolicy::All)
             .await?;
-        Ok(payloads
+        let mut attempts: Vec<Attempt> = payloads
             .iter()
-            .rev()
-            .filter_map(|p| serde_json::from_slice(p).ok())
-            .collect())
+            .filter_map(|p| serde_json::from_slice::<Vec<Attempt>>(p).ok())
+            .flatten()
+            .collect();
+        attempts.reverse();
+        attempts.truncate(ATTEMPTS_KEPT as usize);
+        Ok(attempts)
     }
 
     /// What an ordered consumer created now reads of `filter`, up to the last message.

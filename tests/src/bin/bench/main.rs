@@ -6,12 +6,14 @@
 //! and without 100k orders); 3 outbox relay vs raw pipelined publish; 4 CreateOrder (snapshot vs
 //! grpc catalog, one and two instances, `sync_interval: always`) vs a raw tonic round-trip, and
 //! the cross-instance listing lag; 5 footprint (binary size, RSS, sled on disk); 6 the cost of
-//! API keys; 7 an edge site across a simulated WAN (`edge.rs`); 8 SSE watchers (`watch.rs`).
+//! API keys; 7 an edge site across a simulated WAN (`edge.rs`); 8 SSE watchers (`watch.rs`); 9
+//! webhooks (`hooks.rs`).
 #![allow(clippy::print_stdout)]
 
 mod auth;
 mod create;
 mod edge;
+mod hooks;
 mod load;
 mod orders;
 mod probe;
@@ -27,6 +29,7 @@ use tests::scratch;
 use auth::*;
 use create::*;
 use edge::*;
+use hooks::*;
 use load::*;
 use orders::*;
 use probe::*;
@@ -71,7 +74,8 @@ impl Sizes {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let s = Sizes::from_env(std::env::args().any(|a| a == "--quick"));
-    // `--only projection|coldstart|relay|orders|durable|cluster|auth|edge|watch` runs one group.
+    // `--only projection|coldstart|relay|orders|durable|cluster|auth|edge|watch|webhooks` runs one
+    // group.
     let only = std::env::args().skip_while(|a| a != "--only").nth(1);
     let run = |group: &str| only.as_deref().is_none_or(|o| o == group);
     let mut report = Report::default();
@@ -106,6 +110,9 @@ async fn main() {
     if run("watch") {
         let count = if s.quick { 200 } else { 1_000 };
         watchers(&mut report, dir, count, 100).await;
+    }
+    if run("webhooks") {
+        webhooks(&mut report, dir, s.orders_64 / 2).await;
     }
     write_report(&report, s);
 }

@@ -1,0 +1,172 @@
+//! Scenario 9: webhooks. CreateOrder at 64 clients on one instance with no hook, then with 100
+//! hooks registered (each for its own customer, every order placed for one of them, so each
+//! order triggers exactly one delivery of its `OrderConfirmed`), in the same run; how long the
+//! delivery backlog takes to drain after the load; the delivery rate to a local receiver, and
+//! each delivery's latency from the order's 201 to its receipt.
+use std::{
+    collections::HashMap,
+    path::Path,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+use tests::{NatsServer, Receiver, ServiceProcess};
+use uuid::Uuid;
+
+use crate::*;
+
+const HOOKS: usize = 100;
+
+pub(crate) async fn webhooks(report: &mut Report, dir: &Path, orders: usize) {
+    let s = "9 webhooks";
+    let nats = NatsServer::start();
+    let (product, grpc) = ServiceProcess::product_with(
+        &nats.url(),
+        &dir.join("product-hooks"),
+        dir,
+        &[("RUST_LOG", "warn")],
+    );
+    let order = ServiceProcess::order(
+        &nats.url(),
+        &grpc,
+        &dir.join("order-hooks"),
+        dir,
+        &[
+            ("RUST_LOG", "warn"),
+            ("ORDER_INSTANCE_ID", "hooks"),
+            ("ORDER_WEBHOOK_ALLOW_PRIVATE", "1"),
+        ],
+    );
+    let client = bench_client(64);
+    let ids = Arc::new(seed_catalog(&client, &product.http, 100).await);
+    http_ready(&order.http, Duration::from_secs(60)).await;
+    let customers: Arc<Vec<Uuid>> = Arc::new((0..HOOKS).map(|_| Uuid::new_v4()).collect());
+    let placed_at = Arc::new(Mutex::new(HashMap::new()));
+
+    // Warm-up, then no hook.
+    run(
+        &client,
+        &order.http,
+        &ids,
+        &customers,
+        orders / 10,
+        &placed_at,
+    )
+    .await;
+    let (none, _) = run(&client, &order.http, &ids, &customers, orders, &placed_at).await;
+
+    let receiver = Receiver::start().await;
+    for customer in customers.iter() {
+        let hook: Value = client
+            .post(format!("{}/api/webhooks", order.http))
+            .json(&json!({"url": receiver.url(), "events": ["OrderConfirmed"], "customerId": customer}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        receiver.trust(hook["secret"].as_str().expect("registered"));
+    }
+    placed_at.lock().unwrap().clear();
+    let started = Instant::now();
+    let (hooked, _) = run(&client, &order.http, &ids, &customers, orders, &placed_at).await;
+    let load_end = Instant::now();
+    let drained = tokio::time::timeout(Duration::from_secs(120), async {
+        while receiver.accepted().len() < orders {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let drain = load_end.elapsed().as_secs_f64();
+    assert!(drained.is_ok(), "every delivery arrived");
+    let accepted = receiver.accepted();
+    let last = accepted.iter().map(|d| d.received).max().unwrap();
+    let placed = placed_at.lock().unwrap();
+    let mut latency = Histogram::<u64>::new(3).unwrap();
+    for d in &accepted {
+        let id = d.body["data"]["id"].as_str().unwrap();
+        if let Some(at) = placed.get(id) {
+            latency
+                .record(d.received.saturating_duration_since(*at).as_micros() as u64)
+                .unwrap();
+        }
+    }
+
+    report.add(
+        s,
+        &format!("CreateOrder 64 clients, {HOOKS} hooks (one delivery per order)"),
+        hooked,
+        "orders/s",
+        Some(("no hook, same run", none)),
+        "≥ 0.9×",
+    );
+    report.add(
+        s,
+        "delivery backlog left at the load's end, drained after",
+        drain,
+        "s",
+        None,
+        "≤ 5 s",
+    );
+    report.add(
+        s,
+        "delivery rate (load start to last receipt)",
+        orders as f64 / last.duration_since(started).as_secs_f64(),
+        "deliveries/s",
+        None,
+        "",
+    );
+    for (label, q) in [("p50", 0.5), ("p99", 0.99)] {
+        let v = latency.value_at_quantile(q) as f64 / 1000.0;
+        report.add(
+            s,
+            &format!("delivery latency, order's 201 → receipt, {label}"),
+            v,
+            "ms",
+            None,
+            "",
+        );
+    }
+    drop((order, product));
+}
+
+/// `total` orders from 64 clients, each for one of `customers`; records each order's 201 time.
+async fn run(
+    client: &reqwest::Client,
+    http: &str,
+    ids: &Arc<Vec<String>>,
+    customers: &Arc<Vec<Uuid>>,
+    total: usize,
+    placed_at: &Arc<Mutex<HashMap<String, Instant>>>,
+) -> (f64, Histogram<u64>) {
+    let (c, http, ids, customers, placed_at) = (
+        client.clone(),
+        http.to_owned(),
+        ids.clone(),
+        customers.clone(),
+        placed_at.clone(),
+    );
+    load(64, total, move |i| {
+        let (c, http, placed_at) = (c.clone(), http.clone(), placed_at.clone());
+        let body = json!({"customerId": customers[i % customers.len()], "customerEmail": "hooks@example.com",
+            "items": [{"productId": ids[(i * 7919) % ids.len()], "quantity": 1}]});
+        async move {
+            let Ok(r) = c.post(format!("{http}/api/orders")).json(&body).send().await else {
+                return false;
+            };
+            if r.status() != 201 {
+                return false;
+            }
+            let at = Instant::now();
+            let order: Value = r.json().await.unwrap_or_default();
+            if let Some(id) = order["id"].as_str() {
+                placed_at.lock().unwrap().insert(id.to_owned(), at);
+            }
+            true
+        }
+    })
+    .await
+}
