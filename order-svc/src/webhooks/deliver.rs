@@ -119,20 +119,19 @@ impl Deliverer {
 
     /// One POST: the receiver's status code, or why there was none.
     async fn attempt(&self, job: &Job, message_id: &str) -> Result<u16, String> {
-        let url = &job.hook.hook.url;
-        if !self.allow_private {
-            let parsed = reqwest::Url::parse(url).map_err(|e| e.to_string())?;
-            if let Some(ip) = guard::literal_ip(&parsed).filter(|ip| guard::refused(*ip)) {
-                return Err(format!(
-                    "{ip} is a loopback, private, link-local or reserved address"
-                ));
-            }
+        let url = &job.hook.url;
+        if let Some(ip) =
+            guard::literal_ip(url).filter(|ip| !self.allow_private && guard::refused(*ip))
+        {
+            return Err(format!(
+                "{ip} is a loopback, private, link-local or reserved address"
+            ));
         }
         let timestamp = Utc::now().timestamp();
         let signature = sign::signature(&job.hook.key, message_id, timestamp, &job.body);
         let response = self
             .client
-            .post(url)
+            .post(url.clone())
             .header("content-type", "application/json")
             .header("webhook-id", message_id)
             .header("webhook-timestamp", timestamp.to_string())

@@ -345,7 +345,7 @@ struct Freshness {
     at: Option<tokio::time::Instant>,
 }
 
-const FRESHNESS_EVERY: Duration = Duration::from_millis(20);
+const FRESHNESS_EVERY: Duration = Duration::from_millis(5);
 
 impl Freshness {
     async fn refresh(

@@ -28,6 +28,8 @@ const PER_HOOK_IN_FLIGHT: usize = 16;
 /// A registered hook, ready to deliver to.
 pub struct LiveHook {
     pub hook: Hook,
+    /// The hook's URL, parsed once.
+    pub url: reqwest::Url,
     pub scope: HookScope,
     pub key: ring::hmac::Key,
     pub permits: Semaphore,
@@ -80,9 +82,10 @@ impl Registry {
             (Some(id), Ok(None)) => {
                 self.hooks.write().expect("registry lock").remove(&id);
             }
-            (Some(_), Ok(Some(hook))) => match sign::key(&hook.secret) {
-                Some(key) => {
+            (Some(_), Ok(Some(hook))) => match (sign::key(&hook.secret), hook.url.parse()) {
+                (Some(key), Ok(url)) => {
                     let live = LiveHook {
+                        url,
                         scope: HookScope {
                             events: hook.events.clone(),
                             customer: hook.customer_id,
@@ -94,9 +97,9 @@ impl Registry {
                     let mut hooks = self.hooks.write().expect("registry lock");
                     hooks.insert(live.hook.id, Arc::new(live));
                 }
-                None => tracing::error!(
+                _ => tracing::error!(
                     stream_seq = seq,
-                    "A webhook registration has an unusable secret; skipped."
+                    "A webhook registration has an unusable secret or URL; skipped."
                 ),
             },
             (_, Err(error)) => {

@@ -45,6 +45,16 @@ pub(crate) async fn webhooks(report: &mut Report, dir: &Path, orders: usize) {
     let customers: Arc<Vec<Uuid>> = Arc::new((0..HOOKS).map(|_| Uuid::new_v4()).collect());
     let placed_at = Arc::new(Mutex::new(HashMap::new()));
 
+    // CPU seconds so far of order-svc, product-svc, nats-server and this process (the load
+    // generator and the receiver).
+    let pids = [
+        order.pid(),
+        product.pid(),
+        nats.pid().unwrap_or(0),
+        std::process::id(),
+    ];
+    let cpu = move || pids.map(cpu_secs);
+
     // Warm-up, then no hook.
     run(
         &client,
@@ -55,7 +65,9 @@ pub(crate) async fn webhooks(report: &mut Report, dir: &Path, orders: usize) {
         &placed_at,
     )
     .await;
+    let before = cpu();
     let (none, _) = run(&client, &order.http, &ids, &customers, orders, &placed_at).await;
+    let cpu_none = per_order(before, cpu(), orders);
 
     let receiver = Receiver::start().await;
     for customer in customers.iter() {
@@ -72,6 +84,7 @@ pub(crate) async fn webhooks(report: &mut Report, dir: &Path, orders: usize) {
     }
     placed_at.lock().unwrap().clear();
     let started = Instant::now();
+    let before = cpu();
     let (hooked, _) = run(&client, &order.http, &ids, &customers, orders, &placed_at).await;
     let load_end = Instant::now();
     let drained = tokio::time::timeout(Duration::from_secs(120), async {
@@ -81,6 +94,7 @@ pub(crate) async fn webhooks(report: &mut Report, dir: &Path, orders: usize) {
     })
     .await;
     let drain = load_end.elapsed().as_secs_f64();
+    let cpu_hooked = per_order(before, cpu(), orders);
     assert!(drained.is_ok(), "every delivery arrived");
     let accepted = receiver.accepted();
     let last = accepted.iter().map(|d| d.received).max().unwrap();
@@ -119,6 +133,22 @@ pub(crate) async fn webhooks(report: &mut Report, dir: &Path, orders: usize) {
         None,
         "",
     );
+    let names = [
+        "order-svc",
+        "product-svc",
+        "nats-server",
+        "load generator + receiver",
+    ];
+    for (i, name) in names.iter().enumerate() {
+        report.add(
+            s,
+            &format!("CPU per order with {HOOKS} hooks (delivery included): {name}"),
+            cpu_hooked[i],
+            "µs",
+            Some(("no hook", cpu_none[i])),
+            "",
+        );
+    }
     for (label, q) in [("p50", 0.5), ("p99", 0.99)] {
         let v = latency.value_at_quantile(q) as f64 / 1000.0;
         report.add(
@@ -131,6 +161,11 @@ pub(crate) async fn webhooks(report: &mut Report, dir: &Path, orders: usize) {
         );
     }
     drop((order, product));
+}
+
+/// CPU µs per order of each process between two readings.
+fn per_order(before: [f64; 4], after: [f64; 4], orders: usize) -> [f64; 4] {
+    std::array::from_fn(|i| (after[i] - before[i]) * 1e6 / orders as f64)
 }
 
 /// `total` orders from 64 clients, each for one of `customers`; records each order's 201 time.
