@@ -26,7 +26,7 @@ use crate::{
 pub struct CreateWebhookBody {
     /// `http://` or `https://`; no credentials, no fragment; loopback, private and link-local
     /// addresses are refused unless the service allows them.
-    #[cfg_attr(test, schema(value_type = String, required = true, max_length = 2048, pattern = r"^https?://[^\s/?#@]+(/[^\s#]*)?$"))]
+    #[cfg_attr(test, schema(value_type = String, required = true, max_length = 2048, pattern = r#"^https?://[A-Za-z0-9._~:\[\]-]+(/[!-"$-~]*)?$"#))]
     url: Option<String>,
     #[cfg_attr(test, schema(value_type = Vec<WebhookEventBody>, required = true, min_items = 1))]
     events: Option<Vec<String>>,

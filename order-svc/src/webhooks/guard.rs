@@ -65,9 +65,10 @@ fn compatible_v4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
     })
 }
 
-/// Whether `raw` has the shape the API documents (`^https?://[^\s/?#@]+(/[^\s#]*)?$`, at most
-/// `MAX_URL_LEN`): anything else is a 400; a URL of that shape that is still refused (a host
-/// that does not parse, a refused address) is a 422.
+/// Whether `raw` has the shape the API documents (`^https?://[A-Za-z0-9._~:\[\]-]+(/[!-"$-~]*)?$`:
+/// an ASCII host, then a path of printable ASCII without `#`; at most `MAX_URL_LEN`): anything
+/// else is a 400; a URL of that shape that is still refused (a host that does not parse, a
+/// refused address) is a 422.
 pub fn has_documented_shape(raw: &str) -> bool {
     let Some(rest) = raw
         .strip_prefix("http://")
@@ -78,8 +79,10 @@ pub fn has_documented_shape(raw: &str) -> bool {
     let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     raw.len() <= crate::domain::MAX_URL_LEN
         && !host.is_empty()
-        && !host.contains(|c: char| c.is_whitespace() || "?#@".contains(c))
-        && !path.contains(|c: char| c.is_whitespace() || c == '#')
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._~:[]-".contains(&b))
+        && path.bytes().all(|b| b.is_ascii_graphic() && b != b'#')
 }
 
 /// The URL of a hook, or why it cannot be one (as far as the URL itself says: a name is
@@ -216,6 +219,8 @@ mod tests {
             ("https://u@a/", false),
             ("https://a/#f", false),
             ("https:///x", false),
+            ("https://-\u{85}/x", false),
+            ("https://[::1]:8443/a?b=c", true),
         ] {
             assert_eq!(has_documented_shape(raw), shaped, "{raw}");
         }
