@@ -124,14 +124,10 @@ impl Watcher {
                 return;
             }
         }
-        let deadline = tokio::time::sleep(max);
-        tokio::pin!(deadline);
+        let mut open = Open::new(stopping, max);
         loop {
-            let change = tokio::select! {
-                _ = stopping.cancelled() => return,
-                _ = &mut deadline => return,
-                _ = self.tx.closed() => return,
-                change = changes.recv() => change,
+            let Some(change) = open.next(&mut changes, &self.tx).await else {
+                return;
             };
             let caught_up = match change {
                 Ok(c) if c.id != self.id || c.version <= self.sent => Ok(()),
@@ -176,6 +172,35 @@ impl Watcher {
             .map_err(|_| ())?;
         self.sent = order.version;
         Ok(())
+    }
+}
+
+/// How long a watch stays open: until the client goes, the server stops or its time is up.
+pub(super) struct Open {
+    stopping: tokio_util::sync::CancellationToken,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Open {
+    pub(super) fn new(stopping: tokio_util::sync::CancellationToken, max: Duration) -> Self {
+        Self {
+            stopping,
+            deadline: Box::pin(tokio::time::sleep(max)),
+        }
+    }
+
+    /// The feed's next item, or `None` once the watch is over.
+    pub(super) async fn next<T: Clone>(
+        &mut self,
+        feed: &mut tokio::sync::broadcast::Receiver<T>,
+        client: &mpsc::Sender<Event>,
+    ) -> Option<Result<T, RecvError>> {
+        tokio::select! {
+            _ = self.stopping.cancelled() => None,
+            _ = &mut self.deadline => None,
+            _ = client.closed() => None,
+            next = feed.recv() => Some(next),
+        }
     }
 }
 

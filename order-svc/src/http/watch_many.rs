@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use super::{
     AppState, customer_scope, need,
-    watch::{KEEP_ALIVE, event_of, last_event_id},
+    watch::{KEEP_ALIVE, Open, event_of, last_event_id},
 };
 use crate::{
     domain::Order,
@@ -105,14 +105,10 @@ impl Watcher {
         if self.catch_up(last).await.is_err() {
             return;
         }
-        let deadline = tokio::time::sleep(max);
-        tokio::pin!(deadline);
+        let mut open = Open::new(stopping, max);
         loop {
-            let next = tokio::select! {
-                _ = stopping.cancelled() => return,
-                _ = &mut deadline => return,
-                _ = self.tx.closed() => return,
-                next = feed.recv() => next,
+            let Some(next) = open.next(&mut feed, &self.tx).await else {
+                return;
             };
             let sent = match next {
                 Ok(tailed) => self.pass(&tailed).await,
