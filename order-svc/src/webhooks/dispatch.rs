@@ -167,13 +167,17 @@ impl Dispatcher {
         let mut fresh = Freshness::default();
         loop {
             let chunk = tokio::select! {
-                _ = stop.cancelled() => {
-                    if pinned {
-                        self.hand_over(&stream).await;
-                    }
-                    return Ok(());
+                _ = stop.cancelled() => None,
+                chunk = chunks.next() => Some(chunk),
+            };
+            let Some(chunk) = chunk else {
+                // Unsubscribe first: the server then skips this instance's waiting pulls, so
+                // what is handed back cannot come back here (to wait out `ACK_WAIT`).
+                drop(chunks);
+                if pinned {
+                    self.hand_over(&stream).await;
                 }
-                chunk = chunks.next() => chunk,
+                return Ok(());
             };
             pinned = true; // only the pinned instance receives messages
             let Some(chunk) = chunk else {
@@ -304,9 +308,9 @@ impl Dispatcher {
         }
     }
 
-    /// On a graceful stop: gives every held event back (redelivered at once, in sequence order)
-    /// and releases the pin, so a standby instance takes over now rather than after
-    /// `PIN_TIMEOUT` and `ACK_WAIT`. The chains have stopped delivering (they watch `stop`).
+    /// On a graceful stop: gives every held event back (redelivered at once, in sequence order,
+    /// to the next pinned instance) and releases the pin, so a standby instance takes over now
+    /// rather than after `PIN_TIMEOUT` and `ACK_WAIT`. The chains have stopped delivering (they watch `stop`).
     async fn hand_over(&self, stream: &jetstream::stream::Stream) {
         let mut held: Vec<(u64, Arc<Held>)> = self.held.lock().expect("held").drain().collect();
         held.sort_by_key(|(seq, _)| *seq);
