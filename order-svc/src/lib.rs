@@ -114,8 +114,7 @@ impl App {
                 initial_backoff: Duration::from_millis(config.webhook_backoff_ms),
                 allow_private: config.webhook_allow_private,
             },
-        )
-        .context("failed to build the webhook client")?;
+        );
         Ok(Self {
             webhooks,
             config,

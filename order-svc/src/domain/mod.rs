@@ -10,7 +10,7 @@ mod webhook;
 // What the rest of the crate uses, by name (the modules' other items are theirs).
 pub use order::{Change, InvalidTransition, Order, OrderItem, check_order_event, order_id};
 pub use request::{
-    LineDraft, OrderDraft, OrderRequest, Refused, parse_id, price_order, validate_create,
+    LineDraft, OrderDraft, OrderRequest, Refused, optional_id, price_order, validate_create,
     validate_reason,
 };
 pub use shared::events::OrderStatus;

@@ -92,7 +92,13 @@ fn uuid_field(field: &str, value: Option<&str>, errors: &mut FieldErrors) -> Opt
         errors.add(field, format!("{field} is required."));
         return None;
     };
-    let id = parse_id(raw);
+    optional_id(field, Some(raw), errors)
+}
+
+/// An optional id field (a body's, a query's): absent, or a UUID other than the nil UUID (else
+/// an error naming `field`).
+pub fn optional_id(field: &str, value: Option<&str>, errors: &mut FieldErrors) -> Option<Uuid> {
+    let id = parse_id(value?);
     if id.is_none() {
         errors.add(field, format!("{field} must be a non-nil UUID."));
     }

@@ -6,7 +6,10 @@ use shared::events::OrderEventType;
 use uuid::Uuid;
 
 use super::*;
-use super::{order::can_become, request::is_email};
+use super::{
+    order::can_become,
+    request::{is_email, parse_id},
+};
 
 fn view(version: u64, price: &str) -> ProductView {
     ProductView {

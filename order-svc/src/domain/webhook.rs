@@ -86,17 +86,8 @@ pub fn validate_hook(draft: &HookDraft, by: Registrar) -> Result<HookScope, Hook
             }
         }
     }
-    let customer = match draft.customer_id.as_deref().map(crate::domain::parse_id) {
-        None => None,
-        Some(Some(id)) => Some(id),
-        Some(None) => {
-            errors.add(
-                "customerId",
-                "customerId must be a UUID other than the nil UUID.",
-            );
-            None
-        }
-    };
+    let customer =
+        crate::domain::optional_id("customerId", draft.customer_id.as_deref(), &mut errors);
     if draft.url.is_none() {
         errors.add("url", "url is required.");
     }

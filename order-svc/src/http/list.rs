@@ -15,6 +15,7 @@ use super::{
     customer_scope, need,
 };
 use crate::{
+    domain,
     error::Error,
     view::{Listing, Paging},
 };
@@ -62,14 +63,7 @@ fn parse(query: &str) -> Result<(Option<Uuid>, Listing), FieldErrors> {
             .map(|(_, v)| v.as_str())
     };
     let mut errors = FieldErrors::new();
-    let customer = match one("customerId").map(crate::domain::parse_id) {
-        None => None,
-        Some(Some(id)) => Some(id),
-        Some(None) => {
-            errors.add("customerId", "customerId must be a non-nil UUID.");
-            None
-        }
-    };
+    let customer = domain::optional_id("customerId", one("customerId"), &mut errors);
     let mut statuses = Vec::new();
     for (_, value) in pairs.iter().filter(|(k, _)| k == "status") {
         match serde_json::from_value::<OrderStatus>(serde_json::Value::String(value.clone())) {
@@ -102,6 +96,16 @@ fn parse(query: &str) -> Result<(Option<Uuid>, Listing), FieldErrors> {
             page,
         },
     ))
+}
+
+/// `customerId` from a query (a listing's, a watch's): absent, or a UUID other than nil.
+pub(super) fn customer_param(query: &str) -> Result<Option<Uuid>, FieldErrors> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();
+    let raw = pairs.iter().find(|(k, _)| k == "customerId");
+    let mut errors = FieldErrors::new();
+    let customer = domain::optional_id("customerId", raw.map(|(_, v)| v.as_str()), &mut errors);
+    errors.into_result()?;
+    Ok(customer)
 }
 
 fn paging(

@@ -23,7 +23,7 @@ use super::{AppState, body::OrderBody, need, parse_id};
 use crate::{domain::Order, error::Error, orders::Orders, view::Change};
 
 /// Keep-alive comments at least this often (proxies close quiet connections).
-pub(super) const KEEP_ALIVE: Duration = Duration::from_secs(15);
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// Watch one order: its current state, then every new state (Server-Sent Events).
 #[cfg_attr(test, utoipa::path(get, path = "/api/orders/{id}/watch", tag = "orders", operation_id = "watchOrder",
@@ -58,7 +58,7 @@ pub async fn watch(
         None => states.into_iter().last().into_iter().collect(),
     };
     let sent = first.last().map(|(o, _)| o.version).or(after).unwrap_or(0);
-    let (tx, rx) = mpsc::channel(64);
+    let (tx, response) = event_stream();
     let watcher = Watcher {
         id,
         orders: state.orders.clone(),
@@ -66,14 +66,21 @@ pub async fn watch(
         sent,
     };
     tokio::spawn(watcher.run(first, changes, state.stopping.clone(), state.watch_max));
+    Ok(response)
+}
+
+/// An SSE response with keep-alives, and where its watcher sends the events.
+pub(super) fn event_stream() -> (mpsc::Sender<Event>, Response) {
+    let (tx, rx) = mpsc::channel(64);
     let events = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv()
             .await
             .map(|event| (Ok::<_, Infallible>(event), rx))
     });
-    Ok(Sse::new(events)
+    let response = Sse::new(events)
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
-        .into_response())
+        .into_response();
+    (tx, response)
 }
 
 /// `Last-Event-ID`: a version or a position (digits); anything else is a 400 naming the header.

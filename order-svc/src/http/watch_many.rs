@@ -2,23 +2,22 @@
 //! orders for an `orders:admin` key, in stream order. Each event's `id` is the order stream's
 //! sequence, a resumable position: `Last-Event-ID` sends exactly what came after it
 //! (`crate::tail` says how no message falls between the catch-up read and the live feed).
-use std::{convert::Infallible, time::Duration};
+use std::time::Duration;
 
 use axum::{
     extract::{RawQuery, State},
     http::HeaderMap,
-    response::{
-        IntoResponse, Response,
-        sse::{Event, KeepAlive, Sse},
-    },
+    response::{Response, sse::Event},
 };
-use shared::{auth::Caller, events::OrderEvent, fields::FieldErrors};
+use shared::{auth::Caller, events::OrderEvent};
 use tokio::sync::{broadcast, broadcast::error::RecvError, mpsc};
 use uuid::Uuid;
 
 use super::{
-    AppState, customer_scope, need,
-    watch::{KEEP_ALIVE, Open, event_of, last_event_id},
+    AppState, customer_scope,
+    list::customer_param,
+    need,
+    watch::{Open, event_of, event_stream, last_event_id},
 };
 use crate::{
     domain::Order,
@@ -47,11 +46,11 @@ pub async fn watch_orders(
     headers: HeaderMap,
 ) -> Result<Response, Error> {
     need(&caller, "orders:read")?;
-    let asked = customer_of(query.as_deref().unwrap_or(""))?;
+    let asked = customer_param(query.as_deref().unwrap_or("")).map_err(Error::Validation)?;
     let customer = customer_scope(&caller, asked)?;
     let after = last_event_id(&headers)?;
     let (feed, last) = state.tail.subscribe().await?;
-    let (tx, rx) = mpsc::channel(64);
+    let (tx, response) = event_stream();
     let watcher = Watcher {
         customer,
         tail: state.tail.clone(),
@@ -59,30 +58,7 @@ pub async fn watch_orders(
         sent: after.unwrap_or(last),
     };
     tokio::spawn(watcher.run(last, feed, state.stopping.clone(), state.watch_max));
-    let events = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|event| (Ok::<_, Infallible>(event), rx))
-    });
-    Ok(Sse::new(events)
-        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
-        .into_response())
-}
-
-/// `customerId` from the query: absent, or a UUID other than nil (else a 400 naming it).
-fn customer_of(query: &str) -> Result<Option<Uuid>, Error> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();
-    match pairs.iter().find(|(k, _)| k == "customerId") {
-        None => Ok(None),
-        Some((_, v)) => crate::domain::parse_id(v).map(Some).ok_or_else(|| {
-            let mut errors = FieldErrors::new();
-            errors.add(
-                "customerId",
-                "customerId must be a UUID other than the nil UUID.",
-            );
-            Error::Validation(errors)
-        }),
-    }
+    Ok(response)
 }
 
 /// One open watch: sends the states of the watched orders stored after position `sent`.

@@ -52,7 +52,9 @@ pub enum Outcome {
 
 #[derive(Clone)]
 pub struct Deliverer {
-    pub client: reqwest::Client,
+    /// The HTTP client, built by the first attempt (so a service without hooks never loads
+    /// the system's TLS roots).
+    pub client: Arc<std::sync::OnceLock<Result<reqwest::Client, String>>>,
     /// Where attempts go to be recorded (`record_attempts`).
     pub log: mpsc::UnboundedSender<Attempt>,
     pub registry: Registry,
@@ -129,8 +131,11 @@ impl Deliverer {
         }
         let timestamp = Utc::now().timestamp();
         let signature = sign::signature(&job.hook.key, message_id, timestamp, &job.body);
-        let response = self
+        let client = self
             .client
+            .get_or_init(|| guard::client(self.allow_private).map_err(|e| e.to_string()))
+            .as_ref()?;
+        let response = client
             .post(url.clone())
             .header("content-type", "application/json")
             .header("webhook-id", message_id)

@@ -38,7 +38,6 @@ pub struct Webhooks {
     store: store::HookStore,
     registry: registry::Registry,
     settings: Settings,
-    client: reqwest::Client,
     figures: Arc<Figures>,
 }
 
@@ -51,14 +50,13 @@ impl Webhooks {
         orders_stream: &str,
         replicas: usize,
         settings: Settings,
-    ) -> anyhow::Result<Self> {
-        Ok(Self {
+    ) -> Self {
+        Self {
             store: store::HookStore::new(js, orders_stream, replicas),
             registry: registry::Registry::new(),
-            client: guard::client(settings.allow_private)?,
             settings,
             figures: Arc::default(),
-        })
+        }
     }
 
     pub fn figures(&self) -> &Figures {
@@ -135,7 +133,7 @@ impl Webhooks {
     ) -> [Worker; 3] {
         let (log, attempts) = tokio::sync::mpsc::unbounded_channel();
         let deliverer = deliver::Deliverer {
-            client: self.client.clone(),
+            client: Arc::default(),
             log,
             registry: self.registry.clone(),
             max_attempts: self.settings.max_attempts,

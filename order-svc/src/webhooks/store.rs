@@ -149,11 +149,8 @@ impl HookStore {
         .map(drop)
     }
 
-    /// Deletes a hook (an empty registration) and its attempts; `false` if there was none.
-    pub async fn delete(&self, id: Uuid) -> Result<bool> {
-        if self.get(id).await?.is_none() {
-            return Ok(false);
-        }
+    /// Deletes a hook (an empty registration) and its attempts.
+    pub async fn delete(&self, id: Uuid) -> Result<()> {
         let subject = self.hook_subject(id);
         bounded(self.timeout, unavailable, async {
             self.js.publish(subject, Default::default()).await?.await
@@ -162,7 +159,7 @@ impl HookStore {
         let attempts = self.attempts_stream().await?;
         let purge = attempts.purge().filter(self.attempts_subject(id));
         bounded(self.timeout, unavailable, purge.into_future()).await?;
-        Ok(true)
+        Ok(())
     }
 
     /// A hook, read from the stream leader.

@@ -504,15 +504,10 @@ async fn least_privilege_nats_users_run_the_system_and_refuse_a_forged_product_e
     let admin = client(Some(TEST_KEY));
     // Webhooks work under order-svc's user too (their streams are its alone).
     let receiver = tests::Receiver::start().await;
-    let hook: Value = admin
-        .post(format!("{}/api/webhooks", order.http))
-        .json(&json!({"url": receiver.url(), "events": ["OrderConfirmed"]}))
-        .send()
+    let hook = OrderApi::with_client(&order.http, admin.clone())
+        .register_hook(&json!({"url": receiver.url(), "events": ["OrderConfirmed"]}))
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .expect(201);
     receiver.trust(hook["secret"].as_str().expect("registered"));
     let placed: Value = admin
         .post(format!("{}/api/orders", order.http))

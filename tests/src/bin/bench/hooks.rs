@@ -44,7 +44,13 @@ pub(crate) async fn webhooks(report: &mut Report, dir: &Path, orders: usize) {
     let ids = Arc::new(seed_catalog(&client, &product.http, 100).await);
     http_ready(&order.http, Duration::from_secs(60)).await;
     let customers: Arc<Vec<Uuid>> = Arc::new((0..HOOKS).map(|_| Uuid::new_v4()).collect());
-    let placed_at = Arc::new(Mutex::new(HashMap::new()));
+    let load = Load {
+        client: client.clone(),
+        http: order.http.clone(),
+        ids,
+        customers: customers.clone(),
+        placed_at: Arc::default(),
+    };
 
     // CPU seconds so far of order-svc, product-svc, nats-server and this process (the load
     // generator and the receiver).
@@ -57,78 +63,38 @@ pub(crate) async fn webhooks(report: &mut Report, dir: &Path, orders: usize) {
     let cpu = move || pids.map(cpu_secs);
 
     // Warm-up, then no hook.
-    run(
-        &client,
-        &order.http,
-        &ids,
-        &customers,
-        1,
-        orders / 10,
-        &placed_at,
-    )
-    .await;
+    load.run(1, orders / 10).await;
     let before = cpu();
-    let (none, _) = run(
-        &client,
-        &order.http,
-        &ids,
-        &customers,
-        1,
-        orders,
-        &placed_at,
-    )
-    .await;
+    let (none, _) = load.run(1, orders).await;
     let cpu_none = per_order(before, cpu(), orders);
 
     let receiver = Receiver::start().await;
+    let api = tests::OrderApi::with_client(&order.http, client.clone());
     for customer in customers.iter() {
-        let hook: Value = client
-            .post(format!("{}/api/webhooks", order.http))
-            .json(&json!({"url": receiver.url(), "events": ["OrderConfirmed"], "customerId": customer}))
-            .send()
+        let hook = api
+            .register_hook(&json!({"url": receiver.url(), "events": ["OrderConfirmed"], "customerId": customer}))
             .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .expect(201);
         receiver.trust(hook["secret"].as_str().expect("registered"));
     }
     // The usual load with the hooks registered: one order in 100 is a hooked customer's.
     let before = cpu();
-    let (typical, _) = run(
-        &client,
-        &order.http,
-        &ids,
-        &customers,
-        100,
-        orders,
-        &placed_at,
-    )
-    .await;
+    let (typical, _) = load.run(100, orders).await;
     let cpu_typical = per_order(before, cpu(), orders);
     let expected = orders.div_ceil(100);
     wait_accepted(&receiver, expected).await;
     // Every order a hooked customer's: one delivery per order.
-    placed_at.lock().unwrap().clear();
+    load.placed_at.lock().unwrap().clear();
     let started = Instant::now();
     let before = cpu();
-    let (hooked, _) = run(
-        &client,
-        &order.http,
-        &ids,
-        &customers,
-        1,
-        orders,
-        &placed_at,
-    )
-    .await;
+    let (hooked, _) = load.run(1, orders).await;
     let load_end = Instant::now();
     wait_accepted(&receiver, expected + orders).await;
     let drain = load_end.elapsed().as_secs_f64();
     let cpu_hooked = per_order(before, cpu(), orders);
     let accepted = receiver.accepted();
     let last = accepted.iter().map(|d| d.received).max().unwrap();
-    let placed = placed_at.lock().unwrap();
+    let placed = load.placed_at.lock().unwrap();
     let mut latency = Histogram::<u64>::new(3).unwrap();
     for d in &accepted {
         let id = d.body["data"]["id"].as_str().unwrap();
@@ -225,51 +191,55 @@ fn per_order(before: [f64; 4], after: [f64; 4], orders: usize) -> [f64; 4] {
     std::array::from_fn(|i| (after[i] - before[i]) * 1e6 / orders as f64)
 }
 
-/// `total` orders from 64 clients, every `hooked_every`-th for one of `customers` (the others for
-/// new customers); records each order's 201 time.
-async fn run(
-    client: &reqwest::Client,
-    http: &str,
-    ids: &Arc<Vec<String>>,
-    customers: &Arc<Vec<Uuid>>,
-    hooked_every: usize,
-    total: usize,
-    placed_at: &Arc<Mutex<HashMap<String, Instant>>>,
-) -> (f64, Histogram<u64>) {
-    let (c, http, ids, customers, placed_at) = (
-        client.clone(),
-        http.to_owned(),
-        ids.clone(),
-        customers.clone(),
-        placed_at.clone(),
-    );
-    load(64, total, move |i| {
-        let (c, http, placed_at) = (c.clone(), http.clone(), placed_at.clone());
-        let customer = match i % hooked_every {
-            0 => customers[(i / hooked_every) % customers.len()],
-            _ => Uuid::new_v4(),
-        };
-        let body = json!({"customerId": customer, "customerEmail": "hooks@example.com",
-            "items": [{"productId": ids[(i * 7919) % ids.len()], "quantity": 1}]});
-        async move {
-            let Ok(r) = c
-                .post(format!("{http}/api/orders"))
-                .json(&body)
-                .send()
-                .await
-            else {
-                return false;
+/// The create-order load: a client, the instance, the products, the hooked customers, and when
+/// each order was answered 201.
+struct Load {
+    client: reqwest::Client,
+    http: String,
+    ids: Arc<Vec<String>>,
+    customers: Arc<Vec<Uuid>>,
+    placed_at: Arc<Mutex<HashMap<String, Instant>>>,
+}
+
+impl Load {
+    /// `total` orders from 64 clients, every `hooked_every`-th for one of the hooked customers
+    /// (the others for new customers); records each order's 201 time.
+    async fn run(&self, hooked_every: usize, total: usize) -> (f64, Histogram<u64>) {
+        let (c, http, ids, customers, placed_at) = (
+            self.client.clone(),
+            self.http.clone(),
+            self.ids.clone(),
+            self.customers.clone(),
+            self.placed_at.clone(),
+        );
+        load(64, total, move |i| {
+            let (c, http, placed_at) = (c.clone(), http.clone(), placed_at.clone());
+            let customer = match i % hooked_every {
+                0 => customers[(i / hooked_every) % customers.len()],
+                _ => Uuid::new_v4(),
             };
-            if r.status() != 201 {
-                return false;
+            let body = json!({"customerId": customer, "customerEmail": "hooks@example.com",
+                "items": [{"productId": ids[(i * 7919) % ids.len()], "quantity": 1}]});
+            async move {
+                let Ok(r) = c
+                    .post(format!("{http}/api/orders"))
+                    .json(&body)
+                    .send()
+                    .await
+                else {
+                    return false;
+                };
+                if r.status() != 201 {
+                    return false;
+                }
+                let at = Instant::now();
+                let order: Value = r.json().await.unwrap_or_default();
+                if let Some(id) = order["id"].as_str() {
+                    placed_at.lock().unwrap().insert(id.to_owned(), at);
+                }
+                true
             }
-            let at = Instant::now();
-            let order: Value = r.json().await.unwrap_or_default();
-            if let Some(id) = order["id"].as_str() {
-                placed_at.lock().unwrap().insert(id.to_owned(), at);
-            }
-            true
-        }
-    })
-    .await
+        })
+        .await
+    }
 }
