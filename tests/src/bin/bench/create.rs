@@ -16,12 +16,15 @@ struct Sut<'a> {
     ids: &'a Arc<Vec<String>>,
 }
 
-/// One mode's figures at one client count: rate and p99 (µs).
+/// One mode's figures at one client count: rate, p50 and p99 (µs), CPU µs per order of
+/// (nats-server, product-svc, order-svc, load generator).
 struct ModeRate {
     mode: &'static str,
     clients: usize,
     rate: f64,
+    p50: u64,
     p99: u64,
+    cpu_us: Vec<f64>,
 }
 
 /// Scenario 4. Returns the snapshot mode's (64-client, 1-client) rates.
@@ -83,6 +86,7 @@ pub(crate) async fn create_order(
     };
     let (s64, g64) = (find("snapshot", 64), find("grpc", 64));
     headline_rows(report, s64, g64);
+    against_the_floor(report, &sut, find("snapshot", 1), s64, s).await;
     two_instances(report, &sut, dir, grpc, &snapshot, s64.rate, s).await;
     footprint_after_load(report, &sut, &snapshot, dir, s.orders_1 + s.orders_64);
     (s64.rate, find("snapshot", 1).rate)
@@ -116,6 +120,61 @@ fn headline_rows(report: &mut Report, s64: &ModeRate, g64: &ModeRate) {
             PREVIOUS_DESIGN_64,
         )),
         "≥ 5,000/s",
+    );
+}
+
+/// The floor (`floor.rs`) at 1 and 64 clients on the same nats-server, and CreateOrder (snapshot
+/// mode, one instance) as ratios to it: the hot-path issue's targets.
+async fn against_the_floor(
+    report: &mut Report,
+    sut: &Sut<'_>,
+    s1: &ModeRate,
+    s64: &ModeRate,
+    s: Sizes,
+) {
+    let floor = Floor::start(&sut.nats.url());
+    let one = run_floor(&floor, sut.nats, sut.client, sut.ids, 1, s.orders_1).await;
+    let many = run_floor(&floor, sut.nats, sut.client, sut.ids, 64, s.orders_64).await;
+    drop(floor);
+    floor_rows(report, "", &one, &many);
+    let scenario = "4 create order";
+    report.add(
+        scenario,
+        "one instance, 64 clients, next to the floor",
+        s64.rate,
+        "orders/s",
+        Some(("floor, 64 clients", many.rate)),
+        "≥ 5,000/s; ≥ 0.33× the floor",
+    );
+    for (label, q, value, target) in [
+        ("p50", 0.5, s1.p50, "≤ 0.8 ms; ≤ 1.5× the floor"),
+        ("p99", 0.99, s1.p99, "≤ 2 ms"),
+    ] {
+        report.add(
+            scenario,
+            &format!("one instance, 1 client, {label}, next to the floor"),
+            value as f64,
+            "µs",
+            Some(("floor, 1 client", one.hist.value_at_quantile(q) as f64)),
+            target,
+        );
+    }
+    let services: f64 = s64.cpu_us[..3].iter().sum();
+    report.add(
+        scenario,
+        "CPU per order, nats-server + product-svc + order-svc, 64 clients",
+        services,
+        "µs",
+        Some(("floor: nats-server + both sides", many.service_cpu_us())),
+        "≤ 300 µs; ≤ 3× the floor",
+    );
+    report.add(
+        scenario,
+        "CPU per order, order-svc, 64 clients",
+        s64.cpu_us[2],
+        "µs",
+        Some(("floor's HTTP side", many.cpu_us[2])),
+        "≤ 120 µs",
     );
 }
 
@@ -179,12 +238,13 @@ async fn compare_modes(
             );
             let name = format!("{mode}, {clients} clients");
             latency_rows(report, "4 create order", &name, hist, Some(base_hist));
-            let p99 = hist.value_at_quantile(0.99);
             rates.push(ModeRate {
                 mode,
                 clients,
                 rate,
-                p99,
+                p50: hist.value_at_quantile(0.5),
+                p99: hist.value_at_quantile(0.99),
+                cpu_us: cpu.iter().map(|c| c * 1e6 / *orders as f64).collect(),
             });
         }
     }

@@ -151,14 +151,26 @@ pub(crate) async fn listing_lag(
 }
 
 /// CreateOrder against a nats-server with `sync_interval: always` (fsync before every ack):
-/// (1-client rate and latencies, 64-client rate and latencies).
+/// (1-client rate and latencies, 64-client rate and latencies), then the floor on the same
+/// server (1 client, 64 clients).
 pub(crate) async fn create_order_sync_always(
     dir: &Path,
     orders_1: usize,
     orders_64: usize,
-) -> ((f64, Histogram<u64>), (f64, Histogram<u64>)) {
+) -> (
+    ((f64, Histogram<u64>), (f64, Histogram<u64>)),
+    (crate::FloorRun, crate::FloorRun),
+) {
     let nats = NatsServer::start_with("test-sync-always.conf");
-    create_orders_on(&nats.url(), 1, dir, "sync", orders_1, orders_64).await
+    let orders = create_orders_on(&nats.url(), 1, dir, "sync", orders_1, orders_64).await;
+    let floor = crate::Floor::start(&nats.url());
+    let (client, ids) = (
+        bench_client(128),
+        Arc::new(vec![Uuid::new_v4().to_string()]),
+    );
+    let one = crate::run_floor(&floor, &nats, &client, &ids, 1, orders_1).await;
+    let many = crate::run_floor(&floor, &nats, &client, &ids, 64, orders_64).await;
+    (orders, (one, many))
 }
 
 /// CreateOrder at 1 and 64 clients on the 3-node cluster (streams R3) started from `config`

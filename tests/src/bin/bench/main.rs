@@ -7,12 +7,14 @@
 //! grpc catalog, one and two instances, `sync_interval: always`) vs a raw tonic round-trip, and
 //! the cross-instance listing lag; 5 footprint (binary size, RSS, sled on disk); 6 the cost of
 //! API keys; 7 an edge site across a simulated WAN (`edge.rs`); 8 SSE watchers (`watch.rs`); 9
-//! webhooks (`hooks.rs`).
+//! webhooks (`hooks.rs`). CreateOrder is also read against its floor (`floor.rs`): the same I/O
+//! with no business logic, run on the same nats-server.
 #![allow(clippy::print_stdout)]
 
 mod auth;
 mod create;
 mod edge;
+mod floor;
 mod hooks;
 mod load;
 mod orders;
@@ -29,6 +31,7 @@ use tests::scratch;
 use auth::*;
 use create::*;
 use edge::*;
+use floor::*;
 use hooks::*;
 use load::*;
 use orders::*;
@@ -73,6 +76,9 @@ impl Sizes {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    if child_mode().await {
+        return;
+    }
     let s = Sizes::from_env(std::env::args().any(|a| a == "--quick"));
     // `--only projection|coldstart|relay|orders|durable|cluster|auth|edge|watch|webhooks` runs one
     // group.

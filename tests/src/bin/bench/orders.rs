@@ -152,7 +152,17 @@ pub(crate) async fn durable(
         orders_64,
         ..
     } = s;
-    let ((r1, h1), (r64, h64)) = create_order_sync_always(dir, orders_1, orders_64).await;
+    let (((r1, h1), (r64, h64)), (floor1, floor64)) =
+        create_order_sync_always(dir, orders_1, orders_64).await;
+    floor_rows(report, " (sync always)", &floor1, &floor64);
+    report.add(
+        "4 create order",
+        "sync_interval: always, 64 clients, next to its floor",
+        r64,
+        "orders/s",
+        Some(("floor, sync always, 64 clients", floor64.rate)),
+        "≥ 1,500/s",
+    );
     let (d64, d1) = default_sync.unzip();
     report.add(
         "4 create order",
