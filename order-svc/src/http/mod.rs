@@ -27,8 +27,22 @@ use uuid::Uuid;
 use crate::{ProjectionStatus, error::Error};
 
 /// What every handler gets: the use cases, the store reads, and the common layers' state.
+///
+/// Handlers take it by value (axum clones the state for every request), so it is one `Arc`:
+/// cloning and dropping the fields one by one was an eighth of order-svc's CPU per order.
 #[derive(Clone)]
-pub(crate) struct AppState {
+pub(crate) struct AppState(pub(crate) std::sync::Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The fields of [`AppState`].
+pub(crate) struct Shared {
     pub(crate) auth: shared::auth::Auth,
     pub(crate) limiter: std::sync::Arc<shared::ratelimit::Limiter>,
     pub(crate) metrics: std::sync::Arc<shared::metrics::Metrics>,
