@@ -37,7 +37,7 @@ pub async fn list(
     need(&caller, "orders:read")?;
     let (asked, mut listing) = parse(query.as_deref().unwrap_or("")).map_err(Error::Validation)?;
     listing.customer = customer_scope(&caller, asked)?;
-    let listed = state.orders.list(&listing)?;
+    let listed = state.orders.list(&listing).await?;
     let (page, page_size) = match listing.page {
         Paging::Number { page, size } => (page, size),
         Paging::After { size, .. } => (1, size),

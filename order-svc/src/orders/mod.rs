@@ -137,8 +137,10 @@ impl Orders {
         }
     }
 
-    /// One page of the orders a listing selects, newest first, from the view.
-    pub fn list(&self, listing: &crate::view::Listing) -> Result<crate::view::Listed> {
+    /// One page of the orders a listing selects, newest first, from the view (once it holds
+    /// every state this instance has answered).
+    pub async fn list(&self, listing: &crate::view::Listing) -> Result<crate::view::Listed> {
+        self.view.caught_up().await?;
         self.view.list(listing)
     }
 
@@ -250,14 +252,29 @@ impl Orders {
         self.transition_if(current, change, None).await
     }
 
+
     /// `transition`, only while the order is at version `expected` (a client's `If-Match`),
     /// checked before the state rules on every decision: a change that lost its CAS to another
     /// one answers [`Error::VersionMismatch`].
     async fn transition_if(
         &self,
+        current: Stored,
+        change: &Change,
+        expected: Option<u64>,
+    ) -> Result<Decided> {
+        self.decide(current, change, expected, true).await
+    }
+
+    /// The CAS loop of every transition; `wait`: return once the view has applied the new
+    /// state (the releaser's work list must hold a cancel or a ship when it is woken), else
+    /// once it is queued (the create path: a listing waits for the view to catch up instead,
+    /// and a GET reads the stream).
+    async fn decide(
+        &self,
         mut current: Stored,
         change: &Change,
         expected: Option<u64>,
+        wait: bool,
     ) -> Result<Decided> {
         let id = current.order.id;
         for _ in 0..MAX_ATTEMPTS {
@@ -280,7 +297,7 @@ impl Orders {
             let event = next.to_event(change.event_type());
             match self.log.append(&event, current.seq).await? {
                 Appended::Stored(seq, payload) => {
-                    self.view.record_written(&event, seq, payload, true).await?;
+                    self.view.record_written(&event, seq, payload, wait).await?;
                     return Ok(Decided::Done(Stored { order: next, seq }));
                 }
                 Appended::Conflict(Some(latest)) => {

@@ -65,7 +65,7 @@ impl Orders {
         let pending = Stored { order, seq };
         tracing::info!(order_id = %id, customer_id = %pending.order.customer_id, total = %pending.order.total_amount, "Order accepted as Pending.");
         let remaining = self.budget.saturating_sub(started.elapsed());
-        match tokio::time::timeout(remaining, self.settle(&pending)).await {
+        match tokio::time::timeout(remaining, self.settle_queued(&pending, false)).await {
             Ok(Ok(Some(settled))) => Ok(Placed::of(settled)),
             Ok(Ok(None)) | Err(_) => {
                 tracing::warn!(order_id = %id, "product-svc did not answer within the request budget; the order stays Pending for the reconciler.");
@@ -84,6 +84,12 @@ impl Orders {
     /// is unavailable (the order stays Pending; ReserveStock is idempotent, so retrying is safe).
     /// If another instance settled or cancelled it first, returns what it is now.
     pub async fn settle(&self, pending: &Stored) -> Result<Option<Order>> {
+        self.settle_queued(pending, true).await
+    }
+
+    /// `settle`; `wait`: return once the view holds the outcome (the reconciler's next scan
+    /// must not find the order Pending), else once it is queued (the create path).
+    async fn settle_queued(&self, pending: &Stored, wait: bool) -> Result<Option<Order>> {
         let order = &pending.order;
         let items: Vec<(Uuid, u32)> = order
             .items
@@ -124,7 +130,7 @@ impl Orders {
                 failed_product_ids: Vec::new(),
             },
         };
-        match self.transition(pending.clone(), &change).await? {
+        match self.decide(pending.clone(), &change, None, wait).await? {
             Decided::Done(next) => {
                 tracing::info!(order_id = %order.id, status = ?next.order.status, "Order settled.");
                 Ok(Some(next.order))
