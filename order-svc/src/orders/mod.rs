@@ -252,7 +252,6 @@ impl Orders {
         self.transition_if(current, change, None).await
     }
 
-
     /// `transition`, only while the order is at version `expected` (a client's `If-Match`),
     /// checked before the state rules on every decision: a change that lost its CAS to another
     /// one answers [`Error::VersionMismatch`].

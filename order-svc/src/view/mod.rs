@@ -185,7 +185,10 @@ impl OrdersView {
     /// instance answered a write sees it (the create path does not wait for its final record).
     /// An empty job through the writer's queue, which applies in order; nothing is written.
     pub async fn caught_up(&self) -> Result<()> {
-        self.records.submit(Vec::new(), None, true).await.map(|_| ())
+        self.records
+            .submit(Vec::new(), None, true)
+            .await
+            .map(|_| ())
     }
 
     pub fn get(&self, id: Uuid) -> Result<Option<Stored>> {

@@ -87,7 +87,17 @@ pub(crate) async fn create_order(
     let (s64, g64) = (find("snapshot", 64), find("grpc", 64));
     headline_rows(report, s64, g64);
     against_the_floor(report, &sut, find("snapshot", 1), s64, s).await;
-    two_instances(report, &sut, dir, grpc, &snapshot, s64.rate, s).await;
+    let one_cpu_us: f64 = s64.cpu_us[..3].iter().sum();
+    two_instances(
+        report,
+        &sut,
+        dir,
+        grpc,
+        &snapshot,
+        (s64.rate, one_cpu_us),
+        s,
+    )
+    .await;
     footprint_after_load(report, &sut, &snapshot, dir, s.orders_1 + s.orders_64);
     (s64.rate, find("snapshot", 1).rate)
 }
@@ -298,7 +308,7 @@ async fn two_instances(
     dir: &Path,
     grpc: &str,
     first: &ServiceProcess,
-    one_instance: f64,
+    (one_instance, one_instance_cpu_us): (f64, f64),
     s: Sizes,
 ) {
     let second = ServiceProcess::order(
@@ -311,7 +321,19 @@ async fn two_instances(
     http_ready(&second.http, Duration::from_secs(60)).await;
     let both = [first.http.clone(), second.http.clone()];
     let (orders, lag_orders) = (s.orders_64 / 2, s.lag_orders);
+    let pids = [
+        sut.nats.pid().unwrap_or(0),
+        sut.product.pid(),
+        first.pid(),
+        second.pid(),
+    ];
+    let cpu_before: Vec<f64> = pids.iter().map(|p| cpu_secs(*p)).collect();
     let (rate, hist) = create_orders(sut.client, &both, sut.ids, 64, orders).await;
+    let cpu_us: f64 = pids
+        .iter()
+        .zip(&cpu_before)
+        .map(|(pid, before)| (cpu_secs(*pid) - before) * 1e6 / orders as f64)
+        .sum();
     report.add(
         "4 create order",
         "two instances (round-robin), 64 clients",
@@ -319,6 +341,14 @@ async fn two_instances(
         "orders/s",
         Some(("one instance, same run", one_instance)),
         "",
+    );
+    report.add(
+        "4 create order",
+        "two instances, 64 clients: CPU per order, nats-server + product-svc + both order-svc",
+        cpu_us,
+        "µs",
+        Some(("one instance, same run", one_instance_cpu_us)),
+        "≤ 1.15×",
     );
     latency_rows(
         report,
