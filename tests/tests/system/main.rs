@@ -15,6 +15,7 @@ mod stock_loop;
 mod transport;
 mod watch;
 mod webhooks;
+mod webhooks_idle;
 
 use std::time::Duration;
 
