@@ -172,7 +172,7 @@ impl App {
             ],
             limiter.clone(),
         );
-        let state = http::AppState(Arc::new(http::Shared {
+        let state = http::AppState::new(http::Shared {
             auth: self.auth.clone(),
             limiter,
             metrics: self.metrics.clone(),
@@ -188,7 +188,7 @@ impl App {
                 shared::nats::jetstream(self.nats.clone()),
                 self.config.orders_stream.clone(),
             ),
-        }));
+        });
         tasks.http(self.http, http::router(state));
         tracing::info!(http.addr = %http_addr, data_dir = %self.config.data_dir.display(), catalog = ?self.config.catalog, catalog_domain = ?self.config.catalog_domain, instance = %self.instance_id, orders_stream = %self.config.orders_stream, "order-svc started.");
 

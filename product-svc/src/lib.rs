@@ -123,7 +123,7 @@ impl App {
         let limiter =
             shared::ratelimit::Limiter::new(self.config.rate_limit, self.config.rate_burst);
         metrics::sample_state(&self.metrics, &self.store, &limiter, &follower_counters);
-        let state = http::AppState(Arc::new(http::Shared {
+        let state = http::AppState::new(http::Shared {
             store: self.store.clone(),
             nats: self.nats.clone(),
             auth: self.auth.clone(),
@@ -132,7 +132,7 @@ impl App {
             follower: follower_counters,
             orders_stream: self.config.orders_stream.clone(),
             retention,
-        }));
+        });
         tasks.http(self.http, http::router(state));
 
         let tls = self.grpc_tls.is_some();

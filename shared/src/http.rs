@@ -11,6 +11,31 @@ use uuid::Uuid;
 
 use crate::{fields::FieldErrors, metrics::Metrics, problem::Problem};
 
+/// A service's handler state: its fields behind one `Arc`. axum clones the state for every
+/// request, and cloning and dropping order-svc's fields one by one was an eighth of its CPU
+/// per order.
+pub struct AppState<T>(Arc<T>);
+
+impl<T> AppState<T> {
+    pub fn new(shared: T) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl<T> Clone for AppState<T> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<T> std::ops::Deref for AppState<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 /// Request body limit of both APIs (the 413 message in `problem.rs` says 64 KiB).
 pub const BODY_LIMIT: usize = 64 * 1024;
 

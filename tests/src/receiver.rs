@@ -108,6 +108,18 @@ impl Receiver {
         self.stop = Some(stop);
     }
 
+    /// Waits until a delivery of order `id` (any event) was accepted.
+    pub async fn wait_for_order(&self, id: &str) {
+        crate::wait_for("a delivery of the order accepted", crate::WAIT, || async {
+            let accepted = self.accepted();
+            accepted
+                .iter()
+                .any(|d| d.body["data"]["id"] == id)
+                .then_some(())
+        })
+        .await
+    }
+
     pub fn accepted(&self) -> Vec<Delivery> {
         self.inner.accepted.lock().unwrap().clone()
     }

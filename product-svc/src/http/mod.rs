@@ -21,19 +21,7 @@ use uuid::Uuid;
 use crate::{domain::StockError, error::Error};
 
 /// What every handler gets: the use cases, the store reads, and the common layers' state.
-///
-/// Handlers take it by value (axum clones the state for every request), so it is one `Arc`:
-/// cloning and dropping the fields one by one was an eighth of order-svc's CPU per order.
-#[derive(Clone)]
-pub(crate) struct AppState(pub(crate) std::sync::Arc<Shared>);
-
-impl std::ops::Deref for AppState {
-    type Target = Shared;
-
-    fn deref(&self) -> &Shared {
-        &self.0
-    }
-}
+pub(crate) type AppState = shared::http::AppState<Shared>;
 
 /// The fields of [`AppState`].
 pub(crate) struct Shared {

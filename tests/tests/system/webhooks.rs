@@ -423,22 +423,11 @@ async fn when_the_delivering_instance_stops_the_other_delivers_what_it_held_and_
                 .to_owned()
         }
     };
-    let got = |order: String| {
-        let receiver = &receiver;
-        async move {
-            wait_for("the confirmation delivered", WAIT, || async {
-                let accepted = receiver.accepted();
-                accepted
-                    .iter()
-                    .any(|d| d.body["data"]["id"] == order.as_str())
-                    .then_some(())
-            })
-            .await
-        }
-    };
 
     // One instance holds the pin: it alone delivers.
-    got(place(instances[0].api()).await).await;
+    receiver
+        .wait_for_order(&place(instances[0].api()).await)
+        .await;
     let (a, b) = (
         delivered(&instances[0]).await,
         delivered(&instances[1]).await,
@@ -458,8 +447,8 @@ async fn when_the_delivering_instance_stops_the_other_delivers_what_it_held_and_
     pinned.stop().await;
     receiver.set_failing(false);
     // The other instance delivers the held event, and what follows.
-    got(held).await;
-    got(place(other.api()).await).await;
+    receiver.wait_for_order(&held).await;
+    receiver.wait_for_order(&place(other.api()).await).await;
     assert_eq!(delivered(&other).await, 2);
     let ids: Vec<String> = receiver.accepted().iter().map(|d| d.id.clone()).collect();
     let unique: BTreeSet<&String> = ids.iter().collect();

@@ -34,19 +34,6 @@ async fn without_hooks_no_order_event_is_consumed_and_a_later_hook_gets_what_fol
             .to_owned()
     };
     let receiver = Receiver::start().await;
-    let delivered = |id: String| {
-        let receiver = &receiver;
-        async move {
-            wait_for("the confirmation delivered", WAIT, || async {
-                let accepted = receiver.accepted();
-                accepted
-                    .iter()
-                    .any(|d| d.body["data"]["id"] == id.as_str())
-                    .then_some(())
-            })
-            .await
-        }
-    };
     let hook = json!({"url": receiver.url(), "events": ["OrderConfirmed"], "customerId": ann});
 
     // No hook: orders go by and nothing consumes them for webhooks.
@@ -56,7 +43,7 @@ async fn without_hooks_no_order_event_is_consumed_and_a_later_hook_gets_what_fol
     // A hook: its customer's confirmations are delivered.
     let first = api.register_hook(&hook).await.expect(201);
     receiver.trust(first["secret"].as_str().unwrap());
-    delivered(place().await).await;
+    receiver.wait_for_order(&place().await).await;
     assert!(durable_exists().await);
 
     // The last hook goes, and the durable with it.
@@ -71,7 +58,7 @@ async fn without_hooks_no_order_event_is_consumed_and_a_later_hook_gets_what_fol
     // A new hook gets the orders that follow.
     let second = api.register_hook(&hook).await.expect(201);
     receiver.trust(second["secret"].as_str().unwrap());
-    delivered(place().await).await;
+    receiver.wait_for_order(&place().await).await;
     order.stop().await;
     product.stop().await;
 }
