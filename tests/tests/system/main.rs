@@ -15,7 +15,6 @@ mod stock_loop;
 mod transport;
 mod watch;
 mod webhooks;
-mod webhooks_idle;
 
 use std::time::Duration;
 
