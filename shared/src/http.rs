@@ -204,6 +204,14 @@ pub fn if_match(headers: &axum::http::HeaderMap, entity: &str) -> Result<Option<
     })
 }
 
+/// Sets `Location` on a created resource's answer (`path` is one of our ASCII paths).
+pub fn set_location(response: &mut axum::response::Response, path: &str) {
+    let value = axum::http::HeaderValue::from_str(path).expect("an ASCII path");
+    response
+        .headers_mut()
+        .insert(axum::http::header::LOCATION, value);
+}
+
 /// The strong entity tag of a version: `"<version>"`.
 pub fn etag(version: u64) -> axum::http::HeaderValue {
     axum::http::HeaderValue::from_str(&format!("\"{version}\"")).expect("digits are a header value")

@@ -30,15 +30,11 @@ fn order_body(status: StatusCode, order: &Order) -> Response {
 
 /// A placed order: its body and ETag, its `Location`, and on a 202 when to look again.
 fn order_response(status: StatusCode, order: &Order) -> Response {
-    let location = format!("/api/orders/{}", order.id);
     let mut response = order_body(status, order);
-    let headers = response.headers_mut();
-    headers.insert(
-        header::LOCATION,
-        HeaderValue::from_str(&location).expect("ascii path"),
-    );
+    shared::http::set_location(&mut response, &format!("/api/orders/{}", order.id));
     if status == StatusCode::ACCEPTED {
         // About when the reconciler looks again (the request budget).
+        let headers = response.headers_mut();
         headers.insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
     }
     response

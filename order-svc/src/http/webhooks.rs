@@ -3,7 +3,7 @@
 //! customer's orders needs `orders:admin`. The secret is answered once, at registration.
 use axum::{
     extract::{Path, State},
-    http::{HeaderValue, StatusCode, header},
+    http::StatusCode,
     response::{IntoResponse, Response},
 };
 use chrono::{DateTime, Utc};
@@ -175,11 +175,7 @@ pub async fn create(
         axum::Json(WebhookBody::of(&hook, true)),
     )
         .into_response();
-    let location = format!("/api/webhooks/{}", hook.id);
-    response.headers_mut().insert(
-        header::LOCATION,
-        HeaderValue::from_str(&location).expect("ascii path"),
-    );
+    shared::http::set_location(&mut response, &format!("/api/webhooks/{}", hook.id));
     Ok(response)
 }
 

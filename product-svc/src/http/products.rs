@@ -2,7 +2,7 @@
 //! the caller's scope, parses ids and If-Match, and hands typed input to the store.
 use axum::{
     extract::{Path, Query, State, rejection::QueryRejection},
-    http::{HeaderMap, HeaderValue, StatusCode, header},
+    http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use shared::{auth::Caller, fields::FieldErrors, problem::JsonBody};
@@ -44,10 +44,7 @@ pub async fn create(
     let entry = state.store.create(&new).await?;
     let location = format!("/api/products/{}", entry.product.id);
     let mut response = product_response(StatusCode::CREATED, entry);
-    response.headers_mut().insert(
-        header::LOCATION,
-        HeaderValue::from_str(&location).expect("ascii path"),
-    );
+    shared::http::set_location(&mut response, &location);
     Ok(response)
 }
 
