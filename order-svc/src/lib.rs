@@ -25,7 +25,7 @@ mod view;
 mod webhooks;
 mod workers;
 
-use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -65,7 +65,14 @@ impl App {
         let nats = shared::nats::connect(&config.nats_url, "order-svc", &config.nats_auth).await?;
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("failed to create data dir {}", config.data_dir.display()))?;
-        let instance_id = instance_id(&config.data_dir, config.instance_id.as_deref())?;
+        let instance_id =
+            shared::instance::instance_id(&config.data_dir, config.instance_id.as_deref(), "order")
+                .with_context(|| {
+                    format!(
+                        "failed to read or keep the instance id in {}",
+                        config.data_dir.display()
+                    )
+                })?;
         let store = store::Store::open(&config.data_dir, config.cache_mb << 20)
             .with_context(|| format!("failed to open sled at {}", config.data_dir.display()))?;
         let metrics = shared::metrics::Metrics::new("order-svc", env!("CARGO_PKG_VERSION"));
@@ -273,43 +280,4 @@ fn orders_stream_config(config: &Config) -> async_nats::jetstream::stream::Confi
     }
 }
 
-pub(crate) fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
-/// The given instance id, or the one kept in the data dir (generated on first start).
-fn instance_id(data_dir: &Path, given: Option<&str>) -> anyhow::Result<String> {
-    if let Some(id) = given {
-        anyhow::ensure!(
-            is_token(id),
-            "--instance-id must be 1-64 characters of [A-Za-z0-9_-]"
-        );
-        return Ok(id.to_owned());
-    }
-    let path = data_dir.join("instance-id");
-    match std::fs::read_to_string(&path) {
-        Ok(kept) => {
-            let id = kept.trim().to_owned();
-            anyhow::ensure!(
-                is_token(&id),
-                "{} holds an invalid instance id",
-                path.display()
-            );
-            Ok(id)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let id = format!("order-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-            // Written to a temp file and renamed, so a crash never leaves half an id.
-            let tmp = data_dir.join("instance-id.tmp");
-            std::fs::write(&tmp, &id)
-                .and_then(|()| std::fs::rename(&tmp, &path))
-                .with_context(|| format!("failed to write {}", path.display()))?;
-            tracing::info!(instance = %id, "Generated this instance's id.");
-            Ok(id)
-        }
-        Err(e) => Err(e).with_context(|| format!("failed to read {}", path.display())),
-    }
-}
+pub(crate) use shared::instance::is_token;

@@ -2,9 +2,11 @@
 //! stream, and every order against its reservation. The books of the two services agree when
 //! it reports nothing; the fault suite ends every scenario on that.
 //!
-//! The order stream keeps one message per order, so reading it whole (an ordered consumer, up to
-//! the last sequence at the start) is O(orders). The audit is a snapshot: work in flight (a
-//! release a cancel owes, a commit a shipment owes) shows until it is done.
+//! Both sides are read from their streams, not from any instance's cache: each order's latest
+//! state in the order stream and each reservation in `LEDGER`, last per subject (ordered
+//! consumers, up to what was pending at the start): O(orders + reservations kept). The audit is
+//! a snapshot: work in flight (a release a cancel owes, a commit a shipment owes) shows until it
+//! is done.
 use std::{
     collections::{BTreeMap, HashMap},
     time::Duration,
@@ -14,17 +16,18 @@ use async_nats::jetstream::{
     self, ErrorCode,
     consumer::{DeliverPolicy, pull::OrderedConfig},
     context::GetStreamErrorKind,
+    stream::Stream,
 };
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde::Serialize;
-use shared::events::{OrderEvent, OrderStatus};
+use shared::events::{LEDGER_RESERVATION_PREFIX, OrderEvent, OrderStatus};
 use uuid::Uuid;
 
 use crate::{
+    domain::Reservation,
     error::Error,
     ledger::{self, Mismatch},
-    store::Store,
 };
 
 /// How many order ids each mismatch kind lists.
@@ -70,7 +73,7 @@ impl AuditReport {
 pub async fn audit(
     js: &jetstream::Context,
     stream: &str,
-    store: &Store,
+    ledger_stream: &Stream,
     retention: Duration,
 ) -> Result<AuditReport, Error> {
     let horizon = (!retention.is_zero())
@@ -80,8 +83,22 @@ pub async fn audit(
         orders_checked: orders.len() as u64,
         ..Default::default()
     };
-    for entry in store.reservation_statuses() {
-        let (order_id, status) = entry?;
+    let mut reservations = Vec::new();
+    last_per_subject(
+        ledger_stream,
+        &format!("{LEDGER_RESERVATION_PREFIX}>"),
+        |m| {
+            let id = m.subject.strip_prefix(LEDGER_RESERVATION_PREFIX);
+            let id = id.and_then(|id| Uuid::parse_str(id).ok());
+            // Undecodable messages are the cache's poison; the audit skips them too.
+            if let (Some(id), Ok(r)) = (id, serde_json::from_slice::<Reservation>(&m.payload)) {
+                reservations.push((id, r.status));
+            }
+        },
+    )
+    .await?;
+    reservations.sort_unstable_by_key(|(id, _)| *id);
+    for (order_id, status) in reservations {
         report.reservations_checked += 1;
         let kind = match orders.remove(&order_id) {
             Some((order, _)) => ledger::mismatch(order, Some(status)),
@@ -107,13 +124,12 @@ pub async fn audit(
     Ok(report)
 }
 
-/// Every order's latest status and its time, read up to the stream's last sequence at the start.
+/// Every order's latest status and its time.
 async fn latest_states(
     js: &jetstream::Context,
     stream: &str,
 ) -> Result<HashMap<Uuid, (OrderStatus, DateTime<Utc>)>, Error> {
-    let unavailable = |e: &dyn std::fmt::Display| Error::OrdersUnavailable(e.to_string());
-    let mut stream = match js.get_stream(stream).await {
+    let stream = match js.get_stream(stream).await {
         Ok(stream) => stream,
         // No order stream yet (order-svc never started): no orders.
         Err(e)
@@ -122,39 +138,54 @@ async fn latest_states(
         {
             return Ok(HashMap::new());
         }
-        Err(e) => return Err(unavailable(&e)),
+        Err(e) => return Err(Error::OrdersUnavailable(e.to_string())),
     };
-    let last = stream
-        .info()
-        .await
-        .map_err(|e| unavailable(&e))?
-        .state
-        .last_sequence;
     let mut states = HashMap::new();
-    if last == 0 {
-        return Ok(states);
-    }
-    let consumer = stream
+    // Each order's latest state (ORDERS keeps history): O(orders).
+    last_per_subject(&stream, ">", |m| {
+        // Undecodable messages are the projections' poison; the audit skips them too.
+        if let Ok(event) = serde_json::from_slice::<OrderEvent>(&m.payload) {
+            states.insert(event.order_id, (event.status, event.updated_at));
+        }
+    })
+    .await?;
+    Ok(states)
+}
+
+/// Calls `each` with the last message of every subject matching `filter`, in stream order, up to
+/// what was there when it started.
+async fn last_per_subject(
+    stream: &Stream,
+    filter: &str,
+    mut each: impl FnMut(&jetstream::Message),
+) -> Result<(), Error> {
+    let unavailable = |e: &dyn std::fmt::Display| Error::OrdersUnavailable(e.to_string());
+    let mut consumer = stream
         .create_consumer(OrderedConfig {
             name: Some(format!("product-svc-audit-{}", Uuid::new_v4().simple())),
-            // Each order's latest state (ORDERS keeps history): O(orders).
             deliver_policy: DeliverPolicy::LastPerSubject,
-            filter_subject: ">".into(),
+            filter_subject: filter.into(),
             ..Default::default()
         })
         .await
         .map_err(|e| unavailable(&e))?;
+    if consumer
+        .info()
+        .await
+        .map_err(|e| unavailable(&e))?
+        .num_pending
+        == 0
+    {
+        return Ok(());
+    }
     let mut messages = consumer.messages().await.map_err(|e| unavailable(&e))?;
     while let Some(message) = messages.next().await {
         let message = message.map_err(|e| unavailable(&e))?;
-        let seq = message.info().map_err(|e| unavailable(&e))?.stream_sequence;
-        // Undecodable messages are the projections' poison; the audit skips them too.
-        if let Ok(event) = serde_json::from_slice::<OrderEvent>(&message.payload) {
-            states.insert(event.order_id, (event.status, event.updated_at));
-        }
-        if seq >= last {
+        let pending = message.info().map_err(|e| unavailable(&e))?.pending;
+        each(&message);
+        if pending == 0 {
             break;
         }
     }
-    Ok(states)
+    Ok(())
 }

@@ -15,25 +15,29 @@ pub struct Config {
     /// gRPC stock API address.
     #[arg(long, env = "PRODUCT_GRPC_ADDR", default_value = "127.0.0.1:5051")]
     pub grpc_addr: SocketAddr,
-    /// Directory of the sled database.
+    /// Directory of this instance's id and its cache (rebuilt from the streams at every start).
     #[arg(long, env = "PRODUCT_DATA_DIR", default_value = "./data/product")]
     pub data_dir: PathBuf,
+    /// This instance's id (default: generated once, kept in the data dir).
+    #[arg(long, env = "PRODUCT_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+    /// How long the stock writer may go without a heartbeat before another instance takes over
+    /// (milliseconds).
+    #[arg(long, env = "PRODUCT_LEASE_TTL_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(200..))]
+    pub lease_ttl_ms: u64,
     /// NATS server URL(s), comma-separated.
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
-    /// Replicas of the PRODUCTS and STOCK streams (3 on a cluster).
+    /// Replicas of the PRODUCTS, STOCK and LEDGER streams (3 on a cluster).
     #[arg(long, env = "PRODUCT_STREAM_REPLICAS", default_value_t = 1)]
     pub stream_replicas: usize,
-    /// Create this many demo products when the store is empty.
+    /// Create this many demo products (deterministic ids: those that exist are left alone).
     #[arg(long, env = "PRODUCT_SEED", default_value_t = 0)]
     pub seed: usize,
     /// sled page cache, MiB (small default for edge machines).
     #[arg(long, env = "PRODUCT_CACHE_MB", default_value_t = 32)]
     pub cache_mb: u64,
-    /// Publishes in flight per relay round.
-    #[arg(long, env = "PRODUCT_RELAY_WINDOW", default_value_t = 1000)]
-    pub relay_window: usize,
-    /// How long shutdown waits for in-flight requests and the relay.
+    /// How long shutdown waits for in-flight requests.
     #[arg(long, env = "PRODUCT_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
     /// API key file (SHA-256 digests, scopes `catalog:read`, `catalog:write`); see `just key`.
@@ -92,11 +96,12 @@ impl Config {
             http_addr: "127.0.0.1:0".parse().expect("addr"),
             grpc_addr: "127.0.0.1:0".parse().expect("addr"),
             data_dir,
+            instance_id: None,
+            lease_ttl_ms: 2000,
             nats_url: nats_url.into(),
             stream_replicas: 1,
             seed: 0,
             cache_mb: 16,
-            relay_window: 1000,
             shutdown_grace_secs: 5,
             api_keys: None,
             grpc_token_file: None,

@@ -31,6 +31,12 @@ pub enum Error {
         order_id: Uuid,
         why: crate::domain::CommitRefusal,
     },
+    /// This instance is not the stock writer (`writer`: the one the lease names, if any).
+    #[error("this instance is not the stock writer")]
+    NotWriter { writer: Option<String> },
+    /// NATS did not take or answer a write or read in time: nothing is known to be stored.
+    #[error("the streams are unavailable: {0}")]
+    Unavailable(String),
     /// The order stream (NATS) cannot be read (the audit needs it).
     #[error("the order stream is unavailable: {0}")]
     OrdersUnavailable(String),

@@ -2,11 +2,13 @@
 //! rules (`ledger.rs`) to every order's latest state: the safety net under order-svc's gRPC
 //! calls, never a replacement for them.
 //!
-//! Why it is this simple (no checkpoint, unlike order-svc's projector): product-svc's sled is
-//! the truth here, not a cache, and every action is idempotent by order id (a release of a
-//! released reservation, a commit of a committed one, change nothing). So the durable's ack floor
-//! is the position, each message is acked after its action is flushed, and a redelivery is
-//! harmless. A repair that is not due yet is negatively acknowledged with the rest of the grace
+//! Why it is this simple (no checkpoint, unlike order-svc's projector): every action is
+//! idempotent by order id (a release of a released reservation, a commit of a committed one,
+//! change nothing), and each is a stock write the ledger acknowledged. So the durable's ack floor
+//! is the position, each message is acked after its action, and a redelivery is harmless. Only
+//! the stock writer follows (the one instance that can act), on the one durable all instances
+//! share: a new writer takes over where the last one's acks ended, and nothing is repaired
+//! twice. A repair that is not due yet is negatively acknowledged with the rest of the grace
 //! period as its delay; a newer state of the same order replaces the old message in the stream
 //! (one message per order), so only the latest state is ever acted on for long.
 use std::{
@@ -26,6 +28,7 @@ use shared::events::OrderEvent;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    lease::{Lease, Role},
     ledger::{self, LedgerAction},
     store::Store,
 };
@@ -48,24 +51,35 @@ pub struct Follower {
     pub durable: String,
     pub grace: Duration,
     pub counters: Arc<FollowerCounters>,
+    pub lease: Lease,
 }
 
 impl Follower {
-    /// Follows until cancelled; a failed session (stream missing, connection lost) is retried.
+    /// Follows while this instance is the stock writer, until cancelled.
     pub async fn run(self, cancel: CancellationToken) {
-        let mut backoff = Duration::from_millis(200);
+        let mut role = self.lease.watch();
+        let writing = |r: &Role| matches!(r, Role::Writer(_));
         loop {
-            let session = tokio::select! {
+            tokio::select! {
                 _ = cancel.cancelled() => return,
-                r = self.session() => r,
-            };
-            if let Err(error) = session {
-                tracing::debug!(stream = %self.stream, %error, "Order follower session ended; retrying.");
+                changed = role.wait_for(writing) => if changed.is_err() { return },
             }
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(backoff) => {}
+                _ = role.wait_for(|r| !writing(r)) => {}
+                () = self.sessions() => {}
             }
+        }
+    }
+
+    /// Follows; a failed session (stream missing, connection lost) is retried.
+    async fn sessions(&self) {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            if let Err(error) = self.session().await {
+                tracing::debug!(stream = %self.stream, %error, "Order follower session ended; retrying.");
+            }
+            tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     }

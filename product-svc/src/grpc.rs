@@ -203,7 +203,14 @@ impl From<Error> for Status {
                 ..
             } => Status::not_found(error.to_string()),
             Error::NotCommittable { .. } => Status::failed_precondition(error.to_string()),
-            Error::OrdersUnavailable(_) => Status::unavailable(error.to_string()),
+            Error::OrdersUnavailable(_) | Error::Unavailable(_) => {
+                Status::unavailable(error.to_string())
+            }
+            // order-svc fails over to another instance at once on UNAVAILABLE.
+            Error::NotWriter { ref writer } => Status::unavailable(match writer {
+                Some(w) => format!("this instance is not the stock writer; {w} is"),
+                None => "this instance is not the stock writer; none is elected yet".into(),
+            }),
             Error::Forbidden(_) => Status::permission_denied(error.to_string()),
             Error::VersionMismatch { .. } | Error::Discontinued(_) | Error::Stock(_) => {
                 Status::failed_precondition(error.to_string())

@@ -1,18 +1,21 @@
-//! product-svc owns the catalog and the stock. It serves catalog admins over HTTP JSON and
-//! order-svc over gRPC (reserve/release stock), and publishes every catalog change to JetStream
-//! through a transactional outbox.
+//! product-svc serves the catalog and the stock: catalog admins over HTTP JSON, order-svc over
+//! gRPC (reserve, release, commit stock). It owns no data: `PRODUCTS` is the catalog's record,
+//! `LEDGER` the stock's; its sled is a cache rebuilt from them at every start, and any number of
+//! instances run side by side, one of them the stock writer (`lease.rs`).
 //!
-//! `App::build(Config)` does every fallible start-up step (open sled, bind both listeners,
+//! `App::build(Config)` does every fallible start-up step (open the cache, bind both listeners,
 //! start connecting to NATS); `App::run_until_stopped(shutdown)` serves until the future
 //! resolves, then drains in the order `shared::lifecycle` keeps: stop accepting and finish
-//! in-flight requests, stop the follower and drain the relay, flush.
+//! in-flight requests, stop the workers (a writer releases its lease), close the cache.
 mod audit;
+mod cache;
 mod config;
 mod domain;
 mod error;
 mod follower;
 mod grpc;
 mod http;
+mod lease;
 mod ledger;
 mod metrics;
 mod retention;
@@ -22,10 +25,7 @@ mod store;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use shared::{
-    metrics::Metrics,
-    outbox::{Relay, RelayConfig},
-};
+use shared::metrics::Metrics;
 use tokio::net::TcpListener;
 
 pub use config::{Config, SCOPES};
@@ -39,6 +39,7 @@ pub struct App {
     grpc_tls: Option<tonic::transport::ServerTlsConfig>,
     metrics: Arc<Metrics>,
     store: store::Store,
+    lease: lease::Lease,
     nats: async_nats::Client,
     http: TcpListener,
     grpc: TcpListener,
@@ -73,13 +74,34 @@ impl App {
             shared::nats::connect(&config.nats_url, "product-svc", &config.nats_auth).await?;
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("failed to create data dir {}", config.data_dir.display()))?;
-        let store = store::Store::open(&config.data_dir, config.cache_mb << 20)
-            .with_context(|| format!("failed to open sled at {}", config.data_dir.display()))?;
-        if config.seed > 0 && store.is_empty() {
-            seed::seed(&store, config.seed)
-                .await
-                .context("failed to seed the catalog")?;
-        }
+        let instance = shared::instance::instance_id(
+            &config.data_dir,
+            config.instance_id.as_deref(),
+            "product",
+        )
+        .with_context(|| {
+            format!(
+                "failed to read or keep the instance id in {}",
+                config.data_dir.display()
+            )
+        })?;
+        let js = shared::nats::jetstream(nats.clone());
+        let lease = lease::Lease::new(
+            js.clone(),
+            instance,
+            config.stream_replicas,
+            Duration::from_millis(config.lease_ttl_ms),
+        );
+        let cache_dir = config.data_dir.join("cache");
+        let store = store::Store::open(
+            &cache_dir,
+            config.cache_mb << 20,
+            js,
+            lease.clone(),
+            NATS_TIMEOUT,
+            config.stream_replicas,
+        )
+        .with_context(|| format!("failed to open the cache at {}", cache_dir.display()))?;
         let http = TcpListener::bind(config.http_addr)
             .await
             .with_context(|| format!("failed to bind HTTP on {}", config.http_addr))?;
@@ -93,10 +115,16 @@ impl App {
             grpc_tls,
             metrics: Metrics::new("product-svc", env!("CARGO_PKG_VERSION")),
             store,
+            lease,
             nats,
             http,
             grpc,
         })
+    }
+
+    /// This instance's id (generated once, kept in the data dir).
+    pub fn instance_id(&self) -> &str {
+        self.lease.instance()
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -117,12 +145,19 @@ impl App {
         let mut tasks = shared::lifecycle::Tasks::new();
 
         let follower_counters = Arc::new(follower::FollowerCounters::default());
+        let cache_state = Arc::new(cache::CacheState::default());
         let retention = Duration::from_secs(self.config.reservation_retention_secs);
-        self.spawn_workers(&mut tasks, grace, retention, &follower_counters);
+        self.spawn_workers(&mut tasks, retention, &follower_counters, &cache_state);
 
         let limiter =
             shared::ratelimit::Limiter::new(self.config.rate_limit, self.config.rate_burst);
-        metrics::sample_state(&self.metrics, &self.store, &limiter, &follower_counters);
+        metrics::sample_state(
+            &self.metrics,
+            &self.store,
+            &limiter,
+            &follower_counters,
+            &cache_state,
+        );
         let state = http::AppState::new(http::Shared {
             store: self.store.clone(),
             nats: self.nats.clone(),
@@ -130,6 +165,7 @@ impl App {
             limiter,
             metrics: self.metrics.clone(),
             follower: follower_counters,
+            cache: cache_state,
             orders_stream: self.config.orders_stream.clone(),
             retention,
         });
@@ -146,7 +182,7 @@ impl App {
         };
         let stop = tasks.servers_stop.clone();
         tasks.server("gRPC", grpc.serve(self.grpc, stop).await?);
-        tracing::info!(http.addr = %http_addr, grpc.addr = %grpc_addr, grpc.tls = tls, data_dir = %self.config.data_dir.display(), "product-svc started.");
+        tracing::info!(http.addr = %http_addr, grpc.addr = %grpc_addr, grpc.tls = tls, data_dir = %self.config.data_dir.display(), instance = %self.lease.instance(), "product-svc started.");
 
         let outcome = tasks.run_until(shutdown, grace).await;
         self.store.close().await;
@@ -155,46 +191,58 @@ impl App {
         outcome.map_err(anyhow::Error::from)
     }
 
-    /// The workers: the outbox relay, the follower of the order stream, and retention.
+    /// The workers: the cache's two followers, the lease, the order follower and retention
+    /// (the last two act only on the stock writer), and the seed.
     fn spawn_workers(
         &self,
         tasks: &mut shared::lifecycle::Tasks,
-        grace: Duration,
         retention: Duration,
         follower_counters: &Arc<follower::FollowerCounters>,
+        cache_state: &Arc<cache::CacheState>,
     ) {
-        let relay = Relay {
-            tree: self.store.outbox_tree(),
-            flushed: self.store.outbox_flushed(),
-            js: shared::nats::jetstream(self.nats.clone()),
-            wake: self.store.relay_wake(),
-            config: RelayConfig {
-                window: self.config.relay_window.max(1),
-                streams: vec![
-                    shared::streams::products(self.config.stream_replicas),
-                    shared::streams::stock(self.config.stream_replicas),
-                ],
-                max_backoff: Duration::from_secs(5),
-                drain_timeout: grace,
-            },
-            publish_latency: self.metrics.outbox_publish.clone(),
+        let js = shared::nats::jetstream(self.nats.clone());
+        let cache = cache::Cache {
+            store: self.store.clone(),
+            js: js.clone(),
+            lease: self.lease.clone(),
+            replicas: self.config.stream_replicas,
+            state: cache_state.clone(),
         };
-        tasks.worker(relay.run(tasks.workers_stop.clone()));
+        tasks.worker(cache.clone().run_catalog(tasks.workers_stop.clone()));
+        tasks.worker(cache.run_books(tasks.workers_stop.clone()));
+        tasks.worker(self.lease.clone().run(tasks.workers_stop.clone()));
         let follower = follower::Follower {
-            js: shared::nats::jetstream(self.nats.clone()),
+            js,
             store: self.store.clone(),
             stream: self.config.orders_stream.clone(),
             durable: "product-svc-orders".into(),
             grace: Duration::from_secs(self.config.repair_grace_secs),
             counters: follower_counters.clone(),
+            lease: self.lease.clone(),
         };
         tasks.worker(follower.run(tasks.workers_stop.clone()));
         if !retention.is_zero() {
             let stop = tasks.workers_stop.clone();
             tasks.worker(retention::run(self.store.clone(), retention, stop));
         }
+        if self.config.seed > 0 {
+            cache_state
+                .seeding
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            let (store, count, state) = (self.store.clone(), self.config.seed, cache_state.clone());
+            let stop = tasks.workers_stop.clone();
+            tasks.worker(async move {
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    () = seed::run(store, count, state) => {}
+                }
+            });
+        }
     }
 }
+
+/// How long a write or a read waits on NATS before it answers 503 / UNAVAILABLE.
+const NATS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The gRPC server's TLS identity from PEM files, checked at start (not at the first call).
 fn grpc_tls(

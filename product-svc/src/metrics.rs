@@ -4,7 +4,7 @@ use std::sync::{Arc, atomic::Ordering::Relaxed};
 
 use shared::{metrics::Metrics, ratelimit::Limiter};
 
-use crate::{follower::FollowerCounters, store::Store};
+use crate::{cache::CacheState, follower::FollowerCounters, store::Store};
 
 /// The state figures of `/metrics`, read on each scrape.
 pub fn sample_state(
@@ -12,8 +12,14 @@ pub fn sample_state(
     store: &Store,
     limiter: &Arc<Limiter>,
     follower: &Arc<FollowerCounters>,
+    cache: &Arc<CacheState>,
 ) {
-    let (store, limiter, follower) = (store.clone(), limiter.clone(), follower.clone());
+    let (store, limiter, follower, cache) = (
+        store.clone(),
+        limiter.clone(),
+        follower.clone(),
+        cache.clone(),
+    );
     metrics.sample(move |s| {
         for (kind, value) in [
             ("release", follower.releases.load(Relaxed)),
@@ -39,10 +45,22 @@ pub fn sample_state(
             follower.applied.load(Relaxed),
         );
         s.gauge(
-            "outbox_depth",
-            "Catalog and stock events written but not yet acknowledged by JetStream",
+            "stock_writer",
+            "1 while this instance is the stock writer",
             &[],
-            shared::outbox::depth(&store.outbox_tree()) as f64,
+            f64::from(u8::from(store.lease().fence().is_some())),
+        );
+        s.counter(
+            "cache_poison",
+            "Undecodable messages the cache skipped",
+            &[],
+            cache.poison.load(Relaxed),
+        );
+        s.counter(
+            "stock_book_rebuilds",
+            "Times the stock books were rebuilt from the ledger after this instance stopped writing",
+            &[],
+            cache.rebuilds.load(Relaxed),
         );
         s.gauge(
             "sled_size_bytes",

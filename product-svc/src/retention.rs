@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::store::Store;
 
-/// Sweeps every tenth of the window (between a second and an hour).
+/// Sweeps every tenth of the window (between a second and an hour), while the stock writer.
 pub async fn run(store: Store, retention: Duration, cancel: CancellationToken) {
     let every = (retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(3600));
     loop {
@@ -23,8 +23,18 @@ pub async fn run(store: Store, retention: Duration, cancel: CancellationToken) {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
         }
+        if store.lease().fence().is_none() {
+            continue;
+        }
         let horizon = Utc::now() - chrono::Duration::from_std(retention).unwrap_or_default();
-        match store.compact(horizon).await {
+        let ledger = match store.ledger_stream().await {
+            Ok(ledger) => ledger.clone(),
+            Err(error) => {
+                tracing::warn!(%error, "Compacting reservations: the ledger is unreachable; will retry.");
+                continue;
+            }
+        };
+        match store.compact(horizon, &ledger).await {
             Ok(0) => {}
             Ok(removed) => tracing::info!(removed, "Compacted closed reservations past retention."),
             Err(error) => tracing::warn!(%error, "Compacting reservations failed; will retry."),

@@ -3,7 +3,7 @@
 //! Incoming values are untrusted (the original accepted any string, a log-injection vector): a
 //! missing value, one longer than 128 characters, or one with characters outside `[A-Za-z0-9._-]`
 //! is replaced by a fresh UUID. The id lives in a task-local for the request, so clients (gRPC,
-//! outbox writers) pick it up without threading it through every signature.
+//! event writers) pick it up without threading it through every signature.
 use std::time::Instant;
 
 use axum::{

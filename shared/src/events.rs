@@ -25,6 +25,21 @@ pub fn stock_subject(product_id: Uuid) -> String {
     format!("eshop.stock.{product_id}")
 }
 
+/// The stock ledger's subjects (stream `LEDGER`, one message per subject): product-svc's stock
+/// writer lease, its liveness, each product's on-hand count, each order's reservation.
+pub const LEDGER_LEASE: &str = "eshop.ledger.lease";
+pub const LEDGER_ALIVE: &str = "eshop.ledger.alive";
+pub const LEDGER_STOCK_PREFIX: &str = "eshop.ledger.stock.";
+pub const LEDGER_RESERVATION_PREFIX: &str = "eshop.ledger.reservations.";
+
+pub fn ledger_stock_subject(product_id: Uuid) -> String {
+    format!("{LEDGER_STOCK_PREFIX}{product_id}")
+}
+
+pub fn ledger_reservation_subject(order_id: Uuid) -> String {
+    format!("{LEDGER_RESERVATION_PREFIX}{order_id}")
+}
+
 /// The default subject prefix of order events (`<prefix>.<orderId>`); an edge site uses its own.
 pub const ORDER_SUBJECT_PREFIX: &str = "eshop.orders";
 
@@ -60,6 +75,15 @@ pub struct ProductEvent {
     pub price: Decimal,
     pub category: String,
     pub deleted: bool,
+    /// Since `PRODUCTS` became the catalog's record these travel too (absent in older events:
+    /// defaults). `initialStock` is the on-hand count the product was created with; the stock
+    /// ledger (`LEDGER`) says how it moved since.
+    #[serde(default)]
+    pub low_stock_threshold: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub initial_stock: i64,
 }
 
 /// Published (edge-triggered) when a product's available stock drops to or below its threshold.
@@ -187,6 +211,9 @@ mod tests {
             price: "12.50".parse().unwrap(),
             category: "Home".into(),
             deleted: false,
+            low_stock_threshold: 5,
+            created_at: None,
+            initial_stock: 10,
         };
         let json: serde_json::Value = serde_json::to_value(&event).unwrap();
         assert_eq!(json["eventType"], "ProductCreated");

@@ -10,11 +10,10 @@
 //! - [`http`]: router defaults (fallbacks, body limit, correlation layer), paging, path ids.
 //! - [`metrics`]: Prometheus families, the HTTP middleware and the scrape-time samplers.
 //! - [`ratelimit`]: the per-caller token bucket of both HTTP APIs (429).
-//! - [`outbox`]: the sled outbox record format and the relay that publishes it to JetStream.
 //! - [`storage`]: the storage error both services wrap.
 //! - [`writer`]: the one writer task per store (queued jobs → one atomic write → answers).
 //! - [`durability`]: group commit, so many concurrent writes share one `flush_async`.
-//! - [`telemetry`], [`nats`], [`shutdown`]: process plumbing.
+//! - [`telemetry`], [`nats`], [`shutdown`], [`instance`]: process plumbing.
 
 pub mod auth;
 pub mod correlation;
@@ -23,12 +22,12 @@ pub mod events;
 pub mod fields;
 pub mod health;
 pub mod http;
+pub mod instance;
 pub mod lifecycle;
 pub mod metrics;
 pub mod nats;
 #[cfg(feature = "openapi")]
 pub mod openapi;
-pub mod outbox;
 pub mod problem;
 pub mod ratelimit;
 pub mod shutdown;

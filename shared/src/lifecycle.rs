@@ -4,8 +4,8 @@
 //! 1. serve until the shutdown future resolves or a server stops on its own (a failure);
 //! 2. stop accepting: servers finish their in-flight requests within the grace period (then are
 //!    aborted, with a warning), so no request is answered after its work stopped;
-//! 3. stop the workers and wait for them: the relay drains the outbox, projectors ack what they
-//!    applied, the stock-work loops finish their round;
+//! 3. stop the workers and wait for them: projectors ack what they applied, the stock-work loops
+//!    finish their round, the stock writer releases its lease;
 //! 4. the caller closes what the workers wrote to (the final sled flush, the NATS flush).
 use std::{
     future::{Future, IntoFuture},

@@ -7,6 +7,7 @@ use async_nats::jetstream::stream::{Config, DiscardPolicy, External, Source, Sto
 pub const PRODUCTS: &str = "PRODUCTS";
 pub const STOCK: &str = "STOCK";
 pub const ORDERS: &str = "ORDERS";
+pub const LEDGER: &str = "LEDGER";
 
 /// Long enough to cover a relay's retries across a short NATS outage.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
@@ -33,6 +34,22 @@ pub fn stock(replicas: usize) -> Config {
         name: STOCK.into(),
         subjects: vec!["eshop.stock.*".into()],
         max_messages_per_subject: 16,
+        discard: DiscardPolicy::Old,
+        duplicate_window: DUPLICATE_WINDOW,
+        storage: StorageType::File,
+        num_replicas: replicas.max(1),
+        ..Default::default()
+    }
+}
+
+/// `LEDGER` is the system of record for stock: one message per subject (the stock writer's lease
+/// and heartbeat, each product's on-hand count, each order's reservation), so a replay is
+/// O(products + reservations kept). Closed reservations are purged by product-svc's retention.
+pub fn ledger(replicas: usize) -> Config {
+    Config {
+        name: LEDGER.into(),
+        subjects: vec!["eshop.ledger.>".into()],
+        max_messages_per_subject: 1,
         discard: DiscardPolicy::Old,
         duplicate_window: DUPLICATE_WINDOW,
         storage: StorageType::File,

@@ -1,5 +1,6 @@
 //! A product's catalog state and its changes: creation, an update that bumps the version only
-//! when something changed, discontinuation, and the full-state event each change publishes.
+//! when something changed, discontinuation, and the full-state event each change publishes (the
+//! event is the record: `PRODUCTS` holds it, `product_from_event` reads it back).
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -23,6 +24,9 @@ pub struct Product {
     pub deleted: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// On-hand stock at creation; the stock ledger records how it moved since.
+    #[serde(default)]
+    pub initial_stock: i64,
 }
 
 pub fn new_product(id: Uuid, input: &NewProduct, now: DateTime<Utc>) -> (Product, Stock) {
@@ -38,6 +42,7 @@ pub fn new_product(id: Uuid, input: &NewProduct, now: DateTime<Utc>) -> (Product
         deleted: false,
         created_at: now,
         updated_at: now,
+        initial_stock: input.stock_quantity,
     };
     let stock = Stock {
         on_hand: input.stock_quantity,
@@ -101,5 +106,26 @@ pub fn event_for(
         price: product.price,
         category: product.category.clone(),
         deleted: product.deleted,
+        low_stock_threshold: product.low_stock_threshold,
+        created_at: Some(product.created_at),
+        initial_stock: product.initial_stock,
+    }
+}
+
+/// The product a stored event describes (an event from before the record carried every field
+/// gets defaults: created at its own time, no threshold, no initial stock).
+pub fn product_from_event(event: &ProductEvent) -> Product {
+    Product {
+        id: event.product_id,
+        name: event.name.clone(),
+        description: event.description.clone(),
+        price: event.price,
+        category: event.category.clone(),
+        low_stock_threshold: event.low_stock_threshold,
+        version: event.version,
+        deleted: event.deleted,
+        created_at: event.created_at.unwrap_or(event.occurred_at),
+        updated_at: event.occurred_at,
+        initial_stock: event.initial_stock,
     }
 }

@@ -1,5 +1,6 @@
 //! The product rules, free of I/O: catalog validation, stock arithmetic, the low-stock edge, and
 //! the all-or-nothing reservation check. `store/` loads state, calls these, and writes results.
+mod books;
 mod catalog;
 mod input;
 mod reservation;
@@ -7,6 +8,7 @@ mod stock;
 #[cfg(test)]
 mod tests;
 
+pub use books::*;
 pub use catalog::*;
 pub use input::*;
 pub use reservation::*;

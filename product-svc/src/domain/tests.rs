@@ -62,6 +62,7 @@ fn product(threshold: i64) -> Product {
         deleted: false,
         created_at: now,
         updated_at: now,
+        initial_stock: 0,
     }
 }
 
@@ -267,4 +268,78 @@ fn releasing_gives_back_held_units_and_never_goes_below_zero() {
     r.close(ReservationStatus::Released, Utc::now());
     assert_eq!(r.status, ReservationStatus::Released);
     assert!(r.closed_at.is_some(), "retention counts from the release");
+}
+
+mod books {
+    use chrono::Utc;
+    use uuid::Uuid;
+
+    use crate::domain::{Effect, Reservation, ReservationStatus, StockRow, effect};
+
+    fn reservation(items: &[(Uuid, i64)], status: ReservationStatus) -> Reservation {
+        let mut r = Reservation::held(items);
+        if status != ReservationStatus::Active {
+            r.close(status, Utc::now());
+        }
+        r
+    }
+
+    #[test]
+    fn a_live_reservation_holds_then_ships_or_gives_back() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let items = [(a, 2), (b, 3)];
+        let held = reservation(&items, ReservationStatus::Active);
+        let e = |id, reserved, shipped| Effect {
+            product_id: id,
+            reserved,
+            shipped,
+        };
+        let mut expected = vec![e(a, 2, 0), e(b, 3, 0)];
+        expected.sort_by_key(|x| x.product_id);
+        assert_eq!(effect(None, &held), expected);
+        let committed = reservation(&items, ReservationStatus::Committed);
+        let mut shipped = vec![e(a, -2, 2), e(b, -3, 3)];
+        shipped.sort_by_key(|x| x.product_id);
+        assert_eq!(effect(Some(&held), &committed), shipped);
+        let released = reservation(&items, ReservationStatus::Released);
+        let mut back = vec![e(a, -2, 0), e(b, -3, 0)];
+        back.sort_by_key(|x| x.product_id);
+        assert_eq!(effect(Some(&held), &released), back);
+        assert!(
+            effect(Some(&committed), &committed).is_empty(),
+            "a repeat moves nothing"
+        );
+    }
+
+    #[test]
+    fn a_replay_that_first_sees_a_commit_ships_without_reserving() {
+        let a = Uuid::new_v4();
+        let committed = reservation(&[(a, 4)], ReservationStatus::Committed);
+        assert_eq!(
+            effect(None, &committed),
+            vec![Effect {
+                product_id: a,
+                reserved: 0,
+                shipped: 4
+            }]
+        );
+        let failed = reservation(&[(a, 4)], ReservationStatus::Failed);
+        assert!(effect(None, &failed).is_empty());
+    }
+
+    #[test]
+    fn a_count_folds_the_commits_before_it() {
+        // initial 10; a commit of 4 after it; then a count of 6 (10 - 4) written by the writer.
+        let row = StockRow::default();
+        let row = StockRow {
+            shipped: row.shipped + 4,
+            ..row
+        };
+        assert_eq!(row.stock(10, 0).on_hand, 6);
+        let row = row.counted(6);
+        assert_eq!(row.stock(10, 0).on_hand, 6);
+        let row = StockRow { reserved: 5, ..row };
+        let stock = row.stock(10, 2);
+        assert_eq!((stock.on_hand, stock.available(), stock.low), (6, 1, true));
+    }
 }

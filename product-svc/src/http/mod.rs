@@ -31,6 +31,7 @@ pub(crate) struct Shared {
     pub(crate) limiter: std::sync::Arc<shared::ratelimit::Limiter>,
     pub(crate) metrics: std::sync::Arc<shared::metrics::Metrics>,
     pub(crate) follower: std::sync::Arc<crate::follower::FollowerCounters>,
+    pub(crate) cache: std::sync::Arc<crate::cache::CacheState>,
     pub(crate) orders_stream: String,
     /// Closed reservations older than this may be gone (zero: kept forever).
     pub(crate) retention: std::time::Duration,
@@ -82,21 +83,29 @@ async fn audit(State(state): State<AppState>, caller: Caller) -> Result<Response
         return Err(Error::Forbidden("catalog:write".into()));
     }
     let js = shared::nats::jetstream(state.nats.clone());
+    let ledger = state
+        .store
+        .ledger_stream()
+        .await
+        .map_err(|e| Error::OrdersUnavailable(e.to_string()))?
+        .clone();
     let report = tokio::time::timeout(
         std::time::Duration::from_secs(25),
-        crate::audit::audit(&js, &state.orders_stream, &state.store, state.retention),
+        crate::audit::audit(&js, &state.orders_stream, &ledger, state.retention),
     )
     .await
     .map_err(|_| Error::OrdersUnavailable("the audit timed out".into()))??;
     Ok(axum::Json(report).into_response())
 }
 
-/// Ready when this instance can serve the catalog and stock and get its events out: its sled
-/// store answers and its relay is connected to NATS. The body names each check
-/// (`shared::health`); the order follower's counters are figures.
+/// Ready when this instance can serve the catalog and stock: its cache answers, NATS is
+/// connected, and the cache has caught up with the streams (the catalog since start, the stock
+/// books since their last rebuild). Not being the stock writer is no reason to be unready:
+/// followers serve reads and catalog writes. The body names each check (`shared::health`); the
+/// stock role and the order follower's counters are figures.
 #[cfg_attr(test, utoipa::path(get, path = "/health/ready", tag = "health",
     responses(
-        (status = 200, description = "Ready: `checks` (store, relay) all ok; `figures` the order follower's counters", body = serde_json::Value),
+        (status = 200, description = "Ready: `checks` (store, nats, cache) all ok; `figures` the stock role and the order follower's counters", body = serde_json::Value),
         (status = 503, description = "Not ready: `detail` and `checks` name the failing check", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
     )))]
 async fn ready(State(state): State<AppState>) -> Response {
@@ -105,7 +114,18 @@ async fn ready(State(state): State<AppState>) -> Response {
         Err(error) => (false, serde_json::json!({"error": error.to_string()})),
     };
     let connected = shared::nats::is_connected(&state.nats);
-    let outbox = shared::outbox::depth(&state.store.outbox_tree());
+    let cache = &state.cache;
+    let (catalog, books, seeding) = (
+        cache.catalog_ready.load(Ordering::Relaxed),
+        cache.books_ready.load(Ordering::Relaxed),
+        cache.seeding.load(Ordering::Relaxed),
+    );
+    let lease = state.store.lease();
+    let role = serde_json::json!({
+        "instance": lease.instance(),
+        "writer": lease.fence().is_some(),
+        "writerInstance": lease.holder(),
+    });
     let f = &state.follower;
     let follower = serde_json::json!({
         "applied": f.applied.load(Ordering::Relaxed),
@@ -116,11 +136,13 @@ async fn ready(State(state): State<AppState>) -> Response {
     });
     shared::health::Readiness::new()
         .check("store", store.0, store.1)
+        .check("nats", connected, serde_json::json!({"connected": connected}))
         .check(
-            "relay",
-            connected,
-            serde_json::json!({"natsConnected": connected, "outbox": outbox}),
+            "cache",
+            catalog && books && !seeding,
+            serde_json::json!({"catalog": catalog, "stock": books, "seeding": seeding, "poison": cache.poison.load(Ordering::Relaxed)}),
         )
+        .figure("stock", role)
         .figure("orderFollower", follower)
         .into_response()
 }
@@ -166,6 +188,22 @@ impl IntoResponse for Error {
                 tracing::warn!(error = %shared::telemetry::error_chain(&self), "The audit could not read the order stream.");
                 Problem::unavailable(
                     "The order stream is temporarily unavailable; retry shortly.",
+                    2,
+                )
+            }
+            Error::NotWriter { writer } => Problem::unavailable(
+                match writer {
+                    Some(w) => format!(
+                        "This instance is not the stock writer; instance {w} is. Send stock changes there, or retry shortly."
+                    ),
+                    None => "No stock writer is elected yet; retry shortly.".to_owned(),
+                },
+                1,
+            ),
+            Error::Unavailable(why) => {
+                tracing::warn!(error = %why, "A write or read could not reach the streams.");
+                Problem::unavailable(
+                    "The catalog and stock streams did not answer in time, so the change may or may not have been made; read the product and retry shortly.",
                     2,
                 )
             }

@@ -26,12 +26,14 @@ fn product_response(status: StatusCode, entry: Entry) -> Response {
     response
 }
 
-/// Create a product; its ProductCreated event is published through the outbox.
+/// Create a product: its ProductCreated event is in `PRODUCTS` (the catalog's record) when this
+/// answers 201. Any instance takes catalog writes.
 #[cfg_attr(test, utoipa::path(post, path = "/api/products", tag = "catalog", operation_id = "createProduct",
     request_body = CreateProductBody,
     responses(
         (status = 201, description = "Created (Location and ETag headers)", body = ProductBody),
         (status = 403, description = "The key lacks catalog:write", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "The streams did not answer in time (Retry-After)", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
     )))]
 pub async fn create(
     State(state): State<AppState>,
@@ -55,6 +57,7 @@ pub async fn create(
         (status = 200, description = "The product (ETag header)", body = ProductBody),
         (status = 403, description = "The key lacks catalog:read", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "Unknown product", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "The streams did not answer in time (Retry-After)", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
     )))]
 pub async fn fetch(
     State(state): State<AppState>,
@@ -63,6 +66,8 @@ pub async fn fetch(
 ) -> Result<Response, Error> {
     need(&caller, "catalog:read")?;
     let id = parse_id(&id)?;
+    // Read-your-writes on every instance: a write acknowledged anywhere shows here.
+    state.store.sync().await?;
     let entry = state.store.get(id)?.ok_or(Error::NotFound(id))?;
     Ok(product_response(StatusCode::OK, entry))
 }
@@ -72,6 +77,7 @@ pub async fn fetch(
     responses(
         (status = 200, description = "A page of products", body = ProductPage),
         (status = 403, description = "The key lacks catalog:read", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "The streams did not answer in time (Retry-After)", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
     )))]
 pub async fn list(
     State(state): State<AppState>,
@@ -88,6 +94,7 @@ pub async fn list(
         .as_deref()
         .map(str::trim)
         .filter(|c| !c.is_empty());
+    state.store.sync().await?;
     let (items, total) = state.store.list(category, page, page_size)?;
     Ok(axum::Json(ProductPage {
         items: items.into_iter().map(ProductBody::from).collect(),
@@ -109,6 +116,7 @@ pub async fn list(
         (status = 404, description = "Unknown product", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
         (status = 409, description = "Discontinued: read-only", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
         (status = 412, description = "If-Match names another version (`currentVersion` says which)", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "The streams did not answer in time (Retry-After)", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
     )))]
 pub async fn update(
     State(state): State<AppState>,
@@ -134,6 +142,7 @@ pub async fn update(
         (status = 403, description = "The key lacks catalog:write", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "Unknown product", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
         (status = 412, description = "If-Match names another version", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "The streams did not answer in time (Retry-After)", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
     )))]
 pub async fn discontinue(
     State(state): State<AppState>,
@@ -148,7 +157,7 @@ pub async fn discontinue(
     Ok(product_response(StatusCode::OK, entry))
 }
 
-/// Restock (+) or write off (−) on-hand stock.
+/// Restock (+) or write off (−) on-hand stock. Taken by the stock writer instance only.
 #[cfg_attr(test, utoipa::path(post, path = "/api/products/{id}/stock", tag = "catalog", operation_id = "adjustStock",
     params(("id" = String, Path, description = "The product id")),
     request_body = StockBody,
@@ -157,6 +166,7 @@ pub async fn discontinue(
         (status = 403, description = "The key lacks catalog:write", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "Unknown product", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
         (status = 409, description = "On hand would drop below what is reserved, or exceed 1000000000", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "This instance is not the stock writer (the detail names it), or the streams did not answer in time (Retry-After)", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
     )))]
 pub async fn adjust_stock(
     State(state): State<AppState>,

@@ -1,38 +1,45 @@
-//! All persistence of product-svc, behind one small API so sled (weakly maintained) can be swapped.
+//! product-svc's cache of the catalog and the stock books, in sled, and every write to the
+//! streams that are their record (`PRODUCTS` for the catalog, `LEDGER` for stock).
 //!
-//! Trees: `products` (id → catalog JSON), `stock` (id → stock JSON), `reservations`
-//! (order id → request + outcome), `outbox` (sled id → event), the list indexes `by_name`
-//! (name 0 id) and `by_category` (category 0 name 0 id), and `meta` (the product count). Every
-//! change and the events it causes are written in **one** sled transaction; a write returns
-//! only after its flush, so "2xx" means "on disk", and the relay can never miss or invent an
-//! event.
+//! Trees: `products` (id → catalog JSON), `stock` (id → `StockRow`), `reservations` (order id →
+//! request + outcome), the list indexes `by_name` (name 0 id) and `by_category` (category 0 name
+//! 0 id), and `meta` (the product count). The cache is rebuilt from the streams at every start
+//! (`open` wipes it): the streams are purged by retention, and a purge leaves no trace an old
+//! cache could notice, so an old copy of the data dir must never win over the stream.
 //!
-//! Writes are queued to one writer task that runs every waiting write in **one** sled
-//! transaction. Why: sled seals and writes its log buffer twice per transaction (`pin_log`), so a
-//! transaction per request costs two log writes, `sync_file_range` calls and thread hand-offs
-//! each; under load that, not our code, was most of product-svc's CPU. A write that fails its
-//! checks (`Abort`) is taken out of the batch and the rest re-run without it, so each write is
-//! still all-or-nothing and sees exactly the writes committed before it.
+//! Who writes what:
+//! - **Catalog writes** (create, update, discontinue) may run on any instance: each is a
+//!   compare-and-set publish on the product's subject (`catalog.rs`); the cache follows
+//!   `PRODUCTS` (`apply.rs`), and the write answers once this instance's cache shows it.
+//! - **Stock writes** (adjust, reserve, release, commit) run on the stock writer only
+//!   (`lease.rs`): queued to one writer task that decides a batch in one sled transaction,
+//!   publishes each write's ledger message fenced on the lease, pipelined, and answers after
+//!   the acks (`writer.rs`). A write that fails its checks is taken out and the rest re-run. A
+//!   publish whose outcome is unknown leaves the cache ahead of the stream: the instance steps
+//!   down and rebuilds the books from the stream.
+//! - **Followers** apply the ledger to their books (`apply.rs`, driven by `cache.rs`).
+mod apply;
 mod catalog;
 mod keys;
 mod reservations;
-#[cfg(test)]
-mod tests;
 mod writer;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
-use shared::{durability::GroupCommit, outbox, storage::StorageError, writer::Writer};
-use sled::Tree;
-use tokio::sync::{Notify, oneshot};
+use async_nats::jetstream::{self, stream::Stream};
+use shared::{storage::StorageError, writer::Writer};
+use tokio::sync::{Mutex, OnceCell, oneshot, watch};
 
 use crate::{
-    domain::{Product, Stock},
+    domain::{Product, Stock, StockRow},
     error::{Error, Result},
+    lease::Lease,
 };
 
 use keys::{PRODUCT_COUNT_KEY, decode_count};
 use writer::{Erased, Job, MAX_BATCH, Queued, Trees, Tx, TxResult, write_batch};
+
+pub use apply::LedgerMessage;
 
 /// A product with its stock, as the APIs show it.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,20 +48,53 @@ pub struct Entry {
     pub stock: Stock,
 }
 
+/// How far this instance's cache has applied each stream (stream sequences).
+#[derive(Clone)]
+pub struct Progress {
+    pub catalog: watch::Sender<u64>,
+    pub ledger: watch::Sender<u64>,
+}
+
 #[derive(Clone)]
 pub struct Store {
-    /// Shared with the writer task, which is the only one to write them.
     trees: Trees,
-    commit: GroupCommit,
     writes: Writer<Queued>,
-    relay_wake: Arc<Notify>,
-    /// How far the outbox is flushed (the relay publishes no further).
-    flushed: outbox::Flushed,
+    js: jetstream::Context,
+    lease: Lease,
+    progress: Progress,
+    /// Held by a write batch from its decision to its answers, and by a rebuild of the books:
+    /// a rebuild never starts under a write, nor a write under a rebuild.
+    gate: Arc<Mutex<()>>,
+    /// How long a write or a read barrier waits on NATS.
+    timeout: Duration,
+    streams: Arc<Streams>,
+    /// Replicas of the streams this store creates when they do not exist.
+    replicas: usize,
     db: sled::Db,
 }
 
+/// The record's streams, found (or created) on first use.
+#[derive(Default)]
+struct Streams {
+    catalog: OnceCell<Stream>,
+    ledger: OnceCell<Stream>,
+}
+
 impl Store {
-    pub fn open(path: &std::path::Path, cache_bytes: u64) -> Result<Self> {
+    /// Opens the cache at `path`, emptied (see the module doc).
+    pub fn open(
+        path: &std::path::Path,
+        cache_bytes: u64,
+        js: jetstream::Context,
+        lease: Lease,
+        timeout: Duration,
+        replicas: usize,
+    ) -> Result<Self> {
+        match std::fs::remove_dir_all(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::corrupt(format!("cannot empty the cache: {e}"))),
+        }
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(cache_bytes)
@@ -63,30 +103,39 @@ impl Store {
             products: db.open_tree("products")?,
             stock: db.open_tree("stock")?,
             reservations: db.open_tree("reservations")?,
-            outbox: db.open_tree("outbox")?,
             by_name: db.open_tree("by_name")?,
             by_category: db.open_tree("by_category")?,
             meta: db.open_tree("meta")?,
         };
-        if trees.meta.get(PRODUCT_COUNT_KEY)?.is_none() {
-            // A store from before the count was kept: count once (before the writer starts).
-            let count = trees.products.len() as u64;
-            trees.meta.insert(PRODUCT_COUNT_KEY, &count.to_be_bytes())?;
-        }
-        let commit = GroupCommit::start(db.clone());
-        let flushed = outbox::Flushed::open(&trees.outbox)?;
+        let gate = Arc::new(Mutex::new(()));
         let writes = {
-            let (trees, commit, flushed) = (trees.clone(), commit.clone(), flushed.clone());
+            let (trees, js, lease, gate) = (trees.clone(), js.clone(), lease.clone(), gate.clone());
             Writer::spawn(MAX_BATCH, move |jobs| {
-                write_batch(trees.clone(), jobs, commit.clone(), flushed.clone())
+                write_batch(
+                    trees.clone(),
+                    jobs,
+                    writer::Publisher {
+                        js: js.clone(),
+                        lease: lease.clone(),
+                        gate: gate.clone(),
+                        timeout,
+                    },
+                )
             })
         };
         Ok(Self {
             trees,
-            commit,
             writes,
-            relay_wake: Arc::new(Notify::new()),
-            flushed,
+            js,
+            lease,
+            progress: Progress {
+                catalog: watch::Sender::new(0),
+                ledger: watch::Sender::new(0),
+            },
+            gate,
+            timeout,
+            streams: Default::default(),
+            replicas,
             db,
         })
     }
@@ -96,21 +145,12 @@ impl Store {
         self.db.size_on_disk().unwrap_or_default()
     }
 
-    pub fn outbox_tree(&self) -> Tree {
-        self.trees.outbox.clone()
+    pub fn progress(&self) -> &Progress {
+        &self.progress
     }
 
-    /// How far the outbox is flushed: the relay's bound.
-    pub fn outbox_flushed(&self) -> outbox::Flushed {
-        self.flushed.clone()
-    }
-
-    pub fn relay_wake(&self) -> Arc<Notify> {
-        self.relay_wake.clone()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.trees.products.is_empty()
+    pub fn lease(&self) -> &Lease {
+        &self.lease
     }
 
     pub fn product_count(&self) -> Result<usize> {
@@ -118,25 +158,56 @@ impl Store {
         count.map_or(Ok(0), |v| decode_count(&v))
     }
 
-    /// Applies the queued writes, stops the writer, final flush (on shutdown).
+    /// Applies the queued writes, stops the writer (on shutdown).
     pub async fn close(&self) {
         self.writes.close().await;
-        self.commit.close().await;
+        let _ = self.db.flush_async().await;
     }
 
-    /// Wakes the relay for anything a write queued (the writer flushed before answering).
-    fn wake_relay(&self, wrote_events: bool) {
-        if wrote_events {
-            self.relay_wake.notify_one();
+    /// Waits until this instance's cache shows every write acknowledged before the call: the
+    /// catalog's, and (on a follower) the ledger's. Read-your-writes on any instance.
+    pub async fn sync(&self) -> Result<()> {
+        self.sync_catalog().await?;
+        if self.lease.fence().is_some() {
+            return Ok(());
         }
+        let last = tokio::time::timeout(self.timeout, async {
+            let mut stream = self.ledger_stream().await?.clone();
+            stream
+                .info()
+                .await
+                .map(|i| i.state.last_sequence)
+                .map_err(|e| Error::Unavailable(e.to_string()))
+        })
+        .await
+        .map_err(|_| Error::Unavailable("reading LEDGER timed out".into()))??;
+        tokio::time::timeout(self.timeout, wait_for(&self.progress.ledger, last))
+            .await
+            .map_err(|_| Error::Unavailable("the stock cache is catching up".into()))
     }
 
-    /// Runs `f` in the writer's next batch; its writes are committed and flushed when this
-    /// returns `Ok`.
+    pub async fn ledger_stream(&self) -> Result<&Stream> {
+        self.streams
+            .ledger
+            .get_or_try_init(|| async {
+                let config = shared::streams::ledger(self.replicas);
+                tokio::time::timeout(self.timeout, self.js.get_or_create_stream(config))
+                    .await
+                    .map_err(|_| Error::Unavailable("reaching LEDGER timed out".into()))?
+                    .map_err(|e| Error::Unavailable(e.to_string()))
+            })
+            .await
+    }
+
+    /// Runs `f` in the writer's next batch; its ledger messages are acknowledged by JetStream
+    /// when this returns `Ok`.
     async fn transact<T: Send + 'static>(
         &self,
         f: impl Fn(&Tx<'_>) -> TxResult<T> + Send + 'static,
     ) -> Result<T> {
+        if self.lease.fence().is_none() {
+            return Err(self.not_writer());
+        }
         let (reply, answer) = oneshot::channel();
         let job: Job = Box::new(move |t| f(t).map(|v| Box::new(v) as Erased));
         self.writes
@@ -150,4 +221,21 @@ impl Store {
             .downcast::<T>()
             .expect("a job answers with its own type"))
     }
+
+    fn not_writer(&self) -> Error {
+        Error::NotWriter {
+            writer: self.lease.holder(),
+        }
+    }
+
+    /// A product's stock row as the cache holds it (default: nothing recorded yet).
+    fn stock_row(&self, id: uuid::Uuid) -> Result<StockRow> {
+        Ok(writer::read::<StockRow>(&self.trees.stock, id)?.unwrap_or_default())
+    }
+}
+
+/// Waits until `progress` reaches `seq`.
+pub async fn wait_for(progress: &watch::Sender<u64>, seq: u64) {
+    let mut seen = progress.subscribe();
+    let _ = seen.wait_for(|applied| *applied >= seq).await;
 }

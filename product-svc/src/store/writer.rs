@@ -1,34 +1,31 @@
-//! The writer task's batch (the model is `shared::writer`): every queued write runs in one sled
-//! transaction, an aborting write is taken out and the rest re-run, and each write is answered
-//! after the flush.
-//! `Tx` carries the helpers every write uses (events into the outbox, the indexes, the count).
-use std::any::Any;
+//! The stock writer's batch (the model is `shared::writer`): every queued write is decided in one
+//! sled transaction, an aborting write is taken out and the rest re-run, then each write's
+//! ledger message is published fenced on the lease, all in flight at once, and every write is
+//! answered after the acks. `Tx` carries the helpers every write uses.
+use std::{any::Any, cell::RefCell, sync::Arc, time::Duration};
 
+use async_nats::jetstream::{self, message::PublishMessage};
 use chrono::Utc;
 use serde::{Serialize, de::DeserializeOwned};
-use shared::{
-    durability::GroupCommit,
-    events::{self, ProductEventType, SCHEMA_VERSION, STOCK_LOW, StockLowEvent},
-    outbox::{self, OutboxHeader, OutboxRecord},
-};
+use shared::events::{self, SCHEMA_VERSION, STOCK_LOW, StockLowEvent};
 use sled::{
     Tree,
     transaction::{
         ConflictableTransactionError, TransactionError, Transactional, TransactionalTree,
     },
 };
-use tokio::sync::oneshot;
+use tokio::sync::{Mutex, oneshot};
 use uuid::Uuid;
 
-use super::keys::{PRODUCT_COUNT_KEY, category_key, decode_count, name_key};
 use crate::{
-    domain::{self, Product, Stock},
+    domain::{Product, Reservation, Stock, StockRow},
     error::{Error, Result},
+    lease::{self, Lease},
 };
 
 pub(super) type TxResult<T> = std::result::Result<T, ConflictableTransactionError<Error>>;
 
-/// Most writes run in one transaction (bounds how long the writer holds sled's write lock).
+/// Most writes decided in one transaction and published together.
 pub(super) const MAX_BATCH: usize = 256;
 
 /// A write for the writer task: re-runnable (a batch may run more than once), with its result
@@ -43,42 +40,71 @@ pub(super) struct Queued {
 
 pub(super) type Keys = Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>>;
 
-/// The trees a write may touch.
+/// The trees of the cache.
 #[derive(Clone)]
 pub(super) struct Trees {
     pub(super) products: Tree,
     pub(super) stock: Tree,
     pub(super) reservations: Tree,
-    pub(super) outbox: Tree,
     pub(super) by_name: Tree,
     pub(super) by_category: Tree,
     pub(super) meta: Tree,
 }
 
-/// One batch of the writer task (`shared::writer`): runs the jobs in one transaction, flushes,
-/// answers each; a job that aborts is taken out and the rest run again without it.
-pub(super) async fn write_batch(
-    trees: Trees,
-    mut jobs: Vec<Queued>,
-    commit: GroupCommit,
-    outbox_flushed: outbox::Flushed,
-) {
+/// What a batch needs to publish its messages.
+pub(super) struct Publisher {
+    pub(super) js: jetstream::Context,
+    pub(super) lease: Lease,
+    pub(super) gate: Arc<Mutex<()>>,
+    pub(super) timeout: Duration,
+}
+
+/// A message a write publishes: to the ledger (fenced: the write's record) or a StockLow signal.
+pub(super) struct Outgoing {
+    subject: String,
+    payload: Vec<u8>,
+    correlation_id: String,
+    msg_id: Option<String>,
+}
+
+/// One batch of the writer task: decides the jobs in one transaction, publishes their ledger
+/// messages, answers each; a job that aborts is taken out and the rest run again without it.
+pub(super) async fn write_batch(trees: Trees, mut jobs: Vec<Queued>, publisher: Publisher) {
+    let _gate = publisher.gate.lock().await;
+    let Some(fence) = publisher.lease.fence() else {
+        let writer = publisher.lease.holder();
+        for job in jobs {
+            let _ = job.reply.send(Err(Error::NotWriter {
+                writer: writer.clone(),
+            }));
+        }
+        return;
+    };
     // Each round either commits every remaining job, or takes out the one that aborted.
     while !jobs.is_empty() {
         match run_batch(&trees, &jobs) {
             Ok(results) => {
-                let flushed = commit.flush().await;
-                if flushed.is_ok() {
-                    // This task is the only writer: nothing was committed since the flush began
-                    // that is not on disk now, so every outbox record present is.
-                    if let Err(error) = outbox_flushed.flushed(&trees.outbox) {
-                        tracing::error!(%error, "Reading the outbox after a flush failed.");
-                    }
+                let (results, messages): (Vec<_>, Vec<_>) = results.into_iter().unzip();
+                let (ledger, signals): (Vec<_>, Vec<_>) = messages
+                    .into_iter()
+                    .flatten()
+                    .partition(|m: &Outgoing| m.msg_id.is_none());
+                let published = publisher.publish(ledger, fence).await;
+                if let Err(error) = &published {
+                    tracing::warn!(%error, writes = jobs.len(), "A ledger write failed; its outcome is unknown.");
+                    publisher
+                        .lease
+                        .step_down("a ledger write failed; the books are rebuilt from the stream");
                 }
                 for (job, result) in jobs.drain(..).zip(results) {
-                    let _ = job
-                        .reply
-                        .send(flushed.map(|()| result).map_err(Error::from));
+                    let answer = match &published {
+                        Ok(()) => Ok(result),
+                        Err(e) => Err(Error::Unavailable(e.clone())),
+                    };
+                    let _ = job.reply.send(answer);
+                }
+                if published.is_ok() && !signals.is_empty() {
+                    tokio::spawn(publish_signals(publisher.js.clone(), signals));
                 }
             }
             Err(TransactionError::Abort((index, error))) => {
@@ -94,49 +120,86 @@ pub(super) async fn write_batch(
     }
 }
 
+impl Publisher {
+    /// Publishes `messages` in order, fenced on lease `fence`, all in flight; `Ok` when every one
+    /// is acknowledged.
+    async fn publish(&self, messages: Vec<Outgoing>, fence: u64) -> Result<(), String> {
+        let sent = tokio::time::timeout(self.timeout, async {
+            let mut acks = Vec::with_capacity(messages.len());
+            for m in messages {
+                let message = PublishMessage::build()
+                    .payload(m.payload.into())
+                    .header(events::HEADER_CORRELATION_ID, m.correlation_id.as_str());
+                let ack = self
+                    .js
+                    .send_publish(m.subject, lease::fenced(message, fence))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                acks.push(ack);
+            }
+            for ack in futures::future::join_all(acks.into_iter().map(|a| a.into_future())).await {
+                match ack {
+                    Ok(_) => {}
+                    Err(e) if lease::is_wrong_sequence(&e) => {
+                        return Err("another instance took the stock writer lease".to_owned());
+                    }
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+            Ok(())
+        })
+        .await;
+        sent.unwrap_or_else(|_| Err("the ledger did not acknowledge in time".into()))
+    }
+}
+
+/// StockLow signals, after the writes that caused them were acknowledged; deduplicated by id.
+async fn publish_signals(js: jetstream::Context, signals: Vec<Outgoing>) {
+    for m in signals {
+        let message = PublishMessage::build()
+            .payload(m.payload.into())
+            .message_id(m.msg_id.as_deref().unwrap_or_default())
+            .header(events::HEADER_EVENT_TYPE, STOCK_LOW)
+            .header(events::HEADER_CORRELATION_ID, m.correlation_id.as_str());
+        let sent = async { js.send_publish(m.subject.clone(), message).await?.await };
+        if let Err(error) = sent.await {
+            tracing::warn!(subject = %m.subject, %error, "A StockLow signal was not published.");
+        }
+    }
+}
+
 /// One transaction over every tree, running `jobs` in order; an `Abort` names the job.
-pub(super) fn run_batch(
+#[allow(clippy::type_complexity)]
+fn run_batch(
     trees: &Trees,
     jobs: &[Queued],
-) -> std::result::Result<Vec<Erased>, TransactionError<(usize, Error)>> {
-    (
-        &trees.products,
-        &trees.stock,
-        &trees.reservations,
-        &trees.outbox,
-        &trees.by_name,
-        &trees.by_category,
-        &trees.meta,
-    )
-        .transaction(
-            |(products, stock, reservations, outbox, by_name, by_category, meta)| {
-                let tx = Tx {
-                    products,
-                    stock,
-                    reservations,
-                    outbox,
-                    by_name,
-                    by_category,
-                    meta,
-                };
-                let mut results = Vec::with_capacity(jobs.len());
-                for (index, queued) in jobs.iter().enumerate() {
-                    match (queued.job)(&tx) {
-                        Ok(result) => results.push(result),
-                        Err(ConflictableTransactionError::Abort(e)) => {
-                            return Err(ConflictableTransactionError::Abort((index, e)));
-                        }
-                        Err(ConflictableTransactionError::Conflict) => {
-                            return Err(ConflictableTransactionError::Conflict);
-                        }
-                        Err(ConflictableTransactionError::Storage(e)) => {
-                            return Err(ConflictableTransactionError::Storage(e));
-                        }
+) -> std::result::Result<Vec<(Erased, Vec<Outgoing>)>, TransactionError<(usize, Error)>> {
+    (&trees.products, &trees.stock, &trees.reservations).transaction(
+        |(products, stock, reservations)| {
+            let tx = Tx {
+                products,
+                stock,
+                reservations,
+                outgoing: RefCell::new(Vec::new()),
+            };
+            let mut results = Vec::with_capacity(jobs.len());
+            for (index, queued) in jobs.iter().enumerate() {
+                match (queued.job)(&tx) {
+                    Ok(result) => results.push((result, tx.outgoing.take())),
+                    Err(ConflictableTransactionError::Abort(e)) => {
+                        return Err(ConflictableTransactionError::Abort((index, e)));
+                    }
+                    Err(ConflictableTransactionError::Conflict) => {
+                        return Err(ConflictableTransactionError::Conflict);
+                    }
+                    Err(ConflictableTransactionError::Storage(e)) => {
+                        return Err(ConflictableTransactionError::Storage(e));
                     }
                 }
-                Ok(results)
-            },
-        )
+            }
+            Ok(results)
+        },
+    )
 }
 
 /// The trees of one transaction, with the helpers every write uses.
@@ -144,86 +207,36 @@ pub(super) struct Tx<'a> {
     pub(super) products: &'a TransactionalTree,
     pub(super) stock: &'a TransactionalTree,
     pub(super) reservations: &'a TransactionalTree,
-    pub(super) outbox: &'a TransactionalTree,
-    pub(super) by_name: &'a TransactionalTree,
-    pub(super) by_category: &'a TransactionalTree,
-    pub(super) meta: &'a TransactionalTree,
+    outgoing: RefCell<Vec<Outgoing>>,
 }
 
 impl Tx<'_> {
-    /// One more product in the catalog's count.
-    pub(super) fn count_product(&self) -> TxResult<()> {
-        let count = match self.meta.get(PRODUCT_COUNT_KEY)? {
-            Some(v) => decode_count(&v).map_err(ConflictableTransactionError::Abort)?,
-            None => 0,
-        };
-        self.meta
-            .insert(PRODUCT_COUNT_KEY, &(count as u64 + 1).to_be_bytes())?;
-        Ok(())
-    }
-
-    pub(super) fn put<T: Serialize>(
-        &self,
-        tree: &TransactionalTree,
-        id: Uuid,
-        value: &T,
-    ) -> TxResult<()> {
-        let bytes = serde_json::to_vec(value)
-            .map_err(|e| ConflictableTransactionError::Abort(Error::corrupt(e.to_string())))?;
-        tree.insert(id.as_bytes().as_slice(), bytes)?;
-        Ok(())
-    }
-
     pub(super) fn product(&self, id: Uuid) -> TxResult<Product> {
         get_json(self.products, id)?.ok_or(ConflictableTransactionError::Abort(Error::NotFound(id)))
     }
 
-    pub(super) fn stock_of(&self, id: Uuid) -> TxResult<Stock> {
-        get_json(self.stock, id)?.ok_or_else(|| {
-            ConflictableTransactionError::Abort(Error::corrupt(format!(
-                "stock row missing for {id}"
-            )))
-        })
+    /// The product's stock as the books say now.
+    pub(super) fn stock_of(&self, product: &Product) -> TxResult<Stock> {
+        let row = get_json::<StockRow>(self.stock, product.id)?.unwrap_or_default();
+        Ok(row.stock(product.initial_stock, product.low_stock_threshold))
     }
 
-    pub(super) fn index(&self, p: &Product) -> TxResult<()> {
-        self.by_name.insert(name_key(p), &[])?;
-        self.by_category.insert(category_key(p), &[])?;
-        Ok(())
+    /// Records the stock the writer decided (held units; on hand folds every commit so far).
+    pub(super) fn put_stock(&self, id: Uuid, stock: &Stock) -> TxResult<()> {
+        put(self.stock, id, &StockRow::of(stock))
     }
 
-    pub(super) fn unindex(&self, p: &Product) -> TxResult<()> {
-        self.by_name.remove(name_key(p))?;
-        self.by_category.remove(category_key(p))?;
-        Ok(())
+    /// Records an adjusted on-hand count and publishes it to the ledger.
+    pub(super) fn count(&self, id: Uuid, stock: &Stock, cid: &str) -> TxResult<()> {
+        self.put_stock(id, stock)?;
+        let body = serde_json::json!({ "onHand": stock.on_hand });
+        self.publish(events::ledger_stock_subject(id), &body, cid, None)
     }
 
-    pub(super) fn enqueue(&self, header: OutboxHeader, payload: Vec<u8>) -> TxResult<()> {
-        let id = self.outbox.generate_id()?;
-        self.outbox.insert(
-            outbox::key(id).as_slice(),
-            OutboxRecord { header, payload }.encode(),
-        )?;
-        Ok(())
-    }
-
-    pub(super) fn product_event(
-        &self,
-        product: &Product,
-        kind: ProductEventType,
-        cid: &str,
-    ) -> TxResult<()> {
-        let event = domain::event_for(product, kind, Utc::now());
-        let payload = serde_json::to_vec(&event).expect("event serializes");
-        self.enqueue(
-            OutboxHeader {
-                subject: events::product_subject(product.id),
-                msg_id: event.event_id.to_string(),
-                event_type: kind.as_str().into(),
-                correlation_id: cid.into(),
-            },
-            payload,
-        )
+    /// Records an order's reservation and publishes it to the ledger.
+    pub(super) fn reservation(&self, order_id: Uuid, r: &Reservation, cid: &str) -> TxResult<()> {
+        put(self.reservations, order_id, r)?;
+        self.publish(events::ledger_reservation_subject(order_id), r, cid, None)
     }
 
     pub(super) fn stock_low(&self, product: &Product, stock: &Stock, cid: &str) -> TxResult<()> {
@@ -236,32 +249,33 @@ impl Tx<'_> {
             available_quantity: stock.available(),
             low_stock_threshold: product.low_stock_threshold,
         };
-        let payload = serde_json::to_vec(&event).expect("event serializes");
-        self.enqueue(
-            OutboxHeader {
-                subject: events::stock_subject(product.id),
-                msg_id: event.event_id.to_string(),
-                event_type: STOCK_LOW.into(),
-                correlation_id: cid.into(),
-            },
+        let id = event.event_id.to_string();
+        self.publish(events::stock_subject(product.id), &event, cid, Some(id))
+    }
+
+    fn publish<T: Serialize>(
+        &self,
+        subject: String,
+        body: &T,
+        cid: &str,
+        msg_id: Option<String>,
+    ) -> TxResult<()> {
+        let payload = serde_json::to_vec(body).expect("serializes");
+        self.outgoing.borrow_mut().push(Outgoing {
+            subject,
             payload,
-        )
+            correlation_id: cid.to_owned(),
+            msg_id,
+        });
+        Ok(())
     }
 }
 
-pub(super) fn abort<T>(e: Error) -> TxResult<T> {
-    Err(ConflictableTransactionError::Abort(e))
-}
-
-pub(super) fn check_version(current: &Product, if_match: Option<u64>) -> TxResult<()> {
-    match if_match {
-        Some(expected) if expected != current.version => abort(Error::VersionMismatch {
-            id: current.id,
-            expected,
-            current: current.version,
-        }),
-        _ => Ok(()),
-    }
+pub(super) fn put<T: Serialize>(tree: &TransactionalTree, id: Uuid, value: &T) -> TxResult<()> {
+    let bytes = serde_json::to_vec(value)
+        .map_err(|e| ConflictableTransactionError::Abort(Error::corrupt(e.to_string())))?;
+    tree.insert(id.as_bytes().as_slice(), bytes)?;
+    Ok(())
 }
 
 pub(super) fn get_json<T: DeserializeOwned>(

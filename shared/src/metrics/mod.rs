@@ -1,7 +1,7 @@
 //! Prometheus metrics for `GET /metrics`, on `prometheus-client` (small tree, text encoder).
 //!
 //! Two kinds of figures, so that no component carries a metrics handle it does not need:
-//! - **events** (HTTP and gRPC calls, their latency, retries, outbox publish latency) are
+//! - **events** (HTTP and gRPC calls, their latency, retries) are
 //!   recorded where they happen, through the families on [`Metrics`];
 //! - **state** (projection lag and checkpoint, pending orders, owed releases, the breaker, sled's
 //!   size on disk, counters the components already keep for `/health/ready`) is *sampled at
@@ -114,8 +114,6 @@ pub struct Metrics {
     pub grpc_server: Rpc,
     /// gRPC calls this service makes (order-svc → product-svc).
     pub grpc_client: Rpc,
-    /// How long one outbox publish takes to be acknowledged by JetStream.
-    pub outbox_publish: Histogram,
     samplers: Samplers,
 }
 
@@ -162,12 +160,6 @@ impl Metrics {
             "gRPC attempts retried after a transient failure, by method",
             grpc_client.retries.clone(),
         );
-        let outbox_publish = latency_histogram();
-        registry.register(
-            "outbox_publish_duration_seconds",
-            "Time from an outbox publish to its JetStream acknowledgement",
-            outbox_publish.clone(),
-        );
         let samplers = Samplers::default();
         samplers.add(move |s| {
             s.gauge(
@@ -184,7 +176,6 @@ impl Metrics {
             http_latency,
             grpc_server,
             grpc_client,
-            outbox_publish,
             samplers,
         })
     }
