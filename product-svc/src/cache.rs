@@ -183,10 +183,11 @@ impl Cache {
                 ready.store(true, Ordering::Relaxed);
             }
             loop {
-                if books && let Some(lease_seq) = self.catching_up(*progress.borrow()) {
-                    if self.lease.caught_up(lease_seq) {
-                        return Ok(Ended::Writer);
-                    }
+                if books
+                    && let Some(lease_seq) = self.catching_up(*progress.borrow())
+                    && self.lease.caught_up(lease_seq)
+                {
+                    return Ok(Ended::Writer);
                 }
                 let first = tokio::select! {
                     m = messages.next() => m,

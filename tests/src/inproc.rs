@@ -74,12 +74,14 @@ impl ProductService {
         let app = product_svc::App::build(config)
             .await
             .expect("product-svc builds");
-        Self {
+        let service = Self {
             http: format!("http://{}", app.http_addr()),
             grpc: format!("{scheme}://{}", app.grpc_addr()),
             data_dir,
             running: Running::spawn("product-svc", |stop| app.run_until_stopped(stop)),
-        }
+        };
+        wait_until_stock_ready(&service.http, Duration::from_secs(30)).await;
+        service
     }
 
     /// Graceful stop (as on SIGTERM); returns once sled is closed.
@@ -202,6 +204,28 @@ pub async fn wait_until_ready(base: &str, timeout: Duration) {
                 Ok(r) if r.status() == 200 => Some(()),
                 _ => None,
             }
+        }
+    })
+    .await
+}
+
+/// Waits until a product-svc instance is ready and some instance (it or another) is the stock
+/// writer, so a test's first stock call is not refused for want of one.
+pub async fn wait_until_stock_ready(base: &str, timeout: Duration) {
+    let client = http_client();
+    let url = format!("{base}/health/ready");
+    wait_for("product-svc ready with a stock writer", timeout, || {
+        let client = client.clone();
+        let url = url.clone();
+        async move {
+            let r = client.get(&url).send().await.ok()?;
+            if r.status() != 200 {
+                return None;
+            }
+            let body: serde_json::Value = r.json().await.ok()?;
+            body["figures"]["stock"]["writerInstance"]
+                .is_string()
+                .then_some(())
         }
     })
     .await
