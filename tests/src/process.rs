@@ -186,6 +186,14 @@ impl ServiceProcess {
                 accepts_connections(addr).then_some(())
             },
         );
+        if name == "product-svc" {
+            // Stock calls need a writer: the instance, or another, must hold the lease.
+            wait_for_blocking(
+                &format!("{name} on {addr} ready with a stock writer"),
+                Duration::from_secs(60),
+                || stock_ready(addr).then_some(()),
+            );
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -221,4 +229,20 @@ impl Drop for ServiceProcess {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// Whether product-svc at `addr` answers `/health/ready` 200 naming a stock writer.
+fn stock_ready(addr: SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let request = format!("GET /health/ready HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.starts_with("HTTP/1.1 200") && answer.contains("\"writerInstance\":\"")
 }

@@ -65,10 +65,11 @@ pub(super) async fn write_load(
                         client.put(format!("{http}/api/products/{id}")).json(&json!({"name": name, "description": "", "price": price, "category": "Load", "lowStockThreshold": 0}))
                     }
                 };
-                // Like a real client: retry (bounded) while the service is unreachable.
+                // Like a real client: retry (bounded) while the service is unreachable or answers
+                // 503 (its streams are: nothing is acknowledged without them).
                 let mut sent = make().send().await;
                 for _ in 0..500 {
-                    if sent.is_ok() {
+                    if matches!(&sent, Ok(r) if r.status() != 503) {
                         break;
                     }
                     failed.fetch_add(1, Ordering::SeqCst);
