@@ -167,20 +167,7 @@ impl Projection for ProductSnapshot {
     const NAME: &'static str = "ProductSnapshot";
 
     fn decode(&self, msg: &jetstream::Message) -> std::result::Result<SnapshotUpdate, String> {
-        let event: ProductEvent =
-            serde_json::from_slice(&msg.payload).map_err(|e| format!("undecodable: {e}"))?;
-        if event.schema_version != shared::events::SCHEMA_VERSION {
-            return Err(format!(
-                "unsupported schemaVersion {}",
-                event.schema_version
-            ));
-        }
-        if crate::projector::subject_id(&msg.subject) != Some(event.product_id) {
-            return Err("productId does not match the subject".into());
-        }
-        if event.version == 0 {
-            return Err("version must be at least 1".into());
-        }
+        let event = ProductEvent::decode(&msg.subject, &msg.payload)?;
         Ok(SnapshotUpdate {
             product_id: event.product_id,
             view: ProductView::from(&event),

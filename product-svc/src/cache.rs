@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     lease::{Lease, Role},
-    store::{LedgerMessage, Store},
+    store::{StreamMessage, Store},
 };
 
 /// Most messages applied in one transaction.
@@ -206,7 +206,7 @@ impl Cache {
                 let mut applied = Vec::with_capacity(batch.len());
                 for m in batch {
                     let seq = m.info().map_err(|e| e.to_string())?.stream_sequence;
-                    applied.push(LedgerMessage {
+                    applied.push(StreamMessage {
                         seq,
                         subject: m.subject.to_string(),
                         payload: m.payload.clone(),
@@ -215,8 +215,7 @@ impl Cache {
                 let poison = if books {
                     self.store.apply_ledger(&applied)
                 } else {
-                    let events: Vec<_> = applied.into_iter().map(|m| (m.seq, m.payload)).collect();
-                    self.store.apply_catalog(&events)
+                    self.store.apply_catalog(&applied)
                 }
                 .map_err(|e| e.to_string())?;
                 self.state.poison.fetch_add(poison, Ordering::Relaxed);

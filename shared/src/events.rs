@@ -86,6 +86,26 @@ pub struct ProductEvent {
     pub initial_stock: i64,
 }
 
+impl ProductEvent {
+    /// Decodes a product event stored on `subject`, refusing what a reader must skip as poison:
+    /// an unknown schema version, a product id other than the subject's, version 0.
+    pub fn decode(subject: &str, payload: &[u8]) -> Result<Self, String> {
+        let event: Self =
+            serde_json::from_slice(payload).map_err(|e| format!("undecodable: {e}"))?;
+        if event.schema_version != SCHEMA_VERSION {
+            return Err(format!("unsupported schemaVersion {}", event.schema_version));
+        }
+        let id = subject.rsplit('.').next().and_then(|s| Uuid::parse_str(s).ok());
+        if id != Some(event.product_id) {
+            return Err("productId does not match the subject".into());
+        }
+        if event.version == 0 {
+            return Err("version must be at least 1".into());
+        }
+        Ok(event)
+    }
+}
+
 /// Published (edge-triggered) when a product's available stock drops to or below its threshold.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -18,9 +18,9 @@ use crate::{
     error::{Error, Result},
 };
 
-/// A message of the ledger stream, as the cache applies it.
+/// A message of `PRODUCTS` or `LEDGER`, as the cache applies it.
 #[derive(Debug, Clone)]
-pub struct LedgerMessage {
+pub struct StreamMessage {
     pub seq: u64,
     pub subject: String,
     pub payload: bytes::Bytes,
@@ -34,18 +34,18 @@ struct Count {
 
 impl Store {
     /// Applies product events (with their stream sequences); returns how many were undecodable.
-    pub fn apply_catalog(&self, messages: &[(u64, bytes::Bytes)]) -> Result<u64> {
-        let Some(last) = messages.last().map(|(seq, _)| *seq) else {
+    pub fn apply_catalog(&self, messages: &[StreamMessage]) -> Result<u64> {
+        let Some(last) = messages.last().map(|m| m.seq) else {
             return Ok(0);
         };
         let mut poison = 0;
         let events: Vec<ProductEvent> = messages
             .iter()
-            .filter_map(|(seq, payload)| match serde_json::from_slice(payload) {
+            .filter_map(|m| match ProductEvent::decode(&m.subject, &m.payload) {
                 Ok(event) => Some(event),
                 Err(error) => {
                     poison += 1;
-                    tracing::warn!(seq, %error, "Undecodable product event; skipped.");
+                    tracing::warn!(seq = m.seq, subject = %m.subject, %error, "Poison product event; skipped.");
                     None
                 }
             })
@@ -82,7 +82,7 @@ impl Store {
     }
 
     /// Applies ledger messages (a follower's books); returns how many were undecodable.
-    pub fn apply_ledger(&self, messages: &[LedgerMessage]) -> Result<u64> {
+    pub fn apply_ledger(&self, messages: &[StreamMessage]) -> Result<u64> {
         let Some(last) = messages.last().map(|m| m.seq) else {
             return Ok(0);
         };
@@ -119,7 +119,7 @@ impl Store {
 fn apply_one(
     stock: &TransactionalTree,
     reservations: &TransactionalTree,
-    m: &LedgerMessage,
+    m: &StreamMessage,
 ) -> TxResult<bool> {
     if let Some(id) = m.subject.strip_prefix(LEDGER_STOCK_PREFIX) {
         let (Ok(id), Ok(count)) = (

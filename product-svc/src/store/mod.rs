@@ -39,7 +39,7 @@ use crate::{
 use keys::{PRODUCT_COUNT_KEY, decode_count};
 use writer::{Erased, Job, MAX_BATCH, Queued, Trees, Tx, TxResult, write_batch};
 
-pub use apply::LedgerMessage;
+pub use apply::StreamMessage;
 
 /// A product with its stock, as the APIs show it.
 #[derive(Debug, Clone, PartialEq)]

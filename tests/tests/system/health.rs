@@ -22,9 +22,10 @@ async fn readiness_follows_nats_both_ways_and_names_the_failing_check() {
     }
     assert!(ready["figures"]["pendingOrders"].is_u64(), "{ready}");
     let ready = ready_becomes(&product, 200).await.body;
-    for check in ["store", "relay"] {
+    for check in ["store", "nats", "cache"] {
         assert_eq!(ready["checks"][check]["ok"], true, "{check}: {ready}");
     }
+    assert_eq!(ready["figures"]["stock"]["writer"], true, "{ready}");
 
     system.nats.kill();
     // order-svc cannot take an order without NATS: out of the load balancer, on purpose.
@@ -37,9 +38,9 @@ async fn readiness_follows_nats_both_ways_and_names_the_failing_check() {
     );
     assert!(down["detail"].as_str().unwrap().contains("nats"), "{down}");
     let down = ready_becomes(&product, 503).await.problem(503);
-    assert_eq!(down["checks"]["relay"]["ok"], false, "{down}");
+    assert_eq!(down["checks"]["nats"]["ok"], false, "{down}");
     assert_eq!(down["checks"]["store"]["ok"], true, "{down}");
-    assert!(down["detail"].as_str().unwrap().contains("relay"), "{down}");
+    assert!(down["detail"].as_str().unwrap().contains("nats"), "{down}");
     assert_eq!(order.live().await.status, 200, "alive while not ready");
     assert_eq!(product.live().await.status, 200, "alive while not ready");
 
