@@ -96,7 +96,7 @@ impl App {
         let store = store::Store::open(
             &cache_dir,
             config.cache_mb << 20,
-            js,
+            nats.clone(),
             lease.clone(),
             NATS_TIMEOUT,
             config.stream_replicas,

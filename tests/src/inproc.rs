@@ -223,9 +223,26 @@ pub async fn wait_until_stock_ready(base: &str, timeout: Duration) {
                 return None;
             }
             let body: serde_json::Value = r.json().await.ok()?;
-            body["figures"]["stock"]["writerInstance"]
-                .is_string()
-                .then_some(())
+            let stock = &body["figures"]["stock"];
+            // This instance writes, or the lease names another one (not this one's past life).
+            let other = stock["writerInstance"].is_string() && stock["writerInstance"] != stock["instance"];
+            (stock["writer"] == true || other).then_some(())
+        }
+    })
+    .await
+}
+
+/// Waits until product-svc at `base` is the stock writer (after the ttl of a dead writer's lease,
+/// for a new instance).
+pub async fn wait_until_writer(base: &str, timeout: Duration) {
+    let client = http_client();
+    let url = format!("{base}/health/ready");
+    wait_for("product-svc to be the stock writer", timeout, || {
+        let client = client.clone();
+        let url = url.clone();
+        async move {
+            let body: serde_json::Value = client.get(&url).send().await.ok()?.json().await.ok()?;
+            (body["figures"]["stock"]["writer"] == true).then_some(())
         }
     })
     .await

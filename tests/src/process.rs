@@ -244,5 +244,14 @@ fn stock_ready(addr: SocketAddr) -> bool {
     }
     let mut answer = String::new();
     let _ = stream.read_to_string(&mut answer);
-    answer.starts_with("HTTP/1.1 200") && answer.contains("\"writerInstance\":\"")
+    let Some(body) = answer
+        .split_once("\r\n\r\n")
+        .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(body).ok())
+    else {
+        return false;
+    };
+    let stock = &body["figures"]["stock"];
+    // This instance writes, or the lease names another one (not this one's past life).
+    let other = stock["writerInstance"].is_string() && stock["writerInstance"] != stock["instance"];
+    answer.starts_with("HTTP/1.1 200") && (stock["writer"] == true || other)
 }

@@ -204,6 +204,7 @@ impl Store {
     }
 
     async fn read_raw(&self, id: Uuid) -> Result<Option<(ProductEvent, u64, Option<String>)>> {
+        self.connected()?;
         let stream = self.catalog_stream().await?;
         let got = tokio::time::timeout(
             self.timeout,
@@ -244,6 +245,7 @@ impl Store {
                 events::HEADER_CORRELATION_ID,
                 correlation::current_or_new().as_str(),
             );
+        self.connected()?;
         self.catalog_stream().await?;
         let sent = tokio::time::timeout(self.timeout, async {
             self.js

@@ -59,6 +59,7 @@ pub struct Progress {
 pub struct Store {
     trees: Trees,
     writes: Writer<Queued>,
+    nats: async_nats::Client,
     js: jetstream::Context,
     lease: Lease,
     progress: Progress,
@@ -85,7 +86,7 @@ impl Store {
     pub fn open(
         path: &std::path::Path,
         cache_bytes: u64,
-        js: jetstream::Context,
+        nats: async_nats::Client,
         lease: Lease,
         timeout: Duration,
         replicas: usize,
@@ -107,15 +108,17 @@ impl Store {
             by_category: db.open_tree("by_category")?,
             meta: db.open_tree("meta")?,
         };
+        let js = shared::nats::jetstream(nats.clone());
         let gate = Arc::new(Mutex::new(()));
         let writes = {
-            let (trees, js, lease, gate) = (trees.clone(), js.clone(), lease.clone(), gate.clone());
+            let (trees, nats, lease, gate) =
+                (trees.clone(), nats.clone(), lease.clone(), gate.clone());
             Writer::spawn(MAX_BATCH, move |jobs| {
                 write_batch(
                     trees.clone(),
                     jobs,
                     writer::Publisher {
-                        js: js.clone(),
+                        nats: nats.clone(),
                         lease: lease.clone(),
                         gate: gate.clone(),
                         timeout,
@@ -126,6 +129,7 @@ impl Store {
         Ok(Self {
             trees,
             writes,
+            nats,
             js,
             lease,
             progress: Progress {
@@ -208,6 +212,7 @@ impl Store {
         if self.lease.fence().is_none() {
             return Err(self.not_writer());
         }
+        self.connected()?;
         let (reply, answer) = oneshot::channel();
         let job: Job = Box::new(move |t| f(t).map(|v| Box::new(v) as Erased));
         self.writes
@@ -220,6 +225,16 @@ impl Store {
         Ok(*done
             .downcast::<T>()
             .expect("a job answers with its own type"))
+    }
+
+    /// Fails at once while NATS is not connected: a publish made now would wait in the
+    /// client's buffer and could be stored after its caller was told 503.
+    fn connected(&self) -> Result<()> {
+        if shared::nats::is_connected(&self.nats) {
+            Ok(())
+        } else {
+            Err(Error::Unavailable("NATS is not connected".into()))
+        }
     }
 
     fn not_writer(&self) -> Error {

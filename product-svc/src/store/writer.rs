@@ -53,7 +53,7 @@ pub(super) struct Trees {
 
 /// What a batch needs to publish its messages.
 pub(super) struct Publisher {
-    pub(super) js: jetstream::Context,
+    pub(super) nats: async_nats::Client,
     pub(super) lease: Lease,
     pub(super) gate: Arc<Mutex<()>>,
     pub(super) timeout: Duration,
@@ -89,7 +89,11 @@ pub(super) async fn write_batch(trees: Trees, mut jobs: Vec<Queued>, publisher: 
                     .into_iter()
                     .flatten()
                     .partition(|m: &Outgoing| m.msg_id.is_none());
-                let published = publisher.publish(ledger, fence).await;
+                let published = if shared::nats::is_connected(&publisher.nats) {
+                    publisher.publish(ledger, fence).await
+                } else {
+                    Err("NATS is not connected".to_owned())
+                };
                 if let Err(error) = &published {
                     tracing::warn!(%error, writes = jobs.len(), "A ledger write failed; its outcome is unknown.");
                     publisher
@@ -104,7 +108,8 @@ pub(super) async fn write_batch(trees: Trees, mut jobs: Vec<Queued>, publisher: 
                     let _ = job.reply.send(answer);
                 }
                 if published.is_ok() && !signals.is_empty() {
-                    tokio::spawn(publish_signals(publisher.js.clone(), signals));
+                    let js = shared::nats::jetstream(publisher.nats.clone());
+                    tokio::spawn(publish_signals(js, signals));
                 }
             }
             Err(TransactionError::Abort((index, error))) => {
@@ -130,8 +135,7 @@ impl Publisher {
                 let message = PublishMessage::build()
                     .payload(m.payload.into())
                     .header(events::HEADER_CORRELATION_ID, m.correlation_id.as_str());
-                let ack = self
-                    .js
+                let ack = shared::nats::jetstream(self.nats.clone())
                     .send_publish(m.subject, lease::fenced(message, fence))
                     .await
                     .map_err(|e| e.to_string())?;

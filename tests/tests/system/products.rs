@@ -1,5 +1,5 @@
-//! product-svc against a real nats-server and real sled: events through the outbox, the gRPC
-//! stock API's guarantees, and bad input.
+//! product-svc against a real nats-server and real sled: the catalog in `PRODUCTS`, the stock
+//! books in `LEDGER`, the gRPC stock API's guarantees, and bad input.
 use proto::ErrorCode;
 use serde_json::{Value, json};
 use tests::{NatsServer, ProductService, ServiceProcess, http_client, scratch, wait_for};
@@ -145,65 +145,140 @@ async fn update_and_delete_publish_full_state_with_growing_versions() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn relay_publishes_everything_once_after_a_nats_outage() {
+async fn with_nats_down_writes_answer_503_and_store_nothing_then_work_again() {
     let mut nats = NatsServer::start();
     let dir = scratch();
     let svc = ProductService::start(&nats.url(), dir.path()).await;
-    let first = create_product(&svc.http, "Before", "1.00", 1).await;
-    let js_ctx = js(&nats.url()).await;
-    wait_stream_messages(&js_ctx, "PRODUCTS", 1).await;
+    let first = create_product(&svc.http, "Before", "1.00", 5).await;
+    let id = first["id"].as_str().unwrap().to_owned();
+    let stock = svc.stock().await;
 
     nats.stop();
-    let mut ids = vec![first["id"].as_str().unwrap().to_owned()];
-    for i in 0..20 {
-        // The HTTP API keeps working while NATS is down.
-        let p = create_product(&svc.http, &format!("During {i:02}"), "2.00", 3).await;
-        ids.push(p["id"].as_str().unwrap().to_owned());
+    let products = svc.api();
+    wait_for("product-svc to see NATS gone", WAIT, || async {
+        let ready = products.http().ready().await.body;
+        (ready["checks"]["nats"]["ok"] == false).then_some(())
+    })
+    .await;
+    for _ in 0..3 {
+        let refused = products
+            .create(&crate::product_body("During", "2.00", 3, 0))
+            .await;
+        assert_eq!(refused.status, 503, "no acknowledgement without JetStream");
+        assert!(refused.header("retry-after").is_some());
     }
+    assert_eq!(products.adjust_stock(&id, 5).await.status, 503);
+    let reserve = stock
+        .reserve(Uuid::new_v4(), &[(id.as_str(), 1)])
+        .await
+        .expect_err("no reservation without JetStream");
+    assert_eq!(reserve.code(), tonic::Code::Unavailable, "{reserve:?}");
     nats.start_again();
 
+    tests::wait_until_stock_ready(&svc.http, WAIT).await;
+    let after = create_product(&svc.http, "After", "3.00", 1).await;
+    assert_eq!(products.adjust_stock(&id, 2).await.expect(200)["stockQuantity"], 7);
     let js_ctx = js(&nats.url()).await;
-    wait_stream_messages(&js_ctx, "PRODUCTS", 21).await;
-    for id in &ids {
-        let (_, body) = last_message(&js_ctx, "PRODUCTS", &format!("eshop.products.{id}"))
-            .await
-            .expect("every product's event arrived");
-        assert_eq!(body["version"], 1);
-    }
     let info = tests::stream_info(&js_ctx, "PRODUCTS")
         .await
         .expect("PRODUCTS exists");
-    assert_eq!(info.state.messages, 21);
-    assert_eq!(info.state.last_sequence, 21, "nothing was stored twice");
+    assert_eq!(
+        info.state.messages, 2,
+        "only the acknowledged creates are in the catalog"
+    );
+    assert_eq!(products.get(&id).await.expect(200)["stockQuantity"], 7);
+    assert_eq!(
+        products.get(after["id"].as_str().unwrap()).await.expect(200)["name"],
+        "After"
+    );
     svc.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_event_committed_before_a_kill_9_is_published_after_restart() {
-    let mut nats = NatsServer::start();
-    let nats_url = nats.url();
-    nats.stop(); // the relay cannot publish: events stay in the outbox
+async fn a_wiped_or_stale_data_dir_restarts_with_every_product_stock_level_and_reservation() {
+    let nats = NatsServer::start();
     let dir = scratch();
-    let (mut svc, _grpc) = ServiceProcess::product(&nats_url, &dir.path().join("data"), dir.path());
-    let mut ids = Vec::new();
-    for i in 0..5 {
-        let p = create_product(&svc.http, &format!("Crash {i}"), "3.00", 1).await;
-        ids.push(p["id"].as_str().unwrap().to_owned());
-    }
+    let data = dir.path().join("data");
+    let (mut svc, grpc) = ServiceProcess::product(&nats.url(), &data, dir.path());
+    let a = create_product(&svc.http, "Kept A", "3.00", 10).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let b = create_product(&svc.http, "Kept B", "4.00", 20).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let stock = tests::StockApi::connect(&grpc).await;
+    let held = Uuid::new_v4();
+    assert!(stock.reserve(held, &[(a.as_str(), 2), (b.as_str(), 3)]).await.unwrap().success);
+    // An old copy of the data dir, from before the rest.
     svc.kill9();
-    nats.start_again();
+    let stale = dir.path().join("stale");
+    copy_dir(&data, &stale);
     svc.start();
-    let js = js(&nats_url).await;
-    wait_stream_messages(&js, "PRODUCTS", 5).await;
-    for id in &ids {
-        assert!(
-            last_message(&js, "PRODUCTS", &format!("eshop.products.{id}"))
-                .await
-                .is_some(),
-            "{id} published"
-        );
-        let (status, _) = get_json(&format!("{}/api/products/{id}", svc.http)).await;
-        assert_eq!(status, 200, "the acknowledged create survived kill -9");
+    let shipped = Uuid::new_v4();
+    assert!(stock.reserve(shipped, &[(a.as_str(), 4)]).await.unwrap().success);
+    stock.commit(shipped).await.unwrap();
+    let released = Uuid::new_v4();
+    assert!(stock.reserve(released, &[(b.as_str(), 5)]).await.unwrap().success);
+    stock.release(released).await.unwrap();
+    tests::ProductApi::new(&svc.http)
+        .adjust_stock(&b, 7)
+        .await
+        .expect(200);
+    // a: 10 - 4 shipped, 2 held; b: 20 + 7, 3 held (the released 5 came back).
+    let expected = vec![(a.clone(), 6, 2), (b.clone(), 27, 3)];
+    assert_eq!(books(&svc.http, &[&a, &b]).await, expected);
+
+    for (how, restore) in [("restored from the stale copy", true), ("wiped", false)] {
+        svc.kill9();
+        std::fs::remove_dir_all(&data).unwrap();
+        if restore {
+            copy_dir(&stale, &data);
+        }
+        svc.start();
+        // Wiped, it is a new instance: it takes over once the old one's lease went stale.
+        tests::wait_until_writer(&svc.http, WAIT).await;
+        assert_eq!(books(&svc.http, &[&a, &b]).await, expected, "data dir {how}");
+        // Every reservation is known again: a repeated call answers as the first one did.
+        let again = stock.reserve(held, &[(a.as_str(), 2), (b.as_str(), 3)]).await.unwrap();
+        assert!(again.success, "{how}: the held reservation is remembered");
+        assert_eq!(books(&svc.http, &[&a, &b]).await, expected, "{how}: nothing held twice");
+        assert!(!stock.commit(shipped).await.unwrap().committed, "{how}: shipped once");
+    }
+    // The audit reads the ledger itself: three reservations (no order stream here, so the held
+    // one is reported as held without an order, which is what it is).
+    let report = tests::ProductApi::new(&svc.http).audit().await.expect(200);
+    assert_eq!(report["reservationsChecked"], 3, "{report}");
+    assert_eq!(report["kinds"]["heldWithoutOrder"]["orderIds"], json!([held]), "{report}");
+}
+
+/// Each product's (id, on hand, reserved), read over HTTP.
+async fn books(http: &str, ids: &[&String]) -> Vec<(String, i64, i64)> {
+    let api = tests::ProductApi::new(http);
+    let mut rows = Vec::new();
+    for id in ids {
+        let p = api.get(id).await.expect(200);
+        rows.push((
+            id.to_string(),
+            p["stockQuantity"].as_i64().unwrap(),
+            p["reservedQuantity"].as_i64().unwrap(),
+        ));
+    }
+    rows
+}
+
+/// Copies a directory tree (a data dir of a killed process).
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
     }
 }
 
