@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     lease::{Lease, Role},
-    store::{StreamMessage, Store},
+    store::{Store, StreamMessage},
 };
 
 /// Most messages applied in one transaction.

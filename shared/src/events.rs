@@ -93,9 +93,15 @@ impl ProductEvent {
         let event: Self =
             serde_json::from_slice(payload).map_err(|e| format!("undecodable: {e}"))?;
         if event.schema_version != SCHEMA_VERSION {
-            return Err(format!("unsupported schemaVersion {}", event.schema_version));
+            return Err(format!(
+                "unsupported schemaVersion {}",
+                event.schema_version
+            ));
         }
-        let id = subject.rsplit('.').next().and_then(|s| Uuid::parse_str(s).ok());
+        let id = subject
+            .rsplit('.')
+            .next()
+            .and_then(|s| Uuid::parse_str(s).ok());
         if id != Some(event.product_id) {
             return Err("productId does not match the subject".into());
         }

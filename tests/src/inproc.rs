@@ -225,7 +225,8 @@ pub async fn wait_until_stock_ready(base: &str, timeout: Duration) {
             let body: serde_json::Value = r.json().await.ok()?;
             let stock = &body["figures"]["stock"];
             // This instance writes, or the lease names another one (not this one's past life).
-            let other = stock["writerInstance"].is_string() && stock["writerInstance"] != stock["instance"];
+            let other =
+                stock["writerInstance"].is_string() && stock["writerInstance"] != stock["instance"];
             (stock["writer"] == true || other).then_some(())
         }
     })

@@ -90,7 +90,11 @@ fn product_counters_moved(p0: &Samples, p1: &Samples, refused: f64) {
     let reserve_latency =
         format!("eshop_grpc_server_call_duration_seconds_count{{method=\"{RESERVE}\"}}");
     assert_eq!(moved(p0, p1, &reserve_latency), 3.0);
-    assert_eq!(get(p1, "eshop_stock_writer"), 1.0, "the one instance writes stock");
+    assert_eq!(
+        get(p1, "eshop_stock_writer"),
+        1.0,
+        "the one instance writes stock"
+    );
     assert!(get(p1, "eshop_sled_size_bytes") > 0.0);
     assert_eq!(get(p1, "eshop_products"), 1.0);
 }
@@ -151,19 +155,15 @@ async fn counters_move_with_traffic_and_state_gauges_settle() {
     order_counters_moved(&o0, &o1);
 
     // State gauges settle: both projections catch up with their streams.
-    wait_for(
-        "the views to catch up",
-        WAIT,
-        || async {
-            let p = scrape(&product.http).await;
-            let o = scrape(&order.http).await;
-            let settled = get(&p, "eshop_cache_poison_total") == 0.0
-                && get(&o, "eshop_projection_lag{projection=\"products\"}") == 0.0
-                && get(&o, "eshop_projection_lag{projection=\"orders\"}") == 0.0
-                && get(&o, "eshop_projection_checkpoint{projection=\"orders\"}") >= 6.0
-                && get(&o, "eshop_orders_view_rows") == 3.0;
-            settled.then_some(())
-        },
-    )
+    wait_for("the views to catch up", WAIT, || async {
+        let p = scrape(&product.http).await;
+        let o = scrape(&order.http).await;
+        let settled = get(&p, "eshop_cache_poison_total") == 0.0
+            && get(&o, "eshop_projection_lag{projection=\"products\"}") == 0.0
+            && get(&o, "eshop_projection_lag{projection=\"orders\"}") == 0.0
+            && get(&o, "eshop_projection_checkpoint{projection=\"orders\"}") >= 6.0
+            && get(&o, "eshop_orders_view_rows") == 3.0;
+        settled.then_some(())
+    })
     .await;
 }

@@ -177,7 +177,10 @@ async fn with_nats_down_writes_answer_503_and_store_nothing_then_work_again() {
 
     tests::wait_until_stock_ready(&svc.http, WAIT).await;
     let after = create_product(&svc.http, "After", "3.00", 1).await;
-    assert_eq!(products.adjust_stock(&id, 2).await.expect(200)["stockQuantity"], 7);
+    assert_eq!(
+        products.adjust_stock(&id, 2).await.expect(200)["stockQuantity"],
+        7
+    );
     let js_ctx = js(&nats.url()).await;
     let info = tests::stream_info(&js_ctx, "PRODUCTS")
         .await
@@ -188,7 +191,10 @@ async fn with_nats_down_writes_answer_503_and_store_nothing_then_work_again() {
     );
     assert_eq!(products.get(&id).await.expect(200)["stockQuantity"], 7);
     assert_eq!(
-        products.get(after["id"].as_str().unwrap()).await.expect(200)["name"],
+        products
+            .get(after["id"].as_str().unwrap())
+            .await
+            .expect(200)["name"],
         "After"
     );
     svc.stop().await;
@@ -210,17 +216,35 @@ async fn a_wiped_or_stale_data_dir_restarts_with_every_product_stock_level_and_r
         .to_owned();
     let stock = tests::StockApi::connect(&grpc).await;
     let held = Uuid::new_v4();
-    assert!(stock.reserve(held, &[(a.as_str(), 2), (b.as_str(), 3)]).await.unwrap().success);
+    assert!(
+        stock
+            .reserve(held, &[(a.as_str(), 2), (b.as_str(), 3)])
+            .await
+            .unwrap()
+            .success
+    );
     // An old copy of the data dir, from before the rest.
     svc.kill9();
     let stale = dir.path().join("stale");
     copy_dir(&data, &stale);
     svc.start();
     let shipped = Uuid::new_v4();
-    assert!(stock.reserve(shipped, &[(a.as_str(), 4)]).await.unwrap().success);
+    assert!(
+        stock
+            .reserve(shipped, &[(a.as_str(), 4)])
+            .await
+            .unwrap()
+            .success
+    );
     stock.commit(shipped).await.unwrap();
     let released = Uuid::new_v4();
-    assert!(stock.reserve(released, &[(b.as_str(), 5)]).await.unwrap().success);
+    assert!(
+        stock
+            .reserve(released, &[(b.as_str(), 5)])
+            .await
+            .unwrap()
+            .success
+    );
     stock.release(released).await.unwrap();
     tests::ProductApi::new(&svc.http)
         .adjust_stock(&b, 7)
@@ -239,18 +263,36 @@ async fn a_wiped_or_stale_data_dir_restarts_with_every_product_stock_level_and_r
         svc.start();
         // Wiped, it is a new instance: it takes over once the old one's lease went stale.
         tests::wait_until_writer(&svc.http, WAIT).await;
-        assert_eq!(books(&svc.http, &[&a, &b]).await, expected, "data dir {how}");
+        assert_eq!(
+            books(&svc.http, &[&a, &b]).await,
+            expected,
+            "data dir {how}"
+        );
         // Every reservation is known again: a repeated call answers as the first one did.
-        let again = stock.reserve(held, &[(a.as_str(), 2), (b.as_str(), 3)]).await.unwrap();
+        let again = stock
+            .reserve(held, &[(a.as_str(), 2), (b.as_str(), 3)])
+            .await
+            .unwrap();
         assert!(again.success, "{how}: the held reservation is remembered");
-        assert_eq!(books(&svc.http, &[&a, &b]).await, expected, "{how}: nothing held twice");
-        assert!(!stock.commit(shipped).await.unwrap().committed, "{how}: shipped once");
+        assert_eq!(
+            books(&svc.http, &[&a, &b]).await,
+            expected,
+            "{how}: nothing held twice"
+        );
+        assert!(
+            !stock.commit(shipped).await.unwrap().committed,
+            "{how}: shipped once"
+        );
     }
     // The audit reads the ledger itself: three reservations (no order stream here, so the held
     // one is reported as held without an order, which is what it is).
     let report = tests::ProductApi::new(&svc.http).audit().await.expect(200);
     assert_eq!(report["reservationsChecked"], 3, "{report}");
-    assert_eq!(report["kinds"]["heldWithoutOrder"]["orderIds"], json!([held]), "{report}");
+    assert_eq!(
+        report["kinds"]["heldWithoutOrder"]["orderIds"],
+        json!([held]),
+        "{report}"
+    );
 }
 
 /// Each product's (id, on hand, reserved), read over HTTP.

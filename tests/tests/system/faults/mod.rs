@@ -9,15 +9,20 @@ mod replay;
 mod replies;
 mod sigterm;
 mod write_load;
+mod writers;
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
 use futures::StreamExt;
 use serde_json::{Value, json};
-use tests::{NatsServer, ProductApi, ServiceProcess, scratch};
+use tests::{NatsServer, OrderApi, ProductApi, ServiceProcess, scratch, wait_for};
 
 use crate::get_json;
 
@@ -163,4 +168,80 @@ pub(super) async fn create_products(
 pub(super) async fn ready_checks(http: &str) -> Value {
     let (_, body) = get_json(&format!("{http}/health/ready")).await;
     body["checks"].clone()
+}
+
+/// Four clients placing orders (about 80 orders/s in all) until stopped.
+pub(super) struct Load {
+    stop: Arc<AtomicBool>,
+    /// (order id, HTTP status, when) of every answer.
+    pub placed: Arc<Mutex<Vec<(String, u16, Instant)>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    pub fn start(orders: &OrderApi, ids: &[String]) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let placed: Arc<Mutex<Vec<(String, u16, Instant)>>> = Arc::default();
+        let mut tasks = Vec::new();
+        for c in 0..4 {
+            let (orders, ids, stop, placed) =
+                (orders.clone(), ids.to_vec(), stop.clone(), placed.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut i = c;
+                while !stop.load(Ordering::SeqCst) {
+                    let r = orders
+                        .place(&order_body(&ids[i % ids.len()], 1 + (i % 3) as i64))
+                        .await;
+                    placed
+                        .lock()
+                        .unwrap()
+                        .push((r.id(), r.status, Instant::now()));
+                    i += 4;
+                    // Pacing of the load generator, not synchronisation.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }));
+        }
+        Self {
+            stop,
+            placed,
+            tasks,
+        }
+    }
+
+    /// Stops the clients; every answer they got.
+    pub async fn stop(self) -> Vec<(String, u16, Instant)> {
+        self.stop.store(true, Ordering::SeqCst);
+        for task in self.tasks {
+            task.await.unwrap();
+        }
+        self.placed.lock().unwrap().clone()
+    }
+}
+
+/// Waits until every placed order has settled (Confirmed or Rejected); returns the units the
+/// Confirmed ones hold, per product.
+pub(super) async fn confirmed_units(
+    orders: &OrderApi,
+    placed: &[(String, u16, Instant)],
+) -> HashMap<String, i64> {
+    let mut expected: HashMap<String, i64> = HashMap::new();
+    for (id, _, _) in placed {
+        let o = wait_for("the order to settle", LONG, || async {
+            let o = orders.get(id).await.body;
+            (o["status"] != "Pending").then_some(o)
+        })
+        .await;
+        assert!(
+            o["status"] == "Confirmed" || o["status"] == "Rejected",
+            "{o}"
+        );
+        if o["status"] == "Confirmed" {
+            let item = &o["items"][0];
+            *expected
+                .entry(item["productId"].as_str().unwrap().to_owned())
+                .or_default() += item["quantity"].as_i64().unwrap();
+        }
+    }
+    expected
 }

@@ -1,88 +1,11 @@
 //! product-svc down under order load: every order settles, availability exact.
-use std::{
-    collections::HashMap,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use tests::{OrderApi, wait_for};
 
 use crate::{get_json, wait_snapshot_version};
 
 use super::*;
-
-/// Four clients placing orders (about 80 orders/s in all) until stopped.
-struct Load {
-    stop: Arc<AtomicBool>,
-    /// (order id, HTTP status) of every answer.
-    placed: Arc<Mutex<Vec<(String, u16)>>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(orders: &OrderApi, ids: &[String]) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let placed: Arc<Mutex<Vec<(String, u16)>>> = Arc::default();
-        let mut tasks = Vec::new();
-        for c in 0..4 {
-            let (orders, ids, stop, placed) =
-                (orders.clone(), ids.to_vec(), stop.clone(), placed.clone());
-            tasks.push(tokio::spawn(async move {
-                let mut i = c;
-                while !stop.load(Ordering::SeqCst) {
-                    let r = orders
-                        .place(&order_body(&ids[i % ids.len()], 1 + (i % 3) as i64))
-                        .await;
-                    placed.lock().unwrap().push((r.id(), r.status));
-                    i += 4;
-                    // Pacing of the load generator, not synchronisation.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }));
-        }
-        Self {
-            stop,
-            placed,
-            tasks,
-        }
-    }
-
-    /// Stops the clients; every answer they got.
-    async fn stop(self) -> Vec<(String, u16)> {
-        self.stop.store(true, Ordering::SeqCst);
-        for task in self.tasks {
-            task.await.unwrap();
-        }
-        self.placed.lock().unwrap().clone()
-    }
-}
-
-/// Waits until every placed order has settled (Confirmed or Rejected); returns the units the
-/// Confirmed ones hold, per product.
-async fn confirmed_units(orders: &OrderApi, placed: &[(String, u16)]) -> HashMap<String, i64> {
-    let mut expected: HashMap<String, i64> = HashMap::new();
-    for (id, _) in placed {
-        let o = wait_for("the order to settle", LONG, || async {
-            let o = orders.get(id).await.body;
-            (o["status"] != "Pending").then_some(o)
-        })
-        .await;
-        assert!(
-            o["status"] == "Confirmed" || o["status"] == "Rejected",
-            "{o}"
-        );
-        if o["status"] == "Confirmed" {
-            let item = &o["items"][0];
-            *expected
-                .entry(item["productId"].as_str().unwrap().to_owned())
-                .or_default() += item["quantity"].as_i64().unwrap();
-        }
-    }
-    expected
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn product_svc_outage_ends_with_every_order_settled_and_exact_availability() {
@@ -126,13 +49,13 @@ async fn product_svc_outage_ends_with_every_order_settled_and_exact_availability
     })
     .await;
     let placed = load.stop().await;
-    let accepted_pending = placed.iter().filter(|(_, s)| *s == 202).count();
+    let accepted_pending = placed.iter().filter(|(_, s, _)| *s == 202).count();
     assert!(
         accepted_pending > 0,
         "the outage produced 202 Pending answers"
     );
     assert!(
-        placed.iter().all(|(_, s)| *s == 201 || *s == 202),
+        placed.iter().all(|(_, s, _)| *s == 201 || *s == 202),
         "only 201/202 answers"
     );
 
