@@ -85,7 +85,14 @@ pub fn fenced(message: PublishMessage, lease_seq: u64) -> PublishMessage {
 
 /// Whether a publish was refused because its fence (or CAS) no longer holds.
 pub fn is_wrong_sequence(e: &jetstream::context::PublishError) -> bool {
-    e.kind() == PublishErrorKind::WrongLastSequence
+    e.kind() == PublishErrorKind::WrongLastSequence && !is_in_flight_conflict(e)
+}
+
+/// Whether a replicated stream refused a publish because another write checking the same
+/// subject's sequence was in flight (error 10164): nothing was stored, and sending it again is
+/// safe. async-nats gives this the kind of a wrong sequence; only the code tells them apart.
+pub fn is_in_flight_conflict(e: &jetstream::context::PublishError) -> bool {
+    e.kind() == PublishErrorKind::WrongLastSequence && e.to_string().contains("10164")
 }
 
 impl Lease {
@@ -175,7 +182,7 @@ impl Lease {
             };
             match self.role() {
                 Role::Writer(seq) | Role::CatchingUp(seq) => match self.heartbeat(seq).await {
-                    Ok(()) => renewed = Instant::now(),
+                    Ok(()) | Err(Renewal::Busy) => renewed = Instant::now(),
                     Err(Renewal::Deposed) => {
                         self.step_down("another instance took the stock writer lease");
                     }
@@ -214,7 +221,12 @@ impl Lease {
     async fn heartbeat(&self, lease_seq: u64) -> Result<(), Renewal> {
         let body = serde_json::json!({ "instance": self.inner.instance }).to_string();
         let message = fenced(PublishMessage::build().payload(body.into()), lease_seq);
-        self.publish(LEDGER_ALIVE, message).await.map(|_| ())
+        match self.publish(LEDGER_ALIVE, message).await {
+            // A stock write checking the lease was in flight: it was stored, or it failed and
+            // stepped this instance down; either way this heartbeat is not needed.
+            Ok(_) | Err(Renewal::Busy) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     async fn publish(
@@ -228,6 +240,7 @@ impl Lease {
         .await;
         match sent {
             Ok(Ok(ack)) => Ok(ack.sequence),
+            Ok(Err(e)) if is_in_flight_conflict(&e) => Err(Renewal::Busy),
             Ok(Err(e)) if is_wrong_sequence(&e) => Err(Renewal::Deposed),
             Ok(Err(e)) => Err(Renewal::Failed(e.to_string())),
             Err(_) => Err(Renewal::Failed("timed out".into())),
@@ -271,8 +284,8 @@ impl Lease {
                 self.inner.role.send_replace(Role::CatchingUp(seq));
                 Ok(())
             }
-            // Another instance was faster.
-            Err(Renewal::Deposed) => Ok(()),
+            // Another instance was faster (or is just now).
+            Err(Renewal::Deposed | Renewal::Busy) => Ok(()),
             Err(Renewal::Failed(e)) => Err(e),
         }
     }
@@ -306,6 +319,8 @@ impl Lease {
 #[derive(Debug)]
 enum Renewal {
     Deposed,
+    /// Another write checking the lease was in flight (replicated stream): try again later.
+    Busy,
     Failed(String),
 }
 

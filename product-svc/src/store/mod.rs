@@ -119,6 +119,7 @@ impl Store {
                     jobs,
                     writer::Publisher {
                         nats: nats.clone(),
+                        clustered: replicas > 1,
                         lease: lease.clone(),
                         gate: gate.clone(),
                         timeout,

@@ -54,6 +54,8 @@ pub(super) struct Trees {
 /// What a batch needs to publish its messages.
 pub(super) struct Publisher {
     pub(super) nats: async_nats::Client,
+    /// The ledger is replicated: one fenced write in flight at a time (see `publish`).
+    pub(super) clustered: bool,
     pub(super) lease: Lease,
     pub(super) gate: Arc<Mutex<()>>,
     pub(super) timeout: Duration,
@@ -126,9 +128,15 @@ pub(super) async fn write_batch(trees: Trees, mut jobs: Vec<Queued>, publisher: 
 }
 
 impl Publisher {
-    /// Publishes `messages` in order, fenced on lease `fence`, all in flight; `Ok` when every one
-    /// is acknowledged.
+    /// Publishes `messages` in order, fenced on lease `fence`; `Ok` when every one is
+    /// acknowledged. On a single replica all are in flight at once. A replicated stream refuses
+    /// a write that checks a subject's sequence while another write checking the same subject
+    /// is in flight (error 10164), and every fenced write checks the lease subject: there they
+    /// go one at a time, and one that met the heartbeat in flight is sent again.
     async fn publish(&self, messages: Vec<Outgoing>, fence: u64) -> Result<(), String> {
+        if self.clustered {
+            return self.publish_one_by_one(messages, fence).await;
+        }
         let sent = tokio::time::timeout(self.timeout, async {
             let mut acks = Vec::with_capacity(messages.len());
             for m in messages {
@@ -148,6 +156,41 @@ impl Publisher {
                         return Err("another instance took the stock writer lease".to_owned());
                     }
                     Err(e) => return Err(e.to_string()),
+                }
+            }
+            Ok(())
+        })
+        .await;
+        sent.unwrap_or_else(|_| Err("the ledger did not acknowledge in time".into()))
+    }
+}
+
+impl Publisher {
+    async fn publish_one_by_one(&self, messages: Vec<Outgoing>, fence: u64) -> Result<(), String> {
+        let js = shared::nats::jetstream(self.nats.clone());
+        let sent = tokio::time::timeout(self.timeout, async {
+            for m in messages {
+                let mut attempt = 0;
+                loop {
+                    let message = PublishMessage::build()
+                        .payload(m.payload.clone().into())
+                        .header(events::HEADER_CORRELATION_ID, m.correlation_id.as_str());
+                    let ack = async {
+                        js.send_publish(m.subject.clone(), lease::fenced(message, fence))
+                            .await?
+                            .await
+                    };
+                    match ack.await {
+                        Ok(_) => break,
+                        Err(e) if lease::is_in_flight_conflict(&e) && attempt < 20 => {
+                            attempt += 1;
+                            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                        }
+                        Err(e) if lease::is_wrong_sequence(&e) => {
+                            return Err("another instance took the stock writer lease".to_owned());
+                        }
+                        Err(e) => return Err(e.to_string()),
+                    }
                 }
             }
             Ok(())
