@@ -85,11 +85,13 @@ up *args: setup build
         tls=(--nats-tls-ca data/tls/ca.pem)
         product_nats=(--nats-user product-svc --nats-password "$PRODUCT_NATS_PASSWORD" "${tls[@]}"
                       --grpc-tls-cert data/tls/server.pem --grpc-tls-key data/tls/server-key.pem)
-        order_nats=(--nats-user order-svc --nats-password "$ORDER_NATS_PASSWORD" "${tls[@]}"
-                    --product-grpc-url https://127.0.0.1:5051 --grpc-tls-ca data/tls/ca.pem)
+        order_nats=(--nats-user order-svc --nats-password "$ORDER_NATS_PASSWORD" "${tls[@]}" --grpc-tls-ca data/tls/ca.pem)
+        scheme=https
     else
-        product_nats=(); order_nats=()
+        product_nats=(); order_nats=(); scheme=http
     fi
+    # --instances=N (N > 1, `just scale`): a second product-svc too (5011, gRPC 5061).
+    products=1; [ "$instances" -gt 1 ] && products=2
     export PRODUCT_API_KEYS=data/product-keys.json ORDER_API_KEYS=data/order-keys.json
     export PRODUCT_GRPC_TOKEN_FILE=data/grpc-token ORDER_GRPC_TOKEN_FILE=data/grpc-token
     # Webhooks to a receiver on this machine (refused by default: SSRF guard).
@@ -105,8 +107,15 @@ up *args: setup build
     wait_http() { for _ in $(seq 1 300); do curl -fs "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "timed out waiting for $1"; exit 1; }
     nats-server -c "$conf" > data/nats.log 2>&1 & pids+=($!)
     wait_http http://127.0.0.1:8222/healthz
-    target/debug/product-svc --seed "$seed" "${product_nats[@]}" > >(sed -u 's/^/[product] /') 2>&1 & pids+=($!)
-    wait_http http://127.0.0.1:5001/health/ready
+    grpc_urls=""; product_urls=""
+    for i in $(seq 1 "$products"); do
+        http=$((5001 + 10 * (i - 1))); grpc=$((5051 + 10 * (i - 1))); dir=data/product; [ "$i" -gt 1 ] && dir="data/product-$i"
+        PRODUCT_HTTP_ADDR="127.0.0.1:$http" PRODUCT_GRPC_ADDR="127.0.0.1:$grpc" PRODUCT_DATA_DIR="$dir" \
+            target/debug/product-svc --seed "$seed" "${product_nats[@]}" > >(sed -u "s/^/[product-$i] /") 2>&1 & pids+=($!)
+        grpc_urls="$grpc_urls${grpc_urls:+,}$scheme://127.0.0.1:$grpc"; product_urls="$product_urls http://127.0.0.1:$http"
+    done
+    for url in $product_urls; do wait_http "$url/health/ready"; done
+    export PRODUCT_GRPC_URL="$grpc_urls"
     order_urls=""
     for i in $(seq 1 "$instances"); do
         port=$((5001 + i)); dir=data/order; [ "$i" -gt 1 ] && dir="data/order-$i"
@@ -119,7 +128,7 @@ up *args: setup build
     cat <<MSG
 
     eshop is up (Ctrl-C stops everything)
-      product-svc  HTTP http://127.0.0.1:5001   gRPC 127.0.0.1:5051
+      product-svc  HTTP$product_urls   gRPC $grpc_urls
       order-svc    HTTP$order_urls   (OpenAPI: <url>/openapi.json)
       nats-server  nats://127.0.0.1:4222        monitor http://127.0.0.1:8222   config $conf
       metrics      http://127.0.0.1:5001/metrics and <order-svc url>/metrics (Prometheus text)

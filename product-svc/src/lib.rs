@@ -100,6 +100,10 @@ impl App {
             lease.clone(),
             NATS_TIMEOUT,
             config.stream_replicas,
+            (config.reservation_retention_secs > 0).then(|| store::Orders {
+                stream: config.orders_stream.clone(),
+                retention: Duration::from_secs(config.reservation_retention_secs),
+            }),
         )
         .with_context(|| format!("failed to open the cache at {}", cache_dir.display()))?;
         let http = TcpListener::bind(config.http_addr)

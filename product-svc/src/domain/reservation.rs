@@ -108,6 +108,25 @@ pub fn replay_reserve(existing: Reservation, order_id: Uuid, items: &[(Uuid, i64
     }
 }
 
+/// The answer to a reserve for an order that is no longer Pending in the order stream while no
+/// reservation of it is kept (compacted): refused, and not stored.
+pub fn refuse_settled(
+    order_id: Uuid,
+    items: &[(Uuid, i64)],
+    status: shared::events::OrderStatus,
+) -> Reservation {
+    Reservation {
+        items: items.to_vec(),
+        status: ReservationStatus::Failed,
+        failure: Some(Failure {
+            code: FailureCode::RequestMismatch,
+            reason: format!("order {order_id} is {status:?} already; it cannot reserve stock"),
+            failed_product_ids: Vec::new(),
+        }),
+        closed_at: None,
+    }
+}
+
 /// Stock after an order's `quantity` held units are given back (never below zero held).
 pub fn release_units(stock: Stock, quantity: i64) -> Stock {
     Stock {

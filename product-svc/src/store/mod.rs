@@ -21,6 +21,7 @@
 mod apply;
 mod catalog;
 mod keys;
+mod orders;
 mod reservations;
 mod writer;
 
@@ -40,6 +41,7 @@ use keys::{PRODUCT_COUNT_KEY, decode_count};
 use writer::{Erased, Job, MAX_BATCH, Queued, Trees, Tx, TxResult, write_batch};
 
 pub use apply::StreamMessage;
+pub use orders::Orders;
 
 /// A product with its stock, as the APIs show it.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,6 +71,9 @@ pub struct Store {
     /// How long a write or a read barrier waits on NATS.
     timeout: Duration,
     streams: Arc<Streams>,
+    /// The order stream, for reserves of orders old enough to have been compacted (`None`:
+    /// nothing is compacted).
+    orders: Option<Orders>,
     /// Replicas of the streams this store creates when they do not exist.
     replicas: usize,
     db: sled::Db,
@@ -90,6 +95,7 @@ impl Store {
         lease: Lease,
         timeout: Duration,
         replicas: usize,
+        orders: Option<Orders>,
     ) -> Result<Self> {
         match std::fs::remove_dir_all(path) {
             Ok(()) => {}
@@ -140,6 +146,7 @@ impl Store {
             gate,
             timeout,
             streams: Default::default(),
+            orders,
             replicas,
             db,
         })

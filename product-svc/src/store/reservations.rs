@@ -2,7 +2,10 @@
 //! and their reads.
 use async_nats::jetstream::stream::Stream;
 use chrono::Utc;
-use shared::{correlation, events};
+use shared::{
+    correlation,
+    events::{self, OrderStatus},
+};
 use sled::transaction::ConflictableTransactionError;
 use uuid::Uuid;
 
@@ -18,6 +21,9 @@ impl Store {
     pub async fn reserve(&self, order_id: Uuid, items: &[(Uuid, i64)]) -> Result<Reservation> {
         let cid = correlation::current_or_new();
         self.known(items.iter().map(|(id, _)| *id)).await?;
+        if let Some(refused) = self.settled_elsewhere(order_id, items).await? {
+            return Ok(refused);
+        }
         let items = items.to_vec();
         self.transact(move |t| {
             let items = items.as_slice();
@@ -53,6 +59,29 @@ impl Store {
             Ok(reservation)
         })
         .await
+    }
+
+    /// A reserve for an order whose reservation may have been compacted (closed longer ago than
+    /// retention: an edge site back after a week) must not hold stock again. Such an order
+    /// is settled in the order stream: anything but Pending is refused (not stored). Only ids
+    /// that can be that old are checked: a UUIDv7 order id carries its creation time, and a
+    /// reservation closes after its order was created, so a younger one cannot have been
+    /// compacted; other ids (keyed orders' UUIDv5) are always checked.
+    async fn settled_elsewhere(
+        &self,
+        order_id: Uuid,
+        items: &[(Uuid, i64)],
+    ) -> Result<Option<Reservation>> {
+        let Some(orders) = &self.orders else {
+            return Ok(None);
+        };
+        if self.reservation(order_id)?.is_some() || !orders.may_be_compacted(order_id) {
+            return Ok(None);
+        }
+        let status = orders.status(&self.js, order_id, self.timeout).await?;
+        Ok(status
+            .filter(|s| *s != OrderStatus::Pending)
+            .map(|status| domain::refuse_settled(order_id, items, status)))
     }
 
     /// Makes sure the cache knows every product of `ids` that the catalog has: a product created

@@ -3,11 +3,11 @@
 //! Prints a table and writes `target/bench/report.{md,json}`. Sizes: `--quick`, or `BENCH_*`.
 //!
 //! Scenarios: 1 projection rate vs a raw fetch→sled→flush→ack loop; 2 cold start to ready (with
-//! and without 100k orders); 3 outbox relay vs raw pipelined publish; 4 CreateOrder (snapshot vs
+//! and without 100k orders); 3 catalog writes (CAS per product) vs raw pipelined publish; 4 CreateOrder (snapshot vs
 //! grpc catalog, one and two instances, `sync_interval: always`) vs a raw tonic round-trip, and
 //! the cross-instance listing lag; 5 footprint (binary size, RSS, sled on disk); 6 the cost of
 //! API keys; 7 an edge site across a simulated WAN (`edge.rs`); 8 SSE watchers (`watch.rs`); 9
-//! webhooks (`hooks.rs`). CreateOrder is also read against its floor (`floor.rs`): the same I/O
+//! webhooks (`hooks.rs`); 10 stock on JetStream (`stock.rs`). CreateOrder is also read against its floor (`floor.rs`): the same I/O
 //! with no business logic, run on the same nats-server.
 #![allow(clippy::print_stdout)]
 
@@ -22,6 +22,7 @@ mod probe;
 mod raw;
 mod replay;
 mod report;
+mod stock;
 mod watch;
 
 use std::path::Path;
@@ -39,6 +40,7 @@ use probe::*;
 use raw::*;
 use replay::*;
 use report::*;
+use stock::*;
 use watch::*;
 
 /// CreateOrder at 64 clients in the design before orders moved to JetStream (sled orders and an
@@ -80,8 +82,8 @@ async fn main() {
         return;
     }
     let s = Sizes::from_env(std::env::args().any(|a| a == "--quick"));
-    // `--only projection|coldstart|relay|orders|durable|cluster|auth|edge|watch|webhooks` runs one
-    // group.
+    // `--only projection|coldstart|relay|orders|durable|cluster|auth|edge|watch|webhooks|stock`
+    // runs one group.
     let only = std::env::args().skip_while(|a| a != "--only").nth(1);
     let run = |group: &str| only.as_deref().is_none_or(|o| o == group);
     let mut report = Report::default();
@@ -119,6 +121,9 @@ async fn main() {
     }
     if run("webhooks") {
         webhooks(&mut report, dir, s.orders_64 / 2).await;
+    }
+    if run("stock") {
+        stock(&mut report, dir, s).await;
     }
     write_report(&report, s);
 }

@@ -1,4 +1,4 @@
-//! Scenarios 3 and 4 on one system: the outbox relay end to end, then CreateOrder (`create.rs`);
+//! Scenarios 3 and 4 on one system: catalog writes end to end, then CreateOrder (`create.rs`);
 //! and 4b, CreateOrder with `sync_interval: always`.
 use std::{
     path::Path,
@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::*;
 
-/// Scenarios 3 (outbox relay) and 4 (CreateOrder) on one system: nats-server, product-svc with
+/// Scenarios 3 (catalog writes) and 4 (CreateOrder) on one system: nats-server, product-svc with
 /// a catalog of a thousand products. Returns CreateOrder's (64-client, 1-client) rates when it ran.
 pub(crate) async fn relay_and_orders(
     report: &mut Report,
@@ -56,7 +56,7 @@ pub(crate) async fn relay_and_orders(
     Some(create_order(report, dir, s, &nats, &grpc, &product, &client, &ids).await)
 }
 
-/// 3. HTTP updates through the outbox relay, end to end, next to a raw pipelined publish.
+/// 3. HTTP updates (a CAS publish per product each), end to end, next to a raw pipelined publish.
 pub(crate) async fn outbox_relay(
     report: &mut Report,
     nats: &NatsServer,
@@ -79,7 +79,7 @@ pub(crate) async fn outbox_relay(
 .await;
     let expected = (catalog + updates) as u64;
     wait_for(
-        "relay to publish every update",
+        "every update in PRODUCTS",
         Duration::from_secs(300),
         || async {
             let info = tests::stream_info(js, "PRODUCTS").await?;
@@ -107,7 +107,7 @@ pub(crate) async fn outbox_relay(
         .collect();
     let raw_rate = publish_raw(&raw_js, msgs, 1000).await;
     report.add(
-        "3 relay",
+        "3 catalog writes",
         &format!("HTTP updates, 64 clients ({updates})"),
         http_rate,
         "req/s",
@@ -115,15 +115,15 @@ pub(crate) async fn outbox_relay(
         "",
     );
     report.add(
-        "3 relay",
-        "HTTP p99 (update, flushed)",
+        "3 catalog writes",
+        "HTTP p99 (update, in PRODUCTS)",
         hist.value_at_quantile(0.99) as f64,
         "µs",
         None,
         "",
     );
     report.add(
-        "3 relay",
+        "3 catalog writes",
         "updates 2xx → publish ack, end to end",
         e2e,
         "msg/s",
@@ -131,7 +131,7 @@ pub(crate) async fn outbox_relay(
         "relay keeps up with HTTP",
     );
     report.add(
-        "3 relay",
+        "3 catalog writes",
         "end-to-end / HTTP rate",
         e2e / http_rate,
         "×",

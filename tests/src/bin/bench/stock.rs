@@ -1,0 +1,247 @@
+//! Scenario 10: stock on JetStream. ReserveStock at 1 and 64 in flight, with one product-svc and
+//! with a second one following, next to the raw fenced publish loop on the same nats-server (the
+//! floor: one ledger message per reservation); a hot product; a cold start on 100k products and
+//! 10k open reservations; the failover from a SIGKILL of the writer to the next reservation.
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use async_nats::{HeaderMap, jetstream};
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use serde_json::json;
+use tests::{NatsServer, ServiceProcess, StockApi, wait_for};
+use uuid::Uuid;
+
+use crate::*;
+
+pub(crate) async fn stock(report: &mut Report, dir: &Path, s: Sizes) {
+    let nats = NatsServer::start();
+    let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let (one, many) = (s.orders_1, s.orders_64);
+    let raw_one = raw_fenced(&js, 1, one).await;
+    let raw_many = raw_fenced(&js, 64, many).await;
+    let env = [("RUST_LOG", "warn")];
+    let (mut a, grpc_a) =
+        ServiceProcess::product_with(&nats.url(), &dir.join("stock-a"), dir, &env);
+    let client = bench_client(64);
+    let ids = seed_catalog(&client, &a.http, 100).await;
+    let stock = StockApi::connect(&grpc_a).await;
+    let (r1, h1) = reserves(&stock, &ids, 1, one).await;
+    let (r64, h64) = reserves(&stock, &ids, 64, many).await;
+    let label = |n| format!("raw fenced publish, {n} in flight");
+    report.add(
+        "10 stock",
+        "ReserveStock, 1 in flight",
+        r1,
+        "/s",
+        Some((&label(1), raw_one.0)),
+        "",
+    );
+    report.add(
+        "10 stock",
+        "ReserveStock p50, 1 in flight",
+        h1.value_at_quantile(0.5) as f64 / 1000.0,
+        "ms",
+        Some((&label(1), raw_one.1.value_at_quantile(0.5) as f64 / 1000.0)),
+        "≤ 0.4 ms",
+    );
+    report.add(
+        "10 stock",
+        "ReserveStock p99, 1 in flight",
+        h1.value_at_quantile(0.99) as f64 / 1000.0,
+        "ms",
+        None,
+        "",
+    );
+    report.add(
+        "10 stock",
+        "ReserveStock, 64 in flight",
+        r64,
+        "/s",
+        Some((&label(64), raw_many.0)),
+        "≥ 5,000/s",
+    );
+    report.add(
+        "10 stock",
+        "ReserveStock p50 / p99, 64 in flight",
+        h64.value_at_quantile(0.5) as f64 / 1000.0,
+        "ms",
+        None,
+        &format!("p99 {:.2} ms", h64.value_at_quantile(0.99) as f64 / 1000.0),
+    );
+
+    // A second instance following the ledger on the same box; calls still go to the writer.
+    let (b, grpc_b) = ServiceProcess::product_with(&nats.url(), &dir.join("stock-b"), dir, &env);
+    let (r64b, _) = reserves(&stock, &ids, 64, many).await;
+    report.add(
+        "10 stock",
+        "ReserveStock, 64 in flight, a second instance following",
+        r64b,
+        "/s",
+        Some(("one instance", r64)),
+        "",
+    );
+    let hot = vec![ids[0].clone()];
+    let (hot64, _) = reserves(&stock, &hot, 64, many).await;
+    report.add(
+        "10 stock",
+        "hot product: 64 in flight on one product (CAS retries: 0, one writer decides)",
+        hot64,
+        "/s",
+        Some(("spread over 100 products", r64b)),
+        "",
+    );
+
+    // Failover: SIGKILL the writer, time until the other instance reserves.
+    a.kill9();
+    let killed = Instant::now();
+    let other = StockApi::connect(&grpc_b).await;
+    wait_for(
+        "the other instance to reserve",
+        Duration::from_secs(60),
+        || async {
+            let order = Uuid::now_v7();
+            other
+                .reserve(order, &[(ids[1].as_str(), 1)])
+                .await
+                .ok()
+                .filter(|r| r.success)
+        },
+    )
+    .await;
+    report.add(
+        "10 stock",
+        "failover: writer SIGKILL → next reservation on the other instance",
+        killed.elapsed().as_secs_f64() * 1000.0,
+        "ms",
+        None,
+        "≤ 5 s (lease ttl 2 s)",
+    );
+    drop(b);
+    cold_start(report, dir, s).await;
+}
+
+/// `total` reservations of one unit, each a new order, `clients` in flight.
+async fn reserves(
+    stock: &StockApi,
+    ids: &[String],
+    clients: usize,
+    total: usize,
+) -> (f64, Histogram<u64>) {
+    let (stock, ids) = (stock.clone(), ids.to_vec());
+    load(clients, total, move |i| {
+        let (stock, id) = (stock.clone(), ids[i % ids.len()].clone());
+        async move {
+            stock
+                .reserve(Uuid::now_v7(), &[(id.as_str(), 1)])
+                .await
+                .is_ok_and(|r| r.success)
+        }
+    })
+    .await
+}
+
+/// The floor: publishes of a reservation-sized message fenced on a lease subject, `window` in
+/// flight, on a stream like `LEDGER`; (msgs/s, latency of each in µs).
+async fn raw_fenced(js: &jetstream::Context, window: usize, total: usize) -> (f64, Histogram<u64>) {
+    let name = format!("RAWLEDGER{window}");
+    js.create_or_update_stream(jetstream::stream::Config {
+        name: name.clone(),
+        subjects: vec![format!("raw{window}.>")],
+        max_messages_per_subject: 1,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let lease = js
+        .publish(format!("raw{window}.lease"), "lease".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap()
+        .sequence;
+    let body = serde_json::to_vec(
+        &json!({"items": [[Uuid::new_v4(), 1]], "status": "Active", "failure": null}),
+    )
+    .unwrap();
+    let mut hist = Histogram::<u64>::new(3).unwrap();
+    let started = Instant::now();
+    let mut inflight = std::collections::VecDeque::with_capacity(window);
+    for _ in 0..total {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "Nats-Expected-Last-Subject-Sequence",
+            lease.to_string().as_str(),
+        );
+        headers.insert(
+            "Nats-Expected-Last-Subject-Sequence-Subject",
+            format!("raw{window}.lease").as_str(),
+        );
+        let subject = format!("raw{window}.reservations.{}", Uuid::now_v7());
+        let ack = js
+            .publish_with_headers(subject, headers, Bytes::from(body.clone()))
+            .await
+            .unwrap();
+        inflight.push_back((Instant::now(), ack));
+        if inflight.len() >= window {
+            let (t, ack) = inflight.pop_front().unwrap();
+            ack.await.unwrap();
+            hist.record(t.elapsed().as_micros() as u64).unwrap();
+        }
+    }
+    for (t, ack) in inflight {
+        ack.await.unwrap();
+        hist.record(t.elapsed().as_micros() as u64).unwrap();
+    }
+    (total as f64 / started.elapsed().as_secs_f64(), hist)
+}
+
+/// product-svc on an empty data dir against 100k products and 10k open reservations.
+async fn cold_start(report: &mut Report, dir: &Path, s: Sizes) {
+    let products = s.products;
+    let open = products / 10;
+    let nats = NatsServer::start();
+    let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    fill_products(&js, products, products).await;
+    js.create_or_update_stream(shared::streams::ledger(1))
+        .await
+        .unwrap();
+    let id = Uuid::new_v4();
+    let messages: Vec<(String, Vec<u8>)> = (0..open)
+        .map(|_| {
+            let body = json!({"items": [[id, 1]], "status": "Active", "failure": null});
+            (
+                format!("eshop.ledger.reservations.{}", Uuid::now_v7()),
+                serde_json::to_vec(&body).unwrap(),
+            )
+        })
+        .collect();
+    publish_raw(&js, messages, 1000).await;
+    let started = Instant::now();
+    let p = ServiceProcess::product_with(
+        &nats.url(),
+        &dir.join("stock-cold"),
+        dir,
+        &[("RUST_LOG", "warn")],
+    )
+    .0;
+    let ready = started.elapsed();
+    report.add(
+        "10 stock",
+        &format!("cold start, empty data dir: {products} products, {open} open reservations → ready writer"),
+        ready.as_secs_f64() * 1000.0,
+        "ms",
+        None,
+        "≤ 2 s",
+    );
+    report.add(
+        "10 stock",
+        "product-svc RSS after that cold start",
+        rss_mib(p.pid()),
+        "MiB",
+        None,
+        "",
+    );
+}
