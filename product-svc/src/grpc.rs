@@ -134,6 +134,8 @@ impl ProductService for StockService {
             .enumerate()
             .map(|(i, raw)| parse_uuid(&format!("product_ids[{i}]"), raw))
             .collect::<Result<Vec<_>, _>>()?;
+        // A product created on another instance a moment ago is in the catalog already.
+        self.store.known(ids.iter().copied()).await?;
         let mut response = GetProductsResponse::default();
         for (id, entry) in ids.iter().zip(self.store.get_many(&ids)?) {
             match entry {

@@ -1,17 +1,20 @@
 //! The cache following the streams: product events into the catalog trees (newer versions
-//! only), ledger messages into the books (`domain::books` says how), each batch in one sled
-//! transaction with the position it reached.
+//! only), ledger messages into the books (`domain::books` says how).
+//!
+//! Each batch is written with one `sled::Batch` per tree, not a transaction: nothing else
+//! writes these trees meanwhile (the catalog has one follower; the books are the follower's
+//! until the instance writes stock, and it stops following first), and the cache is rebuilt
+//! from the streams at every start, so a crash between two trees' batches costs nothing. A
+//! listing may miss a product for the moment between its row and its index entries.
+use std::collections::HashMap;
+
 use shared::events::{LEDGER_RESERVATION_PREFIX, LEDGER_STOCK_PREFIX, ProductEvent};
-use sled::{
-    Transactional,
-    transaction::{ConflictableTransactionError, TransactionalTree},
-};
 use uuid::Uuid;
 
 use super::{
     Store,
     keys::{PRODUCT_COUNT_KEY, category_key, decode_count, name_key},
-    writer::{TxResult, get_json, put},
+    writer::read,
 };
 use crate::{
     domain::{self, Product, Reservation, StockRow},
@@ -51,30 +54,43 @@ impl Store {
             })
             .collect();
         let t = &self.trees;
-        (&t.products, &t.by_name, &t.by_category, &t.meta)
-            .transaction(|(products, by_name, by_category, meta)| {
-                let mut added = 0u64;
-                for event in &events {
-                    let product = domain::product_from_event(event);
-                    let existing = get_json::<Product>(products, product.id)?;
-                    match &existing {
-                        Some(old) if old.version >= product.version => continue,
-                        Some(old) => {
-                            by_name.remove(name_key(old))?;
-                            by_category.remove(category_key(old))?;
-                        }
-                        None => added += 1,
-                    }
-                    put(products, product.id, &product)?;
-                    by_name.insert(name_key(&product), &[])?;
-                    by_category.insert(category_key(&product), &[])?;
+        let mut latest: HashMap<Uuid, Product> = HashMap::new();
+        let mut added = 0u64;
+        let (mut products, mut by_name, mut by_category) = (
+            sled::Batch::default(),
+            sled::Batch::default(),
+            sled::Batch::default(),
+        );
+        for event in &events {
+            let product = domain::product_from_event(event);
+            let existing = match latest.get(&product.id) {
+                Some(p) => Some(p.clone()),
+                None => read::<Product>(&t.products, product.id)?,
+            };
+            match &existing {
+                Some(old) if old.version >= product.version => continue,
+                Some(old) => {
+                    by_name.remove(name_key(old));
+                    by_category.remove(category_key(old));
                 }
-                if added > 0 {
-                    count_products(meta, added)?;
-                }
-                Ok(())
-            })
-            .map_err(tx_error)?;
+                None => added += 1,
+            }
+            products.insert(product.id.as_bytes().as_slice(), json(&product)?);
+            by_name.insert(name_key(&product), &[]);
+            by_category.insert(category_key(&product), &[]);
+            latest.insert(product.id, product);
+        }
+        t.products.apply_batch(products)?;
+        t.by_name.apply_batch(by_name)?;
+        t.by_category.apply_batch(by_category)?;
+        if added > 0 {
+            let count = match t.meta.get(PRODUCT_COUNT_KEY)? {
+                Some(v) => decode_count(&v)? as u64,
+                None => 0,
+            };
+            t.meta
+                .insert(PRODUCT_COUNT_KEY, &(count + added).to_be_bytes())?;
+        }
         self.progress
             .catalog
             .send_if_modified(|at| advance(at, last));
@@ -86,18 +102,26 @@ impl Store {
         let Some(last) = messages.last().map(|m| m.seq) else {
             return Ok(0);
         };
-        let t = &self.trees;
-        let poison = (&t.stock, &t.reservations)
-            .transaction(|(stock, reservations)| {
-                let mut poison = 0;
-                for m in messages {
-                    if !apply_one(stock, reservations, m)? {
-                        poison += 1;
-                    }
-                }
-                Ok(poison)
-            })
-            .map_err(tx_error)?;
+        let mut books = Books {
+            store: self,
+            stock: HashMap::new(),
+            reservations: HashMap::new(),
+        };
+        let mut poison = 0;
+        for m in messages {
+            if !books.apply(m)? {
+                poison += 1;
+            }
+        }
+        let (mut stock, mut reservations) = (sled::Batch::default(), sled::Batch::default());
+        for (id, row) in books.stock {
+            stock.insert(id.as_bytes().as_slice(), json(&row)?);
+        }
+        for (id, r) in books.reservations {
+            reservations.insert(id.as_bytes().as_slice(), json(&r)?);
+        }
+        self.trees.stock.apply_batch(stock)?;
+        self.trees.reservations.apply_batch(reservations)?;
         self.progress
             .ledger
             .send_if_modified(|at| advance(at, last));
@@ -115,53 +139,60 @@ impl Store {
     }
 }
 
-/// Applies one ledger message; `false` if it does not decode (skipped).
-fn apply_one(
-    stock: &TransactionalTree,
-    reservations: &TransactionalTree,
-    m: &StreamMessage,
-) -> TxResult<bool> {
-    if let Some(id) = m.subject.strip_prefix(LEDGER_STOCK_PREFIX) {
-        let (Ok(id), Ok(count)) = (
-            Uuid::parse_str(id),
-            serde_json::from_slice::<Count>(&m.payload),
-        ) else {
-            tracing::warn!(seq = m.seq, subject = %m.subject, "Undecodable stock count; skipped.");
-            return Ok(false);
-        };
-        let row = get_json::<StockRow>(stock, id)?.unwrap_or_default();
-        put(stock, id, &row.counted(count.on_hand))?;
-    } else if let Some(id) = m.subject.strip_prefix(LEDGER_RESERVATION_PREFIX) {
-        let (Ok(id), Ok(new)) = (
-            Uuid::parse_str(id),
-            serde_json::from_slice::<Reservation>(&m.payload),
-        ) else {
-            tracing::warn!(seq = m.seq, subject = %m.subject, "Undecodable reservation; skipped.");
-            return Ok(false);
-        };
-        let old = get_json::<Reservation>(reservations, id)?;
-        for e in domain::effect(old.as_ref(), &new) {
-            let row = get_json::<StockRow>(stock, e.product_id)?.unwrap_or_default();
-            let row = StockRow {
-                reserved: row.reserved + e.reserved,
-                shipped: row.shipped + e.shipped,
-                ..row
-            };
-            put(stock, e.product_id, &row)?;
-        }
-        put(reservations, id, &new)?;
-    }
-    // The lease and the heartbeat move nothing in the books.
-    Ok(true)
+/// One batch of ledger messages applied in memory (rows read once, written once).
+struct Books<'a> {
+    store: &'a Store,
+    stock: HashMap<Uuid, StockRow>,
+    reservations: HashMap<Uuid, Reservation>,
 }
 
-fn count_products(meta: &TransactionalTree, added: u64) -> TxResult<()> {
-    let count = match meta.get(PRODUCT_COUNT_KEY)? {
-        Some(v) => decode_count(&v).map_err(ConflictableTransactionError::Abort)? as u64,
-        None => 0,
-    };
-    meta.insert(PRODUCT_COUNT_KEY, &(count + added).to_be_bytes())?;
-    Ok(())
+impl Books<'_> {
+    fn stock_row(&mut self, id: Uuid) -> Result<&mut StockRow> {
+        if !self.stock.contains_key(&id) {
+            let row = read::<StockRow>(&self.store.trees.stock, id)?.unwrap_or_default();
+            self.stock.insert(id, row);
+        }
+        Ok(self.stock.get_mut(&id).expect("just inserted"))
+    }
+
+    /// Applies one ledger message; `false` if it does not decode (skipped).
+    fn apply(&mut self, m: &StreamMessage) -> Result<bool> {
+        if let Some(id) = m.subject.strip_prefix(LEDGER_STOCK_PREFIX) {
+            let (Ok(id), Ok(count)) = (
+                Uuid::parse_str(id),
+                serde_json::from_slice::<Count>(&m.payload),
+            ) else {
+                tracing::warn!(seq = m.seq, subject = %m.subject, "Undecodable stock count; skipped.");
+                return Ok(false);
+            };
+            let row = self.stock_row(id)?;
+            *row = row.counted(count.on_hand);
+        } else if let Some(id) = m.subject.strip_prefix(LEDGER_RESERVATION_PREFIX) {
+            let (Ok(id), Ok(new)) = (
+                Uuid::parse_str(id),
+                serde_json::from_slice::<Reservation>(&m.payload),
+            ) else {
+                tracing::warn!(seq = m.seq, subject = %m.subject, "Undecodable reservation; skipped.");
+                return Ok(false);
+            };
+            let old = match self.reservations.get(&id) {
+                Some(r) => Some(r.clone()),
+                None => read::<Reservation>(&self.store.trees.reservations, id)?,
+            };
+            for e in domain::effect(old.as_ref(), &new) {
+                let row = self.stock_row(e.product_id)?;
+                row.reserved += e.reserved;
+                row.shipped += e.shipped;
+            }
+            self.reservations.insert(id, new);
+        }
+        // The lease and the heartbeat move nothing in the books.
+        Ok(true)
+    }
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|e| Error::corrupt(e.to_string()))
 }
 
 fn advance(at: &mut u64, to: u64) -> bool {
@@ -170,11 +201,4 @@ fn advance(at: &mut u64, to: u64) -> bool {
         *at = to;
     }
     moved
-}
-
-fn tx_error(e: sled::transaction::TransactionError<Error>) -> Error {
-    match e {
-        sled::transaction::TransactionError::Abort(e) => e,
-        sled::transaction::TransactionError::Storage(e) => e.into(),
-    }
 }

@@ -87,7 +87,7 @@ impl Store {
     /// Makes sure the cache knows every product of `ids` that the catalog has: a product created
     /// on another instance a moment ago may not be applied here yet, and "not found" is final
     /// for a reservation.
-    pub(super) async fn known(&self, ids: impl Iterator<Item = Uuid>) -> Result<()> {
+    pub async fn known(&self, ids: impl Iterator<Item = Uuid>) -> Result<()> {
         for id in ids {
             if !self.trees.products.contains_key(id.as_bytes())? {
                 return self.sync_catalog().await;

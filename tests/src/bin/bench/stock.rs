@@ -1,7 +1,8 @@
 //! Scenario 10: stock on JetStream. ReserveStock at 1 and 64 in flight, with one product-svc and
 //! with a second one following, next to the raw fenced publish loop on the same nats-server (the
 //! floor: one ledger message per reservation); a hot product; a cold start on 100k products and
-//! 10k open reservations; the failover from a SIGKILL of the writer to the next reservation.
+//! 10k open reservations; the failover from a SIGKILL of the writer to the next reservation;
+//! ReserveStock on the 3-node cluster.
 use std::{
     path::Path,
     time::{Duration, Instant},
@@ -11,7 +12,7 @@ use async_nats::{HeaderMap, jetstream};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use serde_json::json;
-use tests::{NatsServer, ServiceProcess, StockApi, wait_for};
+use tests::{NatsCluster, NatsServer, ServiceProcess, StockApi, wait_for};
 use uuid::Uuid;
 
 use crate::*;
@@ -20,8 +21,8 @@ pub(crate) async fn stock(report: &mut Report, dir: &Path, s: Sizes) {
     let nats = NatsServer::start();
     let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
     let (one, many) = (s.orders_1, s.orders_64);
-    let raw_one = raw_fenced(&js, 1, one).await;
-    let raw_many = raw_fenced(&js, 64, many).await;
+    let raw_one = raw_fenced(&js, 1, one, 1).await;
+    let raw_many = raw_fenced(&js, 64, many, 1).await;
     let env = [("RUST_LOG", "warn")];
     let (mut a, grpc_a) =
         ServiceProcess::product_with(&nats.url(), &dir.join("stock-a"), dir, &env);
@@ -121,6 +122,53 @@ pub(crate) async fn stock(report: &mut Report, dir: &Path, s: Sizes) {
     );
     drop(b);
     cold_start(report, dir, s).await;
+    on_cluster(report, dir, s).await;
+}
+
+/// ReserveStock on the loopback 3-node cluster (`LEDGER` R3), next to the raw fenced publish
+/// there (one in flight: a replicated stream takes one write checking the lease at a time).
+async fn on_cluster(report: &mut Report, dir: &Path, s: Sizes) {
+    let cluster = NatsCluster::start();
+    let js = jetstream::new(async_nats::connect(cluster.url()).await.unwrap());
+    wait_for(
+        "the cluster's JetStream",
+        Duration::from_secs(60),
+        || async { js.query_account().await.ok() },
+    )
+    .await;
+    let (one, many) = (s.orders_1 / 2, s.orders_64 / 4);
+    let raw = raw_fenced(&js, 1, one, 3).await;
+    let env = [("RUST_LOG", "warn"), ("PRODUCT_STREAM_REPLICAS", "3")];
+    let (p, grpc) = ServiceProcess::product_with(&cluster.url(), &dir.join("stock-r3"), dir, &env);
+    let ids = seed_catalog(&bench_client(8), &p.http, 20).await;
+    let stock = StockApi::connect(&grpc).await;
+    let (r1, h1) = reserves(&stock, &ids, 1, one).await;
+    let (r64, h64) = reserves(&stock, &ids, 64, many).await;
+    let label = "raw fenced publish on R3, 1 in flight";
+    report.add(
+        "10 stock",
+        "R3: ReserveStock, 1 in flight",
+        r1,
+        "/s",
+        Some((label, raw.0)),
+        "",
+    );
+    report.add(
+        "10 stock",
+        "R3: ReserveStock p50, 1 in flight",
+        h1.value_at_quantile(0.5) as f64 / 1000.0,
+        "ms",
+        Some((label, raw.1.value_at_quantile(0.5) as f64 / 1000.0)),
+        "",
+    );
+    report.add(
+        "10 stock",
+        "R3: ReserveStock, 64 in flight",
+        r64,
+        "/s",
+        Some((label, raw.0)),
+        &format!("p99 {:.2} ms", h64.value_at_quantile(0.99) as f64 / 1000.0),
+    );
 }
 
 /// `total` reservations of one unit, each a new order, `clients` in flight.
@@ -145,12 +193,18 @@ async fn reserves(
 
 /// The floor: publishes of a reservation-sized message fenced on a lease subject, `window` in
 /// flight, on a stream like `LEDGER`; (msgs/s, latency of each in µs).
-async fn raw_fenced(js: &jetstream::Context, window: usize, total: usize) -> (f64, Histogram<u64>) {
+async fn raw_fenced(
+    js: &jetstream::Context,
+    window: usize,
+    total: usize,
+    replicas: usize,
+) -> (f64, Histogram<u64>) {
     let name = format!("RAWLEDGER{window}");
     js.create_or_update_stream(jetstream::stream::Config {
         name: name.clone(),
         subjects: vec![format!("raw{window}.>")],
         max_messages_per_subject: 1,
+        num_replicas: replicas,
         ..Default::default()
     })
     .await
