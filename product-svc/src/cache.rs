@@ -179,9 +179,18 @@ impl Cache {
                 .await
                 .map_err(|e| e.to_string())?;
             let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
-            if *progress.borrow() >= target {
-                ready.store(true, Ordering::Relaxed);
-            }
+            let started = std::time::Instant::now();
+            let caught_up = |applied: u64| {
+                if applied >= target && !ready.swap(true, Ordering::Relaxed) {
+                    tracing::info!(
+                        stream = name,
+                        target,
+                        millis = started.elapsed().as_millis() as u64,
+                        "The cache caught up with the stream."
+                    );
+                }
+            };
+            caught_up(*progress.borrow());
             loop {
                 if books
                     && let Some(lease_seq) = self.catching_up(*progress.borrow())
@@ -219,9 +228,7 @@ impl Cache {
                 }
                 .map_err(|e| e.to_string())?;
                 self.state.poison.fetch_add(poison, Ordering::Relaxed);
-                if *progress.borrow() >= target {
-                    ready.store(true, Ordering::Relaxed);
-                }
+                caught_up(*progress.borrow());
             }
         };
         tokio::select! {

@@ -102,9 +102,12 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::corrupt(format!("cannot empty the cache: {e}"))),
         }
+        // A cache: nothing here needs to reach the disk, so sled's periodic flush is off.
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(cache_bytes)
+            .flush_every_ms(None)
+            .mode(sled::Mode::HighThroughput)
             .open()?;
         let trees = Trees {
             products: db.open_tree("products")?,

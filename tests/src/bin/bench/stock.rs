@@ -129,7 +129,8 @@ pub(crate) async fn stock(report: &mut Report, dir: &Path, s: Sizes) {
 /// there (one in flight: a replicated stream takes one write checking the lease at a time).
 async fn on_cluster(report: &mut Report, dir: &Path, s: Sizes) {
     let cluster = NatsCluster::start();
-    let js = jetstream::new(async_nats::connect(cluster.url()).await.unwrap());
+    let first = cluster.url().split(',').next().unwrap().to_owned();
+    let js = jetstream::new(async_nats::connect(first).await.unwrap());
     wait_for(
         "the cluster's JetStream",
         Duration::from_secs(60),
