@@ -284,19 +284,8 @@ impl Store {
 
     /// A catalog barrier: the cache has applied everything `PRODUCTS` holds now.
     pub(super) async fn sync_catalog(&self) -> Result<()> {
-        let last = tokio::time::timeout(self.timeout, async {
-            let mut stream = self.catalog_stream().await?.clone();
-            stream
-                .info()
-                .await
-                .map(|i| i.state.last_sequence)
-                .map_err(|e| Error::Unavailable(e.to_string()))
-        })
-        .await
-        .map_err(|_| Error::Unavailable("reading PRODUCTS timed out".into()))??;
-        tokio::time::timeout(self.timeout, wait_for(&self.progress.catalog, last))
-            .await
-            .map_err(|_| Error::Unavailable("the catalog cache is catching up".into()))
+        let catalog = self.catalog_stream().await?.clone();
+        self.barrier(catalog, &self.progress.catalog).await
     }
 
     /// A StockLow signal from a catalog write (a product created low, or a threshold raised

@@ -186,19 +186,22 @@ impl Store {
         if self.lease.fence().is_some() {
             return Ok(());
         }
-        let last = tokio::time::timeout(self.timeout, async {
-            let mut stream = self.ledger_stream().await?.clone();
-            stream
-                .info()
-                .await
-                .map(|i| i.state.last_sequence)
-                .map_err(|e| Error::Unavailable(e.to_string()))
-        })
-        .await
-        .map_err(|_| Error::Unavailable("reading LEDGER timed out".into()))??;
-        tokio::time::timeout(self.timeout, wait_for(&self.progress.ledger, last))
+        let ledger = self.ledger_stream().await?.clone();
+        self.barrier(ledger, &self.progress.ledger).await
+    }
+
+    /// Waits until `progress` reaches the last sequence `stream` holds now.
+    async fn barrier(&self, mut stream: Stream, progress: &watch::Sender<u64>) -> Result<()> {
+        let name = stream.cached_info().config.name.clone();
+        let last = tokio::time::timeout(self.timeout, stream.info())
             .await
-            .map_err(|_| Error::Unavailable("the stock cache is catching up".into()))
+            .map_err(|_| Error::Unavailable(format!("reading {name} timed out")))?
+            .map_err(|e| Error::Unavailable(e.to_string()))?
+            .state
+            .last_sequence;
+        tokio::time::timeout(self.timeout, wait_for(progress, last))
+            .await
+            .map_err(|_| Error::Unavailable(format!("the cache is catching up with {name}")))
     }
 
     pub async fn ledger_stream(&self) -> Result<&Stream> {

@@ -150,13 +150,7 @@ impl Publisher {
                 acks.push(ack);
             }
             for ack in futures::future::join_all(acks.into_iter().map(|a| a.into_future())).await {
-                match ack {
-                    Ok(_) => {}
-                    Err(e) if lease::is_wrong_sequence(&e) => {
-                        return Err("another instance took the stock writer lease".to_owned());
-                    }
-                    Err(e) => return Err(e.to_string()),
-                }
+                ack.map_err(refused)?;
             }
             Ok(())
         })
@@ -186,10 +180,7 @@ impl Publisher {
                             attempt += 1;
                             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
                         }
-                        Err(e) if lease::is_wrong_sequence(&e) => {
-                            return Err("another instance took the stock writer lease".to_owned());
-                        }
-                        Err(e) => return Err(e.to_string()),
+                        Err(e) => return Err(refused(e)),
                     }
                 }
             }
@@ -197,6 +188,15 @@ impl Publisher {
         })
         .await;
         sent.unwrap_or_else(|_| Err("the ledger did not acknowledge in time".into()))
+    }
+}
+
+/// Why a ledger write was refused, for the caller's log and answer.
+fn refused(e: jetstream::context::PublishError) -> String {
+    if lease::is_wrong_sequence(&e) {
+        "another instance took the stock writer lease".to_owned()
+    } else {
+        e.to_string()
     }
 }
 
