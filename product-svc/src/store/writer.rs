@@ -164,7 +164,10 @@ impl Publisher {
         let js = shared::nats::jetstream(self.nats.clone());
         let sent = tokio::time::timeout(self.timeout, async {
             for m in messages {
-                let mut attempt = 0;
+                // The other write checking the lease is the heartbeat; under load its commit can
+                // take tens of milliseconds, so this waits up to half a second for it.
+                let patience = std::time::Instant::now() + std::time::Duration::from_millis(500);
+                let mut pause = std::time::Duration::from_millis(1);
                 loop {
                     let message = PublishMessage::build()
                         .payload(m.payload.clone().into())
@@ -176,9 +179,12 @@ impl Publisher {
                     };
                     match ack.await {
                         Ok(_) => break,
-                        Err(e) if lease::is_in_flight_conflict(&e) && attempt < 20 => {
-                            attempt += 1;
-                            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                        Err(e)
+                            if lease::is_in_flight_conflict(&e)
+                                && std::time::Instant::now() < patience =>
+                        {
+                            tokio::time::sleep(pause).await;
+                            pause = (pause * 2).min(std::time::Duration::from_millis(20));
                         }
                         Err(e) => return Err(refused(e)),
                     }
