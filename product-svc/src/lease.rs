@@ -14,9 +14,11 @@
 //!   the server stores it only while that lease is still the last one. A lease alone is not a
 //!   fence (a paused writer wakes up believing it still writes); this is: once another instance
 //!   took the lease, every older write in flight fails whole.
-//! - **Liveness** is a heartbeat on `eshop.ledger.alive`, fenced too, every `ttl / 4`. A follower
-//!   takes over when neither the lease nor the heartbeat moved for `ttl` by its own clock (no
-//!   clock comparison between machines); at once when the lease is released (graceful stop) or
+//! - **Liveness**: the writer's writes, and while none flow a heartbeat on `eshop.ledger.alive`
+//!   (fenced too) every `ttl / 4`; no heartbeat while writes flow, since on a replicated stream
+//!   it would contend with them (see `store/writer.rs`). A follower takes over when neither the
+//!   lease nor the stream's last sequence moved for `ttl` by its own clock (no clock comparison
+//!   between machines); at once when the lease is released (graceful stop) or
 //!   names this very instance (a restart: its previous life is over).
 //! - **Catching up.** A new writer first lets its cache apply the ledger up to its lease's
 //!   sequence (nothing after it can be anyone else's), then writes (`Role::CatchingUp` →
@@ -74,6 +76,10 @@ struct Inner {
     role: watch::Sender<Role>,
     /// The instance named by the last lease seen (for "the writer is X").
     holder: Mutex<Option<String>>,
+    /// When this instance's last fenced write was acknowledged (ms since `epoch`): a writer
+    /// whose writes flow needs no heartbeat, and sending one would contend with them.
+    wrote_at: std::sync::atomic::AtomicU64,
+    epoch: Instant,
 }
 
 /// Adds the fence of lease `lease_seq` to a publish.
@@ -105,6 +111,8 @@ impl Lease {
                 ttl,
                 role: watch::Sender::new(Role::Follower),
                 holder: Mutex::new(None),
+                wrote_at: Default::default(),
+                epoch: Instant::now(),
             }),
         }
     }
@@ -127,6 +135,18 @@ impl Lease {
             Role::Writer(seq) => Some(seq),
             _ => None,
         }
+    }
+
+    /// A fenced write was acknowledged just now: it proves this writer alive.
+    pub fn wrote(&self) {
+        let now = self.inner.epoch.elapsed().as_millis() as u64;
+        self.inner.wrote_at.store(now, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn wrote_within(&self, window: Duration) -> bool {
+        let at = self.inner.wrote_at.load(std::sync::atomic::Ordering::Relaxed);
+        let now = self.inner.epoch.elapsed().as_millis() as u64;
+        at > 0 && now.saturating_sub(at) < window.as_millis() as u64
     }
 
     /// The instance the last lease seen names (`None`: no lease seen, or released).
@@ -181,6 +201,8 @@ impl Lease {
                 continue;
             };
             match self.role() {
+                // Writes flowing are the heartbeat (followers watch the stream's last sequence).
+                Role::Writer(_) if self.wrote_within(tick) => renewed = Instant::now(),
                 Role::Writer(seq) | Role::CatchingUp(seq) => match self.heartbeat(seq).await {
                     Ok(()) | Err(Renewal::Busy) => renewed = Instant::now(),
                     Err(Renewal::Deposed) => {
@@ -251,7 +273,14 @@ impl Lease {
     /// instance's own, or stale (neither moved for a ttl).
     async fn watch_or_take(&self, ledger: &Stream, watcher: &mut Watcher) -> Result<(), String> {
         let lease = last(ledger, LEDGER_LEASE).await?;
-        let alive = last(ledger, LEDGER_ALIVE).await?.map_or(0, |(seq, _)| seq);
+        // Anything the writer writes moves the stream: its heartbeat when idle, its writes else.
+        let alive = ledger
+            .clone()
+            .info()
+            .await
+            .map_err(|e| e.to_string())?
+            .state
+            .last_sequence;
         let (lease_seq, record) = match lease {
             None => (0, None),
             Some((seq, payload)) => (seq, serde_json::from_slice::<LeaseRecord>(&payload).ok()),

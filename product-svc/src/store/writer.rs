@@ -102,6 +102,9 @@ pub(super) async fn write_batch(trees: Trees, mut jobs: Vec<Queued>, publisher: 
                         .lease
                         .step_down("a ledger write failed; the books are rebuilt from the stream");
                 }
+                if published.is_ok() {
+                    publisher.lease.wrote();
+                }
                 for (job, result) in jobs.drain(..).zip(results) {
                     let answer = match &published {
                         Ok(()) => Ok(result),
