@@ -140,11 +140,16 @@ impl Lease {
     /// A fenced write was acknowledged just now: it proves this writer alive.
     pub fn wrote(&self) {
         let now = self.inner.epoch.elapsed().as_millis() as u64;
-        self.inner.wrote_at.store(now, std::sync::atomic::Ordering::Relaxed);
+        self.inner
+            .wrote_at
+            .store(now, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn wrote_within(&self, window: Duration) -> bool {
-        let at = self.inner.wrote_at.load(std::sync::atomic::Ordering::Relaxed);
+        let at = self
+            .inner
+            .wrote_at
+            .load(std::sync::atomic::Ordering::Relaxed);
         let now = self.inner.epoch.elapsed().as_millis() as u64;
         at > 0 && now.saturating_sub(at) < window.as_millis() as u64
     }
