@@ -112,6 +112,23 @@ pub fn event_for(
     }
 }
 
+/// The StockLow signal of `product` at `stock` (published once per crossing).
+pub fn stock_low_event(
+    product: &Product,
+    stock: &Stock,
+    now: DateTime<Utc>,
+) -> shared::events::StockLowEvent {
+    shared::events::StockLowEvent {
+        event_id: Uuid::now_v7(),
+        event_type: shared::events::STOCK_LOW.into(),
+        schema_version: SCHEMA_VERSION,
+        occurred_at: now,
+        product_id: product.id,
+        available_quantity: stock.available(),
+        low_stock_threshold: product.low_stock_threshold,
+    }
+}
+
 /// The product a stored event describes (an event from before the record carried every field
 /// gets defaults: created at its own time, no threshold, no initial stock).
 pub fn product_from_event(event: &ProductEvent) -> Product {

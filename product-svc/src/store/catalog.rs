@@ -291,15 +291,7 @@ impl Store {
     /// A StockLow signal from a catalog write (a product created low, or a threshold raised
     /// above what is available); best effort, deduplicated by id.
     async fn signal_low(&self, product: &Product, stock: &Stock) {
-        let event = events::StockLowEvent {
-            event_id: Uuid::now_v7(),
-            event_type: events::STOCK_LOW.into(),
-            schema_version: events::SCHEMA_VERSION,
-            occurred_at: Utc::now(),
-            product_id: product.id,
-            available_quantity: stock.available(),
-            low_stock_threshold: product.low_stock_threshold,
-        };
+        let event = domain::stock_low_event(product, stock, Utc::now());
         let message = PublishMessage::build()
             .payload(serde_json::to_vec(&event).expect("serializes").into())
             .message_id(event.event_id.to_string().as_str())

@@ -7,7 +7,7 @@ use std::{any::Any, cell::RefCell, sync::Arc, time::Duration};
 use async_nats::jetstream::{self, message::PublishMessage};
 use chrono::Utc;
 use serde::{Serialize, de::DeserializeOwned};
-use shared::events::{self, SCHEMA_VERSION, STOCK_LOW, StockLowEvent};
+use shared::events::{self, STOCK_LOW};
 use sled::{
     Tree,
     transaction::{
@@ -296,15 +296,7 @@ impl Tx<'_> {
     }
 
     pub(super) fn stock_low(&self, product: &Product, stock: &Stock, cid: &str) -> TxResult<()> {
-        let event = StockLowEvent {
-            event_id: Uuid::now_v7(),
-            event_type: STOCK_LOW.into(),
-            schema_version: SCHEMA_VERSION,
-            occurred_at: Utc::now(),
-            product_id: product.id,
-            available_quantity: stock.available(),
-            low_stock_threshold: product.low_stock_threshold,
-        };
+        let event = crate::domain::stock_low_event(product, stock, Utc::now());
         let id = event.event_id.to_string();
         self.publish(events::stock_subject(product.id), &event, cid, Some(id))
     }
