@@ -34,7 +34,8 @@ pub struct Config {
     /// Create this many demo products (deterministic ids: those that exist are left alone).
     #[arg(long, env = "PRODUCT_SEED", default_value_t = 0)]
     pub seed: usize,
-    /// sled page cache, MiB (small default for edge machines).
+    /// sled page cache for the stock books, MiB (small default for edge machines; the catalog
+    /// is kept in memory).
     #[arg(long, env = "PRODUCT_CACHE_MB", default_value_t = 32)]
     pub cache_mb: u64,
     /// How long shutdown waits for in-flight requests.

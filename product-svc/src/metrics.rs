@@ -78,7 +78,7 @@ pub fn sample_state(
             "products",
             "Products in the catalog (discontinued ones included)",
             &[],
-            store.product_count().unwrap_or_default() as f64,
+            store.product_count() as f64,
         );
     });
 }

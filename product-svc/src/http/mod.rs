@@ -109,7 +109,7 @@ async fn audit(State(state): State<AppState>, caller: Caller) -> Result<Response
         (status = 503, description = "Not ready: `detail` and `checks` name the failing check", body = shared::openapi::ProblemBody, content_type = "application/problem+json"),
     )))]
 async fn ready(State(state): State<AppState>) -> Response {
-    let store = match state.store.product_count() {
+    let store = match state.store.check() {
         Ok(products) => (true, serde_json::json!({"products": products})),
         Err(error) => (false, serde_json::json!({"error": error.to_string()})),
     };

@@ -1,23 +1,18 @@
-//! The cache following the streams: product events into the catalog trees (newer versions
-//! only), ledger messages into the books (`domain::books` says how).
+//! The cache following the streams: product events into the catalog (newer versions only),
+//! ledger messages into the books (`domain::books` says how).
 //!
-//! Each batch is written with one `sled::Batch` per tree, not a transaction: nothing else
-//! writes these trees meanwhile (the catalog has one follower; the books are the follower's
-//! until the instance writes stock, and it stops following first), and the cache is rebuilt
-//! from the streams at every start, so a crash between two trees' batches costs nothing. A
-//! listing may miss a product for the moment between its row and its index entries.
+//! The catalog is in memory (`catalog_cache.rs`). The books are written with one `sled::Batch`
+//! per tree, not a transaction: nothing else writes these trees meanwhile (the books are the
+//! follower's until the instance writes stock, and it stops following first), and the cache is
+//! rebuilt from the streams at every start, so a crash between two trees' batches costs nothing.
 use std::collections::HashMap;
 
 use shared::events::{LEDGER_RESERVATION_PREFIX, LEDGER_STOCK_PREFIX, ProductEvent};
 use uuid::Uuid;
 
-use super::{
-    Store,
-    keys::{PRODUCT_COUNT_KEY, category_key, decode_count, name_key},
-    writer::read,
-};
+use super::{Store, writer::read};
 use crate::{
-    domain::{self, Product, Reservation, StockRow},
+    domain::{self, Reservation, StockRow},
     error::{Error, Result},
 };
 
@@ -53,44 +48,16 @@ impl Store {
                 }
             })
             .collect();
-        let t = &self.trees;
-        let mut latest: HashMap<Uuid, Product> = HashMap::new();
-        let mut added = 0u64;
-        let (mut products, mut by_name, mut by_category) = (
-            sled::Batch::default(),
-            sled::Batch::default(),
-            sled::Batch::default(),
-        );
+        let mut catalog = self.trees.catalog.write().expect("catalog lock");
         for event in &events {
-            let product = domain::product_from_event(event);
-            let existing = match latest.get(&product.id) {
-                Some(p) => Some(p.clone()),
-                None => read::<Product>(&t.products, product.id)?,
-            };
-            match &existing {
-                Some(old) if old.version >= product.version => continue,
-                Some(old) => {
-                    by_name.remove(name_key(old));
-                    by_category.remove(category_key(old));
-                }
-                None => added += 1,
+            if catalog
+                .version(event.product_id)
+                .is_none_or(|held| held < event.version)
+            {
+                catalog.put(domain::product_from_event(event));
             }
-            products.insert(product.id.as_bytes().as_slice(), json(&product)?);
-            by_name.insert(name_key(&product), &[]);
-            by_category.insert(category_key(&product), &[]);
-            latest.insert(product.id, product);
         }
-        t.products.apply_batch(products)?;
-        t.by_name.apply_batch(by_name)?;
-        t.by_category.apply_batch(by_category)?;
-        if added > 0 {
-            let count = match t.meta.get(PRODUCT_COUNT_KEY)? {
-                Some(v) => decode_count(&v)? as u64,
-                None => 0,
-            };
-            t.meta
-                .insert(PRODUCT_COUNT_KEY, &(count + added).to_be_bytes())?;
-        }
+        drop(catalog);
         self.progress
             .catalog
             .send_if_modified(|at| advance(at, last));

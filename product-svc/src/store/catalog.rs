@@ -24,12 +24,7 @@ use shared::{
 use sled::transaction::ConflictableTransactionError;
 use uuid::Uuid;
 
-use super::{
-    Entry, Store,
-    keys::id_from_index_key,
-    wait_for,
-    writer::{Keys, read},
-};
+use super::{Entry, Store, wait_for};
 use crate::{
     domain::{self, NewProduct, Product, Stock},
     error::{Error, Result},
@@ -73,7 +68,7 @@ impl Store {
     }
 
     pub fn get(&self, id: Uuid) -> Result<Option<Entry>> {
-        let Some(product) = read::<Product>(&self.trees.products, id)? else {
+        let Some(product) = self.trees.catalog().get(id).map(|p| Product::clone(p)) else {
             return Ok(None);
         };
         let stock = self
@@ -87,7 +82,6 @@ impl Store {
     }
 
     /// One page of products sorted by name (optionally of one category), and the total count.
-    /// The whole catalog's count is kept; a category's is counted on its index prefix.
     pub fn list(
         &self,
         category: Option<&str>,
@@ -95,19 +89,10 @@ impl Store {
         page_size: usize,
     ) -> Result<(Vec<Entry>, usize)> {
         let skip = (page - 1).saturating_mul(page_size);
-        let (keys, total): (Keys, usize) = match category {
-            Some(c) => {
-                let mut prefix = c.as_bytes().to_vec();
-                prefix.push(0);
-                let total = self.trees.by_category.scan_prefix(&prefix).count();
-                (Box::new(self.trees.by_category.scan_prefix(prefix)), total)
-            }
-            None => (Box::new(self.trees.by_name.iter()), self.product_count()?),
-        };
-        let mut items = Vec::with_capacity(page_size.min(100));
-        for kv in keys.skip(skip).take(page_size) {
-            let (key, _) = kv?;
-            if let Some(entry) = self.get(id_from_index_key(&key)?)? {
+        let (ids, total) = self.trees.catalog().page(category, skip, page_size);
+        let mut items = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(entry) = self.get(id)? {
                 items.push(entry);
             }
         }

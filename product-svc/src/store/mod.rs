@@ -1,9 +1,8 @@
 //! product-svc's cache of the catalog and the stock books, in sled, and every write to the
 //! streams that are their record (`PRODUCTS` for the catalog, `LEDGER` for stock).
 //!
-//! Trees: `products` (id → catalog JSON), `stock` (id → `StockRow`), `reservations` (order id →
-//! request + outcome), the list indexes `by_name` (name 0 id) and `by_category` (category 0 name
-//! 0 id), and `meta` (the product count). The cache is rebuilt from the streams at every start
+//! The catalog is cached in memory (`catalog_cache.rs` says why); the stock books in sled trees:
+//! `stock` (id → `StockRow`), `reservations` (order id → request + outcome). The cache is rebuilt from the streams at every start
 //! (`open` wipes it): the streams are purged by retention, and a purge leaves no trace an old
 //! cache could notice, so an old copy of the data dir must never win over the stream.
 //!
@@ -20,7 +19,7 @@
 //! - **Followers** apply the ledger to their books (`apply.rs`, driven by `cache.rs`).
 mod apply;
 mod catalog;
-mod keys;
+mod catalog_cache;
 mod orders;
 mod reservations;
 mod writer;
@@ -37,7 +36,6 @@ use crate::{
     lease::Lease,
 };
 
-use keys::{PRODUCT_COUNT_KEY, decode_count};
 use writer::{Erased, Job, MAX_BATCH, Queued, Trees, Tx, TxResult, write_batch};
 
 pub use apply::StreamMessage;
@@ -110,12 +108,9 @@ impl Store {
             .mode(sled::Mode::HighThroughput)
             .open()?;
         let trees = Trees {
-            products: db.open_tree("products")?,
+            catalog: Default::default(),
             stock: db.open_tree("stock")?,
             reservations: db.open_tree("reservations")?,
-            by_name: db.open_tree("by_name")?,
-            by_category: db.open_tree("by_category")?,
-            meta: db.open_tree("meta")?,
         };
         let js = shared::nats::jetstream(nats.clone());
         let gate = Arc::new(Mutex::new(()));
@@ -168,9 +163,14 @@ impl Store {
         &self.lease
     }
 
-    pub fn product_count(&self) -> Result<usize> {
-        let count = self.trees.meta.get(PRODUCT_COUNT_KEY)?;
-        count.map_or(Ok(0), |v| decode_count(&v))
+    pub fn product_count(&self) -> usize {
+        self.trees.catalog().count()
+    }
+
+    /// The product count, once sled has answered a read (readiness).
+    pub fn check(&self) -> Result<usize> {
+        self.trees.stock.first()?;
+        Ok(self.product_count())
     }
 
     /// Applies the queued writes, stops the writer (on shutdown).

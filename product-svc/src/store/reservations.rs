@@ -32,9 +32,9 @@ impl Store {
             }
             let mut state = Vec::with_capacity(items.len());
             for (id, _) in items {
-                let product = get_json::<Product>(t.products, *id)?;
-                let entry = match product {
+                let entry = match t.catalog.get(*id) {
                     Some(product) => {
+                        let product = Product::clone(product);
                         let stock = t.stock_of(&product)?;
                         Some((product, stock))
                     }
@@ -89,7 +89,7 @@ impl Store {
     /// for a reservation.
     pub async fn known(&self, ids: impl Iterator<Item = Uuid>) -> Result<()> {
         for id in ids {
-            if !self.trees.products.contains_key(id.as_bytes())? {
+            if self.trees.catalog().get(id).is_none() {
                 return self.sync_catalog().await;
             }
         }
@@ -153,8 +153,8 @@ impl Store {
             let (chunk, cid) = (chunk.to_vec(), cid.clone());
             self.transact(move |t| {
                 for id in &chunk {
-                    if let Some(product) = get_json::<Product>(t.products, *id)? {
-                        t.count(*id, &t.stock_of(&product)?, &cid)?;
+                    if let Some(product) = t.catalog.get(*id) {
+                        t.count(*id, &t.stock_of(product)?, &cid)?;
                     }
                 }
                 Ok(())

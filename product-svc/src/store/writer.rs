@@ -2,7 +2,12 @@
 //! sled transaction, an aborting write is taken out and the rest re-run, then each write's
 //! ledger message is published fenced on the lease, all in flight at once, and every write is
 //! answered after the acks. `Tx` carries the helpers every write uses.
-use std::{any::Any, cell::RefCell, sync::Arc, time::Duration};
+use std::{
+    any::Any,
+    cell::RefCell,
+    sync::{Arc, RwLock, RwLockReadGuard},
+    time::Duration,
+};
 
 use async_nats::jetstream::{self, message::PublishMessage};
 use chrono::Utc;
@@ -17,6 +22,7 @@ use sled::{
 use tokio::sync::{Mutex, oneshot};
 use uuid::Uuid;
 
+use super::catalog_cache::CatalogCache;
 use crate::{
     domain::{Product, Reservation, Stock, StockRow},
     error::{Error, Result},
@@ -38,17 +44,12 @@ pub(super) struct Queued {
     pub(super) reply: oneshot::Sender<Result<Erased>>,
 }
 
-pub(super) type Keys = Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>>;
-
-/// The trees of the cache.
+/// The cache: the catalog in memory, the books in sled trees.
 #[derive(Clone)]
 pub(super) struct Trees {
-    pub(super) products: Tree,
+    pub(super) catalog: Arc<RwLock<CatalogCache>>,
     pub(super) stock: Tree,
     pub(super) reservations: Tree,
-    pub(super) by_name: Tree,
-    pub(super) by_category: Tree,
-    pub(super) meta: Tree,
 }
 
 /// What a batch needs to publish its messages.
@@ -230,45 +231,54 @@ fn run_batch(
     trees: &Trees,
     jobs: &[Queued],
 ) -> std::result::Result<Vec<(Erased, Vec<Outgoing>)>, TransactionError<(usize, Error)>> {
-    (&trees.products, &trees.stock, &trees.reservations).transaction(
-        |(products, stock, reservations)| {
-            let tx = Tx {
-                products,
-                stock,
-                reservations,
-                outgoing: RefCell::new(Vec::new()),
-            };
-            let mut results = Vec::with_capacity(jobs.len());
-            for (index, queued) in jobs.iter().enumerate() {
-                match (queued.job)(&tx) {
-                    Ok(result) => results.push((result, tx.outgoing.take())),
-                    Err(ConflictableTransactionError::Abort(e)) => {
-                        return Err(ConflictableTransactionError::Abort((index, e)));
-                    }
-                    Err(ConflictableTransactionError::Conflict) => {
-                        return Err(ConflictableTransactionError::Conflict);
-                    }
-                    Err(ConflictableTransactionError::Storage(e)) => {
-                        return Err(ConflictableTransactionError::Storage(e));
-                    }
+    let catalog = trees.catalog();
+    (&trees.stock, &trees.reservations).transaction(|(stock, reservations)| {
+        let tx = Tx {
+            catalog: &catalog,
+            stock,
+            reservations,
+            outgoing: RefCell::new(Vec::new()),
+        };
+        let mut results = Vec::with_capacity(jobs.len());
+        for (index, queued) in jobs.iter().enumerate() {
+            match (queued.job)(&tx) {
+                Ok(result) => results.push((result, tx.outgoing.take())),
+                Err(ConflictableTransactionError::Abort(e)) => {
+                    return Err(ConflictableTransactionError::Abort((index, e)));
+                }
+                Err(ConflictableTransactionError::Conflict) => {
+                    return Err(ConflictableTransactionError::Conflict);
+                }
+                Err(ConflictableTransactionError::Storage(e)) => {
+                    return Err(ConflictableTransactionError::Storage(e));
                 }
             }
-            Ok(results)
-        },
-    )
+        }
+        Ok(results)
+    })
 }
 
 /// The trees of one transaction, with the helpers every write uses.
 pub(super) struct Tx<'a> {
-    pub(super) products: &'a TransactionalTree,
+    pub(super) catalog: &'a CatalogCache,
     pub(super) stock: &'a TransactionalTree,
     pub(super) reservations: &'a TransactionalTree,
     outgoing: RefCell<Vec<Outgoing>>,
 }
 
+impl Trees {
+    /// The catalog, read-locked (a reader never waits long: the follower's writes are short).
+    pub(super) fn catalog(&self) -> RwLockReadGuard<'_, CatalogCache> {
+        self.catalog.read().expect("catalog lock")
+    }
+}
+
 impl Tx<'_> {
     pub(super) fn product(&self, id: Uuid) -> TxResult<Product> {
-        get_json(self.products, id)?.ok_or(ConflictableTransactionError::Abort(Error::NotFound(id)))
+        self.catalog
+            .get(id)
+            .map(|p| Product::clone(p))
+            .ok_or(ConflictableTransactionError::Abort(Error::NotFound(id)))
     }
 
     /// The product's stock as the books say now.

@@ -121,7 +121,7 @@ pub(crate) async fn stock(report: &mut Report, dir: &Path, s: Sizes) {
         "≤ 5 s (lease ttl 2 s)",
     );
     drop(b);
-    cold_start(report, dir, s).await;
+    stock_cold_start(report, dir, s).await;
 }
 
 /// ReserveStock on the loopback 3-node cluster (`LEDGER` R3), next to the raw fenced publish
@@ -271,7 +271,7 @@ async fn raw_fenced(
 }
 
 /// product-svc on an empty data dir against 100k products and 10k open reservations.
-async fn cold_start(report: &mut Report, dir: &Path, s: Sizes) {
+pub(crate) async fn stock_cold_start(report: &mut Report, dir: &Path, s: Sizes) {
     let products = s.products;
     let open = products / 10;
     let nats = NatsServer::start();
@@ -296,7 +296,10 @@ async fn cold_start(report: &mut Report, dir: &Path, s: Sizes) {
         &nats.url(),
         &dir.join("stock-cold"),
         dir,
-        &[("RUST_LOG", "warn")],
+        &[(
+            "RUST_LOG",
+            &std::env::var("BENCH_COLD_LOG").unwrap_or("warn".into()),
+        )],
     )
     .0;
     let ready = started.elapsed();
