@@ -36,7 +36,7 @@ use crate::{
     store::{Store, StreamMessage},
 };
 
-/// Most messages applied in one transaction.
+/// Most messages applied at once.
 const BATCH: usize = 1000;
 
 /// What the cache has done, for `/health/ready` and `/metrics`.

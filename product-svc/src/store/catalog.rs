@@ -21,7 +21,6 @@ use shared::{
     correlation,
     events::{self, ProductEvent, ProductEventType},
 };
-use sled::transaction::ConflictableTransactionError;
 use uuid::Uuid;
 
 use super::{Entry, Store, wait_for};
@@ -163,8 +162,7 @@ impl Store {
             .transact(move |t| {
                 let product = t.product(id)?;
                 let stock = t.stock_of(&product)?;
-                let mut next = domain::adjust(stock, delta)
-                    .map_err(|e| ConflictableTransactionError::Abort(e.into()))?;
+                let mut next = domain::adjust(stock, delta).map_err(Error::from)?;
                 if domain::update_low_flag(&mut next, product.low_stock_threshold) {
                     t.stock_low(&product, &next, &cid)?;
                 }

@@ -11,7 +11,7 @@
 //!   compare-and-set publish on the product's subject (`catalog.rs`); the cache follows
 //!   `PRODUCTS` (`apply.rs`), and the write answers once this instance's cache shows it.
 //! - **Stock writes** (adjust, reserve, release, commit) run on the stock writer only
-//!   (`lease.rs`): queued to one writer task that decides a batch in one sled transaction,
+//!   (`lease.rs`): queued to one writer task that decides a batch in one round of its books,
 //!   publishes each write's ledger message fenced on the lease, pipelined, and answers after
 //!   the acks (`writer.rs`). A write that fails its checks is taken out and the rest re-run. A
 //!   publish whose outcome is unknown leaves the cache ahead of the stream: the instance steps

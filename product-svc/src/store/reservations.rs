@@ -6,10 +6,9 @@ use shared::{
     correlation,
     events::{self, OrderStatus},
 };
-use sled::transaction::ConflictableTransactionError;
 use uuid::Uuid;
 
-use super::{Store, writer::get_json};
+use super::Store;
 use crate::{
     domain::{self, Product, Reservation, ReservationStatus},
     error::{Error, Result},
@@ -27,7 +26,7 @@ impl Store {
         let items = items.to_vec();
         self.transact(move |t| {
             let items = items.as_slice();
-            if let Some(existing) = get_json::<Reservation>(t.reservations, order_id)? {
+            if let Some(existing) = t.reservation_of(order_id)? {
                 return Ok(domain::replay_reserve(existing, order_id, items));
             }
             let mut state = Vec::with_capacity(items.len());
@@ -101,7 +100,7 @@ impl Store {
     pub async fn release(&self, order_id: Uuid) -> Result<bool> {
         let cid = correlation::current_or_new();
         self.transact(move |t| {
-            let Some(mut reservation) = get_json::<Reservation>(t.reservations, order_id)? else {
+            let Some(mut reservation) = t.reservation_of(order_id)? else {
                 t.reservation(order_id, &Reservation::tombstone(Utc::now()), &cid)?;
                 return Ok(false);
             };
@@ -183,15 +182,14 @@ impl Store {
             .transpose()
     }
 
-    /// Turns a shipped order's reservation into an on-hand decrement, in one transaction.
+    /// Turns a shipped order's reservation into an on-hand decrement, in one ledger message.
     /// `Ok(false)` if it was already committed; refused for an unknown or released one.
     pub async fn commit(&self, order_id: Uuid) -> Result<bool> {
         let cid = correlation::current_or_new();
         self.transact(move |t| {
-            let reservation = get_json::<Reservation>(t.reservations, order_id)?;
-            let apply = domain::commit_decision(reservation.as_ref()).map_err(|why| {
-                ConflictableTransactionError::Abort(Error::NotCommittable { order_id, why })
-            })?;
+            let reservation = t.reservation_of(order_id)?;
+            let apply = domain::commit_decision(reservation.as_ref())
+                .map_err(|why| Error::NotCommittable { order_id, why })?;
             let Some(mut reservation) = reservation.filter(|_| apply) else {
                 return Ok(false);
             };

@@ -17,6 +17,33 @@ use uuid::Uuid;
 
 use crate::*;
 
+/// Only the 1-in-flight latency of ReserveStock and its floor (`--only stock-1`), for profiling.
+pub(crate) async fn stock_one(report: &mut Report, dir: &Path, s: Sizes) {
+    let nats = NatsServer::start();
+    let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let raw = raw_fenced(&js, 1, s.orders_1, 1).await;
+    let (_p, grpc) = ServiceProcess::product_with(
+        &nats.url(),
+        &dir.join("stock-1"),
+        dir,
+        &[("RUST_LOG", "warn")],
+    );
+    let ids = seed_catalog(&bench_client(1), &_p.http, 100).await;
+    let stock = StockApi::connect(&grpc).await;
+    let (_, h) = reserves(&stock, &ids, 1, s.orders_1).await;
+    report.add(
+        "10 stock",
+        "ReserveStock p50, 1 in flight",
+        h.value_at_quantile(0.5) as f64 / 1000.0,
+        "ms",
+        Some((
+            "raw fenced publish, 1 in flight",
+            raw.1.value_at_quantile(0.5) as f64 / 1000.0,
+        )),
+        "≤ 0.4 ms",
+    );
+}
+
 pub(crate) async fn stock(report: &mut Report, dir: &Path, s: Sizes) {
     let nats = NatsServer::start();
     let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
