@@ -194,17 +194,8 @@ impl System {
 }
 
 pub async fn wait_until_ready(base: &str, timeout: Duration) {
-    let client = http_client();
-    let url = format!("{base}/health/ready");
-    wait_for("/health/ready = 200", timeout, || {
-        let client = client.clone();
-        let url = url.clone();
-        async move {
-            match client.get(&url).send().await {
-                Ok(r) if r.status() == 200 => Some(()),
-                _ => None,
-            }
-        }
+    wait_on_readiness(base, timeout, "/health/ready = 200", |status, _| {
+        status == 200
     })
     .await
 }
@@ -212,38 +203,50 @@ pub async fn wait_until_ready(base: &str, timeout: Duration) {
 /// Waits until a product-svc instance is ready and some instance (it or another) is the stock
 /// writer, so a test's first stock call is not refused for want of one.
 pub async fn wait_until_stock_ready(base: &str, timeout: Duration) {
-    let client = http_client();
-    let url = format!("{base}/health/ready");
-    wait_for("product-svc ready with a stock writer", timeout, || {
-        let client = client.clone();
-        let url = url.clone();
-        async move {
-            let r = client.get(&url).send().await.ok()?;
-            if r.status() != 200 {
-                return None;
-            }
-            let body: serde_json::Value = r.json().await.ok()?;
+    wait_on_readiness(
+        base,
+        timeout,
+        "product-svc ready with a stock writer",
+        |status, body| {
             let stock = &body["figures"]["stock"];
             // This instance writes, or the lease names another one (not this one's past life).
             let other =
                 stock["writerInstance"].is_string() && stock["writerInstance"] != stock["instance"];
-            (stock["writer"] == true || other).then_some(())
-        }
-    })
+            status == 200 && (stock["writer"] == true || other)
+        },
+    )
     .await
 }
 
 /// Waits until product-svc at `base` is the stock writer (after the ttl of a dead writer's lease,
 /// for a new instance).
 pub async fn wait_until_writer(base: &str, timeout: Duration) {
+    wait_on_readiness(
+        base,
+        timeout,
+        "product-svc to be the stock writer",
+        |_, body| body["figures"]["stock"]["writer"] == true,
+    )
+    .await
+}
+
+/// Polls `/health/ready` until `done(status, body)` holds (the body is `Null` if not JSON).
+async fn wait_on_readiness(
+    base: &str,
+    timeout: Duration,
+    what: &str,
+    done: impl Fn(u16, &serde_json::Value) -> bool,
+) {
     let client = http_client();
     let url = format!("{base}/health/ready");
-    wait_for("product-svc to be the stock writer", timeout, || {
-        let client = client.clone();
-        let url = url.clone();
+    let done = &done;
+    wait_for(what, timeout, || {
+        let (client, url) = (client.clone(), url.clone());
         async move {
-            let body: serde_json::Value = client.get(&url).send().await.ok()?.json().await.ok()?;
-            (body["figures"]["stock"]["writer"] == true).then_some(())
+            let r = client.get(&url).send().await.ok()?;
+            let status = r.status().as_u16();
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            done(status, &body).then_some(())
         }
     })
     .await

@@ -23,7 +23,10 @@ use shared::{
 };
 use uuid::Uuid;
 
-use super::{Entry, Store, wait_for};
+use super::{
+    Entry, Store, wait_for,
+    writer::{Outgoing, publish_signals},
+};
 use crate::{
     domain::{self, NewProduct, Product, Stock},
     error::{Error, Result},
@@ -274,24 +277,9 @@ impl Store {
     /// A StockLow signal from a catalog write (a product created low, or a threshold raised
     /// above what is available); best effort, deduplicated by id.
     async fn signal_low(&self, product: &Product, stock: &Stock) {
-        let event = domain::stock_low_event(product, stock, Utc::now());
-        let message = PublishMessage::build()
-            .payload(serde_json::to_vec(&event).expect("serializes").into())
-            .message_id(event.event_id.to_string().as_str())
-            .header(events::HEADER_EVENT_TYPE, events::STOCK_LOW)
-            .header(
-                events::HEADER_CORRELATION_ID,
-                correlation::current_or_new().as_str(),
-            );
-        let sent = async {
-            self.js
-                .send_publish(events::stock_subject(product.id), message)
-                .await?
-                .await
-        };
-        if let Err(error) = sent.await {
-            tracing::warn!(product_id = %product.id, %error, "A StockLow signal was not published.");
-        }
+        let cid = correlation::current_or_new();
+        let signal = Outgoing::stock_low(product, stock, &cid);
+        publish_signals(self.js.clone(), vec![signal]).await;
     }
 }
 

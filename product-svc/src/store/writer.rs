@@ -213,8 +213,23 @@ fn refused(e: jetstream::context::PublishError) -> String {
     }
 }
 
-/// StockLow signals, after the writes that caused them were acknowledged; deduplicated by id.
-async fn publish_signals(js: jetstream::Context, signals: Vec<Outgoing>) {
+impl Outgoing {
+    /// A StockLow signal (deduplicated by its event id).
+    pub(super) fn stock_low(product: &Product, stock: &Stock, cid: &str) -> Self {
+        let event = crate::domain::stock_low_event(product, stock, Utc::now());
+        Self {
+            subject: events::stock_subject(product.id),
+            payload: serde_json::to_vec(&event).expect("serializes"),
+            correlation_id: cid.to_owned(),
+            msg_id: Some(event.event_id.to_string()),
+        }
+    }
+}
+
+/// StockLow signals, after the writes that caused them were acknowledged (best effort: a
+/// failure is logged); deduplicated by id. The one publisher of StockLow, for the writer's
+/// batches and the catalog's writes alike.
+pub(super) async fn publish_signals(js: jetstream::Context, signals: Vec<Outgoing>) {
     for m in signals {
         let message = PublishMessage::build()
             .payload(m.payload.into())
@@ -337,9 +352,10 @@ impl Tx<'_> {
     }
 
     pub(super) fn stock_low(&self, product: &Product, stock: &Stock, cid: &str) -> TxResult<()> {
-        let event = crate::domain::stock_low_event(product, stock, Utc::now());
-        let id = event.event_id.to_string();
-        self.publish(events::stock_subject(product.id), &event, cid, Some(id))
+        self.outgoing
+            .borrow_mut()
+            .push(Outgoing::stock_low(product, stock, cid));
+        Ok(())
     }
 
     fn publish<T: Serialize>(
