@@ -295,6 +295,63 @@ async fn a_wiped_or_stale_data_dir_restarts_with_every_product_stock_level_and_r
     );
 }
 
+/// Writes that fail their checks share the writer's batches with writes that succeed: each
+/// failure answers its error and changes nothing, every success lands once, and the ledger holds
+/// exactly the successes (a wiped instance rebuilds the same books).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_writes_in_a_shared_batch_change_nothing_and_the_rest_land_once() {
+    let nats = NatsServer::start();
+    let dir = scratch();
+    let data = dir.path().join("data");
+    let (mut svc, grpc) = ServiceProcess::product(&nats.url(), &data, dir.path());
+    let id = create_product(&svc.http, "Batched", "2.00", 10).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let stock = tests::StockApi::connect(&grpc).await;
+    let api = tests::ProductApi::new(&svc.http);
+    let calls = (0..80).map(|i| {
+        let (stock, api, id) = (stock.clone(), api.clone(), id.clone());
+        async move {
+            match i % 4 {
+                // Succeeds: +1 on hand.
+                0 => api.adjust_stock(&id, 1).await.status == 200,
+                // Fails its check: on hand would go below zero.
+                1 => api.adjust_stock(&id, -1000).await.status == 409,
+                // Succeeds: one unit held.
+                2 => stock
+                    .reserve(Uuid::new_v4(), &[(id.as_str(), 1)])
+                    .await
+                    .is_ok_and(|r| r.success),
+                // Fails its check: no reservation to commit.
+                _ => stock
+                    .commit(Uuid::new_v4())
+                    .await
+                    .is_err_and(|s| s.code() == tonic::Code::NotFound),
+            }
+        }
+    });
+    let answers = futures::future::join_all(calls).await;
+    let wrong: Vec<usize> = (0..answers.len()).filter(|i| !answers[*i]).collect();
+    assert!(
+        wrong.is_empty(),
+        "calls answered otherwise than expected: {wrong:?}"
+    );
+    // 10 + 20 adjustments of +1; 20 units held.
+    let expected = vec![(id.clone(), 30, 20)];
+    assert_eq!(books(&svc.http, &[&id]).await, expected);
+
+    svc.kill9();
+    std::fs::remove_dir_all(&data).unwrap();
+    svc.start();
+    tests::wait_until_writer(&svc.http, WAIT).await;
+    assert_eq!(
+        books(&svc.http, &[&id]).await,
+        expected,
+        "the ledger holds exactly the writes that succeeded"
+    );
+}
+
 /// Each product's (id, on hand, reserved), read over HTTP.
 async fn books(http: &str, ids: &[&String]) -> Vec<(String, i64, i64)> {
     let api = tests::ProductApi::new(http);
