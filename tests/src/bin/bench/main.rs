@@ -82,7 +82,7 @@ async fn main() {
         return;
     }
     let s = Sizes::from_env(std::env::args().any(|a| a == "--quick"));
-    // `--only projection|coldstart|relay|orders|durable|cluster|auth|edge|watch|webhooks|stock|stock-1|stock-cold|stock-r3`
+    // `--only projection|coldstart|relay|orders|durable|cluster|auth|edge|watch|webhooks|stock|stock-1|stock-failover|stock-cold|stock-r3`
     // runs one group.
     let only = std::env::args().skip_while(|a| a != "--only").nth(1);
     let run = |group: &str| only.as_deref().is_none_or(|o| o == group);
@@ -127,6 +127,9 @@ async fn main() {
     }
     if run("stock-1") {
         stock_one(&mut report, dir, s).await;
+    }
+    if run("stock-failover") {
+        failover_through_orders(&mut report, dir).await;
     }
     if run("stock-cold") {
         stock_cold_start(&mut report, dir, s).await;

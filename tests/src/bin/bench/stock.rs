@@ -148,7 +148,121 @@ pub(crate) async fn stock(report: &mut Report, dir: &Path, s: Sizes) {
         "≤ 5 s (lease ttl 2 s)",
     );
     drop(b);
+    failover_through_orders(report, dir).await;
     stock_cold_start(report, dir, s).await;
+}
+
+/// The failover as order clients see it: one order-svc on both product-svc instances, 8 clients
+/// creating orders back to back; from the SIGKILL of the stock writer to the first order sent
+/// after it that is answered 201 Confirmed (order-svc's breaker and failover included).
+pub(crate) async fn failover_through_orders(report: &mut Report, dir: &Path) {
+    use std::sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    };
+    let nats = NatsServer::start();
+    let env = [("RUST_LOG", "warn")];
+    let (a, grpc_a) = ServiceProcess::product_with(&nats.url(), &dir.join("fo-a"), dir, &env);
+    let (b, grpc_b) = ServiceProcess::product_with(&nats.url(), &dir.join("fo-b"), dir, &env);
+    let client = bench_client(8);
+    let ids = Arc::new(seed_catalog(&client, &a.http, 10).await);
+    let order = ServiceProcess::order(
+        &nats.url(),
+        &format!("{grpc_a},{grpc_b}"),
+        &dir.join("fo-order"),
+        dir,
+        &[("RUST_LOG", "warn"), ("ORDER_INSTANCE_ID", "failover")],
+    );
+    http_ready(&order.http, Duration::from_secs(60)).await;
+    // (sent, answered, confirmed, status) of every order.
+    type Answers = Mutex<Vec<(Instant, Instant, bool, u16)>>;
+    let answers: Arc<Answers> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..8)
+        .map(|c| {
+            let (client, http, ids) = (client.clone(), order.http.clone(), ids.clone());
+            let (answers, stop) = (answers.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut i = c;
+                while !stop.load(Ordering::Relaxed) {
+                    let id = &ids[i % ids.len()];
+                    i += 8;
+                    let body = json!({"customerId": Uuid::new_v4(), "customerEmail": "bench@example.com",
+                        "items": [{"productId": id, "quantity": 1}]});
+                    let sent = Instant::now();
+                    let (confirmed, status) = match client.post(format!("{http}/api/orders")).json(&body).send().await {
+                        Ok(r) if r.status() == 201 => (r.json::<serde_json::Value>().await
+                            .is_ok_and(|o| o["status"] == "Confirmed"), 201),
+                        Ok(r) => (false, r.status().as_u16()),
+                        Err(_) => (false, 0),
+                    };
+                    answers.lock().unwrap().push((sent, Instant::now(), confirmed, status));
+                }
+            })
+        })
+        .collect();
+    let confirmed_count =
+        |answers: &Answers| answers.lock().unwrap().iter().filter(|a| a.2).count();
+    wait_for("steady order load", Duration::from_secs(60), || async {
+        (confirmed_count(&answers) >= 500).then_some(())
+    })
+    .await;
+    // Kill whichever instance writes stock.
+    let writer_is_a = is_writer(&client, &a.http).await;
+    let (mut victim, _other) = if writer_is_a { (a, b) } else { (b, a) };
+    victim.kill9();
+    let killed = Instant::now();
+    let first_after = || {
+        answers
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(sent, _, confirmed, _)| *confirmed && *sent > killed)
+            .map(|(_, answered, _, _)| *answered)
+            .min()
+    };
+    let answered = wait_for(
+        "an order sent after the kill to be confirmed",
+        Duration::from_secs(60),
+        || async { first_after() },
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await.unwrap();
+    }
+    let meanwhile: Vec<u16> = answers
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(sent, _, confirmed, _)| !*confirmed && *sent > killed && *sent < answered)
+        .map(|a| a.3)
+        .collect();
+    let pending = meanwhile.iter().filter(|s| **s == 202).count();
+    let other = meanwhile.len() - pending;
+    report.add(
+        "10 stock",
+        &format!(
+            "failover through order-svc: writer SIGKILL → first order sent after it answered 201 Confirmed (8 clients; meanwhile {pending} answered 202 Pending, left to the reconciler, {other} otherwise)"
+        ),
+        answered.duration_since(killed).as_secs_f64() * 1000.0,
+        "ms",
+        None,
+        "≤ 5 s (breaker cooldown included)",
+    );
+}
+
+/// Whether product-svc at `http` is the stock writer (its readiness figures say so).
+async fn is_writer(client: &reqwest::Client, http: &str) -> bool {
+    let body: serde_json::Value = client
+        .get(format!("{http}/health/ready"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["figures"]["stock"]["writer"] == true
 }
 
 /// ReserveStock on the loopback 3-node cluster (`LEDGER` R3), next to the raw fenced publish
