@@ -230,6 +230,19 @@ pub async fn wait_until_writer(base: &str, timeout: Duration) {
     .await
 }
 
+/// Whether product-svc at `base` is the stock writer now (its readiness figures say so).
+pub async fn is_stock_writer(base: &str) -> bool {
+    let Ok(r) = http_client()
+        .get(format!("{base}/health/ready"))
+        .send()
+        .await
+    else {
+        return false;
+    };
+    let body: serde_json::Value = r.json().await.unwrap_or_default();
+    body["figures"]["stock"]["writer"] == true
+}
+
 /// Polls `/health/ready` until `done(status, body)` holds (the body is `Null` if not JSON).
 async fn wait_on_readiness(
     base: &str,

@@ -10,10 +10,13 @@ use std::collections::HashMap;
 use shared::events::{LEDGER_RESERVATION_PREFIX, LEDGER_STOCK_PREFIX, ProductEvent};
 use uuid::Uuid;
 
-use super::{Store, writer::read};
+use super::{
+    Store,
+    writer::{json, read},
+};
 use crate::{
     domain::{self, Reservation, StockRow},
-    error::{Error, Result},
+    error::Result,
 };
 
 /// A message of `PRODUCTS` or `LEDGER`, as the cache applies it.
@@ -156,10 +159,6 @@ impl Books<'_> {
         // The lease and the heartbeat move nothing in the books.
         Ok(true)
     }
-}
-
-fn json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec(value).map_err(|e| Error::corrupt(e.to_string()))
 }
 
 fn advance(at: &mut u64, to: u64) -> bool {

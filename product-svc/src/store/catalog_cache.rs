@@ -6,10 +6,11 @@
 //! the bulk of a cold start: 100k products took 3.5–3.9 s in three trees, 1.7–1.9 s in one, and
 //! take ~0.8 s here. It costs ~300 bytes per product (a 100k catalog: ~30 MB, less than the
 //! sled cache it replaces held), and a category's total is a set's length instead of a scan.
-//! The stock books stay in sled: the writer decides in sled transactions over them.
+//! The stock books stay in sled: reservations are kept until retention compacts them (a week by
+//! default), and sled's page cache bounds what they hold in memory.
 //!
 //! The cache follower is the only writer (`apply.rs`); the stock writer reads products here
-//! while it decides (a product is never written by a stock transaction).
+//! while it decides (a stock write never changes a product).
 use std::{
     collections::{BTreeSet, HashMap},
     sync::Arc,

@@ -2,9 +2,10 @@
 //! streams that are their record (`PRODUCTS` for the catalog, `LEDGER` for stock).
 //!
 //! The catalog is cached in memory (`catalog_cache.rs` says why); the stock books in sled trees:
-//! `stock` (id → `StockRow`), `reservations` (order id → request + outcome). The cache is rebuilt from the streams at every start
-//! (`open` wipes it): the streams are purged by retention, and a purge leaves no trace an old
-//! cache could notice, so an old copy of the data dir must never win over the stream.
+//! `stock` (id → `StockRow`), `reservations` (order id → request + outcome). The cache is
+//! rebuilt from the streams at every start (`open` wipes it): the streams are purged by
+//! retention, and a purge leaves no trace an old cache could notice, so an old copy of the data
+//! dir must never win over the stream.
 //!
 //! Who writes what:
 //! - **Catalog writes** (create, update, discontinue) may run on any instance: each is a
@@ -36,7 +37,7 @@ use crate::{
     lease::Lease,
 };
 
-use writer::{Erased, Job, MAX_BATCH, Queued, Trees, Tx, TxResult, write_batch};
+use writer::{Erased, Job, MAX_BATCH, Queued, Trees, Tx, write_batch};
 
 pub use apply::StreamMessage;
 pub use orders::Orders;
@@ -221,7 +222,7 @@ impl Store {
     /// when this returns `Ok`.
     async fn transact<T: Send + 'static>(
         &self,
-        f: impl Fn(&Tx<'_>) -> TxResult<T> + Send + 'static,
+        f: impl Fn(&Tx<'_>) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         if self.lease.fence().is_none() {
             return Err(self.not_writer());

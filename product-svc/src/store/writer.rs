@@ -26,14 +26,12 @@ use crate::{
     lease::{self, Lease},
 };
 
-pub(super) type TxResult<T> = Result<T>;
-
 /// Most writes decided in one round and published together.
 pub(super) const MAX_BATCH: usize = 256;
 
 /// A write for the writer task: re-runnable (a batch may run more than once), with its result
 /// type erased so writes of every kind share one queue.
-pub(super) type Job = Box<dyn Fn(&Tx<'_>) -> TxResult<Erased> + Send>;
+pub(super) type Job = Box<dyn Fn(&Tx<'_>) -> Result<Erased> + Send>;
 pub(super) type Erased = Box<dyn Any + Send>;
 
 pub(super) struct Queued {
@@ -308,7 +306,7 @@ impl Tx<'_> {
         Ok(())
     }
 
-    pub(super) fn product(&self, id: Uuid) -> TxResult<Product> {
+    pub(super) fn product(&self, id: Uuid) -> Result<Product> {
         self.catalog
             .get(id)
             .map(|p| Product::clone(p))
@@ -316,7 +314,7 @@ impl Tx<'_> {
     }
 
     /// The product's stock as the books say now.
-    pub(super) fn stock_of(&self, product: &Product) -> TxResult<Stock> {
+    pub(super) fn stock_of(&self, product: &Product) -> Result<Stock> {
         let row = match self.stock.borrow().get(&product.id) {
             Some(row) => *row,
             None => read::<StockRow>(&self.trees.stock, product.id)?.unwrap_or_default(),
@@ -325,7 +323,7 @@ impl Tx<'_> {
     }
 
     /// An order's reservation as the books say now.
-    pub(super) fn reservation_of(&self, order_id: Uuid) -> TxResult<Option<Reservation>> {
+    pub(super) fn reservation_of(&self, order_id: Uuid) -> Result<Option<Reservation>> {
         match self.reservations.borrow().get(&order_id) {
             Some(r) => Ok(Some(r.clone())),
             None => read::<Reservation>(&self.trees.reservations, order_id),
@@ -333,25 +331,25 @@ impl Tx<'_> {
     }
 
     /// Records the stock the writer decided (held units; on hand folds every commit so far).
-    pub(super) fn put_stock(&self, id: Uuid, stock: &Stock) -> TxResult<()> {
+    pub(super) fn put_stock(&self, id: Uuid, stock: &Stock) -> Result<()> {
         self.stock.borrow_mut().insert(id, StockRow::of(stock));
         Ok(())
     }
 
     /// Records an adjusted on-hand count and publishes it to the ledger.
-    pub(super) fn count(&self, id: Uuid, stock: &Stock, cid: &str) -> TxResult<()> {
+    pub(super) fn count(&self, id: Uuid, stock: &Stock, cid: &str) -> Result<()> {
         self.put_stock(id, stock)?;
         let body = serde_json::json!({ "onHand": stock.on_hand });
         self.publish(events::ledger_stock_subject(id), &body, cid, None)
     }
 
     /// Records an order's reservation and publishes it to the ledger.
-    pub(super) fn reservation(&self, order_id: Uuid, r: &Reservation, cid: &str) -> TxResult<()> {
+    pub(super) fn reservation(&self, order_id: Uuid, r: &Reservation, cid: &str) -> Result<()> {
         self.reservations.borrow_mut().insert(order_id, r.clone());
         self.publish(events::ledger_reservation_subject(order_id), r, cid, None)
     }
 
-    pub(super) fn stock_low(&self, product: &Product, stock: &Stock, cid: &str) -> TxResult<()> {
+    pub(super) fn stock_low(&self, product: &Product, stock: &Stock, cid: &str) -> Result<()> {
         self.outgoing
             .borrow_mut()
             .push(Outgoing::stock_low(product, stock, cid));
@@ -364,7 +362,7 @@ impl Tx<'_> {
         body: &T,
         cid: &str,
         msg_id: Option<String>,
-    ) -> TxResult<()> {
+    ) -> Result<()> {
         let payload = serde_json::to_vec(body).expect("serializes");
         self.outgoing.borrow_mut().push(Outgoing {
             subject,
@@ -376,7 +374,7 @@ impl Tx<'_> {
     }
 }
 
-fn json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+pub(super) fn json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
     serde_json::to_vec(value).map_err(|e| Error::corrupt(e.to_string()))
 }
 

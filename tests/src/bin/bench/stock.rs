@@ -208,7 +208,7 @@ pub(crate) async fn failover_through_orders(report: &mut Report, dir: &Path) {
     })
     .await;
     // Kill whichever instance writes stock.
-    let writer_is_a = is_writer(&client, &a.http).await;
+    let writer_is_a = tests::is_stock_writer(&a.http).await;
     let (mut victim, _other) = if writer_is_a { (a, b) } else { (b, a) };
     victim.kill9();
     let killed = Instant::now();
@@ -250,19 +250,6 @@ pub(crate) async fn failover_through_orders(report: &mut Report, dir: &Path) {
         None,
         "≤ 5 s (breaker cooldown included)",
     );
-}
-
-/// Whether product-svc at `http` is the stock writer (its readiness figures say so).
-async fn is_writer(client: &reqwest::Client, http: &str) -> bool {
-    let body: serde_json::Value = client
-        .get(format!("{http}/health/ready"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    body["figures"]["stock"]["writer"] == true
 }
 
 /// ReserveStock on the loopback 3-node cluster (`LEDGER` R3), next to the raw fenced publish

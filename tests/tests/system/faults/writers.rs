@@ -29,12 +29,6 @@ fn two_product_processes(
     (a, b, format!("{grpc_a},{grpc_b}"))
 }
 
-/// Whether product-svc at `http` is the stock writer now.
-async fn is_writer(http: &str) -> bool {
-    let (_, body) = get_json(&format!("{http}/health/ready")).await;
-    body["figures"]["stock"]["writer"] == true
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_four_clients_on_two_order_and_two_product_instances_sell_the_last_fifty_units_once()
 {
@@ -48,7 +42,11 @@ async fn sixty_four_clients_on_two_order_and_two_product_instances_sell_the_last
     let o1 = OrderService::start(&nats.url(), &grpc, &dir.path().join("order-1")).await;
     let o2 = OrderService::start(&nats.url(), &grpc, &dir.path().join("order-2")).await;
     // Created on the instance that does not write stock: catalog writes go anywhere.
-    let follower = if is_writer(&a.http).await { &b } else { &a };
+    let follower = if tests::is_stock_writer(&a.http).await {
+        &b
+    } else {
+        &a
+    };
     let id = ProductApi::new(&follower.http)
         .create_product("Last fifty", "5.00", units)
         .await;
@@ -116,7 +114,7 @@ async fn the_stock_writer_killed_under_order_load_the_other_takes_over_and_every
         (placed.lock().unwrap().len() >= 20).then_some(())
     })
     .await;
-    let (writer, survivor) = if is_writer(&a.http).await {
+    let (writer, survivor) = if tests::is_stock_writer(&a.http).await {
         (&mut a, &b)
     } else {
         (&mut b, &a)
@@ -142,7 +140,10 @@ async fn the_stock_writer_killed_under_order_load_the_other_takes_over_and_every
         placed.iter().all(|(_, s, _)| *s == 201 || *s == 202),
         "only 201/202 answers"
     );
-    assert!(is_writer(&survivor.http).await, "the survivor writes stock");
+    assert!(
+        tests::is_stock_writer(&survivor.http).await,
+        "the survivor writes stock"
+    );
     let expected = confirmed_units(&orders, &placed).await;
     for id in &ids {
         let want = expected.get(id).copied().unwrap_or(0);
