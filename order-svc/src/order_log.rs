@@ -271,7 +271,8 @@ impl OrderLog {
         }
     }
 
-    fn connected(&self) -> Result<()> {
+    /// Fails at once (unavailable) when the client is not connected: a write would not land.
+    pub fn connected(&self) -> Result<()> {
         if shared::nats::is_connected(&self.client) {
             Ok(())
         } else {

@@ -41,6 +41,8 @@ pub struct FollowerCounters {
     pub commits: AtomicU64,
     pub unrepairable: AtomicU64,
     pub poison: AtomicU64,
+    /// Orders that held stock but never reached the order stream (`unrecorded.rs`).
+    pub unrecorded: AtomicU64,
 }
 
 pub struct Follower {
@@ -68,6 +70,7 @@ impl Follower {
                 _ = cancel.cancelled() => return,
                 _ = role.wait_for(|r| !writing(r)) => {}
                 () = self.sessions() => {}
+                () = self.watch_unrecorded() => {}
             }
         }
     }
@@ -135,6 +138,7 @@ impl Follower {
             }
         };
         let id = event.order_id;
+        self.store.recorded(id);
         let reservation = match self.store.reservation(id) {
             Ok(r) => r,
             Err(error) => {

@@ -15,7 +15,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::{
-    domain::{self, CommitRefusal, FailureCode, MAX_QUANTITY, ReservationStatus},
+    domain::{self, CommitRefusal, FailureCode, MAX_QUANTITY, ReservationStatus, Unrecorded},
     error::Error,
     store::{Entry, Store},
 };
@@ -61,7 +61,13 @@ impl ProductService for StockService {
                 "items: the quantity of one product must be at most {MAX_QUANTITY}"
             )));
         }
-        let reservation = self.store.reserve(order_id, &items).await?;
+        let unrecorded = match req.unrecorded {
+            Some(u) => Some(
+                Unrecorded::check(order_id, u.subject, &u.state).map_err(Status::invalid_argument)?,
+            ),
+            None => None,
+        };
+        let reservation = self.store.reserve(order_id, &items, unrecorded).await?;
         let response = match (&reservation.status, reservation.failure) {
             (ReservationStatus::Failed, Some(failure)) => {
                 tracing::info!(order_id = %order_id, code = ?failure.code, failed = failure.failed_product_ids.len(), "Reservation refused.");

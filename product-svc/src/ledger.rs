@@ -117,6 +117,7 @@ mod tests {
             status,
             failure: None,
             closed_at: None,
+            unrecorded: None,
         }
     }
 

@@ -21,6 +21,7 @@ mod metrics;
 mod retention;
 mod seed;
 mod store;
+mod unrecorded;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 

@@ -24,10 +24,11 @@ pub fn sample_state(
         for (kind, value) in [
             ("release", follower.releases.load(Relaxed)),
             ("commit", follower.commits.load(Relaxed)),
+            ("unrecorded", follower.unrecorded.load(Relaxed)),
         ] {
             s.counter(
                 "ledger_repairs",
-                "Reservations the order follower repaired, by kind",
+                "Reservations the order follower repaired, by kind (unrecorded: held for an order that never reached the order stream, rejected and released)",
                 &[("kind", kind)],
                 value,
             );

@@ -155,6 +155,16 @@ impl Order {
         Ok(next)
     }
 
+    /// The first state of an order whose reservation was decided before anything was published
+    /// (a confirm or a reject of the priced Pending order): that state as version 1, since the
+    /// Pending state is never published. Its event is the change's (`OrderConfirmed`,
+    /// `OrderRejected`), so an order's first message may be its final state.
+    pub fn first_state(&self, change: &Change, now: DateTime<Utc>) -> Result<Order, InvalidTransition> {
+        let mut first = self.apply(change, now)?;
+        first.version = self.version;
+        Ok(first)
+    }
+
     /// This state as the full-state event published on the order's subject.
     pub fn to_event(&self, event_type: OrderEventType) -> OrderEvent {
         OrderEvent {

@@ -339,6 +339,37 @@ fn transitions_bump_the_version_and_round_trip_as_full_state_events() {
 }
 
 #[test]
+fn a_reservation_decided_before_any_publish_makes_the_first_state_final_at_version_1() {
+    let a = Uuid::new_v4();
+    let catalog = HashMap::from([(a, view(1, "2.50"))]);
+    let order = price_order(
+        Uuid::new_v4(),
+        &request(vec![(a, 2)]),
+        &catalog,
+        Utc::now(),
+        Some("fp".into()),
+    )
+    .unwrap();
+    let confirmed = order.first_state(&Change::Confirm, Utc::now()).unwrap();
+    assert_eq!(
+        (confirmed.status, confirmed.version),
+        (OrderStatus::Confirmed, 1)
+    );
+    assert_eq!(confirmed.request_fingerprint.as_deref(), Some("fp"));
+    let reject = Change::Reject {
+        reason: "short".into(),
+        failed_product_ids: vec![a],
+    };
+    let rejected = order.first_state(&reject, Utc::now()).unwrap();
+    assert_eq!((rejected.status, rejected.version), (OrderStatus::Rejected, 1));
+    let event = rejected.to_event(reject.event_type());
+    assert_eq!(event.event_type, OrderEventType::OrderRejected);
+    assert!(check_order_event(&event, Some(order.id)).is_ok());
+    // Only a Pending order has a first state to decide.
+    assert!(confirmed.first_state(&Change::Confirm, Utc::now()).is_err());
+}
+
+#[test]
 fn keyed_order_ids_are_per_customer_and_stable() {
     let (ann, bob) = (Uuid::new_v4(), Uuid::new_v4());
     assert_eq!(order_id(ann, Some("k")), order_id(ann, Some("k")));

@@ -1,5 +1,5 @@
-//! The order flows over the order stream: place (price from the catalog → publish Pending →
-//! reserve → publish the final state), settle (what the reconciler runs for Pending orders),
+//! The order flows over the order stream: place (price from the catalog → reserve → publish the
+//! outcome as the order's first state, or Pending if product-svc did not answer), settle (what the reconciler runs for Pending orders),
 //! cancel, and release. HTTP and the workers call these; the rules themselves are in `domain/`.
 //!
 //! Every write is decided from a known state and published with a CAS on that state's stream
@@ -261,19 +261,17 @@ impl Orders {
         change: &Change,
         expected: Option<u64>,
     ) -> Result<Decided> {
-        self.decide(current, change, expected, true).await
+        self.decide(current, change, expected).await
     }
 
-    /// The CAS loop of every transition; `wait`: return once the view has applied the new
-    /// state (the releaser's work list must hold a cancel or a ship when it is woken), else
-    /// once it is queued (the create path: a listing waits for the view to catch up instead,
-    /// and a GET reads the stream).
+    /// The CAS loop of every transition; returns once the view has applied the new state (the
+    /// releaser's work list must hold a cancel or a ship when it is woken, the reconciler's must
+    /// no longer hold a settled order).
     async fn decide(
         &self,
         mut current: Stored,
         change: &Change,
         expected: Option<u64>,
-        wait: bool,
     ) -> Result<Decided> {
         let id = current.order.id;
         for _ in 0..MAX_ATTEMPTS {
@@ -296,7 +294,7 @@ impl Orders {
             let event = next.to_event(change.event_type());
             match self.log.append(&event, current.seq).await? {
                 Appended::Stored(seq, payload) => {
-                    self.view.record_written(&event, seq, payload, wait).await?;
+                    self.view.record_written(&event, seq, payload, true).await?;
                     return Ok(Decided::Done(Stored { order: next, seq }));
                 }
                 Appended::Conflict(Some(latest)) => {
@@ -309,11 +307,6 @@ impl Orders {
             }
         }
         Err(Error::Contended(id))
-    }
-
-    /// The view's state of a just-written order (it may have moved on), or `fallback`.
-    fn latest(&self, fallback: Stored) -> Result<Order> {
-        Ok(self.view.get(fallback.order.id)?.unwrap_or(fallback).order)
     }
 }
 

@@ -1,5 +1,6 @@
-//! Placing an order: price it from the catalog, publish it Pending, reserve its stock within the
-//! request budget, publish the outcome. What the budget does not cover, the reconciler settles.
+//! Placing an order: price it from the catalog, reserve its stock within the request budget, and
+//! publish the outcome as the order's first state (Confirmed or Rejected); if product-svc does
+//! not answer in time, publish it Pending and let the reconciler settle it.
 use std::{collections::HashMap, sync::atomic::Ordering, time::Instant};
 
 use chrono::Utc;
@@ -7,9 +8,19 @@ use shared::events::OrderEventType;
 use uuid::Uuid;
 
 use super::{Decided, Orders, Placed};
+
+/// What a reservation call means for the order.
+enum Reserved {
+    /// The order's next state follows: confirmed or rejected.
+    Decided(Change),
+    /// A reservation with other items exists under the order id (its reason).
+    Mismatch(String),
+    /// product-svc did not answer (or the call was not made): the order stays Pending.
+    Unanswered,
+}
 use crate::{
     CatalogMode,
-    domain::{self, Change, Order, OrderRequest, ProductView},
+    domain::{self, Change, Order, OrderRequest, OrderStatus, ProductView},
     error::{Error, Result},
     order_log::{Appended, Stored},
     snapshot::SnapshotUpdate,
@@ -37,100 +48,104 @@ impl Orders {
         let catalog = self.catalog(&ids).await?;
         let order = domain::price_order(id, &request, &catalog, Utc::now(), fingerprint.clone())
             .map_err(Error::UnknownProducts)?;
+        // NATS down: 503 before anything is reserved (the order could not be recorded).
+        self.log.connected()?;
         let remaining = self.budget.saturating_sub(started.elapsed());
-        let placed = order.to_event(OrderEventType::OrderPlaced);
-        let appended = tokio::time::timeout(remaining, self.log.append(&placed, 0))
-            .await
-            .map_err(|_| {
-                Error::OrderStoreUnavailable(std::sync::Arc::from(Box::from(
-                    "the request budget ran out",
-                )))
-            })??;
-        let seq = match appended {
-            Appended::Stored(seq, payload) => {
-                // Queued for the view, not awaited: the final state's record waits for both.
-                self.view
-                    .record_written(&placed, seq, payload, false)
-                    .await?;
-                seq
+        let decided = match tokio::time::timeout(remaining, self.reserve_first(&order)).await {
+            Ok(result) => result?,
+            Err(_) => Reserved::Unanswered,
+        };
+        let (first, event_type) = match &decided {
+            Reserved::Decided(change) => (
+                order.first_state(change, Utc::now()).expect("a priced order is Pending"),
+                change.event_type(),
+            ),
+            Reserved::Mismatch(_) => return self.key_taken(id, fingerprint.as_deref()).await,
+            Reserved::Unanswered => (order.clone(), OrderEventType::OrderPlaced),
+        };
+        let event = first.to_event(event_type);
+        let appended = self.log.append(&event, 0).await.inspect_err(|_| {
+            if matches!(decided, Reserved::Decided(Change::Confirm)) {
+                tracing::warn!(order_id = %id, "The order's first state may not have landed; product-svc releases its stock if it did not.");
             }
-            // The key's order exists (placed by this or another instance).
+        })?;
+        match appended {
+            Appended::Stored(seq, payload) => {
+                // Queued for the view, not awaited: a listing waits for the view to catch up.
+                self.view
+                    .record_written(&event, seq, payload, false)
+                    .await?;
+                match first.status {
+                    OrderStatus::Pending => {
+                        tracing::warn!(order_id = %id, "product-svc did not answer within the request budget; the order stays Pending for the reconciler.");
+                    }
+                    status => {
+                        tracing::info!(order_id = %id, customer_id = %first.customer_id, total = %first.total_amount, ?status, "Order placed.");
+                    }
+                }
+                Ok(Placed::of(first))
+            }
+            // The key's order exists (placed by this or another instance), or product-svc
+            // recorded this one as rejected because its first state came too late.
             Appended::Conflict(Some(existing)) => {
                 self.view.record(&existing).await?;
                 tracing::info!(order_id = %id, "Idempotent replay of a create request.");
-                return replay(existing.order, fingerprint.as_deref());
+                replay(existing.order, fingerprint.as_deref())
             }
-            Appended::Conflict(None) => return Err(Error::Contended(id)),
+            Appended::Conflict(None) => Err(Error::Contended(id)),
+        }
+    }
+
+    /// Reserves a new order's stock before anything is published: the order's first message
+    /// is then its final state (one publish instead of two). product-svc gets the order's
+    /// rejected state with it, to record in the order's place if the order never lands
+    /// (`product-svc/src/unrecorded.rs`). With the breaker open nothing is called.
+    async fn reserve_first(&self, order: &Order) -> Result<Reserved> {
+        if self.stock.breaker_open() {
+            return Ok(Reserved::Unanswered);
+        }
+        let abandoned = Change::Reject {
+            reason: "the order was not recorded in time; the stock held for it was released"
+                .into(),
+            failed_product_ids: Vec::new(),
         };
-        let pending = Stored { order, seq };
-        tracing::info!(order_id = %id, customer_id = %pending.order.customer_id, total = %pending.order.total_amount, "Order accepted as Pending.");
-        let remaining = self.budget.saturating_sub(started.elapsed());
-        match tokio::time::timeout(remaining, self.settle_queued(&pending, false)).await {
-            Ok(Ok(Some(settled))) => Ok(Placed::of(settled)),
-            Ok(Ok(None)) | Err(_) => {
-                tracing::warn!(order_id = %id, "product-svc did not answer within the request budget; the order stays Pending for the reconciler.");
-                Ok(Placed::of(self.latest(pending)?))
+        let state = order
+            .first_state(&abandoned, Utc::now())
+            .expect("a priced order is Pending")
+            .to_event(abandoned.event_type());
+        let state = serde_json::to_vec(&state).map_err(|e| Error::corrupt(e.to_string()))?;
+        Ok(self
+            .reserve(order, Some((self.log.subject(order.id), state)))
+            .await)
+    }
+
+    /// A reservation under this order id holds other items: the order exists (answer it as a
+    /// replay) or another request with the same key and a different body is placing it (422).
+    async fn key_taken(&self, id: Uuid, fingerprint: Option<&str>) -> Result<Placed> {
+        match self.log.read(id).await? {
+            Some(existing) => {
+                self.view.record(&existing).await?;
+                replay(existing.order, fingerprint)
             }
-            Ok(Err(error)) => {
-                // The Pending state is acknowledged; whatever failed after it, the reconciler
-                // finishes (ReserveStock is idempotent).
-                tracing::warn!(order_id = %id, error = %shared::telemetry::error_chain(&error), "Settling failed; the order stays Pending for the reconciler.");
-                Ok(Placed::of(self.latest(pending)?))
-            }
+            None => Err(Error::IdempotencyMismatch),
         }
     }
 
     /// Reserves stock for a Pending order and records the outcome. `Ok(None)` when product-svc
     /// is unavailable (the order stays Pending; ReserveStock is idempotent, so retrying is safe).
-    /// If another instance settled or cancelled it first, returns what it is now.
+    /// If another instance settled or cancelled it first, returns what it is now. Waits until
+    /// the view holds the outcome (the reconciler's next scan must not find the order Pending).
     pub async fn settle(&self, pending: &Stored) -> Result<Option<Order>> {
-        self.settle_queued(pending, true).await
-    }
-
-    /// `settle`; `wait`: return once the view holds the outcome (the reconciler's next scan
-    /// must not find the order Pending), else once it is queued (the create path).
-    async fn settle_queued(&self, pending: &Stored, wait: bool) -> Result<Option<Order>> {
         let order = &pending.order;
-        let items: Vec<(Uuid, u32)> = order
-            .items
-            .iter()
-            .map(|i| (i.product_id, i.quantity))
-            .collect();
-        let change = match self.stock.reserve(order.id, &items).await {
-            Ok(Reservation::Reserved) => Change::Confirm,
-            Ok(Reservation::Failed {
-                code,
-                reason,
-                failed_product_ids,
-            }) => {
-                tracing::info!(order_id = %order.id, ?code, "Stock reservation refused; rejecting the order.");
-                let reason = match code {
-                    FailureCode::RequestMismatch => {
-                        format!("the reservation for this order conflicts: {reason}")
-                    }
-                    _ => reason,
-                };
-                Change::Reject {
-                    reason,
-                    failed_product_ids,
-                }
-            }
-            Err(StockError::Unavailable(_) | StockError::BreakerOpen) => return Ok(None),
-            Err(error @ StockError::Failed(_)) => {
-                let error = shared::telemetry::error_chain(&error);
-                tracing::warn!(order_id = %order.id, %error, "product-svc failed; the order stays Pending for the reconciler.");
-                return Ok(None);
-            }
-            Err(StockError::Refused(status)) => Change::Reject {
-                reason: format!(
-                    "product-svc refused the reservation: {:?}: {}",
-                    status.code(),
-                    status.message()
-                ),
+        let change = match self.reserve(order, None).await {
+            Reserved::Decided(change) => change,
+            Reserved::Mismatch(reason) => Change::Reject {
+                reason: format!("the reservation for this order conflicts: {reason}"),
                 failed_product_ids: Vec::new(),
             },
+            Reserved::Unanswered => return Ok(None),
         };
-        match self.decide(pending.clone(), &change, None, wait).await? {
+        match self.decide(pending.clone(), &change, None).await? {
             Decided::Done(next) => {
                 tracing::info!(order_id = %order.id, status = ?next.order.status, "Order settled.");
                 Ok(Some(next.order))
@@ -139,6 +154,51 @@ impl Orders {
                 self.counters.duplicate_work.fetch_add(1, Ordering::Relaxed);
                 Ok(Some(current.order))
             }
+        }
+    }
+
+    /// One ReserveStock call for the order's items, as what it means for the order.
+    async fn reserve(&self, order: &Order, unrecorded: Option<(String, Vec<u8>)>) -> Reserved {
+        let items: Vec<(Uuid, u32)> = order
+            .items
+            .iter()
+            .map(|i| (i.product_id, i.quantity))
+            .collect();
+        match self.stock.reserve(order.id, &items, unrecorded).await {
+            Ok(Reservation::Reserved) => Reserved::Decided(Change::Confirm),
+            Ok(Reservation::Failed {
+                code: FailureCode::RequestMismatch,
+                reason,
+                ..
+            }) => {
+                tracing::info!(order_id = %order.id, "A reservation with other items exists under this order id.");
+                Reserved::Mismatch(reason)
+            }
+            Ok(Reservation::Failed {
+                code,
+                reason,
+                failed_product_ids,
+            }) => {
+                tracing::info!(order_id = %order.id, ?code, "Stock reservation refused; rejecting the order.");
+                Reserved::Decided(Change::Reject {
+                    reason,
+                    failed_product_ids,
+                })
+            }
+            Err(StockError::Unavailable(_) | StockError::BreakerOpen) => Reserved::Unanswered,
+            Err(error @ StockError::Failed(_)) => {
+                let error = shared::telemetry::error_chain(&error);
+                tracing::warn!(order_id = %order.id, %error, "product-svc failed; the order stays Pending for the reconciler.");
+                Reserved::Unanswered
+            }
+            Err(StockError::Refused(status)) => Reserved::Decided(Change::Reject {
+                reason: format!(
+                    "product-svc refused the reservation: {:?}: {}",
+                    status.code(),
+                    status.message()
+                ),
+                failed_product_ids: Vec::new(),
+            }),
         }
     }
 

@@ -8,7 +8,7 @@ use std::{sync::atomic::AtomicUsize, time::Duration};
 
 use proto::{
     CommitStockRequest, ErrorCode, GetProductsRequest, OrderItem, ReleaseStockRequest,
-    ReserveStockRequest,
+    ReserveStockRequest, UnrecordedOrder,
 };
 use rust_decimal::Decimal;
 use shared::metrics::Rpc;
@@ -182,12 +182,16 @@ impl StockClient {
             .collect()
     }
 
+    /// Reserves an order's items. `unrecorded`: the order is not on the order stream yet; the
+    /// subject and the state (JSON) product-svc publishes there if it never lands.
     pub async fn reserve(
         &self,
         order_id: Uuid,
         items: &[(Uuid, u32)],
+        unrecorded: Option<(String, Vec<u8>)>,
     ) -> Result<Reservation, StockError> {
         let req = ReserveStockRequest {
+            unrecorded: unrecorded.map(|(subject, state)| UnrecordedOrder { subject, state }),
             order_id: order_id.to_string(),
             items: items
                 .iter()

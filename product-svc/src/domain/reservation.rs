@@ -43,16 +43,77 @@ pub struct Reservation {
     /// here. `None` while Active (and in records from before retention existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub closed_at: Option<DateTime<Utc>>,
+    /// Held before its order reached the order stream: what to publish as the order's first
+    /// state if it never does (`unrecorded.rs`). Dropped when the reservation closes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unrecorded: Option<Unrecorded>,
 }
+
+/// An order that was not on the order stream when its stock was held: its subject, and the
+/// state (an `OrderRejected` full state, JSON as order-svc wrote it) that claims the subject if
+/// the order's own first publish never lands.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Unrecorded {
+    pub subject: String,
+    pub state: Box<serde_json::value::RawValue>,
+}
+
+impl Unrecorded {
+    /// Checks what a reserve call sent: the subject is the order's (one literal subject ending
+    /// in the order id) and the state its first state as `OrderRejected`, version 1. The error
+    /// names the field.
+    pub fn check(order_id: Uuid, subject: String, state: &[u8]) -> Result<Self, String> {
+        let literal = !subject.contains(['*', '>', ' ']) && !subject.starts_with('.');
+        if !literal || !subject.ends_with(&format!(".{order_id}")) {
+            return Err(format!(
+                "unrecorded.subject: must be the order's subject, ending in .{order_id}"
+            ));
+        }
+        let bad = |why: &str| format!("unrecorded.state: {why}");
+        let event: shared::events::OrderEvent =
+            serde_json::from_slice(state).map_err(|e| bad(&format!("not an order event: {e}")))?;
+        if event.order_id != order_id {
+            return Err(bad("its orderId is not the order's"));
+        }
+        if event.status != shared::events::OrderStatus::Rejected || event.version != 1 {
+            return Err(bad("must be the order's first state (version 1) as Rejected"));
+        }
+        let state = serde_json::value::RawValue::from_string(
+            String::from_utf8(state.to_vec()).map_err(|_| bad("not UTF-8"))?,
+        )
+        .map_err(|e| bad(&e.to_string()))?;
+        Ok(Self { subject, state })
+    }
+
+    /// The event id of the state (its message id when published).
+    pub fn event_id(&self) -> Option<Uuid> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Id {
+            event_id: Uuid,
+        }
+        serde_json::from_str::<Id>(self.state.get())
+            .ok()
+            .map(|i| i.event_id)
+    }
+}
+
+impl PartialEq for Unrecorded {
+    fn eq(&self, other: &Self) -> bool {
+        self.subject == other.subject && self.state.get() == other.state.get()
+    }
+}
+impl Eq for Unrecorded {}
 
 impl Reservation {
     /// Stock held for `items`.
-    pub fn held(items: &[(Uuid, i64)]) -> Self {
+    pub fn held(items: &[(Uuid, i64)], unrecorded: Option<Unrecorded>) -> Self {
         Self {
             items: items.to_vec(),
             status: ReservationStatus::Active,
             failure: None,
             closed_at: None,
+            unrecorded,
         }
     }
 
@@ -63,6 +124,7 @@ impl Reservation {
             status: ReservationStatus::Failed,
             failure: Some(failure),
             closed_at: Some(now),
+            unrecorded: None,
         }
     }
 
@@ -74,6 +136,7 @@ impl Reservation {
             status: ReservationStatus::Released,
             failure: None,
             closed_at: Some(now),
+            unrecorded: None,
         }
     }
 
@@ -81,6 +144,7 @@ impl Reservation {
     pub fn close(&mut self, status: ReservationStatus, now: DateTime<Utc>) {
         self.status = status;
         self.closed_at = Some(now);
+        self.unrecorded = None;
     }
 }
 
@@ -105,6 +169,7 @@ pub fn replay_reserve(existing: Reservation, order_id: Uuid, items: &[(Uuid, i64
             failed_product_ids: Vec::new(),
         }),
         closed_at: None,
+        unrecorded: None,
     }
 }
 
@@ -124,6 +189,7 @@ pub fn refuse_settled(
             failed_product_ids: Vec::new(),
         }),
         closed_at: None,
+        unrecorded: None,
     }
 }
 

@@ -13,6 +13,7 @@ fn committing_moves_held_units_out_of_on_hand_and_is_idempotent() {
         status: ReservationStatus::Active,
         failure: None,
         closed_at: None,
+        unrecorded: None,
     };
     assert_eq!(commit_decision(Some(&held)), Ok(true));
     let committed = Reservation {
@@ -238,7 +239,7 @@ fn discontinuing_is_one_new_version_once() {
 #[test]
 fn a_repeated_reserve_replays_and_a_different_one_is_a_mismatch() {
     let (order, a, b) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
-    let held = Reservation::held(&[(a, 2)]);
+    let held = Reservation::held(&[(a, 2)], None);
     assert_eq!(replay_reserve(held.clone(), order, &[(a, 2)]), held);
     let other = replay_reserve(held, order, &[(b, 1)]);
     assert_eq!(other.status, ReservationStatus::Failed);
@@ -264,7 +265,7 @@ fn releasing_gives_back_held_units_and_never_goes_below_zero() {
     let released = release_units(stock, 2);
     assert_eq!((released.on_hand, released.reserved), (10, 1));
     assert_eq!(release_units(stock, 5).reserved, 0);
-    let mut r = Reservation::held(&[(Uuid::new_v4(), 2)]);
+    let mut r = Reservation::held(&[(Uuid::new_v4(), 2)], None);
     r.close(ReservationStatus::Released, Utc::now());
     assert_eq!(r.status, ReservationStatus::Released);
     assert!(r.closed_at.is_some(), "retention counts from the release");
@@ -277,7 +278,7 @@ mod books {
     use crate::domain::{Effect, Reservation, ReservationStatus, StockRow, effect};
 
     fn reservation(items: &[(Uuid, i64)], status: ReservationStatus) -> Reservation {
-        let mut r = Reservation::held(items);
+        let mut r = Reservation::held(items, None);
         if status != ReservationStatus::Active {
             r.close(status, Utc::now());
         }

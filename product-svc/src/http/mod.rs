@@ -133,6 +133,7 @@ async fn ready(State(state): State<AppState>) -> Response {
         "commits": f.commits.load(Ordering::Relaxed),
         "unrepairable": f.unrepairable.load(Ordering::Relaxed),
         "poison": f.poison.load(Ordering::Relaxed),
+        "unrecordedRejected": f.unrecorded.load(Ordering::Relaxed),
     });
     shared::health::Readiness::new()
         .check("store", store.0, store.1)

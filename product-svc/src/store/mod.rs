@@ -75,6 +75,9 @@ pub struct Store {
     orders: Option<Orders>,
     /// Replicas of the streams this store creates when they do not exist.
     replicas: usize,
+    /// Held reservations whose order was not on the order stream when they were held, and
+    /// since when this instance has known of them (`unrecorded.rs` watches them).
+    unrecorded: Arc<std::sync::Mutex<std::collections::HashMap<uuid::Uuid, std::time::Instant>>>,
     db: sled::Db,
 }
 
@@ -147,6 +150,7 @@ impl Store {
             streams: Default::default(),
             orders,
             replicas,
+            unrecorded: Default::default(),
             db,
         })
     }

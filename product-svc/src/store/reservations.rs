@@ -1,6 +1,8 @@
 //! Reservations: reserve all-or-nothing, release, commit (each one ledger message), compaction,
 //! and their reads.
 use async_nats::jetstream::stream::Stream;
+use std::time::Instant;
+
 use chrono::Utc;
 use shared::{
     correlation,
@@ -10,21 +12,29 @@ use uuid::Uuid;
 
 use super::Store;
 use crate::{
-    domain::{self, Product, Reservation, ReservationStatus},
+    domain::{self, Product, Reservation, ReservationStatus, Unrecorded},
     error::{Error, Result},
 };
 
 impl Store {
     /// Reserves every item or none. `items` must be merged (`domain::merge_items`). Returns the
     /// stored outcome; a different request under a known order id is a `RequestMismatch` failure.
-    pub async fn reserve(&self, order_id: Uuid, items: &[(Uuid, i64)]) -> Result<Reservation> {
+    /// `unrecorded`: the order is not on the order stream yet (kept with the held stock, and
+    /// watched until it is: `unrecorded.rs`).
+    pub async fn reserve(
+        &self,
+        order_id: Uuid,
+        items: &[(Uuid, i64)],
+        unrecorded: Option<Unrecorded>,
+    ) -> Result<Reservation> {
         let cid = correlation::current_or_new();
         self.known(items.iter().map(|(id, _)| *id)).await?;
         if let Some(refused) = self.settled_elsewhere(order_id, items).await? {
             return Ok(refused);
         }
         let items = items.to_vec();
-        self.transact(move |t| {
+        let reservation = self
+            .transact(move |t| {
             let items = items.as_slice();
             if let Some(existing) = t.reservation_of(order_id)? {
                 return Ok(domain::replay_reserve(existing, order_id, items));
@@ -50,14 +60,60 @@ impl Store {
                         }
                         t.put_stock(*id, next)?;
                     }
-                    Reservation::held(items)
+                    Reservation::held(items, unrecorded.clone())
                 }
                 Err(failure) => Reservation::failed(items, failure, Utc::now()),
             };
             t.reservation(order_id, &reservation, &cid)?;
             Ok(reservation)
         })
-        .await
+        .await?;
+        if reservation.status == ReservationStatus::Active && reservation.unrecorded.is_some() {
+            self.unrecorded
+                .lock()
+                .expect("lock")
+                .entry(order_id)
+                .or_insert_with(Instant::now);
+        }
+        Ok(reservation)
+    }
+
+    /// Stops watching an order for being unrecorded: the order stream has it.
+    pub fn recorded(&self, order_id: Uuid) {
+        self.unrecorded.lock().expect("lock").remove(&order_id);
+    }
+
+    /// Watches every held reservation of the books whose order was unrecorded when it was held
+    /// (a new stock writer: the last one's watch list went with it), from now. Returns how many.
+    pub fn watch_unrecorded_in_books(&self) -> Result<usize> {
+        let mut found = Vec::new();
+        for entry in self.trees.reservations.iter() {
+            let (key, value) = entry?;
+            let reservation: Reservation =
+                serde_json::from_slice(&value).map_err(|e| Error::corrupt(e.to_string()))?;
+            if reservation.status == ReservationStatus::Active
+                && reservation.unrecorded.is_some()
+                && let Ok(id) = Uuid::from_slice(&key)
+            {
+                found.push(id);
+            }
+        }
+        let now = Instant::now();
+        let mut watched = self.unrecorded.lock().expect("lock");
+        for id in &found {
+            watched.entry(*id).or_insert(now);
+        }
+        Ok(found.len())
+    }
+
+    /// The watched orders known for at least `grace`.
+    pub fn due_unrecorded(&self, grace: std::time::Duration) -> Vec<Uuid> {
+        let watched = self.unrecorded.lock().expect("lock");
+        watched
+            .iter()
+            .filter(|(_, since)| since.elapsed() >= grace)
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     /// A reserve for an order whose reservation may have been compacted (closed longer ago than
