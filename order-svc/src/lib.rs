@@ -111,6 +111,7 @@ impl App {
             stock,
             config.catalog,
             budget,
+            config.site.is_none(),
         );
         let webhooks = webhooks::Webhooks::new(
             shared::nats::jetstream(nats.clone()),

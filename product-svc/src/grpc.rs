@@ -63,7 +63,8 @@ impl ProductService for StockService {
         }
         let unrecorded = match req.unrecorded {
             Some(u) => Some(
-                Unrecorded::check(order_id, u.subject, &u.state).map_err(Status::invalid_argument)?,
+                Unrecorded::check(order_id, u.subject, &u.state)
+                    .map_err(Status::invalid_argument)?,
             ),
             None => None,
         };

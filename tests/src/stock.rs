@@ -88,5 +88,6 @@ pub fn reserve_request(order: impl ToString, items: &[(&str, i32)]) -> ReserveSt
                 quantity: *quantity,
             })
             .collect(),
+        unrecorded: None,
     }
 }

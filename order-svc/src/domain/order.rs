@@ -159,7 +159,11 @@ impl Order {
     /// (a confirm or a reject of the priced Pending order): that state as version 1, since the
     /// Pending state is never published. Its event is the change's (`OrderConfirmed`,
     /// `OrderRejected`), so an order's first message may be its final state.
-    pub fn first_state(&self, change: &Change, now: DateTime<Utc>) -> Result<Order, InvalidTransition> {
+    pub fn first_state(
+        &self,
+        change: &Change,
+        now: DateTime<Utc>,
+    ) -> Result<Order, InvalidTransition> {
         let mut first = self.apply(change, now)?;
         first.version = self.version;
         Ok(first)

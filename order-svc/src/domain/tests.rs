@@ -361,7 +361,10 @@ fn a_reservation_decided_before_any_publish_makes_the_first_state_final_at_versi
         failed_product_ids: vec![a],
     };
     let rejected = order.first_state(&reject, Utc::now()).unwrap();
-    assert_eq!((rejected.status, rejected.version), (OrderStatus::Rejected, 1));
+    assert_eq!(
+        (rejected.status, rejected.version),
+        (OrderStatus::Rejected, 1)
+    );
     let event = rejected.to_event(reject.event_type());
     assert_eq!(event.event_type, OrderEventType::OrderRejected);
     assert!(check_order_event(&event, Some(order.id)).is_ok());

@@ -47,6 +47,8 @@ pub struct Orders {
     catalog: CatalogMode,
     /// How long a create request waits for product-svc before answering 202 Pending.
     budget: Duration,
+    /// Reserve a new order's stock before its first publish (not at an edge site: `place.rs`).
+    reserve_first: bool,
     counters: Arc<Counters>,
     /// Wakes this instance's releaser after a cancel or a ship.
     stock_work_wake: Arc<Notify>,
@@ -107,8 +109,10 @@ impl Orders {
         stock: StockClient,
         catalog: CatalogMode,
         budget: Duration,
+        reserve_first: bool,
     ) -> Self {
         Self {
+            reserve_first,
             log,
             view,
             snapshot,

@@ -57,7 +57,9 @@ impl Orders {
         };
         let (first, event_type) = match &decided {
             Reserved::Decided(change) => (
-                order.first_state(change, Utc::now()).expect("a priced order is Pending"),
+                order
+                    .first_state(change, Utc::now())
+                    .expect("a priced order is Pending"),
                 change.event_type(),
             ),
             Reserved::Mismatch(_) => return self.key_taken(id, fingerprint.as_deref()).await,
@@ -75,14 +77,24 @@ impl Orders {
                 self.view
                     .record_written(&event, seq, payload, false)
                     .await?;
-                match first.status {
-                    OrderStatus::Pending => {
-                        tracing::warn!(order_id = %id, "product-svc did not answer within the request budget; the order stays Pending for the reconciler.");
-                    }
-                    status => {
-                        tracing::info!(order_id = %id, customer_id = %first.customer_id, total = %first.total_amount, ?status, "Order placed.");
+                if first.status != OrderStatus::Pending {
+                    tracing::info!(order_id = %id, customer_id = %first.customer_id, total = %first.total_amount, status = ?first.status, "Order placed.");
+                    return Ok(Placed::of(first));
+                }
+                if !self.reserve_first {
+                    // An edge site: reserve now, within what is left of the budget.
+                    let pending = Stored {
+                        order: first.clone(),
+                        seq,
+                    };
+                    let remaining = self.budget.saturating_sub(started.elapsed());
+                    if let Ok(Ok(Some(settled))) =
+                        tokio::time::timeout(remaining, self.settle(&pending)).await
+                    {
+                        return Ok(Placed::of(settled));
                     }
                 }
+                tracing::warn!(order_id = %id, "product-svc did not answer within the request budget; the order stays Pending for the reconciler.");
                 Ok(Placed::of(first))
             }
             // The key's order exists (placed by this or another instance), or product-svc
@@ -100,13 +112,15 @@ impl Orders {
     /// is then its final state (one publish instead of two). product-svc gets the order's
     /// rejected state with it, to record in the order's place if the order never lands
     /// (`product-svc/src/unrecorded.rs`). With the breaker open nothing is called.
+    /// At an edge site (`reserve_first` off) nothing is reserved before the Pending state is
+    /// published: the order's subject is in the site's stream, which product-svc at the hub
+    /// cannot reach to record a rejection while the uplink is down.
     async fn reserve_first(&self, order: &Order) -> Result<Reserved> {
-        if self.stock.breaker_open() {
+        if !self.reserve_first || self.stock.breaker_open() {
             return Ok(Reserved::Unanswered);
         }
         let abandoned = Change::Reject {
-            reason: "the order was not recorded in time; the stock held for it was released"
-                .into(),
+            reason: "the order was not recorded in time; the stock held for it was released".into(),
             failed_product_ids: Vec::new(),
         };
         let state = order

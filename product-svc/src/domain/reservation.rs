@@ -76,7 +76,9 @@ impl Unrecorded {
             return Err(bad("its orderId is not the order's"));
         }
         if event.status != shared::events::OrderStatus::Rejected || event.version != 1 {
-            return Err(bad("must be the order's first state (version 1) as Rejected"));
+            return Err(bad(
+                "must be the order's first state (version 1) as Rejected",
+            ));
         }
         let state = serde_json::value::RawValue::from_string(
             String::from_utf8(state.to_vec()).map_err(|_| bad("not UTF-8"))?,

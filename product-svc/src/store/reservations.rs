@@ -35,39 +35,39 @@ impl Store {
         let items = items.to_vec();
         let reservation = self
             .transact(move |t| {
-            let items = items.as_slice();
-            if let Some(existing) = t.reservation_of(order_id)? {
-                return Ok(domain::replay_reserve(existing, order_id, items));
-            }
-            let mut state = Vec::with_capacity(items.len());
-            for (id, _) in items {
-                let entry = match t.catalog.get(*id) {
-                    Some(product) => {
-                        let product = Product::clone(product);
-                        let stock = t.stock_of(&product)?;
-                        Some((product, stock))
-                    }
-                    None => None,
-                };
-                state.push(entry);
-            }
-            let reservation = match domain::plan_reservation(items, &state) {
-                Ok(planned) => {
-                    for (((id, _), next), before) in items.iter().zip(&planned).zip(&state) {
-                        let (product, before) = before.as_ref().expect("planned items exist");
-                        if next.low && !before.low {
-                            t.stock_low(product, next, &cid)?;
-                        }
-                        t.put_stock(*id, next)?;
-                    }
-                    Reservation::held(items, unrecorded.clone())
+                let items = items.as_slice();
+                if let Some(existing) = t.reservation_of(order_id)? {
+                    return Ok(domain::replay_reserve(existing, order_id, items));
                 }
-                Err(failure) => Reservation::failed(items, failure, Utc::now()),
-            };
-            t.reservation(order_id, &reservation, &cid)?;
-            Ok(reservation)
-        })
-        .await?;
+                let mut state = Vec::with_capacity(items.len());
+                for (id, _) in items {
+                    let entry = match t.catalog.get(*id) {
+                        Some(product) => {
+                            let product = Product::clone(product);
+                            let stock = t.stock_of(&product)?;
+                            Some((product, stock))
+                        }
+                        None => None,
+                    };
+                    state.push(entry);
+                }
+                let reservation = match domain::plan_reservation(items, &state) {
+                    Ok(planned) => {
+                        for (((id, _), next), before) in items.iter().zip(&planned).zip(&state) {
+                            let (product, before) = before.as_ref().expect("planned items exist");
+                            if next.low && !before.low {
+                                t.stock_low(product, next, &cid)?;
+                            }
+                            t.put_stock(*id, next)?;
+                        }
+                        Reservation::held(items, unrecorded.clone())
+                    }
+                    Err(failure) => Reservation::failed(items, failure, Utc::now()),
+                };
+                t.reservation(order_id, &reservation, &cid)?;
+                Ok(reservation)
+            })
+            .await?;
         if reservation.status == ReservationStatus::Active && reservation.unrecorded.is_some() {
             self.unrecorded
                 .lock()

@@ -528,7 +528,7 @@ async fn least_privilege_nats_users_run_the_system_and_refuse_a_forged_product_e
     let (event, _, first) = watch.next_within(crate::WAIT).await;
     assert_eq!(
         (event.as_str(), &first["id"]),
-        ("OrderPlaced", &placed["id"])
+        ("OrderConfirmed", &placed["id"])
     );
     tests::wait_for("the confirmation delivered", crate::WAIT, || async {
         let accepted = receiver.accepted();

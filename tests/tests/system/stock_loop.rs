@@ -50,9 +50,9 @@ async fn shipping_commits_exactly_the_reserved_units_once() {
         (stock(&product.http, &id).await == (7, 0)).then_some(())
     })
     .await;
-    // The commit is recorded on the order (version 4: placed, confirmed, shipped, committed).
+    // The commit is recorded on the order (version 3: confirmed, shipped, committed).
     wait_for("the commit to be recorded", WAIT, || async {
-        (orders.get(&order_id).await.body["version"] == 4).then_some(())
+        (orders.get(&order_id).await.body["version"] == 3).then_some(())
     })
     .await;
     let again = orders.ship(&order_id).await;

@@ -235,6 +235,7 @@ async fn place(
         .reserve_stock(proto::ReserveStockRequest {
             order_id: id.to_string(),
             items: vec![],
+            unrecorded: None,
         })
         .await;
     if reserved.is_err() {

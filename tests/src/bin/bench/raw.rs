@@ -207,6 +207,7 @@ pub(crate) async fn raw_tonic(clients: usize, total: usize) -> (f64, Histogram<u
             c.reserve_stock(proto::ReserveStockRequest {
                 order_id: Uuid::new_v4().to_string(),
                 items: vec![],
+                unrecorded: None,
             })
             .await
             .is_ok()
