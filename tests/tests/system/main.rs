@@ -13,6 +13,7 @@ mod seed;
 mod stock_calls;
 mod stock_loop;
 mod transport;
+mod unrecorded;
 mod watch;
 mod webhooks;
 
