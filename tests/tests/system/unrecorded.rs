@@ -1,7 +1,7 @@
 //! Orders reserve stock before their first publish. An order that held stock but never reached
 //! the order stream is recorded as rejected by product-svc and its stock given back; of that
 //! rejection and the order's own (late) first publish exactly one lands.
-use async_nats::jetstream::{self, context::Publish};
+use async_nats::jetstream::{self, message::PublishMessage};
 use serde_json::{Value, json};
 use tests::{NatsServer, OrderService, ProductApi, ProductService, StockApi, scratch, wait_for};
 use tonic::Code;
@@ -43,7 +43,7 @@ async fn reserve_unrecorded(
 
 /// Publishes an order's first state (expected last subject sequence 0).
 async fn publish_first(js: &jetstream::Context, order: Uuid, state: &Value) -> Result<(), String> {
-    let publish = Publish::build()
+    let publish = PublishMessage::build()
         .payload(state.to_string().into())
         .expected_last_subject_sequence(0);
     js.send_publish(format!("eshop.orders.{order}"), publish)
