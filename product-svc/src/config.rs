@@ -75,7 +75,10 @@ pub struct Config {
     #[arg(long, env = "PRODUCT_ORDERS_STREAM", default_value = shared::streams::ORDERS)]
     pub orders_stream: String,
     /// How long after an order's last change its reservation may still disagree before the
-    /// follower repairs it (order-svc's own release or commit normally comes first).
+    /// follower repairs it (order-svc's own release or commit normally comes first); also how
+    /// long an order that held stock before its first publish may take to reach the order
+    /// stream before it is recorded as rejected (keep it well above order-svc's request budget
+    /// and NATS timeout).
     #[arg(long, env = "PRODUCT_REPAIR_GRACE_SECS", default_value_t = 30)]
     pub repair_grace_secs: u64,
     /// How long a closed reservation (released, committed, failed, tombstone) is kept before it
