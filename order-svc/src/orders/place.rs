@@ -8,6 +8,14 @@ use shared::events::OrderEventType;
 use uuid::Uuid;
 
 use super::{Decided, Orders, Placed};
+use crate::{
+    CatalogMode,
+    domain::{self, Change, Order, OrderRequest, OrderStatus, ProductView},
+    error::{Error, Result},
+    order_log::{Appended, Stored},
+    snapshot::SnapshotUpdate,
+    stock::{FailureCode, Reservation, StockError},
+};
 
 /// What a reservation call means for the order.
 enum Reserved {
@@ -18,14 +26,6 @@ enum Reserved {
     /// product-svc did not answer (or the call was not made): the order stays Pending.
     Unanswered,
 }
-use crate::{
-    CatalogMode,
-    domain::{self, Change, Order, OrderRequest, OrderStatus, ProductView},
-    error::{Error, Result},
-    order_log::{Appended, Stored},
-    snapshot::SnapshotUpdate,
-    stock::{FailureCode, Reservation, StockError},
-};
 
 impl Orders {
     pub async fn place(
