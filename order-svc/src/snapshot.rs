@@ -1,6 +1,6 @@
 //! The ProductSnapshot: this instance's sled copy of `PRODUCTS` (catalog data for pricing, the
-//! Phase-15 read model), a [`Projection`] like the orders view. One tree, so one atomic batch
-//! moves the rows, the row count and the checkpoint together:
+//! Phase-15 read model), a [`Projection`] like the orders view. One tree, so one batch of writes
+//! (`store::replay::Writes`, checkpoint last) moves the rows, the row count and the checkpoint:
 //! - `p` + product id → the row (`ProductView` JSON);
 //! - `m:checkpoint` (`store::replay`), `m:rows` (the row count: readiness reports it, and
 //!   `Tree::len` is a full scan).
@@ -118,8 +118,9 @@ impl ProductSnapshot {
     }
 }
 
-/// Applies rows through the version guard, with the row count and the checkpoint, in one
-/// `apply_batch`. Only the writer task calls it, so the read-check-write cannot race.
+/// Applies rows through the version guard, with the row count and the checkpoint, in one batch
+/// of writes (`replay::Writes`). Only the writer task calls it, so the read-check-write cannot
+/// race.
 fn apply(
     tree: &Tree,
     replay: &ReplayCache<u64>,
@@ -127,7 +128,7 @@ fn apply(
     checkpoint: Option<u64>,
 ) -> Result<Applied> {
     let mut guard = replay.batch();
-    let mut batch = sled::Batch::default();
+    let mut batch = replay::Writes::default();
     let (mut changed, mut added) = (0, 0);
     for u in updates {
         let current = guard.current(u.product_id, || {
@@ -136,7 +137,7 @@ fn apply(
                 .transpose()
         })?;
         if domain::should_apply(current, u.view.version) {
-            batch.insert(key(u.product_id).as_slice(), to_json(&u.view)?);
+            batch.insert(key(u.product_id), to_json(&u.view)?);
             guard.stage(u.product_id, u.view.version);
             changed += 1;
             added += u64::from(current.is_none());
@@ -144,7 +145,7 @@ fn apply(
     }
     if added > 0 {
         let rows = stored_u64(tree, ROWS_KEY)?.unwrap_or_default() + added;
-        batch.insert(ROWS_KEY, &rows.to_be_bytes());
+        batch.insert(ROWS_KEY, rows.to_be_bytes());
     }
     let moved = replay::stage_checkpoint(tree, &mut batch, checkpoint, changed)?;
     if changed == 0 && !moved {
@@ -153,7 +154,7 @@ fn apply(
             wrote: false,
         });
     }
-    tree.apply_batch(batch)?;
+    batch.apply(tree)?;
     guard.applied();
     Ok(Applied {
         changed,

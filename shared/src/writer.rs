@@ -1,11 +1,12 @@
 //! The one writer model of every sled store in eshop: callers queue work, and one task per store
-//! takes everything queued (up to a bound), applies it as **one** atomic sled write, and answers
-//! each caller before it takes the next batch.
+//! takes everything queued (up to a bound), applies it as **one** batch, and answers each caller
+//! before it takes the next batch.
 //!
-//! Why: sled pays two log writes per batch or transaction (`pin_log`), so under load the number
-//! of writes, not our code, sets the throughput; taking whatever queued during the last write
-//! makes batches grow instead. And with one writer, every read-check-write (a version guard, a
-//! stock check) is race-free without a lock.
+//! Why: a store's per-write costs (a sled batch or transaction seals one of sled's log buffers;
+//! a stock batch is one round of publishes) then scale with the number of batches, not of
+//! callers: taking whatever queued during the last write makes batches grow under load. And
+//! with one writer, every read-check-write (a version guard, a stock check) is race-free
+//! without a lock.
 //!
 //! [`Writer::spawn`] starts the task with the store's `apply`; [`Writer::close`] applies what is
 //! already queued, then stops the task (it holds the database open).

@@ -7,7 +7,7 @@ use async_nats::jetstream::{self, AckKind};
 use super::{Projection, Projector, SessionError};
 
 impl<P: Projection> Projector<P> {
-    /// Decodes a batch and writes it (rows and checkpoint, atomically; not yet flushed).
+    /// Decodes a batch and writes it (rows, then the checkpoint; not yet flushed).
     /// A gap in the delivery numbers fails before anything is written.
     pub(super) async fn write(
         &self,

@@ -3,8 +3,8 @@
 //! the orders view from the order stream); each is a [`Projection`].
 //!
 //! Why it works the way it does:
-//! - **Batches.** Whatever is ready (up to 1,000 messages) is applied in one sled batch that
-//!   also moves the checkpoint (last applied stream sequence), flushed once, then acked with
+//! - **Batches.** Whatever is ready (up to 1,000 messages) is applied in one batch of writes
+//!   that also moves the checkpoint (last applied stream sequence), flushed once, then acked with
 //!   **one** ack: the durable uses `AckPolicy::All`, so acking the batch's last message acks the
 //!   batch (a thousand ack publishes per batch were a fifth of a replay's cost). A crash between
 //!   flush and ack only causes redelivery, which the version guard makes harmless.
@@ -54,7 +54,7 @@ pub const BATCH: usize = 1000;
 pub const INACTIVE_THRESHOLD: Duration = Duration::from_secs(24 * 3600);
 
 /// A read model fed by the projector. `apply` runs the version guard and moves the checkpoint in
-/// one atomic write; the projector flushes before it acks.
+/// one batch of writes (checkpoint last); the projector flushes before it acks.
 pub trait Projection: Clone + Send + Sync + 'static {
     type Update: Send + Sync;
     /// Names the read model in logs.

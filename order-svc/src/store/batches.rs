@@ -30,7 +30,7 @@ impl<U, R> Clone for BatchWriter<U, R> {
 }
 
 impl<U: Send + 'static, R: Clone + Send + 'static> BatchWriter<U, R> {
-    /// Starts the writer task; `apply` writes one batch atomically (only this task calls it).
+    /// Starts the writer task; `apply` writes one batch (only this task calls it).
     pub(crate) fn spawn(
         name: &'static str,
         max_jobs: usize,

@@ -1,12 +1,12 @@
 //! What both read models (the ProductSnapshot and the orders view) share, written once: the
-//! version guard's replay cache for a cold start, and the checkpoint kept in the model's own
-//! tree, so one atomic batch moves rows and checkpoint together.
+//! version guard's replay cache for a cold start, the checkpoint kept in the model's own tree,
+//! and the batch of writes that moves rows and checkpoint together ([`Writes`]).
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, MutexGuard},
 };
 
-use sled::{Batch, Tree};
+use sled::{IVec, Tree};
 use uuid::Uuid;
 
 use super::decode_u64;
@@ -27,11 +27,50 @@ pub(crate) fn read_checkpoint(tree: &Tree) -> Result<Option<u64>> {
         .transpose()
 }
 
-/// Adds the checkpoint `seq` to `batch` when it is due: always on a cold model, past the stored
-/// one when the batch changed rows, else every [`CHECKPOINT_STRIDE`]. Returns whether it did.
+/// One batch of a read model's writes, applied key by key in the order they were staged, the
+/// checkpoint last. Not a `sled::Batch`: each `apply_batch` seals one of sled's log buffers and
+/// has a background thread write it out, which under load made the orders view's writes a third
+/// of order-svc's CPU. Atomicity is not needed for what the batch kept true: only the model's
+/// writer task writes its tree, and sled recovers a prefix of its log after a crash (writes in
+/// log order, up to the first one missing), so a checkpoint is never found without the rows
+/// staged before it. A reader may see a batch half applied: a listing skips an index entry
+/// whose row is not there yet, and a count may trail its rows for that moment.
+#[derive(Default)]
+pub(crate) struct Writes {
+    ops: Vec<(IVec, Option<IVec>)>,
+    checkpoint: Option<u64>,
+}
+
+impl Writes {
+    pub(crate) fn insert(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
+        self.ops
+            .push((key.as_ref().into(), Some(value.as_ref().into())));
+    }
+
+    pub(crate) fn remove(&mut self, key: impl AsRef<[u8]>) {
+        self.ops.push((key.as_ref().into(), None));
+    }
+
+    /// Writes everything staged, in order, then the checkpoint.
+    pub(crate) fn apply(self, tree: &Tree) -> Result<()> {
+        for (key, value) in self.ops {
+            match value {
+                Some(value) => tree.insert(key, value)?,
+                None => tree.remove(key)?,
+            };
+        }
+        if let Some(seq) = self.checkpoint {
+            tree.insert(CHECKPOINT, &seq.to_be_bytes())?;
+        }
+        Ok(())
+    }
+}
+
+/// Stages the checkpoint `seq` when it is due: always on a cold model, past the stored one when
+/// the batch changed rows, else every [`CHECKPOINT_STRIDE`]. Returns whether it did.
 pub(crate) fn stage_checkpoint(
     tree: &Tree,
-    batch: &mut Batch,
+    batch: &mut Writes,
     seq: Option<u64>,
     changed: usize,
 ) -> Result<bool> {
@@ -44,7 +83,7 @@ pub(crate) fn stage_checkpoint(
         Some(stored) => seq >= stored.saturating_add(CHECKPOINT_STRIDE),
     };
     if due {
-        batch.insert(CHECKPOINT, &seq.to_be_bytes());
+        batch.checkpoint = Some(seq);
     }
     Ok(due)
 }

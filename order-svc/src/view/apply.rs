@@ -1,7 +1,7 @@
 //! Applying states to the view: the version guard, the listing indexes, the work-list flags
-//! and their counts, and the checkpoint, in one atomic sled batch.
+//! and their counts, and the checkpoint, in one batch of writes (`store::replay::Writes`).
 use shared::events::{OrderEventType, OrderStatus};
-use sled::{Batch, Tree};
+use sled::Tree;
 use uuid::Uuid;
 
 use super::{
@@ -14,10 +14,10 @@ use crate::{
     domain::{self, Order},
     error::Result,
     projector::Applied,
-    store::replay::{self, ReplayCache},
+    store::replay::{self, ReplayCache, Writes},
 };
 
-/// Applies states through the version guard and moves the checkpoint, in one atomic batch.
+/// Applies states through the version guard and moves the checkpoint, in one batch of writes.
 ///
 /// A batch that changes no row (under load, mostly this instance's own writes coming back from
 /// the stream) moves the stored checkpoint only when it is due (`store::replay`), so it
@@ -31,7 +31,7 @@ pub(super) fn apply_updates(
 ) -> Result<Applied> {
     let mut guard = replay.batch();
     let mut taken = Vec::new();
-    let mut batch = Batch::default();
+    let mut batch = Writes::default();
     let (mut changed, mut added, mut pending, mut owed) = (0usize, 0i64, 0i64, 0i64);
     for u in updates {
         let current = guard.current(u.id, || {
@@ -45,12 +45,12 @@ pub(super) fn apply_updates(
         row.extend_from_slice(&u.version.to_be_bytes());
         row.push(u.flags);
         row.extend_from_slice(&u.payload);
-        batch.insert(&row_key(u.id)[..], row);
+        batch.insert(row_key(u.id), row);
         if current.is_none() {
             let inverted = (u64::MAX - u.created_millis).to_be_bytes();
             let by_customer = [&b"c"[..], u.customer.as_bytes(), &inverted, u.id.as_bytes()];
-            batch.insert(by_customer.concat(), &[]);
-            batch.insert([&b"t"[..], &inverted, u.id.as_bytes()].concat(), &[]);
+            batch.insert(by_customer.concat(), []);
+            batch.insert([&b"t"[..], &inverted, u.id.as_bytes()].concat(), []);
             added += 1;
         }
         let old = current.map_or(0, |(_, flags)| flags);
@@ -63,7 +63,7 @@ pub(super) fn apply_updates(
     for (key, delta) in [(COUNT, added), (PENDING, pending), (OWED, owed)] {
         if delta != 0 {
             let value = counter(tree, key)?.saturating_add_signed(delta);
-            batch.insert(key, &value.to_be_bytes());
+            batch.insert(key, value.to_be_bytes());
         }
     }
     let moved = replay::stage_checkpoint(tree, &mut batch, checkpoint, changed)?;
@@ -73,7 +73,7 @@ pub(super) fn apply_updates(
             wrote: false,
         });
     }
-    tree.apply_batch(batch)?;
+    batch.apply(tree)?;
     guard.applied();
     for u in taken {
         // No watcher is no error.
@@ -104,7 +104,7 @@ pub(super) fn state_event_type(order: &Order) -> OrderEventType {
 
 /// Adds or removes a work-list key when `flag` changes; returns the change in its count.
 pub(super) fn flag_change(
-    batch: &mut Batch,
+    batch: &mut Writes,
     prefix: u8,
     id: Uuid,
     old: u8,
@@ -114,7 +114,7 @@ pub(super) fn flag_change(
     let key = [&[prefix][..], id.as_bytes()].concat();
     match (old & flag != 0, new & flag != 0) {
         (false, true) => {
-            batch.insert(key, &[]);
+            batch.insert(key, []);
             1
         }
         (true, false) => {

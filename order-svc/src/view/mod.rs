@@ -7,7 +7,8 @@
 //! cancelled orders, commits of shipped ones). It is a cache:
 //! deleting it loses nothing, and every decision taken from it is re-checked by a CAS publish.
 //!
-//! One tree, so one atomic batch moves rows, indexes, counts and the checkpoint together:
+//! One tree, so one batch of writes (`store::replay::Writes`, checkpoint last) moves rows,
+//! indexes, counts and the checkpoint:
 //! - `o` + order id → stream sequence (8) · version (8) · flags (1) · the event JSON;
 //! - `c` + customer id + inverted created-millis + order id, and `t` + inverted millis + order id:
 //!   the listing indexes (an order's customer and creation time never change);
@@ -98,9 +99,8 @@ pub struct Change {
 pub struct OrdersView {
     tree: Tree,
     replay: ReplayCache<RowHead>,
-    /// The view's writer task: every sled batch costs two log writes (`pin_log`), so the states
-    /// this instance writes and the projector's batches are applied together, whatever is
-    /// queued during one sled batch forming the next (under load an instance's own writes come
+    /// The view's writer task: the states this instance writes and the projector's batches are
+    /// applied together, whatever is queued during one batch forming the next (under load an instance's own writes come
     /// back from the stream while their records are still queued: one batch serves both).
     records: BatchWriter<OrderUpdate, Applied>,
     /// `<prefix>.`: subjects of the orders this instance's site owns. A hub's order stream also
