@@ -1,5 +1,5 @@
 //! The crate's one error type, mapped once to problem+json in `http/mod.rs`.
-use shared::{durability::FlusherStopped, fields::FieldErrors, storage::StorageError};
+use shared::{fields::FieldErrors, storage::StorageError};
 use uuid::Uuid;
 
 use crate::domain::{InvalidTransition, OrderStatus};
@@ -64,12 +64,6 @@ impl Error {
 
 impl From<sled::Error> for Error {
     fn from(e: sled::Error) -> Self {
-        Self::Storage(e.into())
-    }
-}
-
-impl From<FlusherStopped> for Error {
-    fn from(e: FlusherStopped) -> Self {
         Self::Storage(e.into())
     }
 }

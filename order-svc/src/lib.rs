@@ -220,7 +220,6 @@ impl App {
         let products = projector::Projector {
             js: js.clone(),
             projection: self.product_snapshot.clone(),
-            commit: self.store.commit(),
             stream: match &self.config.catalog_domain {
                 Some(domain) => {
                     shared::streams::products_mirror(domain, self.config.stream_replicas)
@@ -233,7 +232,6 @@ impl App {
         let orders_view = projector::Projector {
             js,
             projection: self.view.clone(),
-            commit: self.store.commit(),
             stream: orders_stream_config(&self.config),
             durable: format!("order-svc-{}-orders", self.instance_id),
             status: self.orders_view.clone(),

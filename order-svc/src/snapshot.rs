@@ -107,7 +107,7 @@ impl ProductSnapshot {
     }
 
     /// Applies rows through the version guard (and moves the checkpoint when it is due), in
-    /// the writer's next batch. Not flushed: the projector flushes before it acks.
+    /// the writer's next batch. Not flushed: the snapshot is a cache (`projector` says why).
     pub async fn apply_events(
         &self,
         updates: Vec<SnapshotUpdate>,

@@ -1,5 +1,5 @@
 //! The crate's one error type. HTTP (`http/mod.rs`) and gRPC (`grpc.rs`) each map it exactly once.
-use shared::{durability::FlusherStopped, fields::FieldErrors, storage::StorageError};
+use shared::{fields::FieldErrors, storage::StorageError};
 use uuid::Uuid;
 
 use crate::domain::StockError;
@@ -53,12 +53,6 @@ impl Error {
 
 impl From<sled::Error> for Error {
     fn from(e: sled::Error) -> Self {
-        Self::Storage(e.into())
-    }
-}
-
-impl From<FlusherStopped> for Error {
-    fn from(e: FlusherStopped) -> Self {
         Self::Storage(e.into())
     }
 }

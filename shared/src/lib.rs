@@ -11,13 +11,11 @@
 //! - [`metrics`]: Prometheus families, the HTTP middleware and the scrape-time samplers.
 //! - [`ratelimit`]: the per-caller token bucket of both HTTP APIs (429).
 //! - [`storage`]: the storage error both services wrap.
-//! - [`writer`]: the one writer task per store (queued jobs → one atomic write → answers).
-//! - [`durability`]: group commit, so many concurrent writes share one `flush_async`.
+//! - [`writer`]: the one writer task per store (queued jobs → one batch → answers).
 //! - [`telemetry`], [`nats`], [`shutdown`], [`instance`]: process plumbing.
 
 pub mod auth;
 pub mod correlation;
-pub mod durability;
 pub mod events;
 pub mod fields;
 pub mod health;

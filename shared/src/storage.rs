@@ -1,8 +1,6 @@
 //! The storage failures both services share: sled itself, a stored value that does not decode,
-//! a writer or flusher that has stopped. Each crate's error wraps it once (`Error::Storage`), and
+//! a writer that has stopped. Each crate's error wraps it once (`Error::Storage`), and
 //! both edges answer it the same way: a neutral 500 (or INTERNAL), the cause in the log.
-use crate::durability::FlusherStopped;
-
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StorageError {
     #[error("sled: {0}")]
@@ -10,8 +8,6 @@ pub enum StorageError {
     /// A stored value (a sled row, or a message on a stream used as a store) does not decode.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
-    #[error("storage flush failed: {0}")]
-    Flush(#[from] FlusherStopped),
     /// A task that owns writes (a store's writer) is gone: the process is shutting down.
     #[error("{0} has stopped")]
     Stopped(&'static str),

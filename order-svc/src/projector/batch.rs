@@ -1,5 +1,5 @@
-//! One batch: applied through the version guard with the checkpoint, flushed, then acked with
-//! one ack (poison terminated first), and the status figures moved.
+//! One batch: applied through the version guard with the checkpoint, then acked with one ack
+//! (poison terminated first), and the status figures moved.
 use std::sync::atomic::Ordering;
 
 use async_nats::jetstream::{self, AckKind};
@@ -7,7 +7,8 @@ use async_nats::jetstream::{self, AckKind};
 use super::{Projection, Projector, SessionError};
 
 impl<P: Projection> Projector<P> {
-    /// Decodes a batch and writes it (rows, then the checkpoint; not yet flushed).
+    /// Decodes a batch and writes it (rows, then the checkpoint; not flushed: sled flushes every
+    /// half second, and a restart after a crash resumes from the checkpoint it finds).
     /// A gap in the delivery numbers fails before anything is written.
     pub(super) async fn write(
         &self,
@@ -68,18 +69,11 @@ impl<P: Projection> Projector<P> {
             last_seq,
             pending_after,
             changed: applied.changed,
-            wrote: applied.wrote,
         })
     }
 
-    /// Flushes a written batch, publishes the progress, then acks it.
+    /// Publishes a written batch's progress, then acks it.
     pub(super) async fn finish(&self, w: Written) -> Result<(), SessionError> {
-        if w.wrote {
-            self.commit
-                .flush()
-                .await
-                .map_err(crate::error::Error::from)?;
-        }
         if let Some(seq) = w.last_seq {
             self.status.checkpoint.fetch_max(seq, Ordering::SeqCst);
         }
@@ -96,7 +90,7 @@ impl<P: Projection> Projector<P> {
         // The figures move before the ack: once the server sees nothing pending, they are final.
         for (msg, kind) in &w.acks {
             if let Err(error) = msg.ack_with(*kind).await {
-                // The data is applied and flushed; a lost ack only means a harmless redelivery.
+                // The data is applied; a lost ack only means a harmless redelivery.
                 tracing::debug!(%error, "Ack failed.");
             }
         }
@@ -117,7 +111,7 @@ impl<P: Projection> Projector<P> {
     }
 }
 
-/// A batch written to sled, waiting for its flush and ack.
+/// A batch written to sled, waiting for its ack.
 pub(super) struct Written {
     /// In stream order: the poison to terminate and the last good message to ack.
     acks: Vec<(jetstream::Message, AckKind)>,
@@ -127,6 +121,4 @@ pub(super) struct Written {
     pending_after: Option<u64>,
     applied: usize,
     changed: usize,
-    /// Anything written to sled (a batch of already-known states may write nothing).
-    wrote: bool,
 }

@@ -4,17 +4,23 @@
 //!
 //! Why it works the way it does:
 //! - **Batches.** Whatever is ready (up to 1,000 messages) is applied in one batch of writes
-//!   that also moves the checkpoint (last applied stream sequence), flushed once, then acked with
-//!   **one** ack: the durable uses `AckPolicy::All`, so acking the batch's last message acks the
-//!   batch (a thousand ack publishes per batch were a fifth of a replay's cost). A crash between
-//!   flush and ack only causes redelivery, which the version guard makes harmless.
+//!   that also moves the checkpoint (last applied stream sequence), then acked with **one** ack:
+//!   the durable uses `AckPolicy::All`, so acking the batch's last message acks the batch (a
+//!   thousand ack publishes per batch were a fifth of a replay's cost). Redelivery is harmless:
+//!   the version guard skips what is known.
+//! - **No flush before the ack.** Both read models are caches of their streams, so an ack need
+//!   not wait for the disk: sled flushes every half second on its own, and after a crash it
+//!   recovers a prefix of its writes, so the checkpoint it finds covers the rows it finds; the
+//!   durable's ack floor is then ahead of it, which the next rule turns into a redelivery from
+//!   checkpoint + 1. A flush per batch (a sync of the disk) was most of a cold start's storage
+//!   time and, with two instances, each instance's cost of projecting the other's orders.
 //! - **Cold start.** An empty store (no checkpoint) must see every entity, but a durable's
 //!   deliver policy is immutable and an existing durable may have acked far ahead: so the durable
 //!   is deleted and recreated with `DeliverPolicy::All` (`PRODUCTS`, one message per product) or
 //!   `LastPerSubject` (`ORDERS`, which keeps each order's history). Either way a replay costs
 //!   O(entities), not O(events).
-//! - **Behind the ack floor.** If the checkpoint is behind what the durable acked (sled lost
-//!   flushed-then-acked data, a restored backup, or a read model that does not persist its
+//! - **Behind the ack floor.** If the checkpoint is behind what the durable acked (a crash lost
+//!   writes not yet flushed, a restored backup, or a read model that does not persist its
 //!   checkpoint for batches that change nothing), delivery restarts at checkpoint + 1.
 //! - **Delivered past the checkpoint.** Messages delivered to a previous session but not applied
 //!   (a crash, or prefetched at shutdown) would be acknowledged by the next ack-all, so a session
@@ -44,7 +50,6 @@ use std::{
 
 use async_nats::jetstream::{self, consumer::PullConsumer};
 use futures::StreamExt;
-use shared::durability::GroupCommit;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -54,7 +59,7 @@ pub const BATCH: usize = 1000;
 pub const INACTIVE_THRESHOLD: Duration = Duration::from_secs(24 * 3600);
 
 /// A read model fed by the projector. `apply` runs the version guard and moves the checkpoint in
-/// one batch of writes (checkpoint last); the projector flushes before it acks.
+/// one batch of writes (checkpoint last); the projector acks after it.
 pub trait Projection: Clone + Send + Sync + 'static {
     type Update: Send + Sync;
     /// Names the read model in logs.
@@ -77,7 +82,7 @@ pub trait Projection: Clone + Send + Sync + 'static {
 pub struct Applied {
     /// Rows that changed.
     pub changed: usize,
-    /// Whether anything was written (else there is nothing to flush before the ack).
+    /// Whether anything was written (a batch of known states usually writes nothing).
     pub wrote: bool,
 }
 
@@ -120,8 +125,6 @@ impl ProjectionStatus {
 pub struct Projector<P: Projection> {
     pub js: jetstream::Context,
     pub projection: P,
-    /// Flushes the read model's writes before their ack.
-    pub commit: GroupCommit,
     /// The stream, created with this config if missing.
     pub stream: jetstream::stream::Config,
     pub durable: String,
@@ -205,8 +208,7 @@ impl<P: Projection> Projector<P> {
             .await
             .map_err(nats)?
             .ready_chunks(BATCH);
-        // The previous batch's flush and ack, running while the next batch is decoded and
-        // written (a flush is mostly waiting on the disk).
+        // The previous batch's ack, running while the next batch is decoded and written.
         let mut finishing = None;
         let pumped = self
             .pump(
@@ -218,8 +220,8 @@ impl<P: Projection> Projector<P> {
                 &mut finishing,
             )
             .await;
-        // However the session ends, a batch already written is still flushed, acked (a no-op
-        // when its consumer is gone) and counted: dropping it would leave the figures short.
+        // However the session ends, a batch already written is still acked (a no-op when its
+        // consumer is gone) and counted: dropping it would leave the figures short.
         if let Some(finish) = finishing {
             let finished = finish.await;
             pumped?;
@@ -298,7 +300,7 @@ impl<P: Projection> Projector<P> {
 /// The consumer's deliveries, in chunks of whatever is ready.
 type Messages = futures::stream::ReadyChunks<jetstream::consumer::pull::Stream>;
 
-/// A batch's flush and ack, in flight.
+/// A batch's ack, in flight.
 type Finishing<'a> = Pin<Box<dyn Future<Output = Result<(), SessionError>> + Send + 'a>>;
 
 /// Runs the projector with a span naming the durable.

@@ -1,18 +1,17 @@
 //! order-svc's sled database: a cache of the streams, never a source of truth. Deleting it
 //! loses nothing: the instance rebuilds both read models by replaying their streams.
 //!
-//! [`Store`] owns the `sled::Db` and its group commit; the read models (the ProductSnapshot in
+//! [`Store`] owns the `sled::Db`; the read models (the ProductSnapshot in
 //! `snapshot.rs`, the orders view in `view/`) each open a tree of it, and share what is written
 //! once here: the writer task of a read model ([`BatchWriter`]), the replay cache and the
 //! checkpoint ([`replay`]), and the JSON and counter codecs.
 //!
-//! Both projections flush through the one group commit before they ack, so an ack never runs
-//! ahead of what a restart finds.
+//! Nothing here waits for the disk: sled flushes every half second on its own, and a restart
+//! after a crash resumes each model from the checkpoint sled recovered (`projector` says how).
 mod batches;
 pub(crate) mod replay;
 
 use serde::{Serialize, de::DeserializeOwned};
-use shared::durability::GroupCommit;
 use sled::Tree;
 
 use crate::error::{Error, Result};
@@ -21,7 +20,6 @@ pub(crate) use batches::BatchWriter;
 
 #[derive(Clone)]
 pub struct Store {
-    commit: GroupCommit,
     db: sled::Db,
 }
 
@@ -41,10 +39,7 @@ impl Store {
                  not read or migrated (orders live in the order stream now)."
             );
         }
-        Ok(Self {
-            commit: GroupCommit::start(db.clone()),
-            db,
-        })
+        Ok(Self { db })
     }
 
     /// A read model's tree.
@@ -57,14 +52,12 @@ impl Store {
         self.db.size_on_disk().unwrap_or_default()
     }
 
-    /// Waits until every write made so far is on disk (shared by both projections).
-    pub fn commit(&self) -> GroupCommit {
-        self.commit.clone()
-    }
-
-    /// Flushes and stops the group commit; close the read models' writers first.
+    /// Flushes what the read models wrote (a restart then resumes where they stopped); close
+    /// their writers first.
     pub async fn close(&self) {
-        self.commit.close().await;
+        if let Err(error) = self.db.flush_async().await {
+            tracing::warn!(%error, "Flushing the read models at shutdown failed; a restart replays from their last checkpoints.");
+        }
     }
 }
 

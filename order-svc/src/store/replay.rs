@@ -16,7 +16,7 @@ use crate::error::Result;
 pub(crate) const CHECKPOINT: &[u8] = b"m:checkpoint";
 
 /// How far the stored checkpoint may trail the stream over batches that change nothing: such a
-/// batch then usually writes nothing and needs no flush, and a restart redelivers at most this
+/// batch then usually writes nothing, and a restart redelivers at most this
 /// many already-known messages, which the version guard skips.
 pub(crate) const CHECKPOINT_STRIDE: u64 = 1000;
 

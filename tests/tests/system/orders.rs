@@ -566,7 +566,7 @@ async fn poison_events_are_terminated_counted_and_never_block_later_events() {
             .unwrap();
     }
     system.product_in_snapshot("After poison", "2.00", 1).await;
-    // The counters move once a batch is flushed, a moment after its rows are visible.
+    // The counters move once a batch is done, a moment after its rows are visible.
     let health = wait_for("3 poison events counted", WAIT, || async {
         let health = system.orders.ready().await.body;
         (health["checks"]["snapshot"]["poison"].as_u64() >= Some(3)).then_some(health)
@@ -594,7 +594,7 @@ async fn a_deleted_consumer_is_recreated_from_the_checkpoint() {
         stream.consumer_info(&durable).await.is_ok(),
         "the durable exists again"
     );
-    // The counter moves once a batch is flushed, a moment after its rows are visible.
+    // The counter moves once a batch is done, a moment after its rows are visible.
     let applied = || {
         order
             .projection
