@@ -276,18 +276,23 @@ fn email_rules() {
     }
 }
 
-#[test]
-fn transitions_bump_the_version_and_round_trip_as_full_state_events() {
-    let a = Uuid::new_v4();
-    let catalog = HashMap::from([(a, view(1, "2.50"))]);
-    let order = price_order(
+/// A keyed order of two units of `product` at 2.50, priced (Pending, version 1).
+fn priced(product: Uuid) -> Order {
+    let catalog = HashMap::from([(product, view(1, "2.50"))]);
+    price_order(
         Uuid::new_v4(),
-        &request(vec![(a, 2)]),
+        &request(vec![(product, 2)]),
         &catalog,
         Utc::now(),
         Some("fp".into()),
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn transitions_bump_the_version_and_round_trip_as_full_state_events() {
+    let a = Uuid::new_v4();
+    let order = priced(a);
     let confirmed = order.apply(&Change::Confirm, Utc::now()).unwrap();
     assert_eq!(
         (confirmed.status, confirmed.version),
@@ -341,15 +346,7 @@ fn transitions_bump_the_version_and_round_trip_as_full_state_events() {
 #[test]
 fn a_reservation_decided_before_any_publish_makes_the_first_state_final_at_version_1() {
     let a = Uuid::new_v4();
-    let catalog = HashMap::from([(a, view(1, "2.50"))]);
-    let order = price_order(
-        Uuid::new_v4(),
-        &request(vec![(a, 2)]),
-        &catalog,
-        Utc::now(),
-        Some("fp".into()),
-    )
-    .unwrap();
+    let order = priced(a);
     let confirmed = order.first_state(&Change::Confirm, Utc::now()).unwrap();
     assert_eq!(
         (confirmed.status, confirmed.version),
