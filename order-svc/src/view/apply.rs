@@ -75,8 +75,10 @@ pub(super) fn apply_updates(
     }
     batch.apply(tree)?;
     guard.applied();
-    for u in taken {
-        // No watcher is no error.
+    // No watcher: nothing to copy (a cold replay applies every order here).
+    let watched = feed.receiver_count() > 0;
+    for u in taken.into_iter().filter(|_| watched) {
+        // A watcher gone meanwhile is no error.
         let _ = feed.send(Change {
             id: u.id,
             version: u.version,

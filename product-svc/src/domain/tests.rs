@@ -6,6 +6,49 @@ use uuid::Uuid;
 
 use super::*;
 
+/// An order's first state as order-svc hands it over with a reservation made before its
+/// first publish.
+fn handed_over(order: Uuid, status: &str, version: u64) -> Vec<u8> {
+    let now = Utc::now();
+    serde_json::json!({
+        "eventId": Uuid::now_v7(), "eventType": "OrderRejected", "schemaVersion": 2,
+        "occurredAt": now, "orderId": order, "version": version, "status": status,
+        "customerId": Uuid::new_v4(), "customerEmail": "ann@example.com", "items": [],
+        "totalAmount": "0", "createdAt": now, "updatedAt": now,
+    })
+    .to_string()
+    .into_bytes()
+}
+
+#[test]
+fn an_unrecorded_order_must_name_its_own_subject_and_hand_over_its_rejected_first_state() {
+    let order = Uuid::new_v4();
+    let subject = format!("eshop.orders.{order}");
+    let ok = Unrecorded::check(order, subject.clone(), &handed_over(order, "Rejected", 1))
+        .expect("valid");
+    assert_eq!(ok.subject, subject);
+    assert!(ok.event_id().is_some(), "its event id is the message id");
+    let state = handed_over(order, "Rejected", 1);
+    for bad in [
+        format!("eshop.orders.{}", Uuid::new_v4()),
+        "eshop.orders.*".into(),
+        format!("eshop.orders.> {order}"),
+        String::new(),
+    ] {
+        let why = Unrecorded::check(order, bad.clone(), &state).unwrap_err();
+        assert!(why.starts_with("unrecorded.subject"), "{bad}: {why}");
+    }
+    for (state, what) in [
+        (b"not json".to_vec(), "not an order event"),
+        (handed_over(Uuid::new_v4(), "Rejected", 1), "another order"),
+        (handed_over(order, "Confirmed", 1), "not rejected"),
+        (handed_over(order, "Rejected", 2), "not the first state"),
+    ] {
+        let why = Unrecorded::check(order, subject.clone(), &state).unwrap_err();
+        assert!(why.starts_with("unrecorded.state"), "{what}: {why}");
+    }
+}
+
 #[test]
 fn committing_moves_held_units_out_of_on_hand_and_is_idempotent() {
     let held = Reservation {
