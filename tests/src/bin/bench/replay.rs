@@ -71,21 +71,26 @@ pub(crate) async fn projection(report: &mut Report, dir: &Path, s: Sizes) {
         Some(("products only", ready.as_secs_f64() * 1000.0)),
         "≤ 3000 ms for 100k + 100k",
     );
-    // A restart with no lag: a graceful stop (the caches flushed), then the same data dir.
-    both.terminate(Duration::from_secs(60));
-    let started = Instant::now();
-    both.start();
-    http_ready(&both.http, Duration::from_secs(300)).await;
-    report.add(
-        "2 cold start",
-        &format!(
-            "restart with no lag, {products} orders + {products} products: spawn → /health/ready"
-        ),
-        started.elapsed().as_secs_f64() * 1000.0,
-        "ms",
-        None,
-        "≤ 100 ms",
-    );
+    // A restart with no lag: a graceful stop (the caches flushed), then the same data dir. The
+    // first one after the replay also has sled read back its log since its last snapshot (all
+    // of the replay's writes); the second starts from the snapshot the first one left.
+    for which in ["first", "second"] {
+        both.terminate(Duration::from_secs(60));
+        let started = Instant::now();
+        both.start();
+        http_ready(&both.http, Duration::from_secs(300)).await;
+        report.add(
+            "2 cold start",
+            &format!(
+                "restart with no lag ({which} after the replay), {products} orders + {products} \
+                 products: spawn → /health/ready"
+            ),
+            started.elapsed().as_secs_f64() * 1000.0,
+            "ms",
+            None,
+            "≤ 100 ms",
+        );
+    }
 }
 
 /// 2. Cold start of a small catalog, and with 100k orders in the order stream.
