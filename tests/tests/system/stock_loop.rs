@@ -150,7 +150,9 @@ async fn follower(product_http: &str) -> Value {
 
 fn short_grace(nats: &str, dir: &std::path::Path, grpc_port: u16) -> product_svc::Config {
     let mut config = crate::product_config(nats, dir, grpc_port);
-    config.repair_grace_secs = 1;
+    // Short, but well above the moment between an order's reservation and its first publish
+    // (an order still unseen after it would be recorded as rejected).
+    config.repair_grace_secs = 2;
     config
 }
 
