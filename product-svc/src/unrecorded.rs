@@ -22,12 +22,12 @@
 //! order did land is checked once more after a failover, by a publish that fails.
 use std::{sync::atomic::Ordering, time::Duration};
 
-use async_nats::jetstream::{context::PublishErrorKind, message::PublishMessage};
+use async_nats::jetstream::message::PublishMessage;
 use bytes::Bytes;
 use shared::events::{HEADER_CORRELATION_ID, HEADER_EVENT_TYPE, OrderEventType};
 use uuid::Uuid;
 
-use crate::{domain::ReservationStatus, follower::Follower};
+use crate::{domain::ReservationStatus, follower::Follower, lease};
 
 /// How long a rejection's publish waits for its ack.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -38,12 +38,13 @@ impl Follower {
         let mut backoff = Duration::from_millis(200);
         loop {
             match self.store.watch_unrecorded_in_books() {
-                Ok(0) => break,
                 Ok(count) => {
-                    tracing::info!(
-                        count,
-                        "Watching held reservations whose orders were not recorded yet."
-                    );
+                    if count > 0 {
+                        tracing::info!(
+                            count,
+                            "Watching held reservations whose orders were not recorded yet."
+                        );
+                    }
                     break;
                 }
                 Err(error) => {
@@ -97,7 +98,7 @@ impl Follower {
         .await;
         match sent {
             Ok(Ok(_)) => {}
-            Ok(Err(e)) if is_wrong_sequence(&e) => {
+            Ok(Err(e)) if lease::is_wrong_sequence(&e) => {
                 tracing::debug!(order_id = %id, "The unrecorded order was recorded after all.");
                 self.store.recorded(id);
                 return;
@@ -124,10 +125,4 @@ impl Follower {
             }
         }
     }
-}
-
-/// The order's subject already has a message (the server's "wrong last sequence").
-fn is_wrong_sequence(e: &async_nats::jetstream::context::PublishError) -> bool {
-    e.kind() == PublishErrorKind::WrongLastSequence
-        || e.to_string().to_lowercase().contains("wrong last sequence")
 }

@@ -63,7 +63,7 @@ impl Orders {
                 change.event_type(),
             ),
             Reserved::Mismatch(_) => return self.key_taken(id, fingerprint.as_deref()).await,
-            Reserved::Unanswered => (order.clone(), OrderEventType::OrderPlaced),
+            Reserved::Unanswered => (order, OrderEventType::OrderPlaced),
         };
         let event = first.to_event(event_type);
         let appended = self.log.append(&event, 0).await.inspect_err(|_| {
@@ -100,9 +100,9 @@ impl Orders {
             // The key's order exists (placed by this or another instance), or product-svc
             // recorded this one as rejected because its first state came too late.
             Appended::Conflict(Some(existing)) => {
-                self.view.record(&existing).await?;
                 tracing::info!(order_id = %id, "Idempotent replay of a create request.");
-                replay(existing.order, fingerprint.as_deref())
+                self.answer_existing(*existing, fingerprint.as_deref())
+                    .await
             }
             Appended::Conflict(None) => Err(Error::Contended(id)),
         }
@@ -137,12 +137,16 @@ impl Orders {
     /// replay) or another request with the same key and a different body is placing it (422).
     async fn key_taken(&self, id: Uuid, fingerprint: Option<&str>) -> Result<Placed> {
         match self.log.read(id).await? {
-            Some(existing) => {
-                self.view.record(&existing).await?;
-                replay(existing.order, fingerprint)
-            }
+            Some(existing) => self.answer_existing(existing, fingerprint).await,
             None => Err(Error::IdempotencyMismatch),
         }
+    }
+
+    /// A create request whose order id is taken, answered from the order's state in the stream
+    /// (recorded in the view on the way).
+    async fn answer_existing(&self, existing: Stored, fingerprint: Option<&str>) -> Result<Placed> {
+        self.view.record(&existing).await?;
+        replay(existing.order, fingerprint)
     }
 
     /// Reserves stock for a Pending order and records the outcome. `Ok(None)` when product-svc

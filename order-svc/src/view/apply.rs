@@ -30,6 +30,9 @@ pub(super) fn apply_updates(
     feed: &tokio::sync::broadcast::Sender<Change>,
 ) -> Result<Applied> {
     let mut guard = replay.batch();
+    // What the watchers of this instance are fed; nothing when none watch (a cold replay
+    // applies every order here).
+    let watched = feed.receiver_count() > 0;
     let mut taken = Vec::new();
     let mut batch = Writes::default();
     let (mut changed, mut added, mut pending, mut owed) = (0usize, 0i64, 0i64, 0i64);
@@ -57,7 +60,9 @@ pub(super) fn apply_updates(
         pending += flag_change(&mut batch, b'p', u.id, old, u.flags, FLAG_PENDING);
         owed += flag_change(&mut batch, b'r', u.id, old, u.flags, FLAG_OWED);
         guard.stage(u.id, (u.version, u.flags));
-        taken.push(u);
+        if watched {
+            taken.push(u);
+        }
         changed += 1;
     }
     for (key, delta) in [(COUNT, added), (PENDING, pending), (OWED, owed)] {
@@ -75,9 +80,7 @@ pub(super) fn apply_updates(
     }
     batch.apply(tree)?;
     guard.applied();
-    // No watcher: nothing to copy (a cold replay applies every order here).
-    let watched = feed.receiver_count() > 0;
-    for u in taken.into_iter().filter(|_| watched) {
+    for u in taken {
         // A watcher gone meanwhile is no error.
         let _ = feed.send(Change {
             id: u.id,

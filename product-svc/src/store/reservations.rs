@@ -87,14 +87,9 @@ impl Store {
     /// (a new stock writer: the last one's watch list went with it), from now. Returns how many.
     pub fn watch_unrecorded_in_books(&self) -> Result<usize> {
         let mut found = Vec::new();
-        for entry in self.trees.reservations.iter() {
-            let (key, value) = entry?;
-            let reservation: Reservation =
-                serde_json::from_slice(&value).map_err(|e| Error::corrupt(e.to_string()))?;
-            if reservation.status == ReservationStatus::Active
-                && reservation.unrecorded.is_some()
-                && let Ok(id) = Uuid::from_slice(&key)
-            {
+        for entry in self.all_reservations() {
+            let (id, reservation) = entry?;
+            if reservation.status == ReservationStatus::Active && reservation.unrecorded.is_some() {
                 found.push(id);
             }
         }
@@ -185,13 +180,8 @@ impl Store {
     pub async fn compact(&self, horizon: chrono::DateTime<Utc>, ledger: &Stream) -> Result<usize> {
         let mut expired = Vec::new();
         let mut recount = std::collections::BTreeSet::new();
-        for entry in self.trees.reservations.iter() {
-            let (key, value) = entry?;
-            let Ok(id) = Uuid::from_slice(&key) else {
-                continue;
-            };
-            let reservation: Reservation =
-                serde_json::from_slice(&value).map_err(|e| Error::corrupt(e.to_string()))?;
+        for entry in self.all_reservations() {
+            let (id, reservation) = entry?;
             if domain::expired(&reservation, horizon) {
                 if reservation.status == ReservationStatus::Committed {
                     recount.extend(reservation.items.iter().map(|(p, _)| *p));
@@ -227,6 +217,18 @@ impl Store {
             removed += 1;
         }
         Ok(removed)
+    }
+
+    /// Every reservation in the books, by order id (keys that are not one are skipped).
+    fn all_reservations(&self) -> impl Iterator<Item = Result<(Uuid, Reservation)>> + '_ {
+        self.trees.reservations.iter().filter_map(|entry| {
+            let decoded = entry.map_err(Error::from).and_then(|(key, value)| {
+                let reservation: Reservation =
+                    serde_json::from_slice(&value).map_err(|e| Error::corrupt(e.to_string()))?;
+                Ok(Uuid::from_slice(&key).ok().map(|id| (id, reservation)))
+            });
+            decoded.transpose()
+        })
     }
 
     /// The reservation recorded for an order, if any.
