@@ -1,6 +1,10 @@
 use clap::Parser;
 use order_svc::{App, Config};
 
+// mimalloc: glibc malloc's arena locks and consolidation cost a fifth of the CPU under load.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     shared::telemetry::init("info,async_nats=warn");

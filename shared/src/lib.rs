@@ -12,6 +12,7 @@
 //! - [`ratelimit`]: the per-caller token bucket of both HTTP APIs (429).
 //! - [`storage`]: the storage error both services wrap.
 //! - [`writer`]: the one writer task per store (queued jobs → one batch → answers).
+//! - [`lifecycle`]: the start → serve → drain → close sequence of both services.
 //! - [`telemetry`], [`nats`], [`shutdown`], [`instance`]: process plumbing.
 
 pub mod auth;
