@@ -60,6 +60,13 @@ impl Registry {
             .collect()
     }
 
+    /// Returns once there is at least one hook (`present`), or none (`!present`).
+    pub async fn wait_for_hooks(&self, present: bool) {
+        let mut applied = self.applied.subscribe();
+        let has_hooks = || !self.hooks.read().expect("registry lock").is_empty();
+        let _ = applied.wait_for(|_| has_hooks() == present).await;
+    }
+
     /// Whether the hook is still registered (a deleted hook's pending deliveries stop).
     pub fn contains(&self, id: Uuid) -> bool {
         self.hooks.read().expect("registry lock").contains_key(&id)

@@ -16,6 +16,7 @@ mod transport;
 mod unrecorded;
 mod watch;
 mod webhooks;
+mod webhooks_idle;
 
 use std::time::Duration;
 

@@ -20,7 +20,7 @@ const ALL_EVENTS: [&str; 7] = [
     "OrderStockCommitted",
 ];
 
-fn order_config(nats: &str, grpc: &str, dir: &std::path::Path) -> order_svc::Config {
+pub(crate) fn order_config(nats: &str, grpc: &str, dir: &std::path::Path) -> order_svc::Config {
     let mut config = order_svc::Config::for_tests(dir.to_path_buf(), nats, grpc);
     config.webhook_backoff_ms = 100;
     config.webhook_allow_private = true;
