@@ -105,6 +105,11 @@ pub struct Config {
     /// sled page cache, MiB.
     #[arg(long, env = "ORDER_CACHE_MB", default_value_t = 32)]
     pub cache_mb: u64,
+    /// Async worker threads. Default: half the machine's cores, at least one; each service
+    /// shares its box with nats-server and the other service (on 2 cores, one worker each was
+    /// both faster and cheaper per order: BENCHMARKS.md).
+    #[arg(long, env = "ORDER_WORKER_THREADS")]
+    pub worker_threads: Option<std::num::NonZeroUsize>,
     /// How long shutdown waits for in-flight requests.
     #[arg(long, env = "ORDER_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
@@ -165,6 +170,7 @@ impl Config {
             webhook_allow_private: true,
             stream_replicas: 1,
             cache_mb: 16,
+            worker_threads: None,
             shutdown_grace_secs: 5,
             api_keys: None,
             grpc_token_file: None,

@@ -5,10 +5,11 @@ use order_svc::{App, Config};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     shared::telemetry::init("info,async_nats=warn");
     let config = Config::parse();
-    let app = App::build(config).await?;
-    app.run_until_stopped(shared::shutdown::signal()).await
+    shared::lifecycle::runtime(config.worker_threads)?.block_on(async {
+        let app = App::build(config).await?;
+        app.run_until_stopped(shared::shutdown::signal()).await
+    })
 }

@@ -17,6 +17,22 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The service's runtime: `threads` async workers, by default half the machine's cores (at
+/// least one). A service is not alone on its box (nats-server and the other service run
+/// there too): on 2 cores, one worker per service measured fewer cross-thread wake-ups,
+/// ~10 % less CPU per order and a lower latency at one client than one worker per core.
+pub fn runtime(
+    threads: Option<std::num::NonZeroUsize>,
+) -> std::io::Result<tokio::runtime::Runtime> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = threads.map_or((cores / 2).max(1), |n| n.get());
+    tracing::info!(threads, cores, "Starting the runtime.");
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+}
 type ServerTask = JoinHandle<Result<(), BoxError>>;
 
 /// A server stopped on its own (not asked to): why, with its cause.
