@@ -49,14 +49,23 @@ pub(super) fn row(p: &Value) -> (String, String, u64, bool) {
     )
 }
 
-/// product-svc's whole catalog, through its API.
+/// product-svc's whole catalog, through its API. A listing first waits for the instance's cache
+/// to reach the stream, so right after a fault it may answer 503 (the stream's new leader not
+/// elected yet, or the cache catching up): that is waited out; any other status fails.
 pub(super) async fn product_catalog(http: &str) -> Catalog {
     let mut out = Catalog::new();
     let mut page = 1;
     loop {
-        let (status, body) =
-            get_json(&format!("{http}/api/products?page={page}&pageSize=100")).await;
-        assert_eq!(status, 200);
+        let url = format!("{http}/api/products?page={page}&pageSize=100");
+        let body = wait_for("product-svc to list its catalog", LONG, || async {
+            let (status, body) = get_json(&url).await;
+            assert!(
+                status == 200 || status == 503,
+                "listing answered {status}: {body}"
+            );
+            (status == 200).then_some(body)
+        })
+        .await;
         for p in body["items"].as_array().unwrap() {
             out.insert(p["id"].as_str().unwrap().to_owned(), row(p));
         }
