@@ -105,9 +105,8 @@ pub struct Config {
     /// sled page cache, MiB.
     #[arg(long, env = "ORDER_CACHE_MB", default_value_t = 32)]
     pub cache_mb: u64,
-    /// Async worker threads. Default: half the machine's cores, at least one; each service
-    /// shares its box with nats-server and the other service (on 2 cores, one worker each was
-    /// both faster and cheaper per order: BENCHMARKS.md).
+    /// Async worker threads. Default: half the machine's cores, at least one
+    /// (`shared::lifecycle::runtime` says why).
     #[arg(long, env = "ORDER_WORKER_THREADS")]
     pub worker_threads: Option<std::num::NonZeroUsize>,
     /// How long shutdown waits for in-flight requests.

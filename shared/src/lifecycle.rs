@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type ServerTask = JoinHandle<Result<(), BoxError>>;
 
 /// The service's runtime: `threads` async workers, by default half the machine's cores (at
 /// least one). A service is not alone on its box (nats-server and the other service run
@@ -33,7 +34,6 @@ pub fn runtime(
         .enable_all()
         .build()
 }
-type ServerTask = JoinHandle<Result<(), BoxError>>;
 
 /// A server stopped on its own (not asked to): why, with its cause.
 #[derive(Debug, thiserror::Error)]

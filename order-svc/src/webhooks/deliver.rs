@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use chrono::Utc;
-use shared::events::OrderEventType;
+use shared::events::{OrderEvent, OrderEventType};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -17,6 +17,7 @@ use super::{
     sign,
     store::{Attempt, HookStore},
 };
+use crate::{domain::Order, http::OrderBody};
 
 /// Response bodies are read (for connection reuse) up to this much, then dropped.
 const MAX_RESPONSE: usize = 64 << 10;
@@ -198,4 +199,24 @@ pub async fn record_attempts(
             }
         }
     }
+}
+
+/// A delivery's body: the event type, when it happened, the order as GET shows it.
+#[derive(serde::Serialize)]
+struct DeliveryBody {
+    #[serde(rename = "type")]
+    event_type: &'static str,
+    timestamp: String,
+    data: OrderBody,
+}
+
+pub(super) fn body(event: &OrderEvent) -> Bytes {
+    let body = DeliveryBody {
+        event_type: event.event_type.as_str(),
+        timestamp: event
+            .occurred_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        data: OrderBody::from(&Order::from_event(event)),
+    };
+    Bytes::from(serde_json::to_vec(&body).expect("an order encodes"))
 }

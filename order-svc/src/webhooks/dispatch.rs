@@ -27,7 +27,6 @@ use async_nats::jetstream::{
     self, AckKind,
     consumer::{AckPolicy, DeliverPolicy, PriorityPolicy, pull},
 };
-use bytes::Bytes;
 use chrono::Utc;
 use futures::StreamExt;
 use shared::events::OrderEvent;
@@ -35,11 +34,10 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{
-    deliver::{Deliverer, Job, Outcome},
-    registry::Registry,
+    deliver::{self, Deliverer, Job, Outcome},
+    registry::{Freshness, Registry},
     store::HookStore,
 };
-use crate::{domain::Order, http::OrderBody};
 
 /// The shared durable's name, and its priority group.
 const DURABLE: &str = "order-svc-webhooks";
@@ -112,8 +110,7 @@ impl Dispatcher {
     /// Dispatches until `stop` (reconnecting after failures); held events stay unacknowledged.
     ///
     /// Only while some hook is registered: with none, nothing would be delivered, and consuming
-    /// and acking every order event cost about a tenth of an order's CPU (nats-server and
-    /// order-svc). When the last hook goes, the durable is deleted rather than left behind, so
+    /// and acking every order event was 4 % of order-svc's CPU under load (BENCHMARKS.md). When the last hook goes, the durable is deleted rather than left behind, so
     /// the next hook's durable starts at its registration (`SKEW` before) instead of replaying
     /// every order stored in between.
     pub async fn run(self, stop: CancellationToken) {
@@ -212,7 +209,7 @@ impl Dispatcher {
                 .max()
                 .unwrap_or(0);
             if newest > fresh.through {
-                fresh.refresh(self, &stream).await?;
+                fresh.refresh(&self.store, &self.registry, &stream).await?;
             }
             for message in chunk {
                 match message {
@@ -260,7 +257,7 @@ impl Dispatcher {
             }
             return;
         }
-        let body = delivery_body(&event);
+        let body = deliver::body(&event);
         let held = Arc::new(Held {
             message,
             remaining: AtomicUsize::new(hooks.len()),
@@ -378,60 +375,4 @@ enum Next<T> {
     Chunk(T),
     Stop,
     NoHookLeft,
-}
-
-/// Up to which order stream sequence the registry is known to hold every hook registered before
-/// it: the registry has applied the registration stream's last sequence read *before* the
-/// order stream's last sequence was read. Refreshed at most every `FRESHNESS_EVERY` (two stream
-/// infos), so under load one refresh covers every event stored meanwhile.
-#[derive(Default)]
-struct Freshness {
-    through: u64,
-    at: Option<tokio::time::Instant>,
-}
-
-const FRESHNESS_EVERY: Duration = Duration::from_millis(5);
-
-impl Freshness {
-    async fn refresh(
-        &mut self,
-        dispatcher: &Dispatcher,
-        orders: &jetstream::stream::Stream,
-    ) -> Result<(), Box<dyn std::error::Error>> {
-        if let Some(at) = self.at {
-            tokio::time::sleep_until(at + FRESHNESS_EVERY).await;
-        }
-        self.at = Some(tokio::time::Instant::now());
-        let hooks = dispatcher.store.last_change().await?;
-        let through = orders.clone().info().await?.state.last_sequence;
-        if !dispatcher
-            .registry
-            .wait_applied(hooks, Duration::from_secs(5))
-            .await
-        {
-            return Err("the webhook registry is behind its stream".into());
-        }
-        self.through = through;
-        Ok(())
-    }
-}
-
-/// A delivery's body: the event type, when it happened, the order as GET shows it.
-#[derive(serde::Serialize)]
-struct DeliveryBody {
-    #[serde(rename = "type")]
-    event_type: &'static str,
-    timestamp: String,
-    data: OrderBody,
-}
-
-fn delivery_body(event: &OrderEvent) -> Bytes {
-    let body = DeliveryBody {
-        event_type: event.event_type.as_str(),
-        timestamp: event
-            .occurred_at
-            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        data: OrderBody::from(&Order::from_event(event)),
-    };
-    Bytes::from(serde_json::to_vec(&body).expect("an order encodes"))
 }

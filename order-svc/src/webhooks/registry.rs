@@ -1,8 +1,8 @@
 //! Each instance's copy of the registrations, followed from the registration stream (each
 //! hook's latest, then every change): what the dispatcher matches order events against, with
-//! each hook's signing key ready. The dispatcher asks `wait_applied` for the stream's last
-//! change before matching, so a hook registered (201) before an order changed is never missed
-//! because this copy lagged.
+//! each hook's signing key ready. The dispatcher asks `wait_applied` (through `Freshness`) for
+//! the stream's last change before matching, so a hook registered (201) before an order changed
+//! is never missed because this copy lagged.
 use std::{
     collections::HashMap,
     sync::{Arc, RwLock},
@@ -148,5 +148,38 @@ impl Registry {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }
+    }
+}
+
+/// Up to which order stream sequence the registry is known to hold every hook registered before
+/// it: the registry has applied the registration stream's last sequence read *before* the
+/// order stream's last sequence was read. Refreshed at most every `FRESHNESS_EVERY` (two stream
+/// infos), so under load one refresh covers every event stored meanwhile.
+#[derive(Default)]
+pub(super) struct Freshness {
+    pub(super) through: u64,
+    at: Option<tokio::time::Instant>,
+}
+
+const FRESHNESS_EVERY: Duration = Duration::from_millis(5);
+
+impl Freshness {
+    pub(super) async fn refresh(
+        &mut self,
+        store: &HookStore,
+        registry: &Registry,
+        orders: &async_nats::jetstream::stream::Stream,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        if let Some(at) = self.at {
+            tokio::time::sleep_until(at + FRESHNESS_EVERY).await;
+        }
+        self.at = Some(tokio::time::Instant::now());
+        let hooks = store.last_change().await?;
+        let through = orders.clone().info().await?.state.last_sequence;
+        if !registry.wait_applied(hooks, Duration::from_secs(5)).await {
+            return Err("the webhook registry is behind its stream".into());
+        }
+        self.through = through;
+        Ok(())
     }
 }
