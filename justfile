@@ -303,8 +303,12 @@ deny:
     fi
 
 # Benchmarks against same-run baselines (release builds); writes target/bench/report.{md,json}.
+# Each service is built on its own, as it ships: built together, order-svc would get the gRPC
+# server features product-svc asks of tonic (cargo unifies features across a build).
 bench *args: setup
-    cargo build --release --workspace --bins
+    cargo build --release -p product-svc
+    cargo build --release -p order-svc
+    cargo build --release -p tests --bins
     cargo run --release -p tests --bin bench -- {{args}}
 
 # Remove local data (sled stores, NATS store).

@@ -12,15 +12,13 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{
+    client::DeliveryClient,
     guard,
     registry::{LiveHook, Registry},
     sign,
     store::{Attempt, HookStore},
 };
 use crate::{domain::Order, http::OrderBody};
-
-/// Response bodies are read (for connection reuse) up to this much, then dropped.
-const MAX_RESPONSE: usize = 64 << 10;
 
 /// One event for one hook.
 pub struct Job {
@@ -55,7 +53,7 @@ pub enum Outcome {
 pub struct Deliverer {
     /// The HTTP client, built by the first attempt (so a service without hooks never loads
     /// the system's TLS roots).
-    pub client: Arc<std::sync::OnceLock<Result<reqwest::Client, String>>>,
+    pub client: Arc<std::sync::OnceLock<Result<DeliveryClient, String>>>,
     /// Where attempts go to be recorded (`record_attempts`).
     pub log: mpsc::UnboundedSender<Attempt>,
     pub registry: Registry,
@@ -134,32 +132,15 @@ impl Deliverer {
         let signature = sign::signature(&job.hook.key, message_id, timestamp, &job.body);
         let client = self
             .client
-            .get_or_init(|| guard::client(self.allow_private).map_err(|e| e.to_string()))
+            .get_or_init(|| DeliveryClient::new(self.allow_private))
             .as_ref()?;
-        let response = client
-            .post(url.clone())
-            .header("content-type", "application/json")
-            .header("webhook-id", message_id)
-            .header("webhook-timestamp", timestamp.to_string())
-            .header("webhook-signature", signature)
-            .body(job.body.clone())
-            .send()
-            .await
-            .map_err(|e| shared::telemetry::error_chain(&e))?;
-        let code = response.status().as_u16();
-        drain(response).await;
-        Ok(code)
-    }
-}
-
-/// Reads what the receiver sent, up to `MAX_RESPONSE` (so the connection can be reused).
-async fn drain(mut response: reqwest::Response) {
-    let mut read = 0;
-    while let Ok(Some(chunk)) = response.chunk().await {
-        read += chunk.len();
-        if read > MAX_RESPONSE {
-            break;
-        }
+        let timestamp_text = timestamp.to_string();
+        let headers = [
+            ("webhook-id", message_id),
+            ("webhook-timestamp", timestamp_text.as_str()),
+            ("webhook-signature", signature.as_str()),
+        ];
+        client.post_json(url, &headers, job.body.clone()).await
     }
 }
 

@@ -4,6 +4,7 @@
 //! the matching hooks in order per order (`dispatch`), each event POSTed signed the way Standard
 //! Webhooks says (`sign`) to addresses the SSRF guard allows (`guard`), retried with backoff and
 //! parked after the last attempt (`deliver`).
+mod client;
 mod deliver;
 mod dispatch;
 mod guard;

@@ -29,7 +29,7 @@ const PER_HOOK_IN_FLIGHT: usize = 16;
 pub struct LiveHook {
     pub hook: Hook,
     /// The hook's URL, parsed once.
-    pub url: reqwest::Url,
+    pub url: url::Url,
     pub scope: HookScope,
     pub key: ring::hmac::Key,
     pub permits: Semaphore,

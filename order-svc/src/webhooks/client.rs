@@ -1,0 +1,142 @@
+//! The delivery client: hyper's pooled HTTP/1.1 client and rustls with the system's roots,
+//! the parts order-svc already carries for gRPC, instead of a general-purpose HTTP client
+//! (reqwest was ~300 KB of the binary for the one POST below; BENCHMARKS.md, "Footprint,
+//! session 8"). It does only what a delivery needs: no redirects, no proxies, no cookies, the
+//! attempt timeout, and names resolved through the guard unless private addresses are allowed.
+use std::{
+    future::Future,
+    net::SocketAddr,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use bytes::{Buf, Bytes};
+use http::{Request, header};
+use http_body_util::{BodyExt, Full};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::{
+    client::legacy::{
+        Client,
+        connect::{HttpConnector, dns::Name},
+    },
+    rt::TokioExecutor,
+};
+use url::Url;
+
+use super::guard::{self, ATTEMPT_TIMEOUT};
+
+/// Response bodies are read (for connection reuse) up to this much, then dropped.
+const MAX_RESPONSE: usize = 64 << 10;
+
+const USER_AGENT: &str = concat!("eshop-order-svc/", env!("CARGO_PKG_VERSION"));
+
+/// One POST's headers besides the content type and user agent (`webhook-id`, ...).
+pub type Headers<'a> = [(&'static str, &'a str)];
+
+#[derive(Clone)]
+pub struct DeliveryClient {
+    client: Client<HttpsConnector<HttpConnector<Resolver>>, Full<Bytes>>,
+}
+
+impl DeliveryClient {
+    /// Loads the system's TLS roots: fails if it has none.
+    pub fn new(allow_private: bool) -> Result<Self, String> {
+        let mut http = HttpConnector::new_with_resolver(Resolver { allow_private });
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(ATTEMPT_TIMEOUT));
+        let https = HttpsConnectorBuilder::new()
+            .with_native_roots()
+            .map_err(|e| format!("the system's TLS roots could not be loaded: {e}"))?
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(https);
+        Ok(Self { client })
+    }
+
+    /// POSTs a JSON body within the attempt timeout: the receiver's status code, or why there
+    /// was none.
+    pub async fn post_json(
+        &self,
+        url: &Url,
+        headers: &Headers<'_>,
+        body: Bytes,
+    ) -> Result<u16, String> {
+        let mut request = Request::post(url.as_str())
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::USER_AGENT, USER_AGENT);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request
+            .body(Full::new(body))
+            .map_err(|e| format!("the request could not be built: {e}"))?;
+        let exchange = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| shared::telemetry::error_chain(&e))?;
+            let code = response.status().as_u16();
+            drain(response.into_body()).await;
+            Ok(code)
+        };
+        tokio::time::timeout(ATTEMPT_TIMEOUT, exchange)
+            .await
+            .map_err(|_| format!("no answer within {} s", ATTEMPT_TIMEOUT.as_secs()))?
+    }
+}
+
+/// Reads what the receiver sent, up to `MAX_RESPONSE` (so the connection can be reused).
+async fn drain<B: hyper::body::Body + Unpin>(mut body: B) {
+    let mut read = 0;
+    while let Some(Ok(frame)) = body.frame().await {
+        read += frame.data_ref().map_or(0, |data| data.remaining());
+        if read > MAX_RESPONSE {
+            break;
+        }
+    }
+}
+
+/// Resolves names; unless private addresses are allowed, keeps only the addresses a hook may
+/// reach (a name that resolves only to refused ones fails the attempt).
+#[derive(Clone)]
+struct Resolver {
+    allow_private: bool,
+}
+
+type Resolving =
+    Pin<Box<dyn Future<Output = Result<std::vec::IntoIter<SocketAddr>, String>> + Send>>;
+
+impl tower::Service<Name> for Resolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = String;
+    type Future = Resolving;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let allow_private = self.allow_private;
+        Box::pin(async move {
+            let host = name.as_str();
+            let all = tokio::net::lookup_host((host, 0))
+                .await
+                .map_err(|e| format!("{host} could not be resolved: {e}"))?;
+            let allowed: Vec<SocketAddr> = all
+                .filter(|a| allow_private || !guard::refused(a.ip()))
+                .collect();
+            if allowed.is_empty() {
+                return Err(format!(
+                    "{host} resolves only to loopback, private, link-local or reserved addresses"
+                ));
+            }
+            Ok(allowed.into_iter())
+        })
+    }
+}
