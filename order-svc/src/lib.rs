@@ -163,6 +163,27 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> anyhow::Result<()> {
+        let (data_dir, cache_bytes) = (self.config.data_dir.clone(), self.config.cache_mb << 20);
+        let outcome = self.serve(shutdown).await;
+        // Every handle of the store is gone with `self`.
+        let started = std::time::Instant::now();
+        match tokio::task::spawn_blocking(move || store::Store::checkpoint(&data_dir, cache_bytes))
+            .await
+        {
+            Ok(Ok(())) => tracing::info!(
+                micros = started.elapsed().as_micros() as u64,
+                "The read models' store is checkpointed (the next start reads no log back)."
+            ),
+            Ok(Err(error)) => {
+                tracing::info!(error = %shared::telemetry::error_chain(&error), "The read models' store was not checkpointed; the next start reads its log back.")
+            }
+            Err(error) => tracing::warn!(%error, "Checkpointing the read models' store failed."),
+        }
+        tracing::info!("order-svc stopped.");
+        outcome
+    }
+
+    async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
         let http_addr = self.http_addr();
         let grace = Duration::from_secs(self.config.shutdown_grace_secs);
         let mut tasks = shared::lifecycle::Tasks::new();
@@ -205,7 +226,6 @@ impl App {
         self.view.close().await;
         self.store.close().await;
         let _ = tokio::time::timeout(Duration::from_secs(1), self.nats.flush()).await;
-        tracing::info!("order-svc stopped.");
         outcome.map_err(anyhow::Error::from)
     }
 

@@ -52,6 +52,21 @@ impl Store {
         self.db.size_on_disk().unwrap_or_default()
     }
 
+    /// Has sled write its recovery snapshot, after every handle of the database is dropped (at
+    /// shutdown): sled writes one only when it opens, and otherwise reads back, at the next
+    /// start, its whole log since the last one (every write of a long replay: ~170 ms for
+    /// 100k orders + 100k products). Opening it here moves that read to the graceful stop, as a
+    /// database's shutdown checkpoint does; a crash leaves it to the next start, as before.
+    /// Fails at once (sled's file lock) if a handle is still alive somewhere.
+    pub fn checkpoint(path: &std::path::Path, cache_bytes: u64) -> Result<()> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes)
+            .open()?;
+        drop(db);
+        Ok(())
+    }
+
     /// Flushes what the read models wrote (a restart then resumes where they stopped); close
     /// their writers first.
     pub async fn close(&self) {

@@ -107,6 +107,38 @@ async fn restart_keeps_the_snapshot_and_resumes_from_the_checkpoint_and_a_wiped_
     product.stop().await;
 }
 
+/// The LSN of sled's newest recovery snapshot in `dir` (`snap.<hex>` files), if any.
+fn sled_snapshot_lsn(dir: &std::path::Path) -> Option<u64> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|entry| {
+            let name = entry.unwrap().file_name().into_string().ok()?;
+            u64::from_str_radix(name.strip_prefix("snap.")?, 16).ok()
+        })
+        .max()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_leaves_sled_a_recovery_snapshot_of_everything_written() {
+    let nats = NatsServer::start();
+    let dir = scratch();
+    let product = ProductService::start(&nats.url(), &dir.path().join("product")).await;
+    create_many(&product.api(), 30).await;
+    let order_dir = dir.path().join("order");
+    let order = OrderService::start(&nats.url(), &product.grpc, &order_dir).await;
+    order.wait_ready(WAIT).await;
+    assert_eq!(order.api().snapshot_count().await, 30);
+    // sled wrote this one when it opened the empty store, before the replay.
+    let at_open = sled_snapshot_lsn(&order_dir).unwrap_or(0);
+    order.stop().await;
+    let at_stop = sled_snapshot_lsn(&order_dir).expect("a snapshot after the stop");
+    assert!(
+        at_stop > at_open,
+        "the stop checkpointed the replay's writes: snapshot LSN {at_stop} > {at_open}"
+    );
+    product.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_for_a_product_missing_from_the_snapshot_reads_through() {
     let product_nats = NatsServer::start();
