@@ -25,10 +25,7 @@ pub struct Store {
 
 impl Store {
     pub fn open(path: &std::path::Path, cache_bytes: u64) -> Result<Self> {
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(cache_bytes)
-            .open()?;
+        let db = sled_config(path, cache_bytes).open()?;
         if db
             .tree_names()
             .iter()
@@ -59,11 +56,7 @@ impl Store {
     /// database's shutdown checkpoint does; a crash leaves it to the next start, as before.
     /// Fails at once (sled's file lock) if a handle is still alive somewhere.
     pub fn checkpoint(path: &std::path::Path, cache_bytes: u64) -> Result<()> {
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(cache_bytes)
-            .open()?;
-        drop(db);
+        drop(sled_config(path, cache_bytes).open()?);
         Ok(())
     }
 
@@ -74,6 +67,10 @@ impl Store {
             tracing::warn!(%error, "Flushing the read models at shutdown failed; a restart replays from their last checkpoints.");
         }
     }
+}
+
+fn sled_config(path: &std::path::Path, cache_bytes: u64) -> sled::Config {
+    sled::Config::new().path(path).cache_capacity(cache_bytes)
 }
 
 /// A counter or sequence stored as 8 big-endian bytes under `key`.

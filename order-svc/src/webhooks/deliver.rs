@@ -53,7 +53,7 @@ pub enum Outcome {
 pub struct Deliverer {
     /// The HTTP client, built by the first attempt (so a service without hooks never loads
     /// the system's TLS roots).
-    pub client: Arc<std::sync::OnceLock<Result<DeliveryClient, String>>>,
+    pub client: Arc<std::sync::OnceLock<DeliveryClient>>,
     /// Where attempts go to be recorded (`record_attempts`).
     pub log: mpsc::UnboundedSender<Attempt>,
     pub registry: Registry,
@@ -132,8 +132,7 @@ impl Deliverer {
         let signature = sign::signature(&job.hook.key, message_id, timestamp, &job.body);
         let client = self
             .client
-            .get_or_init(|| DeliveryClient::new(self.allow_private))
-            .as_ref()?;
+            .get_or_init(|| DeliveryClient::new(self.allow_private));
         let timestamp_text = timestamp.to_string();
         let headers = [
             ("webhook-id", message_id),
