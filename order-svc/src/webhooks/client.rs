@@ -2,7 +2,9 @@
 //! the parts order-svc already carries for gRPC, instead of a general-purpose HTTP client
 //! (reqwest was ~300 KB of the binary for the one POST below; BENCHMARKS.md, "Footprint,
 //! session 8"). It does only what a delivery needs: no redirects, no proxies, no cookies, the
-//! attempt timeout, and names resolved through the guard unless private addresses are allowed.
+//! attempt timeout, and, unless private addresses are allowed, the SSRF guard on every address
+//! it connects to: an IP literal in the URL is checked before the request, names are resolved
+//! through a resolver that drops refused addresses.
 use std::{
     future::Future,
     net::SocketAddr,
@@ -25,7 +27,10 @@ use hyper_util::{
 use rustls::{ClientConfig, RootCertStore};
 use url::Url;
 
-use super::guard::{self, ATTEMPT_TIMEOUT};
+use super::guard;
+
+/// Per-attempt timeout of a delivery.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Response bodies are read (for connection reuse) up to this much, then dropped.
 const MAX_RESPONSE: usize = 64 << 10;
@@ -38,6 +43,7 @@ pub type Headers<'a> = [(&'static str, &'a str)];
 #[derive(Clone)]
 pub struct DeliveryClient {
     client: Client<HttpsConnector<HttpConnector<Resolver>>, Full<Bytes>>,
+    allow_private: bool,
 }
 
 impl DeliveryClient {
@@ -63,7 +69,10 @@ impl DeliveryClient {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(https);
-        Self { client }
+        Self {
+            client,
+            allow_private,
+        }
     }
 
     /// POSTs a JSON body within the attempt timeout: the receiver's status code, or why there
@@ -74,6 +83,13 @@ impl DeliveryClient {
         headers: &Headers<'_>,
         body: Bytes,
     ) -> Result<u16, String> {
+        if let Some(ip) =
+            guard::literal_ip(url).filter(|ip| !self.allow_private && guard::refused(*ip))
+        {
+            return Err(format!(
+                "{ip} is a loopback, private, link-local or reserved address"
+            ));
+        }
         let mut request = Request::post(url.as_str())
             .header(header::CONTENT_TYPE, "application/json")
             .header(header::USER_AGENT, USER_AGENT);
@@ -133,10 +149,15 @@ impl tower::Service<Name> for Resolver {
         let allow_private = self.allow_private;
         Box::pin(async move {
             let host = name.as_str();
-            let all = tokio::net::lookup_host((host, 0))
+            let all: Vec<SocketAddr> = tokio::net::lookup_host((host, 0))
                 .await
-                .map_err(|e| format!("{host} could not be resolved: {e}"))?;
+                .map_err(|e| format!("{host} could not be resolved: {e}"))?
+                .collect();
+            if all.is_empty() {
+                return Err(format!("{host} resolves to no address"));
+            }
             let allowed: Vec<SocketAddr> = all
+                .into_iter()
                 .filter(|a| allow_private || !guard::refused(a.ip()))
                 .collect();
             if allowed.is_empty() {

@@ -110,9 +110,10 @@ impl Dispatcher {
     /// Dispatches until `stop` (reconnecting after failures); held events stay unacknowledged.
     ///
     /// Only while some hook is registered: with none, nothing would be delivered, and consuming
-    /// and acking every order event was 4 % of order-svc's CPU under load (BENCHMARKS.md). When the last hook goes, the durable is deleted rather than left behind, so
-    /// the next hook's durable starts at its registration (`SKEW` before) instead of replaying
-    /// every order stored in between.
+    /// and acking every order event was 4 % of order-svc's CPU under load (BENCHMARKS.md). When
+    /// the last hook goes, the durable is deleted rather than left behind, so the next hook's
+    /// durable starts at its registration (`SKEW` before) instead of replaying every order
+    /// stored in between.
     pub async fn run(self, stop: CancellationToken) {
         tokio::spawn(self.clone().keep_in_progress(stop.clone()));
         while !stop.is_cancelled() {

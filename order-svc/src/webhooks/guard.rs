@@ -5,15 +5,9 @@
 //! delivery client (`client.rs`) resolves names through a resolver that drops refused addresses
 //! (a name that resolves only to them fails the attempt), and an IP literal in a URL is checked
 //! before the request. Redirects are not followed.
-use std::{
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    time::Duration,
-};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use url::Url;
-
-/// Per-attempt timeout of a delivery.
-pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Whether an address is one a webhook may not reach (without `--webhook-allow-private`).
 pub fn refused(ip: IpAddr) -> bool {
