@@ -1,5 +1,6 @@
-//! One batch: applied through the version guard with the checkpoint, then acked with one ack
-//! (poison terminated first), and the status figures moved.
+//! One batch: decoded, applied through the version guard with the checkpoint, then acked with
+//! one ack (poison terminated first), and the status figures moved. Decoding is apart from the
+//! rest so that the pump decodes a batch while the one before it is still being applied.
 use std::sync::atomic::Ordering;
 
 use async_nats::jetstream::{self, AckKind};
@@ -7,14 +8,12 @@ use async_nats::jetstream::{self, AckKind};
 use super::{Projection, Projector, SessionError};
 
 impl<P: Projection> Projector<P> {
-    /// Decodes a batch and writes it (rows, then the checkpoint; not flushed: sled flushes every
-    /// half second, and a restart after a crash resumes from the checkpoint it finds).
-    /// A gap in the delivery numbers fails before anything is written.
-    pub(super) async fn write(
+    /// Decodes a batch; a gap in the delivery numbers fails it.
+    pub(super) fn decode(
         &self,
         batch: Vec<jetstream::Message>,
         next_delivery: &mut u64,
-    ) -> Result<Written, SessionError> {
+    ) -> Result<Decoded<P::Update>, SessionError> {
         let mut updates = Vec::with_capacity(batch.len());
         let mut poison = Vec::new();
         let mut last_seq = None;
@@ -40,8 +39,6 @@ impl<P: Projection> Projector<P> {
                 }
             }
         }
-        let applied_count = updates.len();
-        let applied = self.projection.apply(updates, last_seq).await?;
         // Keep only the messages still to be acked: poison is terminated one by one, and one
         // ack of the last good message acks the rest (the others are dropped now, which halves
         // what a replay holds while the next batch is decoded).
@@ -61,19 +58,22 @@ impl<P: Projection> Projector<P> {
                 }
             })
             .collect();
-        Ok(Written {
-            applied: applied_count,
+        Ok(Decoded {
+            updates,
             acks,
             messages,
             poisoned,
             last_seq,
             pending_after,
-            changed: applied.changed,
         })
     }
 
-    /// Publishes a written batch's progress, then acks it.
-    pub(super) async fn finish(&self, w: Written) -> Result<(), SessionError> {
+    /// Writes a decoded batch (rows, then the checkpoint; not flushed: sled flushes every half
+    /// second, and a restart after a crash resumes from the checkpoint it finds), publishes its
+    /// progress, then acks it.
+    pub(super) async fn finish(&self, w: Decoded<P::Update>) -> Result<(), SessionError> {
+        let applied = w.updates.len();
+        let changed = self.projection.apply(w.updates, w.last_seq).await?.changed;
         if let Some(seq) = w.last_seq {
             self.status.checkpoint.fetch_max(seq, Ordering::SeqCst);
         }
@@ -83,7 +83,7 @@ impl<P: Projection> Projector<P> {
         }
         self.status
             .applied
-            .fetch_add(w.applied as u64, Ordering::Relaxed);
+            .fetch_add(applied as u64, Ordering::Relaxed);
         self.status
             .poison
             .fetch_add(w.poisoned as u64, Ordering::Relaxed);
@@ -96,7 +96,7 @@ impl<P: Projection> Projector<P> {
         }
         tracing::debug!(
             messages = w.messages,
-            changed = w.changed,
+            changed,
             poison = w.poisoned,
             "Applied a batch of events."
         );
@@ -111,14 +111,13 @@ impl<P: Projection> Projector<P> {
     }
 }
 
-/// A batch written to sled, waiting for its ack.
-pub(super) struct Written {
+/// A decoded batch, waiting to be written and acked.
+pub(super) struct Decoded<U> {
+    updates: Vec<U>,
     /// In stream order: the poison to terminate and the last good message to ack.
     acks: Vec<(jetstream::Message, AckKind)>,
     messages: usize,
     poisoned: usize,
     last_seq: Option<u64>,
     pending_after: Option<u64>,
-    applied: usize,
-    changed: usize,
 }

@@ -49,12 +49,14 @@ use std::{
 };
 
 use async_nats::jetstream::{self, consumer::PullConsumer};
-use futures::StreamExt;
+use futures::{StreamExt, stream::FuturesOrdered};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
 pub const BATCH: usize = 1000;
+/// Batches being written and acked while the next one is decoded.
+const IN_FLIGHT: usize = 2;
 /// How long a durable may go without its instance before the server deletes it.
 pub const INACTIVE_THRESHOLD: Duration = Duration::from_secs(24 * 3600);
 
@@ -208,8 +210,8 @@ impl<P: Projection> Projector<P> {
             .await
             .map_err(nats)?
             .ready_chunks(BATCH);
-        // The previous batch's ack, running while the next batch is decoded and written.
-        let mut finishing = None;
+        // Batches decoded and being written and acked, in order, while the next is decoded.
+        let mut finishing = FuturesOrdered::new();
         let pumped = self
             .pump(
                 cancel,
@@ -220,18 +222,19 @@ impl<P: Projection> Projector<P> {
                 &mut finishing,
             )
             .await;
-        // However the session ends, a batch already written is still acked (a no-op when its
-        // consumer is gone) and counted: dropping it would leave the figures short.
-        if let Some(finish) = finishing {
-            let finished = finish.await;
-            pumped?;
-            return finished;
+        // However the session ends, batches already decoded are still written and acked (the
+        // ack a no-op when its consumer is gone) and counted: dropping them would leave the
+        // figures short.
+        let mut finished = Ok(());
+        while let Some(result) = finishing.next().await {
+            finished = finished.and(result);
         }
-        pumped
+        pumped?;
+        finished
     }
 
-    /// Applies batches as they arrive until cancelled or the consumer fails; the batch in
-    /// flight is left in `finishing` for the caller.
+    /// Decodes batches as they arrive and writes and acks them in order, until cancelled or the
+    /// consumer fails; batches in flight are left in `finishing` for the caller.
     async fn pump<'a>(
         &'a self,
         cancel: &CancellationToken,
@@ -239,7 +242,7 @@ impl<P: Projection> Projector<P> {
         consumer: &PullConsumer,
         mut messages: Messages,
         mut next_delivery: u64,
-        finishing: &mut Option<Finishing<'a>>,
+        finishing: &mut FuturesOrdered<Finishing<'a>>,
     ) -> Result<(), SessionError> {
         // Consumer info is a JetStream API call: every 0.5 s while catching up (readiness),
         // every 5 s once ready (lag and lost-consumer detection; batches report lag for free).
@@ -248,18 +251,19 @@ impl<P: Projection> Projector<P> {
         let mut consecutive_errors = 0u32;
         loop {
             tokio::select! {
+                // In this order: a batch just pushed is polled first, so that it is queued at
+                // the writer before the next batch can be (the writer applies in queue order,
+                // and a checkpoint must not pass rows still unwritten).
+                biased;
                 _ = cancel.cancelled() => return Ok(()),
-                result = async { finishing.as_mut().expect("guarded").await }, if finishing.is_some() => {
-                    *finishing = None;
-                    result?;
-                }
+                Some(result) = finishing.next(), if !finishing.is_empty() => result?,
                 _ = lag_tick.tick() => {
                     ticks = ticks.wrapping_add(1);
                     if !self.status.ready.load(Ordering::SeqCst) || ticks.is_multiple_of(10) {
                         self.check_caught_up(consumer).await?;
                     }
                 }
-                chunk = messages.next() => {
+                chunk = tokio::task::unconstrained(messages.next()) => {
                     let Some(chunk) = chunk else {
                         return Err(SessionError::Nats("message stream ended".into()));
                     };
@@ -284,12 +288,16 @@ impl<P: Projection> Projector<P> {
                     }
                     if !batch.is_empty() {
                         consecutive_errors = 0;
-                        let written = self.write(batch, &mut next_delivery).await?;
-                        // Acks go out in batch order: the previous batch finishes first.
-                        if let Some(previous) = finishing.take() {
-                            previous.await?;
+                        // Decoded while the batches before it are written; queued behind them at
+                        // the read model's writer, which applies in order (the acks acknowledge
+                        // everything up to their message, so their order does not matter).
+                        let decoded = self.decode(batch, &mut next_delivery)?;
+                        finishing.push_back(Box::pin(self.finish(decoded)));
+                        while finishing.len() > IN_FLIGHT {
+                            if let Some(result) = finishing.next().await {
+                                result?;
+                            }
                         }
-                        *finishing = Some(Box::pin(self.finish(written)));
                     }
                 }
             }
@@ -300,7 +308,7 @@ impl<P: Projection> Projector<P> {
 /// The consumer's deliveries, in chunks of whatever is ready.
 type Messages = futures::stream::ReadyChunks<jetstream::consumer::pull::Stream>;
 
-/// A batch's ack, in flight.
+/// A batch's write and ack, in flight.
 type Finishing<'a> = Pin<Box<dyn Future<Output = Result<(), SessionError>> + Send + 'a>>;
 
 /// Runs the projector with a span naming the durable.

@@ -2,6 +2,12 @@
 //! queue updates with the checkpoint they move; each turn applies every queued job's updates in
 //! one `apply` (the highest checkpoint wins) and answers every caller that waits with the
 //! batch's result. The ProductSnapshot and the orders view each have one.
+//!
+//! A large batch (a replay's) is applied with the runtime's worker handed to another thread
+//! (`block_in_place`): the service runs one async worker per two cores, and a replay's sled
+//! writes would otherwise hold it, so the NATS connection could not read the next batch and the
+//! projector could not decode it meanwhile, nor could the other read model's replay write. Small
+//! batches (the hot path's) run in place: handing the worker over costs a thread wake-up.
 use shared::{storage::StorageError, writer::Writer};
 use tokio::sync::oneshot;
 
@@ -13,6 +19,9 @@ struct Queued<U, R> {
     checkpoint: Option<u64>,
     done: Option<oneshot::Sender<Result<R>>>,
 }
+
+/// Batches of at least this many updates are applied off the async worker (see the module doc).
+const OFFLOAD_AT: usize = 256;
 
 pub(crate) struct BatchWriter<U, R> {
     writer: Writer<Queued<U, R>>,
@@ -45,7 +54,11 @@ impl<U: Send + 'static, R: Clone + Send + 'static> BatchWriter<U, R> {
                 checkpoint = checkpoint.max(job.checkpoint);
                 waiting.extend(job.done);
             }
-            let result = apply(&updates, checkpoint);
+            let result = if updates.len() >= OFFLOAD_AT && can_block_in_place() {
+                tokio::task::block_in_place(|| apply(&updates, checkpoint))
+            } else {
+                apply(&updates, checkpoint)
+            };
             if let Err(error) = &result {
                 tracing::error!(%error, updates = updates.len(), read_model = name, "Writing a batch failed.");
             }
@@ -88,4 +101,10 @@ impl<U: Send + 'static, R: Clone + Send + 'static> BatchWriter<U, R> {
     pub(crate) async fn close(&self) {
         self.writer.close().await
     }
+}
+
+/// `block_in_place` needs a multi-thread runtime (a test's current-thread runtime would panic).
+fn can_block_in_place() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
 }

