@@ -36,7 +36,8 @@ impl Orders {
         let started = Instant::now();
         // Only a keyed request needs its fingerprint (a digest of the request).
         let fingerprint = idempotency_key.as_ref().map(|_| request.fingerprint());
-        let id = domain::order_id(request.customer_id, idempotency_key.as_deref());
+        let now = Utc::now();
+        let id = domain::order_id(request.customer_id, idempotency_key.as_deref(), now);
         if fingerprint.is_some()
             && let Some(known) = self.view.get(id)?
         {
@@ -46,7 +47,7 @@ impl Orders {
         }
         let ids: Vec<Uuid> = request.items.iter().map(|(id, _)| *id).collect();
         let catalog = self.catalog(&ids).await?;
-        let order = domain::price_order(id, &request, &catalog, Utc::now(), fingerprint.clone())
+        let order = domain::price_order(id, &request, &catalog, now, fingerprint.clone())
             .map_err(Error::UnknownProducts)?;
         // NATS down: 503 before anything is reserved (the order could not be recorded).
         self.log.connected()?;

@@ -1,5 +1,6 @@
-//! Applying states to the view: the version guard, the listing indexes, the work-list flags
-//! and their counts, and the checkpoint, in one batch of writes (`store::replay::Writes`).
+//! Applying states to the view: the version guard, the customer index (and the id pointer an
+//! order may need), the work-list flags and their counts, and the checkpoint, in one batch of
+//! writes (`store::replay::Writes`).
 use shared::events::{OrderEventType, OrderStatus};
 use sled::Tree;
 use uuid::Uuid;
@@ -7,7 +8,8 @@ use uuid::Uuid;
 use super::{
     Change, OrderUpdate,
     rows::{
-        COUNT, FLAG_OWED, FLAG_PENDING, HEADER, OWED, PENDING, RowHead, counter, row_head, row_key,
+        COUNT, FLAG_OWED, FLAG_PENDING, HEADER, OWED, PENDING, RowHead, counter, inverted,
+        needs_pointer, pointer_key, row_head, row_key,
     },
 };
 use crate::{
@@ -37,9 +39,9 @@ pub(super) fn apply_updates(
     let mut batch = Writes::default();
     let (mut changed, mut added, mut pending, mut owed) = (0usize, 0i64, 0i64, 0i64);
     for u in updates {
-        let current = guard.current(u.id, || {
-            tree.get(row_key(u.id))?.map(|r| row_head(&r)).transpose()
-        })?;
+        // An order's creation time never changes, so its row key is known from any state.
+        let key = row_key(u.created_millis, u.id);
+        let current = guard.current(u.id, || tree.get(key)?.map(|r| row_head(&r)).transpose())?;
         if !domain::should_apply(current.map(|(v, _)| v), u.version) {
             continue;
         }
@@ -48,12 +50,14 @@ pub(super) fn apply_updates(
         row.extend_from_slice(&u.version.to_be_bytes());
         row.push(u.flags);
         row.extend_from_slice(&u.payload);
-        batch.insert(row_key(u.id), row);
+        batch.insert(key, row);
         if current.is_none() {
-            let inverted = (u64::MAX - u.created_millis).to_be_bytes();
+            let inverted = inverted(u.created_millis);
             let by_customer = [&b"c"[..], u.customer.as_bytes(), &inverted, u.id.as_bytes()];
             batch.insert(by_customer.concat(), []);
-            batch.insert([&b"t"[..], &inverted, u.id.as_bytes()].concat(), []);
+            if needs_pointer(u.id, u.created_millis) {
+                batch.insert(pointer_key(u.id), inverted);
+            }
             added += 1;
         }
         let old = current.map_or(0, |(_, flags)| flags);

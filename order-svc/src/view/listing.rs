@@ -1,7 +1,8 @@
-//! What a listing selects from the view, and the key range that holds it. The listing indexes
-//! are `c` + customer + inverted created-millis + order id and `t` + inverted millis + order id,
-//! so key order is newest first and a creation window is one key range. A cursor is the index
-//! key of a page's last order after the index prefix (inverted millis · order id, 24 bytes).
+//! What a listing selects from the view, and the key range that holds it: the rows themselves
+//! (`o` + inverted created-millis + order id) for every customer's orders, the index `c` +
+//! customer + inverted created-millis + order id for one customer's; so key order is newest
+//! first and a creation window is one key range. A cursor is the key of a page's last order
+//! after the prefix (inverted millis · order id, 24 bytes).
 use std::ops::Bound;
 
 use chrono::{DateTime, Utc};

@@ -9,12 +9,18 @@
 //!
 //! One tree, so one batch of writes (`store::replay::Writes`, checkpoint last) moves rows,
 //! indexes, counts and the checkpoint:
-//! - `o` + order id → stream sequence (8) · version (8) · flags (1) · the event JSON;
-//! - `c` + customer id + inverted created-millis + order id, and `t` + inverted millis + order id:
-//!   the listing indexes (an order's customer and creation time never change);
+//! - `o` + inverted created-millis + order id → stream sequence (8) · version (8) · flags (1) ·
+//!   the event JSON: rows in creation order, newest first, so the listing of every order is the
+//!   rows themselves (an order's creation time never changes);
+//! - `c` + customer id + inverted created-millis + order id: the per-customer listing index;
+//! - `i` + order id → inverted created-millis, only for an order whose id does not tell its
+//!   creation millisecond (`rows::find_row`): an unkeyed order's id is a UUIDv7 of it
+//!   (`domain::order_id`), so most orders cost two keys, a keyed one three (each sled key is
+//!   most of a cold start's and a second instance's cost);
 //! - `p` + order id: Pending orders; `r` + order id: orders that still owe product-svc a release
 //!   (cancelled) or a commit (shipped);
-//! - `m:checkpoint` (`store::replay`), `m:count`, `m:pending`, `m:owed`.
+//! - `m:checkpoint` (`store::replay`), `m:count`, `m:pending`, `m:owed`, `m:format` (a store in
+//!   an older layout is emptied at open and replayed).
 mod apply;
 mod listing;
 mod rows;
@@ -43,8 +49,8 @@ use apply::{apply_updates, state_event_type};
 use listing::IndexRange;
 pub use listing::{CURSOR_LEN, Listed, Listing, Paging};
 use rows::{
-    COUNT, FLAG_OWED, FLAG_PENDING, OWED, PENDING, RowHead, counter, decode_row, row_head, row_key,
-    trailing_id,
+    COUNT, FLAG_OWED, FLAG_PENDING, OWED, PENDING, ROW_PREFIX, RowHead, counter, decode_row,
+    ensure_format, find_row, row_head, row_key, trailing_id,
 };
 
 /// One order state to apply: from the stream, or written/read by this instance.
@@ -120,7 +126,10 @@ impl OrdersView {
     /// Opens the view and starts its writer (on the current runtime).
     pub fn open(store: &Store) -> Result<Self> {
         let tree = store.tree("orders_view")?;
-        let replay = ReplayCache::open(&tree, b"o")?;
+        if ensure_format(&tree)? {
+            tracing::info!("The orders view was in an older layout; emptied, it is replayed.");
+        }
+        let replay = ReplayCache::open(&tree, ROW_PREFIX)?;
         let (feed, _) = tokio::sync::broadcast::channel(FEED_CAPACITY);
         let records = {
             let (tree, replay, feed) = (tree.clone(), replay.clone(), feed.clone());
@@ -154,7 +163,8 @@ impl OrdersView {
     /// Records a state this instance read from the stream, and waits until it is applied (not
     /// flushed: the stream holds it; the view only caches it).
     pub async fn record(&self, stored: &Stored) -> Result<()> {
-        if let Some(row) = self.tree.get(row_key(stored.order.id))?
+        let created_millis = stored.order.created_at.timestamp_millis().max(0) as u64;
+        if let Some(row) = self.tree.get(row_key(created_millis, stored.order.id))?
             && row_head(&row)?.0 >= stored.order.version
         {
             return Ok(()); // already known (the usual case for reads)
@@ -192,8 +202,7 @@ impl OrdersView {
     }
 
     pub fn get(&self, id: Uuid) -> Result<Option<Stored>> {
-        self.tree
-            .get(row_key(id))?
+        find_row(&self.tree, id)?
             .map(|row| decode_row(&row))
             .transpose()
     }
@@ -206,10 +215,10 @@ impl OrdersView {
             Some(c) => (IndexRange::of([&b"c"[..], c.as_bytes()].concat()), None),
             // Every order, unfiltered: the count is kept, so the scan may stop after the page.
             None if listing.is_everything() => (
-                IndexRange::of(b"t".to_vec()),
+                IndexRange::of(ROW_PREFIX.to_vec()),
                 Some(self.counter(COUNT)? as usize),
             ),
-            None => (IndexRange::of(b"t".to_vec()), None),
+            None => (IndexRange::of(ROW_PREFIX.to_vec()), None),
         };
         range.created(listing.created_after, listing.created_before);
         let (skip, cursor) = match &listing.page {
@@ -222,9 +231,15 @@ impl OrdersView {
             .tree
             .range(range.bounds(cursor.filter(|_| kept_total.is_some())))
         {
-            let (key, _) = kv?;
+            let (key, value) = kv?;
             let suffix = &key[range.prefix.len()..];
-            let Some(stored) = self.get(trailing_id(&key)?)? else {
+            // The rows are their own listing; an index entry's suffix is its row's key.
+            let row = if range.prefix == ROW_PREFIX {
+                Some(value)
+            } else {
+                self.tree.get([ROW_PREFIX, suffix].concat())?
+            };
+            let Some(stored) = row.map(|row| decode_row(&row)).transpose()? else {
                 continue;
             };
             if !listing.statuses.is_empty() && !listing.statuses.contains(&stored.order.status) {

@@ -196,3 +196,80 @@ async fn the_checkpoint_moves_with_changes_or_every_stride() {
     assert!(view.apply(Vec::new(), Some(1011)).await.unwrap().wrote);
     assert_eq!(view.checkpoint().unwrap(), Some(1011));
 }
+
+/// An unkeyed order's id tells its row (no id pointer is written); a keyed order's, or one
+/// whose id's time is not its creation time, is found through its pointer; all are listed.
+#[tokio::test]
+async fn orders_are_found_by_id_with_a_pointer_only_where_the_id_does_not_tell_the_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 1 << 20).unwrap();
+    let view = OrdersView::open(&store).unwrap();
+    let ann = Uuid::new_v4();
+    let now = Utc::now();
+    let mut unkeyed = order(ann);
+    unkeyed.id = crate::domain::order_id(ann, None, now);
+    unkeyed.created_at = now;
+    let mut keyed = order(ann);
+    keyed.id = crate::domain::order_id(ann, Some("key-1"), now);
+    let mut elsewhere = order(ann); // a v7 id minted at another time than the creation
+    elsewhere.created_at = now - chrono::Duration::seconds(5);
+    for (seq, o) in [&unkeyed, &keyed, &elsewhere].into_iter().enumerate() {
+        view.record(&Stored {
+            order: o.clone(),
+            seq: seq as u64 + 1,
+        })
+        .await
+        .unwrap();
+    }
+    for o in [&unkeyed, &keyed, &elsewhere] {
+        assert_eq!(view.get(o.id).unwrap().unwrap().order.id, o.id);
+    }
+    let has_pointer = |id: Uuid| {
+        view.tree
+            .get(super::rows::pointer_key(id))
+            .unwrap()
+            .is_some()
+    };
+    assert!(!has_pointer(unkeyed.id));
+    assert!(has_pointer(keyed.id) && has_pointer(elsewhere.id));
+    assert!(view.get(Uuid::now_v7()).unwrap().is_none());
+    let all = view
+        .list(&listing(None, Paging::Number { page: 1, size: 10 }))
+        .unwrap();
+    assert_eq!(all.total, 3);
+    assert_eq!(all.orders.last().unwrap().id, elsewhere.id, "oldest last");
+}
+
+/// A store written in the layout before this one is emptied at open, so that the view is
+/// replayed from its stream instead of misreading old keys.
+#[tokio::test]
+async fn a_view_in_an_older_layout_is_emptied_and_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let old = store.tree("orders_view").unwrap();
+        old.insert(
+            [&b"o"[..], Uuid::now_v7().as_bytes()].concat(),
+            &b"old row"[..],
+        )
+        .unwrap();
+        old.insert(crate::store::replay::CHECKPOINT, &42u64.to_be_bytes())
+            .unwrap();
+        let view = OrdersView::open(&store).unwrap();
+        assert_eq!(
+            view.checkpoint().unwrap(),
+            None,
+            "cold: replayed from the start"
+        );
+        assert_eq!(view.count().unwrap(), 0);
+        view.apply(Vec::new(), Some(7)).await.unwrap();
+        view.close().await;
+    }
+    let store = Store::open(dir.path(), 1 << 20).unwrap();
+    let view = OrdersView::open(&store).unwrap();
+    assert_eq!(
+        view.checkpoint().unwrap(),
+        Some(7),
+        "the current layout is kept"
+    );
+}
