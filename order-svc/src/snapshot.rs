@@ -187,6 +187,10 @@ impl Projection for ProductSnapshot {
         replay::read_checkpoint(&self.tree)
     }
 
+    fn rewind_checkpoint(&self, to: u64) -> Result<()> {
+        replay::rewind_checkpoint(&self.tree, to)
+    }
+
     fn end_cold_start(&self) {
         self.replay.end(Self::NAME);
     }

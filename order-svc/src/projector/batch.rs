@@ -17,6 +17,7 @@ impl<P: Projection> Projector<P> {
         let mut updates = Vec::with_capacity(batch.len());
         let mut poison = Vec::new();
         let mut last_seq = None;
+        let mut first_seq = None;
         let mut pending_after = None;
         for (i, msg) in batch.iter().enumerate() {
             let (seq, pending, delivery) = msg
@@ -30,6 +31,7 @@ impl<P: Projection> Projector<P> {
             }
             *next_delivery += 1;
             last_seq = last_seq.max(Some(seq));
+            first_seq = first_seq.or(Some(seq));
             pending_after = Some(pending);
             match self.projection.decode(msg) {
                 Ok(update) => updates.push(update),
@@ -60,6 +62,7 @@ impl<P: Projection> Projector<P> {
             .collect();
         Ok(Decoded {
             updates,
+            first_seq,
             acks,
             messages,
             poisoned,
@@ -73,7 +76,13 @@ impl<P: Projection> Projector<P> {
     /// progress, then acks it.
     pub(super) async fn finish(&self, w: Decoded<P::Update>) -> Result<(), SessionError> {
         let applied = w.updates.len();
-        let changed = self.projection.apply(w.updates, w.last_seq).await?.changed;
+        let changed = match self.projection.apply(w.updates, w.last_seq).await {
+            Ok(done) => done.changed,
+            Err(error) => {
+                let first_seq = w.first_seq;
+                return Err(SessionError::Write { error, first_seq });
+            }
+        };
         if let Some(seq) = w.last_seq {
             self.status.checkpoint.fetch_max(seq, Ordering::SeqCst);
         }
@@ -114,6 +123,8 @@ impl<P: Projection> Projector<P> {
 /// A decoded batch, waiting to be written and acked.
 pub(super) struct Decoded<U> {
     updates: Vec<U>,
+    /// The stream sequence of its first message.
+    first_seq: Option<u64>,
     /// In stream order: the poison to terminate and the last good message to ack.
     acks: Vec<(jetstream::Message, AckKind)>,
     messages: usize,

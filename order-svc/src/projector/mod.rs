@@ -75,6 +75,8 @@ pub trait Projection: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = crate::error::Result<Applied>> + Send;
     /// The stream sequence of the last applied message; `None` on an empty (cold) store.
     fn checkpoint(&self) -> crate::error::Result<Option<u64>>;
+    /// Moves the checkpoint back to `to` if it is past it (a batch failed to be written).
+    fn rewind_checkpoint(&self, to: u64) -> crate::error::Result<()>;
     /// The replay into an empty store is over (drop cold-start caches).
     fn end_cold_start(&self);
 }
@@ -139,6 +141,22 @@ enum SessionError {
     Nats(String),
     #[error("storage: {0}")]
     Store(#[from] crate::error::Error),
+    /// A batch's write failed; it began at stream sequence `first_seq`.
+    #[error("storage: {error}")]
+    Write {
+        error: crate::error::Error,
+        first_seq: Option<u64>,
+    },
+}
+
+impl SessionError {
+    /// Where a failed write began.
+    fn failed_write_at(&self) -> Option<u64> {
+        match self {
+            SessionError::Write { first_seq, .. } => *first_seq,
+            _ => None,
+        }
+    }
 }
 
 fn nats<E: std::fmt::Display>(e: E) -> SessionError {
@@ -225,9 +243,32 @@ impl<P: Projection> Projector<P> {
         // However the session ends, batches already decoded are still written and acked (the
         // ack a no-op when its consumer is gone) and counted: dropping them would leave the
         // figures short.
+        let mut failed_at = pumped
+            .as_ref()
+            .err()
+            .and_then(SessionError::failed_write_at);
         let mut finished = Ok(());
         while let Some(result) = finishing.next().await {
+            if let Some(at) = result
+                .as_ref()
+                .err()
+                .and_then(SessionError::failed_write_at)
+            {
+                failed_at = Some(failed_at.map_or(at, |first: u64| first.min(at)));
+            }
             finished = finished.and(result);
+        }
+        // A batch queued behind a failed one may have been written and moved the checkpoint
+        // past the failed one's rows: the checkpoint goes back to before them, so the next
+        // session redelivers them (the version guard skips what is known).
+        if let Some(at) = failed_at {
+            let to = at.saturating_sub(1);
+            self.projection.rewind_checkpoint(to)?;
+            self.status.checkpoint.fetch_min(to, Ordering::SeqCst);
+            tracing::warn!(
+                checkpoint = to,
+                "A batch failed to be written; the checkpoint is back before it."
+            );
         }
         pumped?;
         finished

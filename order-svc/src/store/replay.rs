@@ -69,6 +69,14 @@ impl Writes {
     }
 }
 
+/// Moves the stored checkpoint back to `to` if it is past it.
+pub(crate) fn rewind_checkpoint(tree: &Tree, to: u64) -> Result<()> {
+    if read_checkpoint(tree)?.is_some_and(|stored| stored > to) {
+        tree.insert(CHECKPOINT, &to.to_be_bytes())?;
+    }
+    Ok(())
+}
+
 /// Stages the checkpoint `seq` when it is due: always on a cold model, past the stored one when
 /// the batch changed rows, else every [`CHECKPOINT_STRIDE`]. Returns whether it did.
 pub(crate) fn stage_checkpoint(

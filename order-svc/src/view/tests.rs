@@ -160,7 +160,7 @@ async fn listings_filter_by_status_and_creation_and_page_by_cursor() {
 }
 
 /// Batches of already-known states write nothing until the checkpoint trails by a stride;
-/// a batch that changes a row always moves it.
+/// a batch that changes a row always moves it; a rewind only moves it back.
 #[tokio::test]
 async fn the_checkpoint_moves_with_changes_or_every_stride() {
     let dir = tempfile::tempdir().unwrap();
@@ -195,6 +195,11 @@ async fn the_checkpoint_moves_with_changes_or_every_stride() {
     assert!(!view.apply(Vec::new(), Some(1010)).await.unwrap().wrote);
     assert!(view.apply(Vec::new(), Some(1011)).await.unwrap().wrote);
     assert_eq!(view.checkpoint().unwrap(), Some(1011));
+    // After a failed batch the projector moves the checkpoint back before it, never forward.
+    view.rewind_checkpoint(500).unwrap();
+    assert_eq!(view.checkpoint().unwrap(), Some(500));
+    view.rewind_checkpoint(900).unwrap();
+    assert_eq!(view.checkpoint().unwrap(), Some(500));
 }
 
 /// An unkeyed order's id tells its row (no id pointer is written); a keyed order's, or one
