@@ -29,12 +29,12 @@ pub(crate) fn read_checkpoint(tree: &Tree) -> Result<Option<u64>> {
 
 /// One batch of a read model's writes, applied key by key (in key order), the checkpoint last.
 /// Not a `sled::Batch`: each `apply_batch` seals one of sled's log buffers and has a background
-/// thread write it out, which under load made the orders view's writes a third
-/// of order-svc's CPU. Atomicity is not needed for what the batch kept true: only the model's
-/// writer task writes its tree, and sled recovers a prefix of its log after a crash (writes in
-/// log order, up to the first one missing), so a checkpoint is never found without the rows
-/// staged before it. A reader may see a batch half applied: a listing skips an index entry
-/// whose row is not there yet, and a count may trail its rows for that moment.
+/// thread write it out, which under load made the orders view's writes a third of order-svc's
+/// CPU. Atomicity is not needed for what the batch kept true: only the model's writer task
+/// writes its tree (but for `rewind_checkpoint`), and sled recovers a prefix of its log after a
+/// crash (writes in log order, up to the first one missing), so a checkpoint is never found
+/// without the rows staged before it. A reader may see a batch half applied: a listing skips an
+/// index entry whose row is not there yet, and a count may trail its rows for that moment.
 #[derive(Default)]
 pub(crate) struct Writes {
     ops: Vec<(IVec, Option<IVec>)>,
@@ -69,7 +69,8 @@ impl Writes {
     }
 }
 
-/// Moves the stored checkpoint back to `to` if it is past it.
+/// Moves the stored checkpoint back to `to` if it is past it. Outside the writer task, by the
+/// projector once every batch it queued is written (nothing else moves the checkpoint).
 pub(crate) fn rewind_checkpoint(tree: &Tree, to: u64) -> Result<()> {
     if read_checkpoint(tree)?.is_some_and(|stored| stored > to) {
         tree.insert(CHECKPOINT, &to.to_be_bytes())?;
