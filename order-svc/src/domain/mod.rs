@@ -9,7 +9,8 @@ mod webhook;
 
 // What the rest of the crate uses, by name (the modules' other items are theirs).
 pub use order::{
-    Change, InvalidTransition, Order, OrderItem, check_order_event, id_millis, order_id,
+    Change, InvalidTransition, Order, OrderItem, check_order_event, created_millis, id_millis,
+    order_id,
 };
 pub use request::{
     LineDraft, OrderDraft, OrderRequest, Refused, optional_id, price_order, validate_create,

@@ -24,7 +24,7 @@ pub fn order_id(customer_id: Uuid, idempotency_key: Option<&str>, now: DateTime<
             Uuid::new_v5(&ORDER_ID_NAMESPACE, &name)
         }
         None => {
-            let millis = now.timestamp_millis().max(0) as u64;
+            let millis = created_millis(now);
             let ts = uuid::Timestamp::from_unix(
                 uuid::NoContext,
                 millis / 1000,
@@ -33,6 +33,11 @@ pub fn order_id(customer_id: Uuid, idempotency_key: Option<&str>, now: DateTime<
             Uuid::new_v7(ts)
         }
     }
+}
+
+/// A creation time as the millisecond the orders view keys it by (times before 1970 as 0).
+pub fn created_millis(at: DateTime<Utc>) -> u64 {
+    at.timestamp_millis().max(0) as u64
 }
 
 /// The creation millisecond an order id tells: a time-ordered (v7) id's timestamp. (Whether it
@@ -245,4 +250,36 @@ pub fn check_order_event(e: &OrderEvent, subject_id: Option<Uuid>) -> Result<(),
         return Err("version must be at least 1".into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An unkeyed order's id tells its creation millisecond; a keyed one's tells nothing.
+    #[test]
+    fn unkeyed_order_ids_carry_their_creation_millisecond() {
+        let now = Utc::now();
+        let millis = now.timestamp_millis() as u64;
+        assert_eq!(id_millis(order_id(Uuid::new_v4(), None, now)), Some(millis));
+        assert_eq!(id_millis(order_id(Uuid::new_v4(), Some("k"), now)), None);
+        assert_eq!(id_millis(Uuid::new_v4()), None);
+    }
+
+    #[test]
+    fn keyed_order_ids_are_per_customer_and_stable() {
+        let (ann, bob) = (Uuid::new_v4(), Uuid::new_v4());
+        let now = Utc::now();
+        let later = now + chrono::Duration::seconds(1);
+        assert_eq!(
+            order_id(ann, Some("k"), now),
+            order_id(ann, Some("k"), later)
+        );
+        assert_ne!(order_id(ann, Some("k"), now), order_id(bob, Some("k"), now));
+        assert_ne!(
+            order_id(ann, Some("k"), now),
+            order_id(ann, Some("k2"), now)
+        );
+        assert_ne!(order_id(ann, None, now), order_id(ann, None, now));
+    }
 }

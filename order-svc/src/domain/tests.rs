@@ -369,31 +369,9 @@ fn a_reservation_decided_before_any_publish_makes_the_first_state_final_at_versi
     assert!(confirmed.first_state(&Change::Confirm, Utc::now()).is_err());
 }
 
-/// An unkeyed order's id tells its creation millisecond; a keyed one's tells nothing.
+/// A keyed request's fingerprint follows its body. (The ids: `order::tests`.)
 #[test]
-fn unkeyed_order_ids_carry_their_creation_millisecond() {
-    let now = Utc::now();
-    let millis = now.timestamp_millis() as u64;
-    assert_eq!(id_millis(order_id(Uuid::new_v4(), None, now)), Some(millis));
-    assert_eq!(id_millis(order_id(Uuid::new_v4(), Some("k"), now)), None);
-    assert_eq!(id_millis(Uuid::new_v4()), None);
-}
-
-#[test]
-fn keyed_order_ids_are_per_customer_and_stable() {
-    let (ann, bob) = (Uuid::new_v4(), Uuid::new_v4());
-    let now = Utc::now();
-    let later = now + chrono::Duration::seconds(1);
-    assert_eq!(
-        order_id(ann, Some("k"), now),
-        order_id(ann, Some("k"), later)
-    );
-    assert_ne!(order_id(ann, Some("k"), now), order_id(bob, Some("k"), now));
-    assert_ne!(
-        order_id(ann, Some("k"), now),
-        order_id(ann, Some("k2"), now)
-    );
-    assert_ne!(order_id(ann, None, now), order_id(ann, None, now));
+fn request_fingerprints_follow_the_body() {
     let r = request(vec![(Uuid::new_v4(), 1)]);
     let mut other = r.clone();
     other.items[0].1 = 2;

@@ -52,11 +52,11 @@ pub(super) fn apply_updates(
         row.extend_from_slice(&u.payload);
         batch.insert(key, row);
         if current.is_none() {
-            let inverted = inverted(u.created_millis);
+            let inverted = inverted(u.created_millis).to_be_bytes();
             let by_customer = [&b"c"[..], u.customer.as_bytes(), &inverted, u.id.as_bytes()];
             batch.insert(by_customer.concat(), []);
             if needs_pointer(u.id, u.created_millis) {
-                batch.insert(pointer_key(u.id), inverted);
+                batch.insert(pointer_key(u.id), u.created_millis.to_be_bytes());
             }
             added += 1;
         }

@@ -78,7 +78,7 @@ impl IndexRange {
     /// Created after `after` and before `before` (both exclusive). Keys hold inverted millis,
     /// so the newest come first: `before` bounds the start, `after` the end.
     pub(super) fn created(&mut self, after: Option<DateTime<Utc>>, before: Option<DateTime<Utc>>) {
-        let inverted = |t: DateTime<Utc>| u64::MAX - t.timestamp_millis().max(0) as u64;
+        let inverted = |t| super::rows::inverted(crate::domain::created_millis(t));
         if let Some(before) = before {
             self.from = inverted(before).saturating_add(1).to_be_bytes().to_vec();
         }

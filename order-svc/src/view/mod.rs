@@ -13,7 +13,7 @@
 //!   the event JSON: rows in creation order, newest first, so the listing of every order is the
 //!   rows themselves (an order's creation time never changes);
 //! - `c` + customer id + inverted created-millis + order id: the per-customer listing index;
-//! - `i` + order id → inverted created-millis, only for an order whose id does not tell its
+//! - `i` + order id → created millis, only for an order whose id does not tell its
 //!   creation millisecond (`rows::find_row`): an unkeyed order's id is a UUIDv7 of it
 //!   (`domain::order_id`), so most orders cost two keys, a keyed one three (each sled key is
 //!   most of a cold start's and a second instance's cost);
@@ -76,7 +76,7 @@ impl OrderUpdate {
         Self {
             id: event.order_id,
             customer: event.customer_id,
-            created_millis: event.created_at.timestamp_millis().max(0) as u64,
+            created_millis: domain::created_millis(event.created_at),
             version: event.version,
             seq,
             flags,
@@ -163,8 +163,8 @@ impl OrdersView {
     /// Records a state this instance read from the stream, and waits until it is applied (not
     /// flushed: the stream holds it; the view only caches it).
     pub async fn record(&self, stored: &Stored) -> Result<()> {
-        let created_millis = stored.order.created_at.timestamp_millis().max(0) as u64;
-        if let Some(row) = self.tree.get(row_key(created_millis, stored.order.id))?
+        let created = domain::created_millis(stored.order.created_at);
+        if let Some(row) = self.tree.get(row_key(created, stored.order.id))?
             && row_head(&row)?.0 >= stored.order.version
         {
             return Ok(()); // already known (the usual case for reads)

@@ -31,27 +31,27 @@ pub(super) fn counter(tree: &Tree, key: &[u8]) -> Result<u64> {
 }
 
 /// The view's layout; a store written in another one is emptied at open and replayed.
-pub(super) const FORMAT: &[u8] = b"m:format";
-pub(super) const FORMAT_VERSION: u64 = 2;
+const FORMAT: &[u8] = b"m:format";
+const FORMAT_VERSION: u64 = 3;
 
 /// Rows are keyed by creation time, newest first: `o` + inverted created-millis + order id.
 pub(super) const ROW_PREFIX: &[u8] = b"o";
 
 /// Inverted millis: key order is newest first.
-pub(super) fn inverted(millis: u64) -> [u8; 8] {
-    (u64::MAX - millis).to_be_bytes()
+pub(super) fn inverted(millis: u64) -> u64 {
+    u64::MAX - millis
 }
 
 pub(super) fn row_key(created_millis: u64, id: Uuid) -> [u8; 25] {
     let mut key = [0u8; 25];
     key[0] = ROW_PREFIX[0];
-    key[1..9].copy_from_slice(&inverted(created_millis));
+    key[1..9].copy_from_slice(&inverted(created_millis).to_be_bytes());
     key[9..].copy_from_slice(id.as_bytes());
     key
 }
 
-/// `i` + order id → inverted created-millis: written only for an order whose id does not tell
-/// its creation millisecond (a keyed order's v5 id, or an id from elsewhere).
+/// `i` + order id → created millis: written only for an order whose id does not tell its
+/// creation millisecond (a keyed order's v5 id, or an id from elsewhere).
 pub(super) fn pointer_key(id: Uuid) -> [u8; 17] {
     let mut key = [0u8; 17];
     key[0] = b'i';
@@ -72,7 +72,7 @@ pub(super) fn find_row(tree: &Tree, id: Uuid) -> Result<Option<sled::IVec>> {
         return Ok(Some(row));
     }
     match tree.get(pointer_key(id))? {
-        Some(inverted) => Ok(tree.get([ROW_PREFIX, &inverted, id.as_bytes()].concat())?),
+        Some(millis) => Ok(tree.get(row_key(decode_u64(&millis, b"pointer")?, id))?),
         None => Ok(None),
     }
 }
