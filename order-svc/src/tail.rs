@@ -37,8 +37,9 @@ pub struct Tailed {
 pub struct OrderTail {
     js: jetstream::Context,
     stream: String,
-    feed: broadcast::Sender<Tailed>,
-    started: Arc<OnceCell<()>>,
+    /// The channel, made with the tail by the first watch (its slots, ~256 KiB, are allocated
+    /// and written at once).
+    feed: Arc<OnceCell<broadcast::Sender<Tailed>>>,
     timeout: Duration,
 }
 
@@ -47,8 +48,7 @@ impl OrderTail {
         Self {
             js,
             stream,
-            feed: broadcast::channel(CAPACITY).0,
-            started: Arc::default(),
+            feed: Arc::default(),
             timeout: Duration::from_secs(5),
         }
     }
@@ -56,8 +56,8 @@ impl OrderTail {
     /// A receiver of every message stored from now on, and the stream's last sequence (every
     /// later message reaches the receiver).
     pub async fn subscribe(&self) -> Result<(broadcast::Receiver<Tailed>, u64)> {
-        self.started.get_or_try_init(|| self.start()).await?;
-        let receiver = self.feed.subscribe();
+        let feed = self.feed.get_or_try_init(|| self.start()).await?;
+        let receiver = feed.subscribe();
         Ok((receiver, self.last_seq().await?))
     }
 
@@ -72,7 +72,7 @@ impl OrderTail {
     }
 
     /// Starts the one tail of this instance: every message from now on, into the channel.
-    async fn start(&self) -> Result<()> {
+    async fn start(&self) -> Result<broadcast::Sender<Tailed>> {
         let consumer = bounded(
             self.timeout,
             unavailable,
@@ -83,7 +83,8 @@ impl OrderTail {
         )
         .await?;
         let mut messages = bounded(self.timeout, unavailable, consumer.messages()).await?;
-        let feed = self.feed.clone();
+        let feed = broadcast::channel(CAPACITY).0;
+        let sender = feed.clone();
         tokio::spawn(async move {
             while let Some(next) = messages.next().await {
                 match next {
@@ -100,7 +101,7 @@ impl OrderTail {
                 }
             }
         });
-        Ok(())
+        Ok(sender)
     }
 
     /// The messages after `after` up to `until`, in order (at most `MAX_CATCH_UP`, the latest).

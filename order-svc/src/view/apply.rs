@@ -6,7 +6,7 @@ use sled::Tree;
 use uuid::Uuid;
 
 use super::{
-    Change, OrderUpdate,
+    Change, Feed, OrderUpdate,
     rows::{
         COUNT, FLAG_OWED, FLAG_PENDING, HEADER, OWED, PENDING, RowHead, counter, inverted,
         needs_pointer, pointer_key, row_head, row_key,
@@ -29,12 +29,13 @@ pub(super) fn apply_updates(
     replay: &ReplayCache<RowHead>,
     updates: &[OrderUpdate],
     checkpoint: Option<u64>,
-    feed: &tokio::sync::broadcast::Sender<Change>,
+    feed: &Feed,
 ) -> Result<Applied> {
     let mut guard = replay.batch();
     // What the watchers of this instance are fed; nothing when none watch (a cold replay
     // applies every order here).
-    let watched = feed.receiver_count() > 0;
+    let feed = feed.get().filter(|f| f.receiver_count() > 0);
+    let watched = feed.is_some();
     let mut taken = Vec::new();
     let mut batch = Writes::default();
     let (mut changed, mut added, mut pending, mut owed) = (0usize, 0i64, 0i64, 0i64);
@@ -84,13 +85,15 @@ pub(super) fn apply_updates(
     }
     batch.apply(tree)?;
     guard.applied();
-    for u in taken {
-        // A watcher gone meanwhile is no error.
-        let _ = feed.send(Change {
-            id: u.id,
-            version: u.version,
-            payload: u.payload.as_slice().into(),
-        });
+    if let Some(feed) = feed {
+        for u in taken {
+            // A watcher gone meanwhile is no error.
+            let _ = feed.send(Change {
+                id: u.id,
+                version: u.version,
+                payload: u.payload.as_slice().into(),
+            });
+        }
     }
     Ok(Applied {
         changed,

@@ -91,6 +91,9 @@ const MAX_RECORDS: usize = 256;
 /// Changes the feed holds for slow watchers before they miss some (they then re-read).
 const FEED_CAPACITY: usize = 4096;
 
+/// The watchers' feed, once the first watcher asked for it.
+type Feed = Arc<std::sync::OnceLock<tokio::sync::broadcast::Sender<Change>>>;
+
 /// A state this instance's view just took in (from the stream or its own write): what the
 /// watchers of this instance are fed, once per state.
 #[derive(Debug, Clone)]
@@ -114,7 +117,8 @@ pub struct OrdersView {
     /// and committed by their own site, so they never enter the work lists. Unset: all are own.
     own_subjects: Arc<std::sync::OnceLock<String>>,
     /// Every state the view takes in, in apply order: one fan-out per instance for all watchers.
-    feed: tokio::sync::broadcast::Sender<Change>,
+    /// Made by the first watcher: its slots are allocated and written at once (~256 KiB).
+    feed: Feed,
 }
 
 impl OrdersView {
@@ -130,7 +134,7 @@ impl OrdersView {
             tracing::info!("The orders view was in an older layout; emptied, it is replayed.");
         }
         let replay = ReplayCache::open(&tree, ROW_PREFIX)?;
-        let (feed, _) = tokio::sync::broadcast::channel(FEED_CAPACITY);
+        let feed = Feed::default();
         let records = {
             let (tree, replay, feed) = (tree.clone(), replay.clone(), feed.clone());
             BatchWriter::spawn(
@@ -152,7 +156,9 @@ impl OrdersView {
 
     /// The feed of states this view takes in from now on.
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Change> {
-        self.feed.subscribe()
+        self.feed
+            .get_or_init(|| tokio::sync::broadcast::channel(FEED_CAPACITY).0)
+            .subscribe()
     }
 
     /// Applies what is queued, then stops the writer (so the database can close).
