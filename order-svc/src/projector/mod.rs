@@ -226,6 +226,12 @@ impl<P: Projection> Projector<P> {
         } else {
             SHORT_BATCH
         };
+        tracing::info!(
+            pending = info.num_pending,
+            batch,
+            "{} session started.",
+            P::NAME
+        );
         self.status.connected.store(true, Ordering::SeqCst);
         self.check_caught_up(&consumer).await?;
 
