@@ -3,10 +3,8 @@
 //! the orders view from the order stream); each is a [`Projection`].
 //!
 //! Why it works the way it does:
-//! - **Batches.** Whatever is ready (up to 1,000 messages in a replay of more than 10,000, up
-//!   to 200 otherwise: a short replay's burst is memory its process keeps) is applied in one
-//!   batch of writes that also moves the checkpoint (last applied stream sequence), then acked
-//!   with **one** ack:
+//! - **Batches.** Whatever is ready (up to 1,000 messages) is applied in one batch of writes
+//!   that also moves the checkpoint (last applied stream sequence), then acked with **one** ack:
 //!   the durable uses `AckPolicy::All`, so acking the batch's last message acks the batch (a
 //!   thousand ack publishes per batch were a fifth of a replay's cost). Redelivery is harmless:
 //!   the version guard skips what is known.
@@ -56,15 +54,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
-/// Most messages in one batch of a long replay: per-batch costs (the checkpoint, the ack, the
-/// writer's turn) fall with size.
 pub const BATCH: usize = 1000;
-/// Most messages in one batch otherwise: a short replay takes a few more batches, and a batch's
-/// messages, updates and writes are what its process keeps after it (the allocator holds the
-/// freed memory of a burst: idle RSS after a 1,000-product replay is ~1.5 MiB lower).
-const SHORT_BATCH: usize = 200;
-/// A session that starts with more undelivered messages than this is a long replay.
-const LONG_REPLAY: u64 = 10 * BATCH as u64;
 /// Batches being written and acked while the next one is decoded.
 const IN_FLIGHT: usize = 2;
 /// How long a durable may go without its instance before the server deletes it.
@@ -219,31 +209,25 @@ impl<P: Projection> Projector<P> {
         // deliveries lost on the way (a cut connection), which the next ack-all would
         // acknowledge unapplied. So a gap ends the session, and the next one restarts delivery
         // right after the checkpoint.
-        let info = consumer.info().await.map_err(nats)?;
-        let next_delivery = info.delivered.consumer_sequence + 1;
-        let batch = if info.num_pending > LONG_REPLAY {
-            BATCH
-        } else {
-            SHORT_BATCH
-        };
-        tracing::info!(
-            pending = info.num_pending,
-            batch,
-            "{} session started.",
-            P::NAME
-        );
+        let next_delivery = consumer
+            .info()
+            .await
+            .map_err(nats)?
+            .delivered
+            .consumer_sequence
+            + 1;
         self.status.connected.store(true, Ordering::SeqCst);
         self.check_caught_up(&consumer).await?;
 
         let messages = consumer
             .stream()
-            .max_messages_per_batch(batch)
+            .max_messages_per_batch(BATCH)
             .heartbeat(Duration::from_secs(5))
             .expires(Duration::from_secs(30))
             .messages()
             .await
             .map_err(nats)?
-            .ready_chunks(batch);
+            .ready_chunks(BATCH);
         // Batches decoded and being written and acked, in order, while the next is decoded.
         let mut finishing = FuturesOrdered::new();
         let pumped = self
