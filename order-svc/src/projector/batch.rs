@@ -120,6 +120,13 @@ impl<P: Projection> Projector<P> {
     }
 }
 
+impl<U> Decoded<U> {
+    /// Messages the server still held for the consumer after this batch.
+    pub(super) fn pending_after(&self) -> u64 {
+        self.pending_after.unwrap_or(0)
+    }
+}
+
 /// A decoded batch, waiting to be written and acked.
 pub(super) struct Decoded<U> {
     updates: Vec<U>,
