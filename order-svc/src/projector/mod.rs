@@ -3,7 +3,7 @@
 //! the orders view from the order stream); each is a [`Projection`].
 //!
 //! Why it works the way it does:
-//! - **Batches.** Whatever is ready (up to 1,000 messages in a replay of more than 10,000, up
+//! - **Batches.** Whatever is ready (up to 1,000 messages in a replay of more than 2,000, up
 //!   to 200 otherwise: a short replay's burst is memory its process keeps; a session that falls
 //!   that far behind later is replaced by one with long batches) is applied in one batch of
 //!   writes that also moves the checkpoint (last applied stream sequence), then acked with
@@ -67,7 +67,7 @@ const SHORT_BATCH: usize = 200;
 /// of short batches that falls this far behind (a burst after start) ends, and the next one
 /// takes long batches (batches under `store::batches`' hand-over size are written on the async
 /// worker, which then stalls the NATS connection and the other read model).
-const LONG_REPLAY: u64 = 10 * BATCH as u64;
+const LONG_REPLAY: u64 = 2 * BATCH as u64;
 /// Batches being written and acked while the next one is decoded.
 const IN_FLIGHT: usize = 2;
 /// How long a durable may go without its instance before the server deletes it.
