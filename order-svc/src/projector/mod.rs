@@ -243,7 +243,7 @@ impl<P: Projection> Projector<P> {
         self.status.connected.store(true, Ordering::SeqCst);
         self.check_caught_up(&consumer).await?;
 
-        let messages = consumer
+        let chunks = consumer
             .stream()
             .max_messages_per_batch(batch)
             .heartbeat(Duration::from_secs(5))
@@ -252,6 +252,7 @@ impl<P: Projection> Projector<P> {
             .await
             .map_err(nats)?
             .ready_chunks(batch);
+        let messages = Messages { chunks, batch };
         // Batches decoded and being written and acked, in order, while the next is decoded.
         let mut finishing = FuturesOrdered::new();
         let pumped = self
@@ -259,7 +260,7 @@ impl<P: Projection> Projector<P> {
                 cancel,
                 &stream,
                 &consumer,
-                (messages, batch),
+                messages,
                 next_delivery,
                 &mut finishing,
             )
@@ -305,7 +306,7 @@ impl<P: Projection> Projector<P> {
         cancel: &CancellationToken,
         stream: &jetstream::stream::Stream,
         consumer: &PullConsumer,
-        (mut messages, batch): (Messages, usize),
+        mut messages: Messages,
         mut next_delivery: u64,
         finishing: &mut FuturesOrdered<Finishing<'a>>,
     ) -> Result<(), SessionError> {
@@ -328,7 +329,7 @@ impl<P: Projection> Projector<P> {
                         self.check_caught_up(consumer).await?;
                     }
                 }
-                chunk = tokio::task::unconstrained(messages.next()) => {
+                chunk = tokio::task::unconstrained(messages.chunks.next()) => {
                     let Some(chunk) = chunk else {
                         return Err(SessionError::Nats("message stream ended".into()));
                     };
@@ -359,7 +360,7 @@ impl<P: Projection> Projector<P> {
                         let decoded = self.decode(messages_in, &mut next_delivery)?;
                         let behind = decoded.pending_after();
                         finishing.push_back(Box::pin(self.finish(decoded)));
-                        if batch < BATCH && behind > LONG_REPLAY {
+                        if messages.batch < BATCH && behind > LONG_REPLAY {
                             return Err(SessionError::FarBehind(behind));
                         }
                         while finishing.len() > IN_FLIGHT {
@@ -375,7 +376,11 @@ impl<P: Projection> Projector<P> {
 }
 
 /// The consumer's deliveries, in chunks of whatever is ready.
-type Messages = futures::stream::ReadyChunks<jetstream::consumer::pull::Stream>;
+struct Messages {
+    chunks: futures::stream::ReadyChunks<jetstream::consumer::pull::Stream>,
+    /// The most messages in one chunk (`BATCH` or `SHORT_BATCH`).
+    batch: usize,
+}
 
 /// A batch's write and ack, in flight.
 type Finishing<'a> = Pin<Box<dyn Future<Output = Result<(), SessionError>> + Send + 'a>>;

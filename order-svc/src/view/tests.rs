@@ -10,6 +10,15 @@ use crate::{
     projector::{Applied, Projection},
     store::Store,
 };
+
+/// An empty view in a temp dir (kept while the view is used).
+fn fresh_view() -> (tempfile::TempDir, OrdersView) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 1 << 20).unwrap();
+    let view = OrdersView::open(&store).unwrap();
+    (dir, view)
+}
+
 fn order(customer: Uuid) -> Order {
     let now = Utc::now();
     Order {
@@ -40,9 +49,7 @@ fn order(customer: Uuid) -> Order {
 /// cold-start memory answers like sled.
 #[tokio::test]
 async fn states_apply_forward_only_and_keep_the_work_lists() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), 1 << 20).unwrap();
-    let view = OrdersView::open(&store).unwrap();
+    let (_dir, view) = fresh_view();
     let (ann, bob) = (Uuid::new_v4(), Uuid::new_v4());
     let placed = order(ann);
     let mut other = order(bob);
@@ -98,9 +105,7 @@ fn listing(customer: Option<Uuid>, page: Paging) -> Listing {
 /// walks the selection page by page, the last page without a next cursor.
 #[tokio::test]
 async fn listings_filter_by_status_and_creation_and_page_by_cursor() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), 1 << 20).unwrap();
-    let view = OrdersView::open(&store).unwrap();
+    let (_dir, view) = fresh_view();
     let ann = Uuid::new_v4();
     let start = Utc::now() - chrono::Duration::hours(1);
     let mut placed = Vec::new();
@@ -163,9 +168,7 @@ async fn listings_filter_by_status_and_creation_and_page_by_cursor() {
 /// a batch that changes a row always moves it; a rewind only moves it back.
 #[tokio::test]
 async fn the_checkpoint_moves_with_changes_or_every_stride() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), 1 << 20).unwrap();
-    let view = OrdersView::open(&store).unwrap();
+    let (_dir, view) = fresh_view();
     let first = view.apply(Vec::new(), Some(5)).await.unwrap();
     assert!(first.wrote, "the first checkpoint is stored");
     let idle = view.apply(Vec::new(), Some(10)).await.unwrap();
@@ -206,9 +209,7 @@ async fn the_checkpoint_moves_with_changes_or_every_stride() {
 /// whose id's time is not its creation time, is found through its pointer; all are listed.
 #[tokio::test]
 async fn orders_are_found_by_id_with_a_pointer_only_where_the_id_does_not_tell_the_row() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), 1 << 20).unwrap();
-    let view = OrdersView::open(&store).unwrap();
+    let (_dir, view) = fresh_view();
     let ann = Uuid::new_v4();
     let now = Utc::now();
     let mut unkeyed = order(ann);
