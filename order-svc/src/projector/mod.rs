@@ -60,8 +60,9 @@ use uuid::Uuid;
 /// writer's turn) fall with size.
 pub const BATCH: usize = 1000;
 /// Most messages in one batch otherwise: a short replay takes a few more batches, and a batch's
-/// messages, updates and writes are what its process keeps after it (the allocator holds the
-/// freed memory of a burst: idle RSS after a 1,000-product replay is ~1.5 MiB lower).
+/// messages, updates and writes are a burst of memory, part of which its process keeps after it
+/// (allocator pages shared by freed and live blocks: idle RSS after a 1,000-product replay is
+/// ~1.5 MiB lower).
 const SHORT_BATCH: usize = 200;
 /// A session that starts with more undelivered messages than this is a long replay; a session
 /// of short batches that falls this far behind (a burst after start) ends, and the next one
@@ -189,6 +190,7 @@ impl<P: Projection> Projector<P> {
         while !cancel.is_cancelled() {
             let started = std::time::Instant::now();
             let result = self.session(&cancel, first).await;
+            first = false;
             if started.elapsed() > Duration::from_secs(30) {
                 backoff = Duration::from_millis(100);
             }
@@ -199,7 +201,6 @@ impl<P: Projection> Projector<P> {
                         pending,
                         "Far behind the stream; a new session takes long batches."
                     );
-                    first = false;
                     continue;
                 }
                 Err(error) => {
@@ -207,7 +208,6 @@ impl<P: Projection> Projector<P> {
                     self.status.connected.store(false, Ordering::SeqCst);
                 }
             }
-            first = false;
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => {}
                 _ = cancel.cancelled() => return,
