@@ -75,7 +75,7 @@ pub(crate) async fn create_order(
         rss_mib(snapshot.pid()),
         "MiB",
         None,
-        "≤ 10 MiB",
+        "≤ 8 MiB",
     );
     let rates = compare_modes(report, &sut, &snapshot, &grpc_mode, s).await;
     let find = |mode: &str, clients: usize| {

@@ -36,7 +36,7 @@ pub(crate) async fn relay_and_orders(
         rss_mib(product.pid()),
         "MiB",
         None,
-        "≤ 10 MiB",
+        "≤ 8 MiB",
     );
     let client = bench_client(128);
     let catalog = 1000;
