@@ -29,7 +29,7 @@ use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 use crate::{
-    domain::{self, Order},
+    domain::Order,
     error::{Error, Result},
 };
 
@@ -283,11 +283,8 @@ impl OrderLog {
 
 /// A stored state of order `id`, checked (its body names the order of its subject).
 fn decode(id: Uuid, msg: &jetstream::message::StreamMessage) -> Result<OrderEvent> {
-    let event: OrderEvent = serde_json::from_slice(&msg.payload)
-        .map_err(|e| Error::corrupt(format!("order {id} at sequence {}: {e}", msg.sequence)))?;
-    domain::check_order_event(&event, Some(id))
-        .map_err(|why| Error::corrupt(format!("order {id}: {why}")))?;
-    Ok(event)
+    shared::events::decode_order_event(&msg.subject, &msg.payload)
+        .map_err(|why| Error::corrupt(format!("order {id} at sequence {}: {why}", msg.sequence)))
 }
 
 /// The order stream cannot be reached or did not answer: `why` is kept as the cause.

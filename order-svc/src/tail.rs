@@ -26,10 +26,11 @@ const CAPACITY: usize = 4096;
 /// messages of the gap's end).
 const MAX_CATCH_UP: u64 = 200_000;
 
-/// One order message: its stream sequence and body.
+/// One order message: its stream sequence, subject and body.
 #[derive(Debug, Clone)]
 pub struct Tailed {
     pub seq: u64,
+    pub subject: async_nats::Subject,
     pub payload: Bytes,
 }
 
@@ -92,6 +93,7 @@ impl OrderTail {
                         let seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
                         let _ = feed.send(Tailed {
                             seq,
+                            subject: message.subject.clone(),
                             payload: message.payload.clone(),
                         });
                     }
@@ -149,6 +151,7 @@ pub async fn read_ordered(
         }
         out.push(Tailed {
             seq,
+            subject: message.subject.clone(),
             payload: message.payload.clone(),
         });
         if seq >= until || pending == 0 {

@@ -21,7 +21,7 @@ use async_nats::jetstream::{
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde::Serialize;
-use shared::events::{LEDGER_RESERVATION_PREFIX, OrderEvent, OrderStatus};
+use shared::events::{LEDGER_RESERVATION_PREFIX, OrderStatus};
 use uuid::Uuid;
 
 use crate::{
@@ -143,8 +143,8 @@ async fn latest_states(
     let mut states = HashMap::new();
     // Each order's latest state (ORDERS keeps history): O(orders).
     last_per_subject(&stream, ">", |m| {
-        // Undecodable messages are the projections' poison; the audit skips them too.
-        if let Ok(event) = serde_json::from_slice::<OrderEvent>(&m.payload) {
+        // A message that is not an order's state is every reader's poison; the audit skips it too.
+        if let Ok(event) = shared::events::decode_order_event(&m.subject, &m.payload) {
             states.insert(event.order_id, (event.status, event.updated_at));
         }
     })

@@ -24,7 +24,6 @@ use async_nats::jetstream::{
     consumer::{AckPolicy, DeliverPolicy, pull},
 };
 use futures::StreamExt;
-use shared::events::OrderEvent;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -129,11 +128,11 @@ impl Follower {
         stream: &jetstream::stream::Stream,
         message: &jetstream::Message,
     ) -> AckKind {
-        let event: OrderEvent = match serde_json::from_slice(&message.payload) {
+        let event = match shared::events::decode_order_event(&message.subject, &message.payload) {
             Ok(event) => event,
             Err(error) => {
                 self.counters.poison.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(subject = %message.subject, %error, "Undecodable order event; skipped.");
+                tracing::warn!(subject = %message.subject, %error, "Terminating a poison order event.");
                 return AckKind::Term;
             }
         };

@@ -219,6 +219,38 @@ pub struct OrderEvent {
     pub updated_at: DateTime<Utc>,
 }
 
+/// An order state read from an order stream: decoded, then checked against the subject it was
+/// stored on. Every reader of `ORDERS` (order-svc's view, reads, watches and webhooks;
+/// product-svc's follower, audit and stock writer) takes a message this refuses as poison, so
+/// they agree on which messages are an order's states.
+pub fn decode_order_event(subject: &str, payload: &[u8]) -> Result<OrderEvent, String> {
+    let event: OrderEvent =
+        serde_json::from_slice(payload).map_err(|e| format!("undecodable: {e}"))?;
+    event.check(subject)?;
+    Ok(event)
+}
+
+impl OrderEvent {
+    /// Why this state cannot be an order's state on `subject` (`<prefix>.<orderId>`, a site's
+    /// orders at a hub with one more token before the id), if it cannot.
+    pub fn check(&self, subject: &str) -> Result<(), String> {
+        if self.schema_version != ORDER_SCHEMA_VERSION {
+            return Err(format!("unsupported schemaVersion {}", self.schema_version));
+        }
+        let subject_id = subject
+            .rsplit('.')
+            .next()
+            .and_then(|t| Uuid::parse_str(t).ok());
+        if subject_id != Some(self.order_id) {
+            return Err("orderId does not match the subject".into());
+        }
+        if self.version == 0 {
+            return Err("version must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,5 +280,70 @@ mod tests {
         assert!(json.get("productId").is_some());
         let back: ProductEvent = serde_json::from_value(json).unwrap();
         assert_eq!(back, event);
+    }
+
+    #[test]
+    fn an_order_state_is_decoded_only_on_its_own_subject_with_a_known_schema_and_a_version() {
+        let id = Uuid::now_v7();
+        let now = Utc::now();
+        let event = OrderEvent {
+            event_id: Uuid::now_v7(),
+            event_type: OrderEventType::OrderConfirmed,
+            schema_version: ORDER_SCHEMA_VERSION,
+            occurred_at: now,
+            order_id: id,
+            version: 1,
+            status: OrderStatus::Confirmed,
+            customer_id: Uuid::new_v4(),
+            customer_email: "ann@example.com".into(),
+            items: vec![],
+            total_amount: "0".parse().unwrap(),
+            reason: None,
+            failed_product_ids: vec![],
+            release_owed: false,
+            commit_owed: false,
+            request_fingerprint: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let subject = format!("{ORDER_SUBJECT_PREFIX}.{id}");
+        let site_subject = format!("eshop.site-1.orders.{id}");
+        let json = |e: &OrderEvent| serde_json::to_vec(e).unwrap();
+        assert_eq!(
+            decode_order_event(&subject, &json(&event)),
+            Ok(event.clone())
+        );
+        assert_eq!(
+            decode_order_event(&site_subject, &json(&event)),
+            Ok(event.clone())
+        );
+        let refused =
+            |subject: &str, payload: &[u8]| decode_order_event(subject, payload).unwrap_err();
+        assert!(refused(&subject, b"{not json").starts_with("undecodable"));
+        let other = format!("{ORDER_SUBJECT_PREFIX}.{}", Uuid::now_v7());
+        assert_eq!(
+            refused(&other, &json(&event)),
+            "orderId does not match the subject"
+        );
+        assert_eq!(
+            refused(ORDER_SUBJECT_PREFIX, &json(&event)),
+            "orderId does not match the subject"
+        );
+        let old = OrderEvent {
+            schema_version: 1,
+            ..event.clone()
+        };
+        assert_eq!(
+            refused(&subject, &json(&old)),
+            "unsupported schemaVersion 1"
+        );
+        let unversioned = OrderEvent {
+            version: 0,
+            ..event
+        };
+        assert_eq!(
+            refused(&subject, &json(&unversioned)),
+            "version must be at least 1"
+        );
     }
 }

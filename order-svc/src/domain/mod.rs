@@ -8,10 +8,7 @@ mod tests;
 mod webhook;
 
 // What the rest of the crate uses, by name (the modules' other items are theirs).
-pub use order::{
-    Change, InvalidTransition, Order, OrderItem, check_order_event, created_millis, id_millis,
-    order_id,
-};
+pub use order::{Change, InvalidTransition, Order, OrderItem, created_millis, id_millis, order_id};
 pub use request::{
     LineDraft, OrderDraft, OrderRequest, Refused, optional_id, price_order, validate_create,
     validate_reason,

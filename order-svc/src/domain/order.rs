@@ -238,20 +238,6 @@ impl Order {
     }
 }
 
-/// Why an order event on the stream cannot be applied (it is poison), or `Ok`.
-pub fn check_order_event(e: &OrderEvent, subject_id: Option<Uuid>) -> Result<(), String> {
-    if e.schema_version != ORDER_SCHEMA_VERSION {
-        return Err(format!("unsupported schemaVersion {}", e.schema_version));
-    }
-    if subject_id != Some(e.order_id) {
-        return Err("orderId does not match the subject".into());
-    }
-    if e.version == 0 {
-        return Err("version must be at least 1".into());
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

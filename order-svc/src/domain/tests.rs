@@ -305,8 +305,16 @@ fn transitions_bump_the_version_and_round_trip_as_full_state_events() {
         confirmed,
         "the event is the whole state"
     );
-    assert!(check_order_event(&event, Some(confirmed.id)).is_ok());
-    assert!(check_order_event(&event, Some(Uuid::new_v4())).is_err());
+    assert!(
+        event
+            .check(&format!("eshop.orders.{}", confirmed.id))
+            .is_ok()
+    );
+    assert!(
+        event
+            .check(&format!("eshop.orders.{}", Uuid::new_v4()))
+            .is_err()
+    );
 
     let cancel = Change::Cancel {
         reason: "changed mind".into(),
@@ -364,7 +372,7 @@ fn a_reservation_decided_before_any_publish_makes_the_first_state_final_at_versi
     );
     let event = rejected.to_event(reject.event_type());
     assert_eq!(event.event_type, OrderEventType::OrderRejected);
-    assert!(check_order_event(&event, Some(order.id)).is_ok());
+    assert!(event.check(&format!("eshop.orders.{}", order.id)).is_ok());
     // Only a Pending order has a first state to decide.
     assert!(confirmed.first_state(&Change::Confirm, Utc::now()).is_err());
 }

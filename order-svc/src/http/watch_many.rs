@@ -9,7 +9,7 @@ use axum::{
     http::HeaderMap,
     response::{Response, sse::Event},
 };
-use shared::{auth::Caller, events::OrderEvent};
+use shared::auth::Caller;
 use tokio::sync::{broadcast, broadcast::error::RecvError, mpsc};
 use uuid::Uuid;
 
@@ -123,7 +123,7 @@ impl Watcher {
             return Ok(());
         }
         self.sent = tailed.seq;
-        let Ok(event) = serde_json::from_slice::<OrderEvent>(&tailed.payload) else {
+        let Ok(event) = shared::events::decode_order_event(&tailed.subject, &tailed.payload) else {
             return Ok(()); // poison: the projections count it
         };
         if self.customer.is_some_and(|c| c != event.customer_id) {

@@ -28,7 +28,8 @@
 //!   (a crash, or prefetched at shutdown) would be acknowledged by the next ack-all, so a session
 //!   that finds the durable's delivered sequence past the checkpoint also restarts at
 //!   checkpoint + 1.
-//! - **Poison.** Undecodable or unknown messages are terminated, counted and logged with their
+//! - **Poison.** Messages the read model refuses (undecodable, or an order state that fails
+//!   `shared::events::decode_order_event`) are terminated, counted and logged with their
 //!   sequence; they still advance the checkpoint, so they never stall the consumer.
 //! - **Lost deliveries.** Deliveries are numbered without gaps; a gap (messages lost with a cut
 //!   connection) ends the session before the next ack-all could acknowledge them.
@@ -54,7 +55,6 @@ use async_nats::jetstream::{self, consumer::PullConsumer};
 use futures::{StreamExt, stream::FuturesOrdered};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
-use uuid::Uuid;
 
 /// Most messages in one batch of a long replay: per-batch costs (the checkpoint, the ack, the
 /// writer's turn) fall with size.
@@ -102,14 +102,6 @@ pub struct Applied {
     pub changed: usize,
     /// Whether anything was written (a batch of known states usually writes nothing).
     pub wrote: bool,
-}
-
-/// The entity id that ends a subject (`eshop.products.<id>`, `eshop.orders.<id>`).
-pub fn subject_id(subject: &str) -> Option<Uuid> {
-    subject
-        .rsplit('.')
-        .next()
-        .and_then(|s| Uuid::parse_str(s).ok())
 }
 
 /// What `/health/ready` reports about the projection.

@@ -313,9 +313,7 @@ impl Projection for OrdersView {
     const NAME: &'static str = "orders view";
 
     fn decode(&self, msg: &jetstream::Message) -> std::result::Result<OrderUpdate, String> {
-        let event: OrderEvent =
-            serde_json::from_slice(&msg.payload).map_err(|e| format!("undecodable: {e}"))?;
-        domain::check_order_event(&event, crate::projector::subject_id(&msg.subject))?;
+        let event = shared::events::decode_order_event(&msg.subject, &msg.payload)?;
         let seq = msg.info().map(|i| i.stream_sequence).unwrap_or_default();
         let mut update = OrderUpdate::of(&event, seq, msg.payload.to_vec());
         let own = self

@@ -29,7 +29,6 @@ use async_nats::jetstream::{
 };
 use chrono::Utc;
 use futures::StreamExt;
-use shared::events::OrderEvent;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -237,7 +236,7 @@ impl Dispatcher {
         if self.held.lock().expect("held").contains_key(&seq) {
             return; // redelivered while still being delivered here
         }
-        let event: OrderEvent = match serde_json::from_slice(&message.payload) {
+        let event = match shared::events::decode_order_event(&message.subject, &message.payload) {
             Ok(event) => event,
             Err(error) => {
                 self.figures.poison.fetch_add(1, Ordering::Relaxed);

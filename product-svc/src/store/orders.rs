@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, stream::LastRawMessageErrorKind};
 use chrono::Utc;
-use shared::events::{ORDER_SUBJECT_PREFIX, OrderEvent, OrderStatus};
+use shared::events::{ORDER_SUBJECT_PREFIX, OrderStatus};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
@@ -51,8 +51,8 @@ impl Orders {
             ] {
                 match stream.get_last_raw_message_by_subject(&subject).await {
                     Ok(msg) => {
-                        let event: OrderEvent = serde_json::from_slice(&msg.payload)
-                            .map_err(|e| Error::corrupt(e.to_string()))?;
+                        let event = shared::events::decode_order_event(&msg.subject, &msg.payload)
+                            .map_err(Error::corrupt)?;
                         return Ok(Some(event.status));
                     }
                     Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {}

@@ -609,6 +609,90 @@ async fn poison_events_are_terminated_counted_and_never_block_later_events() {
     system.stop().await;
 }
 
+/// What is poison on the order stream is one rule for every reader (`decode_order_event`):
+/// order-svc's view and product-svc's follower terminate and count the same four messages, the
+/// audit skips them, and orders placed after them are listed and agree with the books.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_order_events_are_terminated_by_every_reader_and_never_block_later_orders() {
+    let system = System::start().await;
+    let (products, orders) = (&system.products, &system.orders);
+    let p = system.product_in_snapshot("Lamp", "5.00", 10).await;
+    let customer = Uuid::new_v4();
+    let first = orders
+        .place(&order_body(customer, &[(&p, 1)]))
+        .await
+        .expect(201);
+    let first_id = first["id"].as_str().unwrap();
+
+    let js = js(&system.nats.url()).await;
+    let (_, state) = last_message(&js, "ORDERS", &format!("eshop.orders.{first_id}"))
+        .await
+        .expect("the order's state");
+    // Each on a subject of its own, so no real order is touched: bytes that are no JSON, a real
+    // state on another order's subject, and states of their own subject with an unknown schema
+    // or no version. All four but the first decode as JSON.
+    let elsewhere = |mut state: Value, change: &dyn Fn(&mut Value)| {
+        let id = Uuid::now_v7();
+        state["orderId"] = json!(id);
+        change(&mut state);
+        (id, serde_json::to_vec(&state).unwrap())
+    };
+    let (old, old_schema) = elsewhere(state.clone(), &|s| s["schemaVersion"] = json!(1));
+    let (zero, no_version) = elsewhere(state.clone(), &|s| s["version"] = json!(0));
+    let poison = [
+        (Uuid::now_v7(), b"{\"orderId\": garbage".to_vec()),
+        (Uuid::now_v7(), serde_json::to_vec(&state).unwrap()),
+        (old, old_schema),
+        (zero, no_version),
+    ];
+    for (subject_id, payload) in poison {
+        js.publish(format!("eshop.orders.{subject_id}"), payload.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let second = orders
+        .place(&order_body(customer, &[(&p, 2)]))
+        .await
+        .expect(201);
+    assert_eq!(second["status"], "Confirmed");
+
+    let health = wait_for(
+        "4 poison order events counted by the view",
+        WAIT,
+        || async {
+            let health = orders.ready().await.body;
+            (health["checks"]["ordersView"]["poison"].as_u64() >= Some(4)).then_some(health)
+        },
+    )
+    .await;
+    assert_eq!(health["checks"]["ordersView"]["poison"], 4, "{health}");
+    let ready = wait_for(
+        "4 poison order events counted by the follower",
+        WAIT,
+        || async {
+            let (_, ready) =
+                crate::get_json(&format!("{}/health/ready", system.product.http)).await;
+            (ready["figures"]["orderFollower"]["poison"].as_u64() >= Some(4)).then_some(ready)
+        },
+    )
+    .await;
+    assert_eq!(ready["figures"]["orderFollower"]["poison"], 4, "{ready}");
+
+    let page = orders
+        .list(&format!("customerId={customer}&pageSize=10"))
+        .await
+        .expect(200);
+    assert_eq!(page["totalCount"], 2, "{page}");
+    assert_eq!(orders.list("").await.body["totalCount"], 2);
+    crate::assert_books_agree(&system.product.http).await;
+    let audit = products.audit().await.expect(200);
+    assert_eq!(audit["ordersChecked"], 2, "{audit}");
+    assert_eq!(products.field(&p, "reservedQuantity").await, 3);
+    system.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_consumer_is_recreated_from_the_checkpoint() {
     let system = System::start().await;
