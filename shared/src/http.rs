@@ -122,6 +122,70 @@ pub fn json_text(text: &'static str) -> axum::response::Response {
         .into_response()
 }
 
+/// The committed OpenAPI document as each service serves it: `json` (pretty, for people and
+/// diffs) without the whitespace between its tokens, worked out at compile time, so only the
+/// compact text is in the binary (~25 KB less for order-svc's document). Use:
+/// `static MIN: [u8; minified_json_len(RAW)] = minify_json(RAW);`.
+pub const fn minified_json_len(json: &str) -> usize {
+    let bytes = json.as_bytes();
+    let (mut i, mut len, mut state) = (0, 0, Scan::new());
+    while i < bytes.len() {
+        if state.keeps(bytes[i]) {
+            len += 1;
+        }
+        i += 1;
+    }
+    len
+}
+
+/// `json` without the whitespace between its tokens; `N` is [`minified_json_len`] of it.
+pub const fn minify_json<const N: usize>(json: &str) -> [u8; N] {
+    let bytes = json.as_bytes();
+    let (mut out, mut i, mut len, mut state) = ([0u8; N], 0, 0, Scan::new());
+    while i < bytes.len() {
+        if state.keeps(bytes[i]) {
+            out[len] = bytes[i];
+            len += 1;
+        }
+        i += 1;
+    }
+    assert!(len == N, "N must be minified_json_len of the same text");
+    out
+}
+
+/// Where a scan of JSON text is: inside a string, and just after a backslash in one.
+struct Scan {
+    in_string: bool,
+    escaped: bool,
+}
+
+impl Scan {
+    const fn new() -> Self {
+        Self {
+            in_string: false,
+            escaped: false,
+        }
+    }
+
+    /// Whether byte `b` stays: everything in a string, outside only what is not whitespace.
+    const fn keeps(&mut self, b: u8) -> bool {
+        if self.in_string {
+            if self.escaped {
+                self.escaped = false;
+            } else if b == b'\\' {
+                self.escaped = true;
+            } else if b == b'"' {
+                self.in_string = false;
+            }
+            return true;
+        }
+        if b == b'"' {
+            self.in_string = true;
+        }
+        !matches!(b, b' ' | b'\n' | b'\r' | b'\t')
+    }
+}
+
 /// The last page a listing accepts (the documents state it as the maximum).
 pub const MAX_PAGE: usize = 1_000_000;
 
@@ -225,6 +289,18 @@ pub fn path_uuid(raw: &str) -> Option<Uuid> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_is_minified_outside_strings_only() {
+        const RAW: &str =
+            "{\n  \"a b\": [1, 2],\n\t\"c\": \"x \\\" { y\",\r\n  \"d\": \"\\\\\" }\n";
+        const LEN: usize = minified_json_len(RAW);
+        const MIN: [u8; LEN] = minify_json(RAW);
+        let min = std::str::from_utf8(&MIN).unwrap();
+        assert_eq!(min, r#"{"a b":[1,2],"c":"x \" { y","d":"\\"}"#);
+        let value: serde_json::Value = serde_json::from_str(RAW).unwrap();
+        assert_eq!(min, serde_json::to_string(&value).unwrap());
+    }
 
     #[test]
     fn paging_defaults_and_bounds() {
