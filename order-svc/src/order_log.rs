@@ -283,7 +283,7 @@ impl OrderLog {
 
 /// A stored state of order `id`, checked (its body names the order of its subject).
 fn decode(id: Uuid, msg: &jetstream::message::StreamMessage) -> Result<OrderEvent> {
-    shared::events::decode_order_event(&msg.subject, &msg.payload)
+    shared::events::OrderEvent::decode(&msg.subject, &msg.payload)
         .map_err(|why| Error::corrupt(format!("order {id} at sequence {}: {why}", msg.sequence)))
 }
 

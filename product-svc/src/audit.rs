@@ -144,7 +144,7 @@ async fn latest_states(
     // Each order's latest state (ORDERS keeps history): O(orders).
     last_per_subject(&stream, ">", |m| {
         // A message that is not an order's state is every reader's poison; the audit skips it too.
-        if let Ok(event) = shared::events::decode_order_event(&m.subject, &m.payload) {
+        if let Ok(event) = shared::events::OrderEvent::decode(&m.subject, &m.payload) {
             states.insert(event.order_id, (event.status, event.updated_at));
         }
     })

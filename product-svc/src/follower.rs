@@ -128,7 +128,7 @@ impl Follower {
         stream: &jetstream::stream::Stream,
         message: &jetstream::Message,
     ) -> AckKind {
-        let event = match shared::events::decode_order_event(&message.subject, &message.payload) {
+        let event = match shared::events::OrderEvent::decode(&message.subject, &message.payload) {
             Ok(event) => event,
             Err(error) => {
                 self.counters.poison.fetch_add(1, Ordering::Relaxed);

@@ -92,22 +92,13 @@ impl ProductEvent {
     pub fn decode(subject: &str, payload: &[u8]) -> Result<Self, String> {
         let event: Self =
             serde_json::from_slice(payload).map_err(|e| format!("undecodable: {e}"))?;
-        if event.schema_version != SCHEMA_VERSION {
-            return Err(format!(
-                "unsupported schemaVersion {}",
-                event.schema_version
-            ));
-        }
-        let id = subject
-            .rsplit('.')
-            .next()
-            .and_then(|s| Uuid::parse_str(s).ok());
-        if id != Some(event.product_id) {
-            return Err("productId does not match the subject".into());
-        }
-        if event.version == 0 {
-            return Err("version must be at least 1".into());
-        }
+        let schema = (event.schema_version, SCHEMA_VERSION);
+        check_stored(
+            subject,
+            schema,
+            ("productId", event.product_id),
+            event.version,
+        )?;
         Ok(event)
     }
 }
@@ -219,36 +210,49 @@ pub struct OrderEvent {
     pub updated_at: DateTime<Utc>,
 }
 
-/// An order state read from an order stream: decoded, then checked against the subject it was
-/// stored on. Every reader of `ORDERS` (order-svc's view, reads, watches and webhooks;
-/// product-svc's follower, audit and stock writer) takes a message this refuses as poison, so
-/// they agree on which messages are an order's states.
-pub fn decode_order_event(subject: &str, payload: &[u8]) -> Result<OrderEvent, String> {
-    let event: OrderEvent =
-        serde_json::from_slice(payload).map_err(|e| format!("undecodable: {e}"))?;
-    event.check(subject)?;
-    Ok(event)
+impl OrderEvent {
+    /// Decodes an order state stored on `subject` (`<prefix>.<orderId>`; a site's orders at a
+    /// hub have one more token before the id), refusing what is poison. Every reader of
+    /// `ORDERS` (order-svc's view, reads, watches and webhooks; product-svc's follower, audit
+    /// and stock writer) decodes with this, so they agree on which messages are an order's
+    /// states.
+    pub fn decode(subject: &str, payload: &[u8]) -> Result<Self, String> {
+        let event: Self =
+            serde_json::from_slice(payload).map_err(|e| format!("undecodable: {e}"))?;
+        event.check(subject)?;
+        Ok(event)
+    }
+
+    /// Why this state cannot be an order's state on `subject`, if it cannot.
+    pub fn check(&self, subject: &str) -> Result<(), String> {
+        let schema = (self.schema_version, ORDER_SCHEMA_VERSION);
+        check_stored(subject, schema, ("orderId", self.order_id), self.version)
+    }
 }
 
-impl OrderEvent {
-    /// Why this state cannot be an order's state on `subject` (`<prefix>.<orderId>`, a site's
-    /// orders at a hub with one more token before the id), if it cannot.
-    pub fn check(&self, subject: &str) -> Result<(), String> {
-        if self.schema_version != ORDER_SCHEMA_VERSION {
-            return Err(format!("unsupported schemaVersion {}", self.schema_version));
-        }
-        let subject_id = subject
-            .rsplit('.')
-            .next()
-            .and_then(|t| Uuid::parse_str(t).ok());
-        if subject_id != Some(self.order_id) {
-            return Err("orderId does not match the subject".into());
-        }
-        if self.version == 0 {
-            return Err("version must be at least 1".into());
-        }
-        Ok(())
+/// What every stored state must be: of the schema this build reads (`schema`: found,
+/// expected), of the entity its subject ends with (`id`: its field name and value), and
+/// versioned from 1.
+fn check_stored(
+    subject: &str,
+    (found, expected): (u32, u32),
+    (field, id): (&str, Uuid),
+    version: u64,
+) -> Result<(), String> {
+    if found != expected {
+        return Err(format!("unsupported schemaVersion {found}"));
     }
+    let subject_id = subject
+        .rsplit('.')
+        .next()
+        .and_then(|t| Uuid::parse_str(t).ok());
+    if subject_id != Some(id) {
+        return Err(format!("{field} does not match the subject"));
+    }
+    if version == 0 {
+        return Err("version must be at least 1".into());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -310,15 +314,15 @@ mod tests {
         let site_subject = format!("eshop.site-1.orders.{id}");
         let json = |e: &OrderEvent| serde_json::to_vec(e).unwrap();
         assert_eq!(
-            decode_order_event(&subject, &json(&event)),
+            OrderEvent::decode(&subject, &json(&event)),
             Ok(event.clone())
         );
         assert_eq!(
-            decode_order_event(&site_subject, &json(&event)),
+            OrderEvent::decode(&site_subject, &json(&event)),
             Ok(event.clone())
         );
         let refused =
-            |subject: &str, payload: &[u8]| decode_order_event(subject, payload).unwrap_err();
+            |subject: &str, payload: &[u8]| OrderEvent::decode(subject, payload).unwrap_err();
         assert!(refused(&subject, b"{not json").starts_with("undecodable"));
         let other = format!("{ORDER_SUBJECT_PREFIX}.{}", Uuid::now_v7());
         assert_eq!(

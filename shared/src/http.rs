@@ -122,10 +122,24 @@ pub fn json_text(text: &'static str) -> axum::response::Response {
         .into_response()
 }
 
-/// The committed OpenAPI document as each service serves it: `json` (pretty, for people and
-/// diffs) without the whitespace between its tokens, worked out at compile time, so only the
-/// compact text is in the binary (~25 KB less for order-svc's document). Use:
-/// `static MIN: [u8; minified_json_len(RAW)] = minify_json(RAW);`.
+/// A `&'static str` of the JSON text `$json` (a constant) without the whitespace between its
+/// tokens, worked out at compile time: each service serves its committed OpenAPI document
+/// (pretty, for people and diffs) this way, so only the compact text is in the binary (~25 KB
+/// less for order-svc's document).
+#[macro_export]
+macro_rules! compact_json {
+    ($json:expr) => {{
+        const JSON: &str = $json;
+        static COMPACT: [u8; $crate::http::minified_json_len(JSON)] =
+            $crate::http::minify_json(JSON);
+        match ::core::str::from_utf8(&COMPACT) {
+            Ok(text) => text,
+            Err(_) => panic!("compacted JSON stays UTF-8"),
+        }
+    }};
+}
+
+/// The length of `json` without the whitespace between its tokens (for [`crate::compact_json!`]).
 pub const fn minified_json_len(json: &str) -> usize {
     let bytes = json.as_bytes();
     let (mut i, mut len, mut state) = (0, 0, Scan::new());
@@ -294,9 +308,8 @@ mod tests {
     fn json_is_minified_outside_strings_only() {
         const RAW: &str =
             "{\n  \"a b\": [1, 2],\n\t\"c\": \"x \\\" { y\",\r\n  \"d\": \"\\\\\" }\n";
-        const LEN: usize = minified_json_len(RAW);
-        const MIN: [u8; LEN] = minify_json(RAW);
-        let min = std::str::from_utf8(&MIN).unwrap();
+        static MIN: &str = crate::compact_json!(RAW);
+        let min = MIN;
         assert_eq!(min, r#"{"a b":[1,2],"c":"x \" { y","d":"\\"}"#);
         let value: serde_json::Value = serde_json::from_str(RAW).unwrap();
         assert_eq!(min, serde_json::to_string(&value).unwrap());

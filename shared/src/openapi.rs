@@ -200,8 +200,16 @@ fn problem_response(description: &str, retry_after: bool) -> utoipa::openapi::Re
     builder.build()
 }
 
-/// The drift check the services' tests run: the served file equals the document generated from
-/// the handlers. With `UPDATE_OPENAPI=1` the file is rewritten instead (`just openapi`).
+/// The services' check of what they serve: the committed document (`committed`), compacted
+/// (`crate::compact_json!`) into `served`, the same JSON on one line.
+pub fn assert_served_compact(served: &str, committed: &str) {
+    let parse = |text: &str| serde_json::from_str::<serde_json::Value>(text).expect("JSON");
+    assert_eq!(parse(served), parse(committed));
+    assert!(!served.contains('\n') && served.len() < committed.len());
+}
+
+/// The drift check the services' tests run: the committed file equals the document generated
+/// from the handlers. With `UPDATE_OPENAPI=1` the file is rewritten instead (`just openapi`).
 pub fn assert_current(generated: &OpenApi, file: &Path) {
     let text = generated.to_pretty_json().expect("the document serializes") + "\n";
     if std::env::var_os("UPDATE_OPENAPI").is_some() {

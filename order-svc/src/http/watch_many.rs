@@ -123,7 +123,7 @@ impl Watcher {
             return Ok(());
         }
         self.sent = tailed.seq;
-        let Ok(event) = shared::events::decode_order_event(&tailed.subject, &tailed.payload) else {
+        let Ok(event) = shared::events::OrderEvent::decode(&tailed.subject, &tailed.payload) else {
             return Ok(()); // poison: the projections count it
         };
         if self.customer.is_some_and(|c| c != event.customer_id) {

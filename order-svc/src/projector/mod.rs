@@ -29,7 +29,7 @@
 //!   that finds the durable's delivered sequence past the checkpoint also restarts at
 //!   checkpoint + 1.
 //! - **Poison.** Messages the read model refuses (undecodable, or an order state that fails
-//!   `shared::events::decode_order_event`) are terminated, counted and logged with their
+//!   `shared::events::OrderEvent::decode`) are terminated, counted and logged with their
 //!   sequence; they still advance the checkpoint, so they never stall the consumer.
 //! - **Lost deliveries.** Deliveries are numbered without gaps; a gap (messages lost with a cut
 //!   connection) ends the session before the next ack-all could acknowledge them.

@@ -313,7 +313,7 @@ impl Projection for OrdersView {
     const NAME: &'static str = "orders view";
 
     fn decode(&self, msg: &jetstream::Message) -> std::result::Result<OrderUpdate, String> {
-        let event = shared::events::decode_order_event(&msg.subject, &msg.payload)?;
+        let event = shared::events::OrderEvent::decode(&msg.subject, &msg.payload)?;
         let seq = msg.info().map(|i| i.stream_sequence).unwrap_or_default();
         let mut update = OrderUpdate::of(&event, seq, msg.payload.to_vec());
         let own = self

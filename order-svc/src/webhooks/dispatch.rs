@@ -236,7 +236,7 @@ impl Dispatcher {
         if self.held.lock().expect("held").contains_key(&seq) {
             return; // redelivered while still being delivered here
         }
-        let event = match shared::events::decode_order_event(&message.subject, &message.payload) {
+        let event = match shared::events::OrderEvent::decode(&message.subject, &message.payload) {
             Ok(event) => event,
             Err(error) => {
                 self.figures.poison.fetch_add(1, Ordering::Relaxed);

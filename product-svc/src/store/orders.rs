@@ -51,7 +51,7 @@ impl Orders {
             ] {
                 match stream.get_last_raw_message_by_subject(&subject).await {
                     Ok(msg) => {
-                        let event = shared::events::decode_order_event(&msg.subject, &msg.payload)
+                        let event = shared::events::OrderEvent::decode(&msg.subject, &msg.payload)
                             .map_err(Error::corrupt)?;
                         return Ok(Some(event.status));
                     }

@@ -609,7 +609,7 @@ async fn poison_events_are_terminated_counted_and_never_block_later_events() {
     system.stop().await;
 }
 
-/// What is poison on the order stream is one rule for every reader (`decode_order_event`):
+/// What is poison on the order stream is one rule for every reader (`OrderEvent::decode`):
 /// order-svc's view and product-svc's follower terminate and count the same four messages, the
 /// audit skips them, and orders placed after them are listed and agree with the books.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
