@@ -1,6 +1,7 @@
 //! The OpenAPI document of the catalog API, generated from the handlers' `#[utoipa::path]`
 //! attributes and the body types; `shared::openapi` adds the answers of the common layers. The
-//! test below keeps `product-svc/openapi.json` equal to it, and the service serves that file (compacted).
+//! test below keeps `product-svc/openapi.json` equal to it, and the service serves that file
+//! compacted (`shared::compact_json!`: the pretty file is for people and diffs).
 
 // Only the test builds the document; the binary serves the file it wrote.
 #[cfg(test)]
