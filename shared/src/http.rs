@@ -112,7 +112,7 @@ pub fn with_callers<S: Clone + Send + Sync + 'static>(
         ))
 }
 
-/// A JSON document kept as text (the committed OpenAPI document), served as `application/json`.
+/// A JSON document kept as text (an OpenAPI document, compacted), served as `application/json`.
 pub fn json_text(text: &'static str) -> axum::response::Response {
     use axum::response::IntoResponse;
     (
@@ -141,30 +141,33 @@ macro_rules! compact_json {
 
 /// The length of `json` without the whitespace between its tokens (for [`crate::compact_json!`]).
 pub const fn minified_json_len(json: &str) -> usize {
+    compact(json, &mut [])
+}
+
+/// `json` without the whitespace between its tokens; `N` is [`minified_json_len`] of it.
+pub const fn minify_json<const N: usize>(json: &str) -> [u8; N] {
+    let mut out = [0u8; N];
+    assert!(
+        compact(json, &mut out) == N,
+        "N must be minified_json_len of the same text"
+    );
+    out
+}
+
+/// Copies the bytes of `json` that stay into `out`, as far as it is long; returns how many stay.
+const fn compact(json: &str, out: &mut [u8]) -> usize {
     let bytes = json.as_bytes();
     let (mut i, mut len, mut state) = (0, 0, Scan::new());
     while i < bytes.len() {
         if state.keeps(bytes[i]) {
+            if len < out.len() {
+                out[len] = bytes[i];
+            }
             len += 1;
         }
         i += 1;
     }
     len
-}
-
-/// `json` without the whitespace between its tokens; `N` is [`minified_json_len`] of it.
-pub const fn minify_json<const N: usize>(json: &str) -> [u8; N] {
-    let bytes = json.as_bytes();
-    let (mut out, mut i, mut len, mut state) = ([0u8; N], 0, 0, Scan::new());
-    while i < bytes.len() {
-        if state.keeps(bytes[i]) {
-            out[len] = bytes[i];
-            len += 1;
-        }
-        i += 1;
-    }
-    assert!(len == N, "N must be minified_json_len of the same text");
-    out
 }
 
 /// Where a scan of JSON text is: inside a string, and just after a backslash in one.
